@@ -1,0 +1,34 @@
+"""In-memory training examples handed from the training store to the trainers.
+
+The store (``learner.store``) produces these after joining feedback to served content; the
+trainers (``learner.rm``, ``learner.ppo``, ``learner.sft``) consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import ChatMessage
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pairwise preference: ``chosen`` was preferred to ``rejected`` for ``prompt``.
+
+    A K-way ranking becomes C(K, 2) of these (InstructGPT); ``weight`` is 1/C(K,2)-style
+    normalisation or 1.0, set by the store. ``margin`` is an optional target margin.
+    """
+
+    pair_id: str
+    prompt: tuple[ChatMessage, ...]
+    chosen: str
+    rejected: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """A demonstration: the conversation so far and the answer to imitate."""
+
+    prompt: tuple[ChatMessage, ...]
+    completion: str
