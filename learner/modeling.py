@@ -1,0 +1,202 @@
+"""Shared model plumbing for the trainers: base model + LoRA, scalar heads, chat tokenisation.
+
+Every trainer (reward model, PPO, SFT) and the evaluation load the base causal LM once, wrap it
+with a PEFT LoRA adapter (fresh, or continued from ``init_adapter``) and read the decoder's
+hidden states directly, so one forward pass yields both token logits (through the LM head) and
+scalar outputs (reward / value heads). References: Hu et al. 2021, "LoRA"
+(https://arxiv.org/abs/2106.09685); PEFT (https://github.com/huggingface/peft).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from schemas.events import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a help string (TRL-style config fields)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainOptions:
+    """Options shared by every trainer: LoRA shape, optimiser, lengths, seed."""
+
+    lora_r: int = option(8, "LoRA rank.")
+    lora_alpha: int = option(16, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = option(0.0, "Dropout on the LoRA input; 0 keeps rollouts and the "
+                                 "PPO update on the same function.")
+    # "all-linear" = every attention and MLP projection except the LM head: the modules vLLM's
+    # LoRA path supports, so a policy adapter trained here is servable by both engines.
+    lora_target_modules: str | list[str] = option("all-linear", "PEFT target_modules.")
+    learning_rate: float = option(1e-4, "AdamW learning rate.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    max_grad_norm: float = option(1.0, "Gradient clipping threshold (global L2 norm).")
+    max_length: int = option(512, "Truncate prompt + response to this many tokens.")
+    seed: int = option(0, "Seed for data order, splits, sampling and head initialisation.")
+
+
+def load_tokenizer(base_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(base_model_dir: Path) -> Any:
+    """Base causal LM in float32 (this CPU has no native bf16: measured 4x slower)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
+    model.config.use_cache = False
+    return model
+
+
+def with_lora(base: Any, options: TrainOptions, init_adapter: Path | None) -> Any:
+    """Wrap ``base`` with a trainable LoRA adapter: continue ``init_adapter`` or start fresh."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if init_adapter is not None:
+        logger.info("continuing LoRA adapter from %s", init_adapter)
+        return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    config = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=options.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config)
+
+
+def decoder_of(peft_model: Any) -> nn.Module:
+    """The transformer body (no LM head); LoRA layers are injected in place, so they apply."""
+    return peft_model.get_base_model().get_decoder()  # type: ignore[no-any-return]
+
+
+def lm_head_of(peft_model: Any) -> nn.Module:
+    return peft_model.get_base_model().get_output_embeddings()  # type: ignore[no-any-return]
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as ``generate`` computes them."""
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, T)
+    return positions.clamp(min=0)
+
+
+def hidden_states(
+    peft_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Last-layer hidden states of the (LoRA-adapted) decoder. Returns (B, T, H)."""
+    out = decoder_of(peft_model)(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state  # type: ignore[no-any-return]
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad token of each row (left or right padding). Returns (B,)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    return (attention_mask.long() * positions).argmax(dim=-1)
+
+
+class ScalarHead(nn.Module):
+    """Linear map hidden state -> scalar (reward or value)."""
+
+    def __init__(self, hidden_size: int, seed: int = 0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        generator = torch.Generator().manual_seed(seed)
+        # Small init (std 1/sqrt(H+1), as TRL's value heads) keeps first outputs near zero.
+        with torch.no_grad():
+            std = 1.0 / (hidden_size + 1) ** 0.5
+            self.linear.weight.copy_(torch.randn(self.linear.weight.shape, generator=generator) * std)
+            self.linear.bias.zero_()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden).squeeze(-1)  # (..., H) -> (...)
+
+
+def messages_as_dicts(prompt: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in prompt]
+
+
+def prompt_text(tokenizer: Any, prompt: Sequence[ChatMessage]) -> str:
+    """The chat-templated prompt up to and including the assistant header."""
+    text = tokenizer.apply_chat_template(
+        messages_as_dicts(prompt), add_generation_prompt=True, tokenize=False
+    )
+    return str(text)
+
+
+def encode_prompt(tokenizer: Any, prompt: Sequence[ChatMessage]) -> list[int]:
+    return list(tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+
+def encode_response(tokenizer: Any, response: str) -> list[int]:
+    """Response tokens followed by EOS (the end-of-turn token that ends a served answer)."""
+    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    return [*ids, tokenizer.eos_token_id]
+
+
+def encode_pair(
+    tokenizer: Any, prompt: Sequence[ChatMessage], response: str, max_length: int
+) -> tuple[list[int], int]:
+    """Prompt + response + EOS token ids, and the prompt length, truncated to ``max_length``.
+
+    When too long the prompt is cut from the left, so the response (what is being judged or
+    imitated) and the assistant header survive.
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    response_ids = encode_response(tokenizer, response)[:max_length]
+    keep = max(0, max_length - len(response_ids))
+    prompt_ids = prompt_ids[len(prompt_ids) - keep :] if keep else []
+    return prompt_ids + response_ids, len(prompt_ids)
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows. Returns input_ids (B, T) and attention_mask (B, T)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token rows (for generation). Returns input_ids (B, T) and attention_mask (B, T)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def set_seed(seed: int) -> None:
+    from transformers import set_seed as hf_set_seed
+
+    hf_set_seed(seed)

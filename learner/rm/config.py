@@ -1,0 +1,26 @@
+"""Reward-model training options (TRL ``RewardConfig`` style: every field has a help string)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from learner.modeling import TrainOptions, option
+
+
+@dataclass
+class RewardConfig(TrainOptions):
+    num_epochs: int = option(1, "Passes over the training comparisons.")
+    batch_size: int = option(8, "Comparisons per optimiser step (per process under accelerate).")
+    eval_fraction: float = option(
+        0.1, "Share of pair_ids held out for evaluation (split by pair, never by comparison)."
+    )
+    # One comparison per pair would leave nothing to evaluate on a tiny store: keep at least
+    # this many held-out pairs when there are at least twice as many pairs in all.
+    min_eval_pairs: int = option(1, "Minimum held-out pairs when the store has enough pairs.")
+    eval_batch_size: int = option(16, "Comparisons per scoring batch during evaluation.")
+    center_rewards_coefficient: float | None = option(
+        None,
+        "If set, adds coef * mean((r_c + r_r)^2) to the loss to keep rewards centred "
+        "(Eisenstein et al. 2023), as TRL's option of the same name.",
+    )
+    log_every: int = option(10, "Log progress every this many optimiser steps.")

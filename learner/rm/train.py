@@ -1,0 +1,199 @@
+"""Train the reward model on comparisons (runs unchanged under ``accelerate launch``).
+
+Steps: 1) split comparisons by pair_id into train / held-out (deterministic by seed, so all
+comparisons of one pair or ranking land on the same side); 2) tokenise prompt + answer + EOS;
+3) minimise the weighted Bradley-Terry loss (``learner.rm.loss``) with AdamW on the LoRA and
+head parameters; 4) score the held-out pairs (accuracy, margin, reward statistics); 5) the main
+process saves the adapter + head once. Ties and both-bad votes are not comparisons (no ordering)
+and never reach this trainer; see ``learner.rm``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from learner.data import Comparison
+from learner.modeling import encode_pair, pad_right, set_seed, trainable_parameters
+from learner.rm.config import RewardConfig
+from learner.rm.loss import pairwise_loss, pairwise_stats
+from learner.rm.model import RewardModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardResult:
+    adapter_dir: Path
+    metrics: dict[str, float]  # held-out metrics (train metrics if nothing could be held out)
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per optimiser step
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    chosen: list[int]
+    rejected: list[int]
+    weight: float
+
+
+def split_by_pair(
+    comparisons: Sequence[Comparison], eval_fraction: float, min_eval_pairs: int, seed: int
+) -> tuple[list[Comparison], list[Comparison]]:
+    """Train / held-out split by pair_id, deterministic given the seed and the set of pairs."""
+    pair_ids = sorted({c.pair_id for c in comparisons})
+    random.Random(seed).shuffle(pair_ids)
+    n_eval = round(eval_fraction * len(pair_ids))
+    if len(pair_ids) >= 2 * min_eval_pairs:
+        n_eval = max(n_eval, min_eval_pairs)
+    held_out = set(pair_ids[:n_eval])
+    train = [c for c in comparisons if c.pair_id not in held_out]
+    evaluation = [c for c in comparisons if c.pair_id in held_out]
+    return train, evaluation
+
+
+def _encode(tokenizer: Any, items: Sequence[Comparison], max_length: int) -> list[_Encoded]:
+    return [
+        _Encoded(
+            chosen=encode_pair(tokenizer, c.prompt, c.chosen, max_length)[0],
+            rejected=encode_pair(tokenizer, c.prompt, c.rejected, max_length)[0],
+            weight=c.weight,
+        )
+        for c in items
+    ]
+
+
+def _collate(pad_id: int) -> Any:
+    def collate(batch: list[_Encoded]) -> dict[str, torch.Tensor]:
+        # Chosen rows first, then rejected rows: one forward scores both halves.
+        ids, mask = pad_right([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
+        weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "weights": weights}
+
+    return collate
+
+
+def _loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
+    chosen, rejected = rewards.chunk(2)  # (B,), (B,)
+    loss = pairwise_loss(chosen, rejected, batch["weights"])
+    if config.center_rewards_coefficient is not None:
+        loss = loss + config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+    return loss, chosen, rejected
+
+
+@torch.no_grad()
+def _evaluate(model: Any, loader: DataLoader, accelerator: Any, config: RewardConfig) -> dict[
+    str, float
+]:
+    model.eval()
+    chosen_all, rejected_all, weights_all = [], [], []
+    for batch in loader:
+        _, chosen, rejected = _loss(model, batch, config)
+        gathered = accelerator.gather_for_metrics((chosen, rejected, batch["weights"]))
+        chosen_all.append(gathered[0])
+        rejected_all.append(gathered[1])
+        weights_all.append(gathered[2])
+    model.train()
+    chosen_t, rejected_t = torch.cat(chosen_all), torch.cat(rejected_all)
+    metrics = pairwise_stats(chosen_t, rejected_t)
+    metrics["loss"] = pairwise_loss(chosen_t, rejected_t, torch.cat(weights_all)).item()
+    return metrics
+
+
+def train_reward_model(
+    base_model_dir: Path,
+    comparisons: list[Comparison],
+    config: RewardConfig,
+    out_dir: Path,
+    init_adapter: Path | None = None,
+) -> RewardResult:
+    """Train base + LoRA + scalar head on ``comparisons``; save to ``out_dir / "adapter"``."""
+    from accelerate import Accelerator
+
+    if not comparisons:
+        raise ValueError("no comparisons to train the reward model on")
+    accelerator = Accelerator()
+    set_seed(config.seed)
+    train_set, eval_set = split_by_pair(
+        comparisons, config.eval_fraction, config.min_eval_pairs, config.seed
+    )
+    model = RewardModel.create(base_model_dir, config, init_adapter)
+    tokenizer = model.tokenizer
+    collate = _collate(tokenizer.pad_token_id)
+    train_loader = DataLoader(
+        _encode(tokenizer, train_set, config.max_length),  # type: ignore[arg-type]
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    # Nothing held out (too few pairs): report metrics on the training pairs instead.
+    eval_items = eval_set or train_set
+    eval_loader = DataLoader(
+        _encode(tokenizer, eval_items, config.max_length),  # type: ignore[arg-type]
+        batch_size=config.eval_batch_size,
+        collate_fn=collate,
+    )
+    optimizer = torch.optim.AdamW(
+        trainable_parameters(model).values(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader
+    )
+    history: list[dict[str, float]] = []
+    step, started = 0, time.perf_counter()
+    model.train()
+    for epoch in range(config.num_epochs):
+        for batch in train_loader:
+            loss, chosen, rejected = _loss(model, batch, config)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            with torch.no_grad():
+                row = {
+                    "step": float(step),
+                    "epoch": float(epoch),
+                    "loss": accelerator.gather(loss.detach()).mean().item(),
+                    "accuracy": accelerator.gather(
+                        (chosen > rejected).float().mean()
+                    ).mean().item(),
+                    "margin": accelerator.gather((chosen - rejected).mean()).mean().item(),
+                }
+            history.append(row)
+            if step % config.log_every == 0:
+                logger.info("reward step %d loss %.4f acc %.3f", step, row["loss"], row["accuracy"])
+    seconds = time.perf_counter() - started
+    metrics = _evaluate(model, eval_loader, accelerator, config)
+    metrics.update(
+        {
+            "train_count": float(len(train_set)),
+            "eval_count": float(len(eval_set)),
+            "train_pairs_per_second": len(train_set) * config.num_epochs / max(seconds, 1e-9),
+            "train_loss": history[-1]["loss"] if history else float("nan"),
+        }
+    )
+    adapter_dir = out_dir / "adapter"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save(adapter_dir)
+        (out_dir / "reward_metrics.json").write_text(
+            json.dumps({"metrics": metrics, "config": asdict(config)}, indent=2, default=str)
+        )
+    accelerator.wait_for_everyone()
+    logger.info("reward model saved to %s: %s", adapter_dir, metrics)
+    return RewardResult(adapter_dir=adapter_dir, metrics=metrics, history=history)

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning (LoRA) on demonstrations; the result is the policy's starting adapter."""
