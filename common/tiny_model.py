@@ -25,7 +25,7 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 320):  # type: ignore[no-untyped-def]
+def build_tiny_tokenizer(vocab_size: int = 320):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -51,8 +51,7 @@ def build_tiny_tokenizer(vocab_size: int = 320):  # type: ignore[no-untyped-def]
     return tokenizer
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0, eos_token_id: int = 2,
-                     pad_token_id: int = 0):  # type: ignore[no-untyped-def]
+def build_tiny_model(vocab_size: int, seed: int = 0, eos_token_id: int = 2, pad_token_id: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -61,6 +61,7 @@ class ServedResponse(StrictModel):
 
 
 class EventBase(StrictModel):
+    kind: str  # narrowed to a Literal by each event class; the discriminator
     schema_version: int = SCHEMA_VERSION
     event_id: NonEmptyStr = Field(default_factory=new_event_id)
     ts: AwareDatetime = Field(default_factory=utc_now)

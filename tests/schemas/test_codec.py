@@ -20,8 +20,10 @@ def _raw_pair() -> dict:
         (b"[1, 2]", "malformed_json"),
         (None, "malformed_json"),
         (b'{"kind": "pair.served"}', "unsupported_version"),
-        (json.dumps({"schema_version": SCHEMA_VERSION + 1, "kind": "pair.served"}),
-         "unsupported_version"),
+        (
+            json.dumps({"schema_version": SCHEMA_VERSION + 1, "kind": "pair.served"}),
+            "unsupported_version",
+        ),
         (json.dumps({"schema_version": 0, "kind": "pair.served"}), "unsupported_version"),
         (json.dumps({"schema_version": "1", "kind": "pair.served"}), "unsupported_version"),
         (json.dumps({"schema_version": SCHEMA_VERSION, "kind": "telemetry"}), "unknown_kind"),
@@ -39,11 +41,15 @@ def test_unknown_fields_are_tolerated_and_reported_at_any_depth():
     data["responses"][1]["logprobs"] = [0.1]
     data["sampling"]["min_p"] = 0.05
     result = decode_event(json.dumps(data))
-    assert result.ok, result.error
-    assert sorted(result.unknown_fields) == ["added_in_v2", "responses.1.logprobs",
-                                             "sampling.min_p"]
+    assert result.event is not None, result.error
+    assert sorted(result.unknown_fields) == [
+        "added_in_v2",
+        "responses.1.logprobs",
+        "sampling.min_p",
+    ]
     assert result.event == pair_served().model_copy(
-        update={"event_id": data["event_id"], "ts": result.event.ts})
+        update={"event_id": data["event_id"], "ts": result.event.ts}
+    )
 
 
 def test_invalid_known_field_is_an_error_even_with_unknown_fields():

@@ -8,12 +8,18 @@ from schemas import AdapterManifest, OffsetRange
 
 def _manifest(**overrides) -> AdapterManifest:
     fields = dict(
-        model_name="policy", version="policy@v12", parent_version="policy@v11",
-        base_model="SmolLM2-135M-Instruct", base_model_sha256="b" * 64,
+        model_name="policy",
+        version="policy@v12",
+        parent_version="policy@v11",
+        base_model="SmolLM2-135M-Instruct",
+        base_model_sha256="b" * 64,
         reward_model_version="reward@v4",
         offsets=[OffsetRange(topic="rlhf.feedback", partition=0, start=10, end=90)],
-        event_count=80, metrics={"objective/kl": 0.04}, config={"lr": 1e-5},
-        code_revision="abc123", files={"adapter_model.safetensors": "c" * 64},
+        event_count=80,
+        metrics={"objective/kl": 0.04},
+        config={"lr": 1e-5},
+        code_revision="abc123",
+        files={"adapter_model.safetensors": "c" * 64},
     )
     fields.update(overrides)
     return AdapterManifest(**fields)

