@@ -27,6 +27,19 @@ class EngineOverloaded(Exception):
     """The engine queue is full; the HTTP layer answers 503/429."""
 
 
+class UnknownAdapter(ValueError):
+    """The request names an adapter version that is not loaded (or is being unloaded)."""
+
+
+class InvalidRequest(ValueError):
+    """The engine cannot serve this request as asked (prompt too long for the model's context,
+    more answers than one batch holds); the HTTP layer answers 400."""
+
+
+class EngineFailure(RuntimeError):
+    """Generation failed inside the engine (non-finite logits, engine stopped); answer 500/503."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     messages: list[ChatMessage]
@@ -66,6 +79,8 @@ class EngineStats:
     running: int = 0
     last_batch_size: int = 0
     tokens_generated_total: int = 0
+    # Largest number of sequences decoded together in one step since start.
+    max_batch_size_seen: int = 0
 
 
 @runtime_checkable
@@ -79,7 +94,9 @@ class Engine(Protocol):
         """Finish or cancel in-flight work and release the model."""
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
-        """``request.n`` answers (exactly n, in index order)."""
+        """``request.n`` answers (exactly n, in index order).
+
+        Raises EngineOverloaded (queue full), UnknownAdapter, InvalidRequest, EngineFailure."""
         ...
 
     def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:

@@ -1,0 +1,347 @@
+"""The engine loop: one thread owns the model and decodes every running answer together.
+
+Continuous batching at step granularity (Orca, Yu et al., OSDI 2022): each iteration admits the
+requests that arrived meanwhile (prefill, then join the running batch's KV cache), runs one
+decode step for all running rows with ``logits_to_keep=1``, samples each row with its own
+parameters, and drops the rows that finished. Requests never wait for a whole batch to end.
+Control work that mutates the model (adapter load/unload) runs between steps on the same thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from prometheus_client import Counter, Histogram
+from transformers import DynamicCache
+
+from serving.engines import kv_batch
+from serving.engines.detokenize import StreamDecoder
+from serving.engines.peft_adapters import AdapterSet
+from serving.engines.protocol import (
+    EngineFailure,
+    EngineOverloaded,
+    EngineStats,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+)
+from serving.engines.sampling import make_generator, sample_rows
+
+logger = logging.getLogger(__name__)
+
+BATCH_ROWS = Histogram(
+    "rlhf_serving_engine_batch_rows", "sequences decoded together per engine step",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+STEP_SECONDS = Histogram("rlhf_serving_engine_step_seconds", "duration of one engine step")
+TOKENS_TOTAL = Counter("rlhf_serving_engine_generated_tokens_total", "tokens generated")
+
+
+@dataclass(eq=False)
+class Submission:
+    """One request in flight; ``emit`` hands a list of chunks (or an exception) to its caller."""
+
+    request: GenerationRequest
+    prompt_ids: list[int]
+    max_new: int
+    emit: Callable[[list[GenerationChunk] | BaseException], None]
+    cancelled: bool = False
+    open_rows: int = 0
+
+
+@dataclass(eq=False)
+class Row:
+    sub: Submission
+    index: int
+    decoder: StreamDecoder
+    generator: torch.Generator
+    next_token: int = 0
+    position: int = 0
+    count: int = 0
+    finish: FinishReason | None = None
+    failed: str | None = None
+
+
+@dataclass(eq=False)
+class _Command:
+    fn: Callable[[], Any]
+    ready: Callable[[], bool]
+    future: Future[Any] = field(default_factory=Future)
+
+
+class DecodeLoop:
+    def __init__(self, adapters: AdapterSet, tokenizer: Any, eos_ids: set[int], pad_id: int,
+                 max_batch_size: int, max_queue: int, max_positions: int) -> None:
+        self._adapters = adapters
+        self._tok = tokenizer
+        self._eos = eos_ids
+        self._pad = pad_id
+        self._max_batch = max_batch_size
+        self._max_queue = max_queue
+        self._max_positions = max_positions
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: collections.deque[Submission] = collections.deque()
+        self._commands: list[_Command] = []
+        self._rows: list[Row] = []
+        self._kv: kv_batch.KV = []
+        self._mask = torch.zeros((0, 0), dtype=torch.long)
+        self._stopping = False
+        self._stats = EngineStats()
+        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+
+    # ---- called from other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def submit(self, sub: Submission) -> None:
+        with self._lock:
+            if self._stopping:
+                raise EngineFailure("engine is stopped")
+            queued = sum(s.request.n for s in self._pending)
+            if queued + sub.request.n > self._max_queue:
+                raise EngineOverloaded(f"engine queue full ({queued} answers waiting)")
+            self._pending.append(sub)
+        self._wake.set()
+
+    def call(self, fn: Callable[[], Any], ready: Callable[[], bool] = lambda: True) -> Future[Any]:
+        """Run ``fn`` on the loop thread between steps, once ``ready()`` holds there."""
+        command = _Command(fn, ready)
+        with self._lock:
+            if self._stopping:
+                command.future.set_exception(EngineFailure("engine is stopped"))
+                return command.future
+            self._commands.append(command)
+        self._wake.set()
+        return command.future
+
+    def versions_in_use(self) -> set[str]:
+        """Adapter versions of running or queued requests (read on the loop thread)."""
+        with self._lock:
+            queued = {s.request.adapter for s in self._pending}
+        return queued | {r.sub.request.adapter for r in self._rows}
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            self._stats.queue_depth = sum(s.request.n for s in self._pending)
+        self._stats.running = len(self._rows)
+        return EngineStats(**vars(self._stats))
+
+    # ---- the loop thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                while not self._stopping:
+                    self._run_commands()
+                    self._admit()
+                    if not self._rows:
+                        self._wake.wait(timeout=0.5)
+                        self._wake.clear()
+                        continue
+                    self._step()
+        except BaseException as exc:  # the loop must never die silently
+            logger.exception("engine loop crashed")
+            self._fail_all(EngineFailure(f"engine loop crashed: {exc}"))
+            raise
+        self._fail_all(EngineFailure("engine stopped"))
+
+    def _run_commands(self) -> None:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        waiting = []
+        for command in commands:
+            if command.future.cancelled():
+                continue
+            if not command.ready():
+                waiting.append(command)
+                continue
+            try:
+                result = command.fn()
+            except BaseException as exc:
+                _settle(command.future, exc=exc)
+            else:
+                _settle(command.future, result=result)
+        if waiting:
+            with self._lock:
+                self._commands[:0] = waiting
+
+    def _take_pending(self) -> list[Submission]:
+        room = self._max_batch - len(self._rows)
+        taken: list[Submission] = []
+        with self._lock:
+            while self._pending and self._pending[0].request.n <= room:
+                sub = self._pending.popleft()
+                if sub.cancelled:
+                    continue
+                room -= sub.request.n
+                taken.append(sub)
+        return taken
+
+    def _admit(self) -> None:
+        subs = self._take_pending()
+        if not subs:
+            return
+        width = max(len(s.prompt_ids) for s in subs)
+        ids = torch.full((len(subs), width), self._pad, dtype=torch.long)  # (S, T)
+        mask = torch.zeros((len(subs), width), dtype=torch.long)  # (S, T)
+        for i, sub in enumerate(subs):
+            ids[i, width - len(sub.prompt_ids):] = torch.tensor(sub.prompt_ids)
+            mask[i, width - len(sub.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (S, T)
+        out = self._adapters.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions,
+            past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
+            **self._adapters.forward_kwargs([s.request.adapter for s in subs]),
+        )
+        # One prefill per request; its n answers share it (repeat the row n times).
+        repeat = torch.tensor([s.request.n for s in subs])
+        expand = torch.repeat_interleave(torch.arange(len(subs)), repeat)  # (R,)
+        logits = out.logits[:, -1, :][expand]  # (R, V)
+        kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(out.past_key_values)]
+        new_rows = [
+            Row(sub=s, index=i, decoder=StreamDecoder(self._tok, s.request.stop),
+                generator=make_generator(s.request.seed, i), position=len(s.prompt_ids))
+            for s in subs for i in range(s.request.n)
+        ]
+        for sub in subs:
+            sub.open_rows = sub.request.n
+        self._accept(new_rows, logits)
+        keep = [i for i, r in enumerate(new_rows) if r.finish is None]
+        if not keep:
+            return
+        kv, new_mask = kv_batch.select(kv, mask[expand], torch.tensor(keep, dtype=torch.long))
+        kept = [new_rows[i] for i in keep]
+        if self._rows:
+            self._kv, self._mask = kv_batch.join(self._kv, self._mask, kv, new_mask)
+            self._rows += kept
+        else:
+            self._kv, self._mask, self._rows = kv, new_mask, kept
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        rows = self._rows
+        ones = torch.ones((len(rows), 1), dtype=torch.long)
+        mask = torch.cat([self._mask, ones], dim=1)  # (B, T+1)
+        out = self._adapters.model(
+            input_ids=torch.tensor([[r.next_token] for r in rows]),  # (B, 1)
+            attention_mask=mask,
+            position_ids=torch.tensor([[r.position] for r in rows]),  # (B, 1)
+            past_key_values=kv_batch.to_cache(self._kv), use_cache=True, logits_to_keep=1,
+            **self._adapters.forward_kwargs([r.sub.request.adapter for r in rows]),
+        )
+        for r in rows:
+            r.position += 1
+        self._kv, self._mask = kv_batch.from_cache(out.past_key_values), mask
+        self._accept(rows, out.logits[:, -1, :])
+        keep = [i for i, r in enumerate(rows) if r.finish is None and not r.sub.cancelled]
+        if len(keep) < len(rows):
+            self._kv, self._mask = kv_batch.select(self._kv, self._mask, torch.tensor(keep, dtype=torch.long))
+            self._rows = [rows[i] for i in keep]
+        self._stats.last_batch_size = len(rows)
+        self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(rows))
+        BATCH_ROWS.observe(len(rows))
+        STEP_SECONDS.observe(time.perf_counter() - started)
+
+    def _accept(self, rows: list[Row], logits: torch.Tensor) -> None:
+        """Sample one token per row from ``logits`` (R, V), update each answer, emit chunks."""
+        finite = torch.isfinite(logits).all(dim=-1)  # (R,)
+        logits = torch.where(finite[:, None], logits, torch.zeros_like(logits))
+        tokens = sample_rows(
+            logits,
+            [r.sub.request.temperature for r in rows],
+            [r.sub.request.top_p for r in rows],
+            [r.generator for r in rows],
+        ).tolist()
+        chunks: dict[Submission, list[GenerationChunk]] = {}
+        for row, token, ok in zip(rows, tokens, finite.tolist(), strict=True):
+            if row.sub.cancelled:
+                row.finish = "stop"
+                continue
+            if not ok:
+                row.failed = "non-finite logits"
+                row.finish = "stop"
+                self._close(row, None, chunks)
+                continue
+            delta = self._advance(row, token)
+            if row.finish is not None:
+                self._close(row, delta, chunks)
+            elif delta:
+                chunks.setdefault(row.sub, []).append(
+                    GenerationChunk(index=row.index, delta=delta, completion_tokens=row.count))
+        for sub, items in chunks.items():
+            if sub.open_rows >= 0:
+                sub.emit(items)
+
+    def _advance(self, row: Row, token: int) -> str:
+        if token in self._eos:
+            row.finish = "stop"
+            return row.decoder.finish()
+        row.count += 1
+        self._stats.tokens_generated_total += 1
+        TOKENS_TOTAL.inc()
+        row.next_token = token
+        delta = row.decoder.push(token)
+        if row.decoder.stopped:
+            row.finish = "stop"
+        elif row.count >= row.sub.max_new or row.position + 1 >= self._max_positions:
+            row.finish = "length"
+            delta += row.decoder.finish()
+        return delta
+
+    def _close(self, row: Row, delta: str | None,
+               chunks: dict[Submission, list[GenerationChunk]]) -> None:
+        sub = row.sub
+        sub.open_rows -= 1
+        if row.failed is not None:
+            if sub.open_rows >= 0:
+                sub.open_rows = -1  # one failed answer fails the whole request, once
+                sub.cancelled = True  # and its other answers stop decoding
+                chunks.pop(sub, None)
+                sub.emit(EngineFailure(f"{row.failed} (adapter {sub.request.adapter})"))
+            return
+        assert row.finish is not None
+        chunks.setdefault(sub, []).append(GenerationChunk(
+            index=row.index, delta=delta or "", finish_reason=row.finish,
+            completion_tokens=row.count))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            self._stopping = True
+            pending, self._pending = list(self._pending), collections.deque()
+            commands, self._commands = self._commands, []
+        for sub in pending + list({r.sub: None for r in self._rows}):
+            if sub.open_rows >= 0:
+                sub.open_rows = -1
+                sub.emit(exc)
+        self._rows = []
+        for command in commands:
+            _settle(command.future, exc=exc)
+
+
+def _settle(future: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+    """Resolve a command's future unless its caller cancelled it meanwhile."""
+    if future.done():
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except Exception:  # cancelled between the check and the set: nobody is waiting
+        logger.debug("command future was cancelled", exc_info=True)

@@ -1,0 +1,88 @@
+"""Several LoRA adapter versions resident on one base model, selected per batch row.
+
+PEFT injects LoRA layers into the base model on the first load; later versions are added with
+``load_adapter`` and removed with ``delete_adapter``. A forward call given
+``adapter_names=[...]`` (one name per row, ``"__base__"`` for the plain model) runs each row
+through its own adapter (PEFT "mixed adapter batches",
+https://huggingface.co/docs/peft/developer_guides/lora#inference-with-different-lora-adapters-in-the-same-batch).
+Only the engine loop thread may call these methods: they mutate the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from serving.engines.protocol import BASE, AdapterRejected
+
+logger = logging.getLogger(__name__)
+
+PEFT_BASE = "__base__"
+
+
+class AdapterSet:
+    def __init__(self, base_model: Any) -> None:
+        self._base = base_model
+        self._peft: Any | None = None
+        self._versions: list[str] = []
+
+    @property
+    def model(self) -> Any:
+        return self._peft if self._peft is not None else self._base
+
+    def versions(self) -> list[str]:
+        return list(self._versions)
+
+    def peft_name(self, version: str) -> str:
+        return PEFT_BASE if version == BASE else version
+
+    def forward_kwargs(self, versions: list[str]) -> dict[str, Any]:
+        if self._peft is None:
+            return {}
+        # Always name every row: without adapter_names PEFT would apply its *active* adapter.
+        return {"adapter_names": [self.peft_name(v) for v in versions]}
+
+    def load(self, version: str, path: Path) -> None:
+        from peft import LoraConfig, PeftConfig, PeftModel
+
+        if version == BASE or version == PEFT_BASE:
+            raise AdapterRejected(f"{version!r} is reserved for the base model")
+        if version in self._versions:
+            raise AdapterRejected(f"adapter {version} is already loaded (versions are immutable)")
+        try:
+            config = PeftConfig.from_pretrained(str(path))
+        except Exception as exc:
+            raise AdapterRejected(f"{path}: not a PEFT adapter directory ({exc})") from exc
+        if not isinstance(config, LoraConfig):
+            raise AdapterRejected(f"{path}: expected a LoRA adapter, got {type(config).__name__}")
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(
+                    self._base, str(path), adapter_name=version, is_trainable=False
+                )
+                result = None
+            else:
+                result = self._peft.load_adapter(str(path), adapter_name=version,
+                                                 is_trainable=False)
+        except Exception as exc:
+            self._forget(version)
+            raise AdapterRejected(f"{path}: adapter does not fit the base model ({exc})") from exc
+        unexpected = list(getattr(result, "unexpected_keys", None) or [])
+        if unexpected:
+            self._forget(version)
+            raise AdapterRejected(f"{path}: weights that match no module: {unexpected[:3]}")
+        self._peft.eval()
+        self._versions.append(version)
+        logger.info("adapter %s loaded from %s (%d resident)", version, path, len(self._versions))
+
+    def unload(self, version: str) -> None:
+        if version not in self._versions:
+            return
+        self._forget(version)
+        self._versions.remove(version)
+        logger.info("adapter %s unloaded (%d resident)", version, len(self._versions))
+
+    def _forget(self, version: str) -> None:
+        if self._peft is not None and version in self._peft.peft_config:
+            self._peft.delete_adapter(version)

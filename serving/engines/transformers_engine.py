@@ -1,0 +1,248 @@
+"""The transformers engine: the CPU default, float32, PEFT multi-adapter, continuous batching.
+
+The asyncio side only tokenises, queues and relays: the model belongs to ``DecodeLoop``'s thread,
+which batches every running answer into one forward per step (DESIGN.md: a bare decode loop
+with a KV cache and ``logits_to_keep=1`` ran ~2x ``model.generate`` at batch 64 on this CPU).
+Chunks come back to the caller's event loop via ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.events import ChatMessage
+from serving.engines.decode_loop import DecodeLoop, Submission
+from serving.engines.peft_adapters import AdapterSet
+from serving.engines.protocol import (
+    BASE,
+    AdapterRejected,
+    EngineFailure,
+    EngineStats,
+    GenerationChunk,
+    GenerationOutput,
+    GenerationRequest,
+    InvalidRequest,
+    UnknownAdapter,
+)
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str = "float32",
+                 max_batch_size: int = 64, max_queue: int | None = None,
+                 smoke_tokens: int = 16) -> None:
+        self.model_dir = Path(model_dir)
+        self.device = device
+        self.dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
+        self.smoke_tokens = smoke_tokens
+        self._loop: DecodeLoop | None = None
+        self._adapters: AdapterSet | None = None
+        self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
+        self._draining: set[str] = set()
+        self._max_positions = 0
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> TransformersEngine:
+        from common.embedded_model import resolve_model_dir
+
+        return cls(resolve_model_dir(settings.model_dir), device=settings.device,
+                   dtype=settings.dtype, max_batch_size=settings.max_batch_size)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        assert self._loop is not None
+        self._loop.start()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.device != "cpu":
+            raise ValueError("the transformers engine's decode loop runs on CPU tensors only")
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        # The loop decodes on its own tokenizer: a Rust tokenizer shared across threads can
+        # fail with "Already borrowed".
+        loop_tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_dir, dtype=getattr(torch, self.dtype)).eval()
+        self._max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        self._adapters = AdapterSet(model)
+        self._loop = DecodeLoop(
+            self._adapters, loop_tokenizer, eos_ids=_eos_ids(model, self._tokenizer),
+            pad_id=_pad_id(self._tokenizer), max_batch_size=self.max_batch_size,
+            max_queue=self.max_queue, max_positions=self._max_positions)
+        logger.info("transformers engine: %s (%s, %s), max batch %d", self.model_dir,
+                    self.device, self.dtype, self.max_batch_size)
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await asyncio.to_thread(self._loop.stop)
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self._encode(messages))
+
+    def _encode(self, messages: list[ChatMessage]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(
+            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False)
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
+        texts = [""] * request.n
+        finals: dict[int, GenerationChunk] = {}
+        prompt_tokens = 0
+        async for chunk in self._stream(request):
+            if isinstance(chunk, int):
+                prompt_tokens = chunk
+                continue
+            texts[chunk.index] += chunk.delta
+            if chunk.finish_reason is not None:
+                finals[chunk.index] = chunk
+        return [
+            GenerationOutput(index=i, text=texts[i], finish_reason=finals[i].finish_reason or "stop",
+                             prompt_tokens=prompt_tokens,
+                             completion_tokens=finals[i].completion_tokens,
+                             adapter=request.adapter)
+            for i in range(request.n)
+        ]
+
+    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self._stream(request):
+            if not isinstance(chunk, int):
+                yield chunk
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:
+        """Prompt token count first, then the chunks of all n answers as they decode."""
+        loop = self._require_loop()
+        self._check(request)
+        prompt = self._encode(request.messages)
+        if len(prompt) + 1 >= self._max_positions:
+            raise InvalidRequest(f"prompt of {len(prompt)} tokens leaves no room in the model's "
+                                 f"{self._max_positions}-token context")
+        max_new = min(request.max_tokens, self._max_positions - len(prompt) - 1)
+        queue: asyncio.Queue[list[GenerationChunk] | BaseException] = asyncio.Queue()
+        aio = asyncio.get_running_loop()
+
+        def emit(item: list[GenerationChunk] | BaseException) -> None:
+            try:
+                aio.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # caller's event loop closed: nobody left to tell
+                sub.cancelled = True
+
+        sub = Submission(request=request, prompt_ids=prompt, max_new=max_new, emit=emit)
+        loop.submit(sub)
+        yield len(prompt)
+        open_answers = request.n
+        try:
+            while open_answers:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                for chunk in item:
+                    open_answers -= chunk.finish_reason is not None
+                    yield chunk
+        finally:
+            # Client went away (or failed): stop decoding its answers at the next step.
+            sub.cancelled = open_answers > 0
+
+    def _check(self, request: GenerationRequest) -> None:
+        if request.n < 1 or request.n > self.max_batch_size:
+            raise InvalidRequest(f"n={request.n} outside 1..{self.max_batch_size}")
+        if request.max_tokens < 1:
+            raise InvalidRequest("max_tokens must be at least 1")
+        if request.adapter != BASE and (request.adapter in self._draining
+                                        or request.adapter not in self.loaded_adapters()):
+            raise UnknownAdapter(f"adapter {request.adapter} is not loaded")
+
+    # ---- adapters ---------------------------------------------------------------------------
+
+    async def load_adapter(self, version: str, path: Path) -> None:
+        loop, adapters = self._require_loop(), self._adapters
+        assert adapters is not None
+        if not Path(path).is_dir():
+            raise AdapterRejected(f"{path} is not a directory")
+        await asyncio.wrap_future(loop.call(lambda: adapters.load(version, Path(path))))
+        self._draining.discard(version)
+
+    async def unload_adapter(self, version: str) -> None:
+        """Refuse new requests for ``version``, let its running answers finish, then drop it."""
+        loop, adapters = self._require_loop(), self._adapters
+        assert adapters is not None
+        if version == BASE:
+            raise ValueError("the base model cannot be unloaded")
+        self._draining.add(version)
+        try:
+            await asyncio.wrap_future(loop.call(
+                lambda: adapters.unload(version),
+                ready=lambda: version not in loop.versions_in_use()))
+        finally:
+            self._draining.discard(version)
+
+    async def smoke_check(self, version: str) -> None:
+        request = GenerationRequest(messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens,
+                                    temperature=0.0, adapter=version)
+        try:
+            answer = (await self.generate(request))[0]
+        except (EngineFailure, UnknownAdapter) as exc:
+            raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
+        problem = degenerate(answer.text)
+        if problem:
+            raise AdapterRejected(f"smoke check of {version}: {problem}: {answer.text!r}")
+        logger.info("smoke check of %s passed: %r", version, answer.text)
+
+    def loaded_adapters(self) -> list[str]:
+        return self._adapters.versions() if self._adapters is not None else []
+
+    def stats(self) -> EngineStats:
+        return self._loop.stats() if self._loop is not None else EngineStats()
+
+    def _require_loop(self) -> DecodeLoop:
+        if self._loop is None:
+            raise EngineFailure("engine not started")
+        return self._loop
+
+
+def degenerate(text: str) -> str | None:
+    """Why an answer looks broken, or None: empty, or one character/word repeated throughout."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty answer"
+    if len(stripped) >= 8 and len(set(stripped)) == 1:
+        return "one character repeated"
+    words = stripped.split()
+    if len(words) >= 6 and len(set(words)) == 1:
+        return "one word repeated"
+    return None
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None),
+                  model.config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else tokenizer.eos_token_id)
