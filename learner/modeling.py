@@ -34,11 +34,14 @@ class TrainOptions:
 
     lora_r: int = option(8, "LoRA rank.")
     lora_alpha: int = option(16, "LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = option(0.0, "Dropout on the LoRA input; 0 keeps rollouts and the "
-                                 "PPO update on the same function.")
+    lora_dropout: float = option(
+        0.0, "Dropout on the LoRA input; 0 keeps rollouts and the PPO update on the same function."
+    )
     # "all-linear" = every attention and MLP projection except the LM head: the modules vLLM's
     # LoRA path supports, so a policy adapter trained here is servable by both engines.
-    lora_target_modules: str | list[str] = option("all-linear", "PEFT target_modules.")
+    lora_target_modules: str = option(
+        "all-linear", "PEFT target_modules: 'all-linear' or a regex over module names."
+    )
     learning_rate: float = option(1e-4, "AdamW learning rate.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float = option(1.0, "Gradient clipping threshold (global L2 norm).")
@@ -125,7 +128,9 @@ class ScalarHead(nn.Module):
         # Small init (std 1/sqrt(H+1), as TRL's value heads) keeps first outputs near zero.
         with torch.no_grad():
             std = 1.0 / (hidden_size + 1) ** 0.5
-            self.linear.weight.copy_(torch.randn(self.linear.weight.shape, generator=generator) * std)
+            self.linear.weight.copy_(
+                torch.randn(self.linear.weight.shape, generator=generator) * std
+            )
             self.linear.bias.zero_()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,292 @@
+"""LoRA PPO against the reward model (runs unchanged under ``accelerate launch``).
+
+One iteration (Ouyang et al. 2022; Huang et al. 2024, https://arxiv.org/abs/2403.17031):
+1) sample a response per prompt from the policy (base + LoRA);
+2) score: reward model at the end of each response (minus a penalty if it never emitted EOS),
+   log-probs and values of the policy, log-probs of the reference (same module, adapter off);
+3) per-token rewards -beta * KL_t + score at the last token; GAE; whitened advantages;
+4) ``ppo_epochs`` passes of minibatch updates with the clipped policy and value losses;
+5) update beta (fixed or Ziegler et al. adaptive controller).
+The main process saves the PEFT adapter (servable) and the value head once at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from learner.modeling import (
+    ScalarHead,
+    load_base_model,
+    load_tokenizer,
+    set_seed,
+    trainable_parameters,
+    with_lora,
+)
+from learner.ppo.advantages import gae, masked_mean, masked_whiten, token_rewards
+from learner.ppo.config import PPOConfig
+from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
+from learner.ppo.policy import PolicyWithValue, response_logprobs
+from learner.ppo.rollout import Rollout, sample
+from learner.rm.model import RewardModel
+from schemas.events import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+@dataclass
+class PPOResult:
+    adapter_dir: Path  # PEFT LoRA adapter only (adapter_config.json, adapter_model.safetensors)
+    metrics: dict[str, float]  # the last iteration's metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per iteration
+    value_head_path: Path | None = None
+
+
+@dataclass
+class Experience:
+    """A scored rollout. B rollouts, R response tokens."""
+
+    rollout: Rollout
+    logprobs: torch.Tensor  # (B, R) policy at sampling time
+    ref_logprobs: torch.Tensor  # (B, R) reference (adapter disabled)
+    values: torch.Tensor  # (B, R)
+    scores: torch.Tensor  # (B,) reward model, with the missing-EOS penalty
+    kl: torch.Tensor  # (B, R) per-token KL estimate, 0 on padding
+    advantages: torch.Tensor  # (B, R) whitened
+    returns: torch.Tensor  # (B, R)
+
+
+def _controller(config: PPOConfig) -> FixedKLController | AdaptiveKLController:
+    if config.adaptive_kl:
+        return AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+    return FixedKLController(config.kl_coef)
+
+
+def _validate(config: PPOConfig, prompts: Sequence[Any]) -> None:
+    if not prompts:
+        raise ValueError("no prompts for PPO")
+    if config.kl_estimator not in ("k1", "k3"):
+        raise ValueError("kl_estimator must be 'k1' or 'k3'")
+    if config.temperature <= 0:
+        raise ValueError("PPO samples: temperature must be > 0")
+    if config.mini_batch_size > config.batch_size:
+        raise ValueError("mini_batch_size must not exceed batch_size")
+
+
+def _score_rollout(
+    model: PolicyWithValue,
+    reward_model: RewardModel,
+    prompts: Sequence[Sequence[ChatMessage]],
+    rollout: Rollout,
+    config: PPOConfig,
+    kl_coef: float,
+) -> Experience:
+    mask = rollout.response_mask.float()  # (B, R)
+    args = (rollout.input_ids, rollout.attention_mask, rollout.context_length)
+    logprobs, values = response_logprobs(
+        model, *args, config.temperature, config.forward_batch_size
+    )
+    with model.reference():
+        ref_logprobs, _ = response_logprobs(
+            model, *args, config.temperature, config.forward_batch_size
+        )
+    scores = reward_model.score(prompts, rollout.texts, config.reward_batch_size)
+    scores = scores.to(logprobs.device)
+    if config.missing_eos_penalty is not None:
+        scores = scores - config.missing_eos_penalty * (~rollout.has_eos).float()
+    kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator) * mask  # type: ignore[arg-type]
+    rewards = token_rewards(scores, kl, mask, kl_coef)
+    if config.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
+    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
+    advantages = masked_whiten(advantages, mask) * mask
+    return Experience(
+        rollout, logprobs, ref_logprobs, values * mask, scores, kl, advantages, returns
+    )
+
+
+def _update(
+    model: Any,
+    optimizer: Any,
+    accelerator: Any,
+    exp: Experience,
+    config: PPOConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """ppo_epochs passes of minibatch updates; returns means of the per-minibatch statistics."""
+    stats: dict[str, list[float]] = {}
+    rollout = exp.rollout
+    n = rollout.input_ids.shape[0]
+    context = rollout.context_length
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.mini_batch_size):
+            rows = order[start : start + config.mini_batch_size].to(rollout.input_ids.device)
+            mask = rollout.response_mask[rows].float()  # (b, R)
+            logits, vpred = model(rollout.input_ids[rows], rollout.attention_mask[rows], context)
+            logits = logits / config.temperature  # (b, R, V)
+            new_logprobs = logprobs_of(logits, rollout.input_ids[rows, context:])  # (b, R)
+            pg = policy_loss(
+                new_logprobs, exp.logprobs[rows], exp.advantages[rows], mask, config.clip_range
+            )
+            vf, vf_clipfrac = value_loss(
+                vpred, exp.values[rows], exp.returns[rows], mask, config.clip_range_value
+            )
+            loss = pg.loss + config.vf_coef * vf
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            with torch.no_grad():
+                row = {
+                    "loss/policy": pg.loss,
+                    "loss/value": vf,
+                    "loss/total": loss,
+                    "policy/clipfrac": pg.clipfrac,
+                    "policy/approxkl": pg.approxkl,
+                    "policy/entropy": masked_mean(entropy_from_logits(logits), mask),
+                    "val/ratio": pg.ratio,
+                    "val/clipfrac": vf_clipfrac,
+                }
+            for key, value in row.items():
+                stats.setdefault(key, []).append(accelerator.gather(value.detach()).mean().item())
+    return {key: sum(v) / len(v) for key, v in stats.items()}
+
+
+def _rollout_metrics(exp: Experience, accelerator: Any, kl_coef: float) -> dict[str, float]:
+    mask = exp.rollout.response_mask.float()  # (B, R)
+    non_score = (-kl_coef * exp.kl).sum(1)  # (B,)
+    per_row = {
+        "objective/kl": exp.kl.sum(1),
+        "objective/entropy": (-exp.logprobs * mask).sum(1),
+        "objective/non_score_reward": non_score,
+        "objective/scores": exp.scores,
+        "objective/rlhf_reward": non_score + exp.scores,
+        "val/mean": (exp.values * mask).sum(1) / mask.sum(1).clamp(min=1),
+        "response/length": mask.sum(1),
+        "response/eos_fraction": exp.rollout.has_eos.float(),
+    }
+    return {k: accelerator.gather_for_metrics(v).float().mean().item() for k, v in per_row.items()}
+
+
+def _prompt_sampler(
+    prompts: Sequence[Sequence[ChatMessage]], config: PPOConfig, rank: int, world: int
+) -> Any:
+    """Endless shuffled passes over this process's share of the prompts."""
+    shard = list(prompts[rank::world]) or list(prompts)
+    rng = random.Random(config.seed + rank)
+    while True:
+        order = list(range(len(shard)))
+        rng.shuffle(order)
+        yield from (shard[i] for i in order)
+
+
+def _build(base_model_dir: Path, config: PPOConfig, init_adapter: Path | None) -> PolicyWithValue:
+    base = load_base_model(base_model_dir)
+    peft_model = with_lora(base, config, init_adapter)
+    # Value head starts fresh each cycle: values are relative to this cycle's reward model.
+    return PolicyWithValue(peft_model, ScalarHead(base.config.hidden_size, seed=config.seed))
+
+
+def _save(
+    model: PolicyWithValue, out_dir: Path, history: list[dict[str, float]], config: PPOConfig
+) -> tuple[Path, Path]:
+    adapter_dir = out_dir / "adapter"
+    model.policy.save_pretrained(str(adapter_dir))
+    head_path = out_dir / VALUE_HEAD_FILE
+    save_file({k: v.contiguous() for k, v in model.value_head.state_dict().items()}, str(head_path))
+    (out_dir / "ppo_metrics.json").write_text(
+        json.dumps({"history": history, "config": asdict(config)}, indent=2, default=str)
+    )
+    return adapter_dir, head_path
+
+
+def run_ppo(
+    base_model_dir: Path,
+    reward_adapter_dir: Path,
+    prompts: list[tuple[ChatMessage, ...]],
+    config: PPOConfig,
+    out_dir: Path,
+    init_adapter: Path | None = None,
+) -> PPOResult:
+    """PPO the policy LoRA (from ``init_adapter`` or fresh) against the reward model."""
+    from accelerate import Accelerator
+
+    _validate(config, prompts)
+    accelerator = Accelerator()
+    set_seed(config.seed + accelerator.process_index)
+    tokenizer = load_tokenizer(base_model_dir)
+    model = _build(base_model_dir, config, init_adapter)
+    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(accelerator.device)
+    optimizer = torch.optim.AdamW(
+        trainable_parameters(model).values(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    controller = _controller(config)
+    next_prompt = _prompt_sampler(
+        prompts, config, accelerator.process_index, accelerator.num_processes
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    for step in range(1, config.num_steps + 1):
+        unwrapped: PolicyWithValue = accelerator.unwrap_model(prepared)
+        batch = [next(next_prompt) for _ in range(config.batch_size)]
+        started = time.perf_counter()
+        rollout = sample(
+            unwrapped.policy,
+            tokenizer,
+            batch,
+            config.max_prompt_length,
+            config.max_new_tokens,
+            config.temperature,
+            config.top_p,
+        )
+        sampled = time.perf_counter()
+        kl_coef = controller.value
+        exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
+        scored = time.perf_counter()
+        metrics = _rollout_metrics(exp, accelerator, kl_coef)
+        metrics.update(_update(prepared, optimizer, accelerator, exp, config, generator))
+        updated = time.perf_counter()
+        controller.update(metrics["objective/kl"], config.batch_size * accelerator.num_processes)
+        metrics.update(
+            {
+                "step": float(step),
+                "objective/kl_coef": kl_coef,
+                "time/rollout": sampled - started,
+                "time/scoring": scored - sampled,
+                "time/update": updated - scored,
+                "time/step": updated - started,
+            }
+        )
+        history.append(metrics)
+        if step % config.log_every == 0:
+            logger.info(
+                "ppo step %d: score %.3f kl %.4f rlhf_reward %.3f clipfrac %.3f (%.1fs)",
+                step,
+                metrics["objective/scores"],
+                metrics["objective/kl"],
+                metrics["objective/rlhf_reward"],
+                metrics["policy/clipfrac"],
+                metrics["time/step"],
+            )
+    accelerator.wait_for_everyone()
+    adapter_dir, head_path = out_dir / "adapter", out_dir / VALUE_HEAD_FILE
+    if accelerator.is_main_process:
+        adapter_dir, head_path = _save(accelerator.unwrap_model(prepared), out_dir, history, config)
+    accelerator.wait_for_everyone()
+    return PPOResult(adapter_dir, history[-1], history, head_path)
