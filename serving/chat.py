@@ -1,0 +1,309 @@
+"""Chat completions handler: request checks, adapter choice, generation, the served events.
+
+Owns what ``routes/chat.py`` delegates (vLLM's ``serving_chat.py`` split: thin router, handler
+that owns the engine). Each answer records the exact adapter version the engine reports for it;
+after an answer is complete the handler emits ``pair.served`` (a comparison) or one
+``response.served`` per answer through the event logger, whose ``emit`` never blocks, so
+logging costs the client nothing (DESIGN.md, "Event logging never blocks").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+
+from schemas.events import ChatMessage, PairServed, ResponseServed, SamplingParams, ServedResponse
+from serving import metrics
+from serving.deps import Caller, Services, is_admin
+from serving.engines.protocol import AdapterRejected, GenerationOutput, GenerationRequest
+from serving.errors import APIError
+from serving.pairing import PairPlan, plan_pair
+from serving.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    Usage,
+)
+from serving.security import new_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatJob:
+    """One accepted chat request, planned: everything needed to answer and to log it."""
+
+    body: ChatCompletionRequest
+    messages: list[ChatMessage]
+    sampling: SamplingParams
+    plan: PairPlan
+    paired: bool
+    pinned: bool
+    uhash: str
+    model: str
+    pair_id: str | None
+    # Inner response ids, canonical order.
+    response_ids: list[str]
+    started: float = field(default_factory=time.perf_counter)
+
+    def api_index(self, canonical: int) -> int:
+        return self.plan.shown_order.index(canonical)
+
+
+def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    out = []
+    for m in body.messages:
+        role = "system" if m.role == "developer" else m.role
+        out.append(ChatMessage(role=role, content=m.text()))
+    return out
+
+
+def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
+    """Refuse requests over the configured caps; the max_tokens to use."""
+    s = services.settings
+    if len(body.messages) > s.max_messages:
+        raise APIError(
+            400,
+            f"too many messages: {len(body.messages)} > {s.max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
+    max_tokens = body.requested_max_tokens() or s.default_max_tokens
+    if max_tokens > s.max_tokens_cap:
+        raise APIError(
+            400,
+            f"max_tokens {max_tokens} exceeds the limit {s.max_tokens_cap}",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
+    if body.n > s.max_n:
+        raise APIError(
+            400, f"n {body.n} exceeds the limit {s.max_n}", param="n", code="n_too_large"
+        )
+    if body.k > s.max_k:
+        raise APIError(
+            400, f"k {body.k} exceeds the limit {s.max_k}", param="k", code="k_too_large"
+        )
+    if body.pair and body.n > 1:
+        raise APIError(
+            400, "a pair request sets k (answers to compare), not n", param="n", code="n_with_pair"
+        )
+    if body.model and body.model != s.model_name:
+        raise APIError(
+            404,
+            f"model {body.model!r} does not exist; GET /v1/models lists {s.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
+    return max_tokens
+
+
+def _resolve_version(
+    services: Services, body: ChatCompletionRequest, admin_token: str | None
+) -> tuple[str, bool]:
+    if body.adapter_version is None:
+        return services.adapters.serving_version(), False
+    if not is_admin(services, admin_token):
+        raise APIError(
+            403,
+            "adapter_version may only be pinned with a valid X-Admin-Token",
+            param="adapter_version",
+            code="pin_requires_admin",
+        )
+    return body.adapter_version, True
+
+
+def _wants_pair(services: Services, body: ChatCompletionRequest) -> bool:
+    if body.pair is not None:
+        return body.pair
+    # Implicit pairs only where an unmodified client cannot be confused: one answer asked for,
+    # not streamed (a streaming client reading choices[0] would mix the two answers).
+    if body.n > 1 or body.stream:
+        return False
+    return random.random() < services.settings.pair_fraction
+
+
+def prepare(
+    services: Services, body: ChatCompletionRequest, caller: Caller, admin_token: str | None
+) -> ChatJob:
+    max_tokens = _check_limits(services, body)
+    version, pinned = _resolve_version(services, body, admin_token)
+    paired = _wants_pair(services, body)
+    messages = _messages(body)
+    sampling = SamplingParams(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=max_tokens,
+        seed=body.seed,
+        stop=body.stop_list(),
+    )
+    base = GenerationRequest(
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list(),
+        n=body.n,
+        adapter=version,
+    )
+    if paired:
+        canary = None if pinned else services.adapters.canary_version()
+        plan = plan_pair(base, body.k, version, canary)
+    else:
+        plan = PairPlan([base], list(range(body.n)))
+    return ChatJob(
+        body=body,
+        messages=messages,
+        sampling=sampling,
+        plan=plan,
+        paired=paired,
+        pinned=pinned,
+        uhash=services.user_hash(caller.api_key, body.user),
+        model=services.settings.model_name,
+        pair_id=new_id("pair") if paired else None,
+        response_ids=[new_id("resp") for _ in range(plan.k)],
+    )
+
+
+async def _run(services: Services, job: ChatJob) -> tuple[list[GenerationOutput], list[float]]:
+    async def one(request: GenerationRequest) -> tuple[list[GenerationOutput], float]:
+        outputs = await services.engine.generate(request)
+        if len(outputs) != request.n:
+            # vLLM was seen returning fewer than n outputs (DESIGN.md): never serve a short set.
+            raise RuntimeError(f"engine returned {len(outputs)} answers, expected {request.n}")
+        return outputs, time.perf_counter() - job.started
+
+    results = await asyncio.gather(*(one(r) for r in job.plan.requests))
+    outputs = [o for batch, _ in results for o in batch]
+    latencies = [lat for batch, lat in results for _ in batch]
+    return outputs, latencies
+
+
+def _replan_after_swap(services: Services, job: ChatJob) -> bool:
+    """After a hot swap unloaded the version a request was planned with, plan it again."""
+    if job.pinned:
+        return False
+    current = [services.adapters.serving_version(), services.adapters.canary_version()]
+    stale = [r for r in job.plan.requests if r.adapter not in current]
+    if not stale:
+        return False
+    serving, canary = current
+    # The first request is the serving side, a second one the canary side (plan_pair's order).
+    requests = [
+        r if r.adapter in current else replace(r, adapter=serving if i == 0 else canary or serving)
+        for i, r in enumerate(job.plan.requests)
+    ]
+    job.plan = PairPlan(requests, job.plan.shown_order)
+    return True
+
+
+async def complete(services: Services, job: ChatJob) -> ChatCompletion:
+    try:
+        outputs, latencies = await _run(services, job)
+    except AdapterRejected:
+        if not _replan_after_swap(services, job):
+            raise
+        logger.info(
+            "adapter swapped under a request; generating again with %s",
+            [r.adapter for r in job.plan.requests],
+        )
+        outputs, latencies = await _run(services, job)
+    emit_served(services, job, outputs, latencies)
+    return build_completion(services, job, outputs)
+
+
+def build_completion(
+    services: Services, job: ChatJob, outputs: list[GenerationOutput]
+) -> ChatCompletion:
+    choices = []
+    for api_index, canonical in enumerate(job.plan.shown_order):
+        out = outputs[canonical]
+        choices.append(
+            Choice(
+                index=api_index,
+                message=AssistantMessage(content=out.text),
+                finish_reason=out.finish_reason,
+                adapter_version=out.adapter,
+                response_id=services.signer.response(
+                    job.response_ids[canonical], job.pair_id, job.uhash
+                ),
+            )
+        )
+    prompt_tokens = outputs[0].prompt_tokens if outputs else 0
+    completion_tokens = sum(o.completion_tokens for o in outputs)
+    return ChatCompletion(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        model=job.model,
+        choices=choices,
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+        pair_id=pair_token(services, job),
+    )
+
+
+def pair_token(services: Services, job: ChatJob) -> str | None:
+    if job.pair_id is None:
+        return None
+    return services.signer.pair(job.pair_id, job.plan.shown_order, job.uhash)
+
+
+def emit_served(
+    services: Services, job: ChatJob, outputs: list[GenerationOutput], latencies: list[float]
+) -> None:
+    """Log what was served; never raises into the request (the answer is already computed)."""
+    try:
+        served = [
+            ServedResponse(
+                response_id=job.response_ids[i],
+                text=o.text,
+                adapter_version=o.adapter,
+                finish_reason=o.finish_reason,
+                prompt_tokens=o.prompt_tokens,
+                completion_tokens=o.completion_tokens,
+                latency_seconds=latencies[i],
+            )
+            for i, o in enumerate(outputs)
+        ]
+        conversation = job.body.conversation_id
+        if job.paired and job.pair_id is not None:
+            services.events.emit(
+                PairServed(
+                    pair_id=job.pair_id,
+                    conversation_id=conversation,
+                    user_id=job.uhash,
+                    model=job.model,
+                    messages=job.messages,
+                    responses=served,
+                    shown_order=job.plan.shown_order,
+                    sampling=job.sampling,
+                )
+            )
+            metrics.PAIRS_SERVED.inc()
+        else:
+            for response in served:
+                services.events.emit(
+                    ResponseServed(
+                        conversation_id=conversation,
+                        user_id=job.uhash,
+                        model=job.model,
+                        messages=job.messages,
+                        response=response,
+                        sampling=job.sampling,
+                    )
+                )
+        metrics.RESPONSES_SERVED.inc(len(served))
+        metrics.COMPLETION_TOKENS.inc(sum(o.completion_tokens for o in outputs))
+        if outputs:
+            metrics.PROMPT_TOKENS.inc(outputs[0].prompt_tokens)
+    except Exception:
+        metrics.EMIT_ERRORS.inc()
+        logger.exception("could not build the served event for pair %s", job.pair_id)

@@ -1,0 +1,191 @@
+"""OpenAI wire models for the HTTP API, plus this service's pairing and feedback extensions.
+
+Shapes follow the OpenAI Chat Completions API (``/v1/chat/completions``, ``/v1/models``, error
+body ``{"error": {"message", "type", "param", "code"}}``) closely enough that the official
+``openai`` client works unchanged; layout after vLLM's ``vllm/entrypoints/openai/protocol.py``.
+Extensions (sent by the openai client through ``extra_body``): ``pair``, ``k``,
+``adapter_version``; responses add ``pair_id`` and, per choice, ``response_id`` and
+``adapter_version``. Request models ignore OpenAI parameters this server does not implement
+(penalties, logprobs, tools...) rather than rejecting clients that send them by default.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class RequestMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    # "developer" is OpenAI's newer name for a system message.
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    messages: list[RequestMessage] = Field(..., min_length=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    # Extensions.
+    pair: bool | None = None
+    k: int = Field(2, ge=2)
+    adapter_version: str | None = Field(None, min_length=1, max_length=256)
+    conversation_id: str | None = Field(None, min_length=1, max_length=256)
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+    response_id: str
+    adapter_version: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    pair_id: str | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+    response_id: str
+    adapter_version: str
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    pair_id: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rlhf-service"
+    root: str | None = None
+    parent: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class FeedbackRequest(BaseModel):
+    """One vote. Exactly one of choice / ranking / rating / correction.
+
+    ``choice`` and ``ranking`` go with ``pair_id``; ``rating`` and ``correction`` with
+    ``response_id``. "a"/"b" name choices[0]/choices[1] as the chat response returned them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair_id: str | None = Field(None, min_length=1, max_length=512)
+    response_id: str | None = Field(None, min_length=1, max_length=512)
+    choice: Literal["a", "b", "tie", "both_bad"] | None = None
+    ranking: list[str] | None = Field(None, min_length=2, max_length=16)
+    rating: Literal["up", "down"] | None = None
+    correction: str | None = Field(None, min_length=1, max_length=32_000)
+    user: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FeedbackRequest:
+        given = [
+            f for f in ("choice", "ranking", "rating", "correction") if getattr(self, f) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, ranking, rating, correction")
+        needs = "pair_id" if given[0] in ("choice", "ranking") else "response_id"
+        if getattr(self, needs) is None:
+            raise ValueError(f"{given[0]} needs {needs}")
+        return self
+
+    def kind(self) -> str:
+        if self.choice is not None or self.ranking is not None:
+            return "preference"
+        return "rating" if self.rating is not None else "correction"
+
+
+class FeedbackResponse(BaseModel):
+    object: Literal["feedback"] = "feedback"
+    event_id: str
+    kind: str
+    accepted: bool = True

@@ -1,0 +1,1 @@
+"""HTTP routes, one resource per file (full-stack-fastapi-template's ``api/routes/``)."""

@@ -1,0 +1,98 @@
+"""``/admin/adapters``: list, load, promote, roll back, canary. Thin: the AdapterManager
+decides; this maps its outcomes to HTTP (AdapterRejected -> 422, unknown version -> 404)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.deps import AdminDep, ServicesDep
+from serving.engines.protocol import AdapterRejected
+from serving.errors import APIError
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin", dependencies=[AdminDep])
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(..., min_length=1, max_length=256)
+    uri: str | None = Field(None, min_length=1, max_length=2048)
+
+
+class VersionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(..., min_length=1, max_length=256)
+
+
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str | None = Field(None, min_length=1, max_length=256)
+
+
+def _state(services: ServicesDep) -> dict[str, Any]:
+    adapters = [
+        a.model_dump(mode="json") if isinstance(a, BaseModel) else a
+        for a in services.adapters.list()
+    ]
+    return {
+        "serving_version": services.adapters.serving_version(),
+        "canary_version": services.adapters.canary_version(),
+        "adapters": adapters,
+    }
+
+
+@contextmanager
+def _mapped(action: str) -> Iterator[None]:
+    try:
+        yield
+    except AdapterRejected as exc:
+        raise APIError(422, f"{action} refused: {exc}", code="adapter_rejected") from None
+    except LookupError as exc:
+        raise APIError(
+            404, f"{action}: unknown adapter version ({exc})", code="adapter_not_found"
+        ) from None
+    except ValueError as exc:
+        raise APIError(400, f"{action}: {exc}", code="invalid_adapter_request") from None
+    logger.info("admin %s done", action)
+
+
+@router.get("/adapters")
+async def list_adapters(services: ServicesDep) -> dict[str, Any]:
+    return _state(services)
+
+
+@router.post("/adapters/load")
+async def load(body: LoadRequest, services: ServicesDep) -> dict[str, Any]:
+    with _mapped(f"load {body.version}"):
+        await services.adapters.load(body.version, body.uri)
+    return _state(services)
+
+
+@router.post("/adapters/promote")
+async def promote(body: VersionRequest, services: ServicesDep) -> dict[str, Any]:
+    with _mapped(f"promote {body.version}"):
+        await services.adapters.promote(body.version)
+    return _state(services)
+
+
+@router.post("/adapters/rollback")
+async def rollback(services: ServicesDep) -> dict[str, Any]:
+    with _mapped("rollback"):
+        await services.adapters.rollback()
+    return _state(services)
+
+
+@router.post("/adapters/canary")
+async def canary(body: CanaryRequest, services: ServicesDep) -> dict[str, Any]:
+    with _mapped(f"canary {body.version}"):
+        result = services.adapters.set_canary(body.version)
+        if inspect.isawaitable(result):
+            await result
+    return _state(services)

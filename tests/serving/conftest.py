@@ -1,0 +1,87 @@
+"""Fixtures for the HTTP-layer tests: an app on the fake engine with recording fakes, and the
+official openai client talking to it through an in-process ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from serving.app import create_app
+from serving.engines.fake import FakeEngine
+from serving.settings import ServingSettings
+from tests.serving.fakes import FakeAdapters, RecordingEvents
+
+API_KEY = "test-api-key-0123456789"
+ADMIN = "test-admin-token-0123456789"
+HMAC_KEY = "test-hmac-key-0123456789abcdef"
+
+
+def make_settings(**overrides: Any) -> ServingSettings:
+    values: dict[str, Any] = dict(
+        engine="fake",
+        kafka_enabled=False,
+        api_keys=[API_KEY],
+        admin_token=ADMIN,
+        hmac_key=HMAC_KEY,
+        pair_fraction=0.0,
+    )
+    values.update(overrides)
+    return ServingSettings(**values)
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    engine: FakeEngine
+    events: RecordingEvents
+    adapters: FakeAdapters
+    http: httpx.AsyncClient
+
+    def openai(self, api_key: str = API_KEY, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(
+            base_url="http://testserver/v1",
+            api_key=api_key,
+            http_client=self.http,
+            max_retries=0,
+            **kwargs,
+        )
+
+
+@asynccontextmanager
+async def harness(
+    settings: ServingSettings | None = None,
+    engine: FakeEngine | None = None,
+) -> AsyncIterator[Harness]:
+    settings = settings or make_settings()
+    engine = engine or FakeEngine()
+    events = RecordingEvents()
+    adapters = FakeAdapters(engine)
+    app = create_app(settings, engine=engine, events=events, adapters=adapters)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield Harness(app, engine, events, adapters, http)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def make_harness() -> Callable[..., Any]:
+    return harness
+
+
+def auth(key: str = API_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
