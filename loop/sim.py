@@ -1,0 +1,468 @@
+"""Simulated users: drive the public HTTP API as a chat app and its users would, and vote.
+
+Each comparison: a random simulated user sends a random training prompt with ``pair: true``,
+reads the K answers, asks the preference function (``module:function``, with Bradley-Terry
+noise, see :mod:`loop.preferences`) which is better, and posts the vote to ``/v1/feedback``;
+sometimes also a thumbs up/down on one answer and a correction (an answer rewritten toward the
+user's taste). Workers run concurrently on asyncio; a token bucket caps the request rate.
+
+CLI: ``python -m loop.sim --base-url http://127.0.0.1:8000 --api-key KEY \
+    --preference loop.preferences:concise --comparisons 500 --concurrency 8 --noise 1.0``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from loop.client import Answer, ServiceClient
+from loop.preferences import (
+    NoiseConfig,
+    NoisyPreference,
+    PreferenceFn,
+    PreferenceOutcome,
+    load_preference,
+    neutral_for,
+    rewrite_for,
+    sample_rating,
+    word_count,
+)
+from loop.prompts import Prompt, load_prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SimConfig:
+    base_url: str = "http://127.0.0.1:8000"
+    api_key: str = "none"
+    model: str | None = None  # None: the first id /v1/models lists
+    preference: str = "loop.preferences:concise"
+    comparisons: int = 100  # 0 = until duration / stop
+    duration: float = 0.0  # seconds; 0 = no time limit
+    concurrency: int = 4
+    rate: float = 0.0  # comparisons started per second; 0 = unlimited
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    thumbs_rate: float = 0.1  # chance of also rating one answer up/down
+    correction_rate: float = 0.05  # chance of also sending a rewritten answer
+    k: int = 2
+    max_tokens: int | None = 96
+    temperature: float | None = None  # None: the server's default
+    users: int = 20
+    prompts: str = "train"
+    seed: int = 0
+
+
+class SimStats:
+    """Counters shared between the workers and whoever displays them (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.requests = 0
+        self.pairs = 0
+        self.votes: Counter[str] = Counter()  # choice / ranking / tie / both_bad
+        self.feedback_ok: Counter[str] = Counter()  # preference / rating / correction
+        self.feedback_failed: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        # Per adapter version: answers served, sum of noise-free utility, sum of words.
+        self.answers: dict[str, list[float]] = {}
+        # Pairs whose answers came from two different versions: sorted (v1, v2) -> [score of v1
+        # (win 1, tie or both bad 0.5), comparisons].
+        self.head_to_head: dict[tuple[str, str], list[float]] = {}
+        self.last_version: str | None = None
+
+    def record_answers(self, answers: list[Answer], utilities: tuple[float, ...] | None) -> None:
+        with self._lock:
+            for i, ans in enumerate(answers):
+                version = ans.adapter_version or "?"
+                row = self.answers.setdefault(version, [0.0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += utilities[i] if utilities is not None else 0.0
+                row[2] += word_count(ans.text)
+                self.last_version = version
+
+    def record_vote(self, answers: list[Answer], outcome: PreferenceOutcome) -> None:
+        with self._lock:
+            self.votes[outcome.kind] += 1
+            versions = [a.adapter_version or "?" for a in answers]
+            if len(versions) != 2 or versions[0] == versions[1]:
+                return
+            key = (min(versions), max(versions))
+            best = outcome.best()
+            score = 0.5 if best is None else float(versions[best] == key[0])
+            row = self.head_to_head.setdefault(key, [0.0, 0.0])
+            row[0] += score
+            row[1] += 1
+
+    def count(self, attr: str, label: str) -> None:
+        with self._lock:
+            getattr(self, attr)[label] += 1
+
+    def bump(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "elapsed_seconds": round(time.monotonic() - self.started, 2),
+                "requests": self.requests,
+                "pairs": self.pairs,
+                "votes": dict(self.votes),
+                "feedback_ok": dict(self.feedback_ok),
+                "feedback_failed": dict(self.feedback_failed),
+                "errors": dict(self.errors),
+                "answers_by_version": {
+                    v: {
+                        "answers": int(n),
+                        "mean_utility": u / n if n else 0.0,
+                        "mean_words": w / n if n else 0.0,
+                    }
+                    for v, (n, u, w) in self.answers.items()
+                },
+                "head_to_head": {
+                    f"{a} vs {b}": {"score_first": s, "n": int(n)}
+                    for (a, b), (s, n) in self.head_to_head.items()
+                },
+                "last_version": self.last_version,
+            }
+
+
+class RateLimiter:
+    """Evenly spaced starts: at most ``rate`` per second (0 = unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Simulator:
+    """Runs ``config.concurrency`` simulated-user workers until the budget is spent or stopped."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        preference: PreferenceFn | None = None,
+        prompts: list[Prompt] | None = None,
+        stats: SimStats | None = None,
+    ) -> None:
+        self.config = config
+        self.base_preference = preference or load_preference(config.preference)
+        self.rng = random.Random(config.seed)
+        self.voter = NoisyPreference(
+            self.base_preference, config.noise, random.Random(config.seed + 1)
+        )
+        self.rewrite = rewrite_for(self.base_preference)
+        self.neutral = neutral_for(self.base_preference)
+        self.prompts = prompts or load_prompts(config.prompts)
+        self.stats = stats or SimStats()
+        self._issued = 0
+        self._stop = threading.Event()
+        self._deadline = (time.monotonic() + config.duration) if config.duration > 0 else None
+
+    def request_stop(self) -> None:
+        """Thread-safe: no new comparison starts; in-flight ones finish."""
+        self._stop.set()
+
+    def _claim(self) -> bool:
+        if self._stop.is_set():
+            return False
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return False
+        if self.config.comparisons and self._issued >= self.config.comparisons:
+            return False
+        self._issued += 1
+        return True
+
+    async def run(self) -> SimStats:
+        client = ServiceClient(self.config.base_url, self.config.api_key)
+        try:
+            model = self.config.model or await client.model_id()
+            limiter = RateLimiter(self.config.rate)
+            await asyncio.gather(
+                *(
+                    self._worker(client, model, limiter)
+                    for _ in range(max(1, self.config.concurrency))
+                )
+            )
+        finally:
+            await client.aclose()
+        return self.stats
+
+    async def _worker(self, client: ServiceClient, model: str, limiter: RateLimiter) -> None:
+        while self._claim():
+            await limiter.wait()
+            try:
+                await self.one_comparison(client, model)
+            except openai.APIStatusError as exc:
+                self.stats.count("errors", f"chat_{exc.status_code}")
+                logger.warning("chat request failed: %s", exc)
+            except (openai.APIError, httpx.HTTPError) as exc:
+                self.stats.count("errors", type(exc).__name__)
+                logger.warning("request failed: %s", exc)
+                await asyncio.sleep(0.5)  # the server may be restarting: do not spin
+
+    async def one_comparison(self, client: ServiceClient, model: str) -> None:
+        cfg = self.config
+        user = f"sim-user-{self.rng.randrange(cfg.users):03d}"
+        prompt = self.rng.choice(self.prompts).prompt
+        self.stats.bump("requests")
+        result = await client.chat(
+            prompt,
+            model=model,
+            user=user,
+            pair=True,
+            k=cfg.k,
+            max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature,
+        )
+        if result.pair_id is None or len(result.answers) < 2:
+            self.stats.count("errors", "not_a_pair")
+            return
+        self.stats.bump("pairs")
+        texts = [a.text for a in result.answers]
+        outcome = self.voter(prompt, texts)
+        self.stats.record_answers(result.answers, self.base_preference(prompt, texts).utilities)
+        self.stats.record_vote(result.answers, outcome)
+        await self._send(
+            client, "preference", preference_body(result.pair_id, user, result.answers, outcome)
+        )
+        if self.rng.random() < cfg.thumbs_rate:
+            await self._send(client, "rating", self._rating_body(user, result.answers, outcome))
+        if self.rewrite is not None and self.rng.random() < cfg.correction_rate:
+            body = self._correction_body(prompt, user, result.answers, outcome)
+            if body is not None:
+                await self._send(client, "correction", body)
+
+    def _rating_body(
+        self, user: str, answers: list[Answer], outcome: PreferenceOutcome
+    ) -> dict[str, Any]:
+        i = self.rng.randrange(len(answers))
+        if outcome.utilities is not None:
+            rating = sample_rating(
+                outcome.utilities[i], self.neutral, self.config.noise.temperature, self.rng
+            )
+        else:
+            rating = "up" if outcome.best() == i else "down"
+        return {"response_id": answers[i].response_id, "rating": rating, "user": user}
+
+    def _correction_body(
+        self, prompt: str, user: str, answers: list[Answer], outcome: PreferenceOutcome
+    ) -> dict[str, Any] | None:
+        assert self.rewrite is not None
+        best = outcome.best()
+        if best is None:
+            best = 0
+        text = self.rewrite(prompt, answers[best].text).strip()
+        if not text or text == answers[best].text.strip():
+            return None  # nothing to teach
+        return {"response_id": answers[best].response_id, "correction": text, "user": user}
+
+    async def _send(self, client: ServiceClient, kind: str, body: dict[str, Any]) -> None:
+        try:
+            resp = await client.feedback(body)
+        except httpx.HTTPError as exc:
+            self.stats.count("feedback_failed", kind)
+            logger.warning("feedback %s failed: %s", kind, exc)
+            return
+        if resp.is_success:
+            self.stats.count("feedback_ok", kind)
+        else:
+            self.stats.count("feedback_failed", kind)
+            logger.warning("feedback %s refused: %d %s", kind, resp.status_code, resp.text[:200])
+
+
+def preference_body(
+    pair_id: str, user: str, answers: list[Answer], outcome: PreferenceOutcome
+) -> dict[str, Any]:
+    """The /v1/feedback body for a vote; "a"/"b" are positions in the order the API returned."""
+    body: dict[str, Any] = {"pair_id": pair_id, "user": user}
+    if outcome.kind in ("tie", "both_bad"):
+        body["choice"] = outcome.kind
+    elif len(answers) == 2:
+        best = outcome.best()
+        body["choice"] = "ab"[best if best is not None else 0]
+    else:
+        order = outcome.ranking or tuple(range(len(answers)))
+        body["ranking"] = [answers[i].response_id for i in order]
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_noise_args(parser: argparse.ArgumentParser, default_noise: float) -> None:
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=default_noise,
+        help="Bradley-Terry temperature: P(a>b) = sigmoid((u_a-u_b)/noise); "
+        f"0 = deterministic (default {default_noise})",
+    )
+    parser.add_argument("--tie-rate", type=float, default=0.0, help="chance of voting tie")
+    parser.add_argument(
+        "--both-bad-rate", type=float, default=0.0, help="chance of voting both bad"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlhf-sim",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="serving root URL")
+    p.add_argument("--api-key", default="none", help="chat API key (Bearer)")
+    p.add_argument("--model", default=None, help="model id (default: first of /v1/models)")
+    p.add_argument(
+        "--preference",
+        default="loop.preferences:concise",
+        help="module:function, or a built-in: concise, friendly, format",
+    )
+    p.add_argument("--comparisons", type=int, default=100, help="how many pairs (0 = no limit)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after seconds (0 = none)")
+    p.add_argument("--concurrency", type=int, default=4, help="simultaneous users")
+    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = unlimited)")
+    add_noise_args(p, default_noise=1.0)
+    p.add_argument("--thumbs-rate", type=float, default=0.1, help="chance of a thumbs vote too")
+    p.add_argument("--correction-rate", type=float, default=0.05, help="chance of a correction too")
+    p.add_argument("--k", type=int, default=2, help="answers per comparison")
+    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--users", type=int, default=20, help="distinct simulated users")
+    p.add_argument("--prompts", default="train", help="train | eval | path to a JSONL file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json-out", type=Path, default=None, help="write final stats as JSON")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    return SimConfig(
+        base_url=args.base_url,
+        api_key=args.api_key,
+        model=args.model,
+        preference=args.preference,
+        comparisons=args.comparisons,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        noise=NoiseConfig(args.noise, args.tie_rate, args.both_bad_rate),
+        thumbs_rate=args.thumbs_rate,
+        correction_rate=args.correction_rate,
+        k=args.k,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        users=args.users,
+        prompts=args.prompts,
+        seed=args.seed,
+    )
+
+
+async def _run_with_progress(sim: Simulator) -> SimStats:
+    task = asyncio.ensure_future(sim.run())
+    total = sim.config.comparisons or None
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:  # plain periodic log lines
+        while not task.done():
+            await asyncio.wait([task], timeout=5.0)
+            snap = sim.stats.snapshot()
+            print(
+                f"pairs {snap['pairs']}/{total or '-'} feedback {snap['feedback_ok']} "
+                f"errors {snap['errors']}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return await task
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} pairs  {task.fields[info]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("simulated users", total=total, info="")
+        while not task.done():
+            await asyncio.wait([task], timeout=0.5)
+            snap = sim.stats.snapshot()
+            info = (
+                f"votes {sum(snap['votes'].values())}  "
+                f"feedback {sum(snap['feedback_ok'].values())}  "
+                f"errors {sum(snap['errors'].values())}  version {snap['last_version']}"
+            )
+            progress.update(bar, completed=snap["pairs"], info=info)
+    return await task
+
+
+def summary_lines(snap: dict[str, Any]) -> list[str]:
+    lines = [
+        f"pairs served: {snap['pairs']} (requests {snap['requests']}, "
+        f"{snap['elapsed_seconds']:.0f} s)",
+        f"votes: {snap['votes']}",
+        f"feedback accepted: {snap['feedback_ok']}  refused/failed: {snap['feedback_failed']}",
+        f"errors: {snap['errors']}",
+        "| version | answers | mean utility | mean words |",
+        "|---|---|---|---|",
+    ]
+    for version, row in sorted(snap["answers_by_version"].items()):
+        lines.append(
+            f"| {version} | {row['answers']} | {row['mean_utility']:.3f} | "
+            f"{row['mean_words']:.1f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        sim = Simulator(config_from_args(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stats = asyncio.run(_run_with_progress(sim))
+    except KeyboardInterrupt:
+        sim.request_stop()
+        stats = sim.stats
+    snap = stats.snapshot()
+    print("\n".join(summary_lines(snap)))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"config": _config_dict(sim.config), **snap}, indent=2))
+    return 0 if snap["pairs"] else 1
+
+
+def _config_dict(config: SimConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out.pop("api_key", None)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
