@@ -1,0 +1,70 @@
+"""Reward-model loss and statistics against TRL's RewardTrainer maths and a hand computation."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from learner.rm.loss import pairwise_loss, pairwise_stats
+
+CHOSEN = torch.tensor([1.0, -0.5, 2.0, 0.3])
+REJECTED = torch.tensor([0.0, 0.5, -1.0, 0.3])
+
+
+def test_loss_matches_hand_computation() -> None:
+    diffs = [1.0, -1.0, 3.0, 0.0]
+    expected = sum(math.log(1 + math.exp(-d)) for d in diffs) / 4
+    loss = pairwise_loss(CHOSEN, REJECTED, torch.ones(4))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weights_make_a_weighted_mean() -> None:
+    weights = torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3])  # one pair + a 3-way ranking's 3 pairs
+    per_pair = [math.log(1 + math.exp(-d)) for d in [1.0, -1.0, 3.0, 0.0]]
+    expected = sum(w * p for w, p in zip(weights.tolist(), per_pair, strict=True)) / 2.0
+    assert pairwise_loss(CHOSEN, REJECTED, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_stats_match_hand_computation() -> None:
+    stats = pairwise_stats(CHOSEN, REJECTED)
+    assert stats["accuracy"] == pytest.approx(0.5)  # the 0.3 vs 0.3 tie is not a win
+    assert stats["margin"] == pytest.approx(0.75)
+    assert stats["rewards/chosen"] == pytest.approx(0.7)
+    assert stats["rewards/rejected"] == pytest.approx(-0.05)
+    both = torch.cat([CHOSEN, REJECTED])
+    assert stats["reward/mean"] == pytest.approx(both.mean().item())
+    assert stats["reward/std"] == pytest.approx(both.std(unbiased=False).item())
+
+
+def test_matches_trl_reward_trainer_compute_loss() -> None:
+    """Run TRL 1.16's own ``RewardTrainer.compute_loss`` on the same rewards."""
+    pytest.importorskip("trl", reason="trl==1.16.0 is the numeric reference (pip install)")
+    from accelerate import Accelerator
+    from trl.trainer.reward_trainer import RewardTrainer
+
+    rewards = torch.cat([CHOSEN, REJECTED]).unsqueeze(-1)  # TRL: chosen rows then rejected
+    model = SimpleNamespace(training=False)
+
+    def fake_model(**_: object) -> SimpleNamespace:
+        return SimpleNamespace(logits=rewards)
+
+    trainer = SimpleNamespace(
+        model=model,
+        args=SimpleNamespace(center_rewards_coefficient=None),
+        accelerator=Accelerator(cpu=True),
+        _metrics={"eval": {k: [] for k in ("min_reward", "mean_reward", "max_reward",
+                                           "accuracy", "margin")}},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
+    inputs = {"attention_mask": torch.ones(8, 3)}
+    trl_loss = RewardTrainer.compute_loss(trainer, fake_model, inputs)  # type: ignore[arg-type]
+    ours = pairwise_loss(CHOSEN, REJECTED, torch.ones(4))
+    assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-6)
+    stats = pairwise_stats(CHOSEN, REJECTED)
+    assert stats["accuracy"] == pytest.approx(trainer._metrics["eval"]["accuracy"][0])
+    assert stats["margin"] == pytest.approx(trainer._metrics["eval"]["margin"][0])
+    assert stats["reward/mean"] == pytest.approx(trainer._metrics["eval"]["mean_reward"][0])
