@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,16 +22,51 @@ class LearnerSettings(BaseSettings):
     data_dir: str = Field("var/learner", description="training store, checkpoints, reports")
     adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")
     adapter_name: str = Field("policy", description="adapter family to train and publish")
-    min_new_comparisons: int = Field(64, ge=1, description="start a cycle after this many new "
-                                     "comparisons ...")
-    cycle_period_seconds: float = Field(3600.0, gt=0, description="... or after this long with "
-                                        "at least one new comparison")
-    feedback_join_window_seconds: float = Field(3600.0, gt=0, description="how long feedback "
-                                                "waits for its pair before it expires")
+    min_new_comparisons: int = Field(
+        64, ge=1, description="start a cycle after this many new comparisons ..."
+    )
+    cycle_period_seconds: float = Field(
+        3600.0, gt=0, description="... or after this long with at least one new comparison"
+    )
+    feedback_join_window_seconds: float = Field(
+        3600.0, gt=0, description="how long feedback waits for its pair before it expires"
+    )
     rm_min_accuracy: float = Field(0.55, ge=0.0, le=1.0, description="held-out accuracy gate")
     kl_budget: float = Field(0.5, gt=0, description="max mean KL(policy||reference) per response")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus port; 0 = off")
     seed: int = 0
+    # --- service around the ML (issue "Learner", parts 1, 5, 6, 7) ---
+    model_name: str = Field(
+        "smollm2-135m-instruct",
+        description="served model id: key of "
+        "adapter.published and manifest model_name (= serving.model_name)",
+    )
+    poll_timeout_ms: int = Field(500, ge=10, description="Kafka poll timeout")
+    max_poll_records: int = Field(500, ge=1, description="messages per poll / store transaction")
+    idle_sleep_seconds: float = Field(1.0, ge=0, description="daemon sleep when nothing to do")
+    sft_on_corrections: bool = Field(True, description="run SFT on new corrections each cycle")
+    ppo_num_prompts: int = Field(64, ge=1, description="logged prompts sampled for PPO")
+    eval_num_prompts: int = Field(16, ge=1, description="held-out prompts for evaluation")
+    eval_prompt_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of logged prompts kept out of PPO for evaluation (stable hash split)",
+    )
+    sanity_prompts: list[str] = Field(
+        default_factory=lambda: ["What is 2+2?", "Say hello.", "Name a colour."],
+        description="prompts whose answers must pass the sanity checks before publishing",
+    )
+    publish_to_kafka: bool = Field(True, description="produce adapter.published after publish")
+    trainers: Literal["real", "fake"] = Field(
+        "real", description="'fake' = tiny stand-in trainers (tests of the service only)"
+    )
+    reward_config: dict[str, Any] = Field(
+        default_factory=dict, description="RewardConfig field overrides (JSON in env)"
+    )
+    ppo_config: dict[str, Any] = Field(default_factory=dict, description="PPOConfig overrides")
+    sft_config: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides")
+    eval_config: dict[str, Any] = Field(default_factory=dict, description="EvalConfig overrides")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -1,0 +1,200 @@
+"""``learner`` command line: run | sft | train-reward | ppo | status.
+
+Settings come from ``LEARNER_*`` environment variables (learner.settings); flags given on the
+command line override them. Output for humans goes to stdout; logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from learner.settings import LearnerSettings
+
+logger = logging.getLogger(__name__)
+
+# flag -> settings field, for the flags shared by every command
+_COMMON = {
+    "data_dir": (str, "training store, checkpoints, reports"),
+    "adapter_store": (str, "adapter store: directory or fsspec URL"),
+    "adapter_name": (str, "adapter family (default policy)"),
+    "model_dir": (str, "'embedded' or a local model directory"),
+    "kafka_bootstrap": (str, "host:port of the Kafka broker"),
+    "trainers": (str, "'real' or 'fake' (service tests only)"),
+    "seed": (int, "random seed"),
+}
+_RUN = {
+    "min_new_comparisons": (int, "start a cycle after this many new comparisons"),
+    "cycle_period_seconds": (float, "... or after this long with at least one"),
+    "rm_min_accuracy": (float, "reward-model held-out accuracy gate"),
+    "kl_budget": (float, "max mean KL to the reference"),
+    "metrics_port": (int, "Prometheus port (0 = off)"),
+    "feedback_join_window_seconds": (float, "how long feedback waits for its pair"),
+}
+
+
+def _add(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]]) -> None:
+    for name, (kind, help_text) in flags.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{help_text} (env LEARNER_{name.upper()})",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learner", description="RLHF learner service.")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="consume events and run training cycles (daemon)")
+    _add(run, _COMMON | _RUN)
+    run.add_argument("--max-cycles", type=int, default=None, help="exit after N cycles")
+    sft = sub.add_parser("sft", help="supervised fine-tuning on a JSONL file or the corrections")
+    _add(sft, _COMMON)
+    sft.add_argument(
+        "--jsonl",
+        type=Path,
+        help="demonstrations, one chat per line (default: every correction in the store)",
+    )
+    sft.add_argument("--out", type=Path, help="output directory (default DATA_DIR/sft/<time>)")
+    sft.add_argument("--init-adapter", type=Path, help="start from this adapter")
+    sft.add_argument(
+        "--publish", action="store_true", help="publish the result as the next policy version"
+    )
+    rm = sub.add_parser("train-reward", help="train a reward model on all stored comparisons")
+    _add(rm, _COMMON)
+    rm.add_argument("--out", type=Path, help="output directory (default DATA_DIR/manual/...)")
+    ppo = sub.add_parser("ppo", help="one PPO run on the stored prompts against a reward model")
+    _add(ppo, _COMMON)
+    ppo.add_argument("--reward-adapter", type=Path, required=True, help="reward model dir")
+    ppo.add_argument("--init-adapter", type=Path, help="start from this policy adapter")
+    ppo.add_argument("--out", type=Path, help="output directory")
+    ppo.add_argument("--num-prompts", type=int, default=None, help="prompts to sample")
+    status = sub.add_parser("status", help="store counts, offsets, lag, versions, gates")
+    _add(status, _COMMON)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> LearnerSettings:
+    fields = set(LearnerSettings.model_fields)
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return LearnerSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    handler = {
+        "run": _cmd_run,
+        "sft": _cmd_sft,
+        "train-reward": _cmd_reward,
+        "ppo": _cmd_ppo,
+        "status": _cmd_status,
+    }[args.command]
+    return handler(settings, args)
+
+
+def _cmd_run(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.daemon import install_signal_handlers, run_daemon
+    from learner.metrics import serve_metrics
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    serve_metrics(settings.metrics_port)
+    return run_daemon(settings, stop, args.max_cycles)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.daemon import build_services
+    from learner.manual import publish_manual
+
+    svc = build_services(settings)
+    if args.jsonl:
+        from learner.sft.data import load_jsonl
+
+        examples = load_jsonl(args.jsonl)
+    else:
+        examples = svc.store.sft_examples()
+    if not examples:
+        print("no demonstrations (give --jsonl FILE or collect corrections first)", file=sys.stderr)
+        return 1
+    out = args.out or Path(settings.data_dir) / "sft" / _stamp()
+    res = svc.runner.trainers.sft(svc.runner.base, examples, out, args.init_adapter)
+    print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
+    if args.publish:
+        version = publish_manual(svc, res.adapter_dir, res.metrics, {"sft": res.config})
+        print(f"published {version}")
+    return 0
+
+
+def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.daemon import build_services
+
+    svc = build_services(settings)
+    comparisons = svc.store.comparisons()
+    if not comparisons:
+        print("no comparisons in the store", file=sys.stderr)
+        return 1
+    out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
+    res = svc.runner.trainers.reward(svc.runner.base, comparisons, out)
+    passed = res.metrics.get("accuracy", 0.0) >= settings.rm_min_accuracy
+    print(
+        json.dumps(
+            {"adapter_dir": str(res.adapter_dir), "metrics": res.metrics, "passes_gate": passed},
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _cmd_ppo(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.daemon import build_services
+
+    svc = build_services(settings)
+    prompts = svc.store.prompts()
+    if not prompts:
+        print("no logged prompts in the store", file=sys.stderr)
+        return 1
+    prompts = prompts[: args.num_prompts or settings.ppo_num_prompts]
+    out = args.out or Path(settings.data_dir) / "manual" / f"ppo-{_stamp()}"
+    res = svc.runner.trainers.ppo(
+        svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter
+    )
+    print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
+    return 0
+
+
+def _cmd_status(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.status import collect_status, format_status
+
+    info: dict[str, Any] = collect_status(settings)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_status(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""One training cycle, resumable stage by stage (issue "Learner", part 5; DESIGN.md workflow).
+
+    snapshot -> [sft on new corrections] -> reward model (all comparisons) -> gate accuracy
+             -> PPO from the current published version -> evaluate -> gates -> publish
+             -> announce (adapter.published) -> done
+
+Every stage boundary saves a ``CycleCheckpoint`` (learner.checkpoint) holding the store
+snapshot (offsets + seq high-water mark) the cycle trains on, the adapter directories finished
+stages produced, and the next stage. After SIGKILL the daemon resumes the same cycle at that
+stage on the same snapshot: no event is trained twice or skipped, and publishing is made
+idempotent by reserving the version number in the checkpoint and recognising a version that
+already carries this cycle's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from common.embedded_model import model_dir_sha256
+from learner import faults, gates, metrics
+from learner.checkpoint import (
+    STAGES,
+    CycleCheckpoint,
+    Stage,
+    load_checkpoint,
+    save_checkpoint,
+)
+from learner.publish import AdapterStore, announce_published, build_manifest
+from learner.publish.manifest import offset_ranges
+from learner.settings import LearnerSettings
+from learner.store import Snapshot, TrainingStore
+from learner.store.queries import Prompt, is_heldout
+from learner.trainers import Trainers
+from schemas.events import AdapterPublished
+
+logger = logging.getLogger(__name__)
+
+
+class CycleRunner:
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        store: TrainingStore,
+        adapters: AdapterStore,
+        trainers: Trainers,
+        base_model_dir: Path,
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.adapters = adapters
+        self.trainers = trainers
+        self.base = base_model_dir
+        self.data_dir = Path(settings.data_dir)
+        self._base_sha: str | None = None
+        self.started_at = time.time()
+
+    # ---- when -------------------------------------------------------------------------------
+
+    def pending(self) -> CycleCheckpoint | None:
+        """The unfinished cycle a previous process left behind, if any."""
+        ckpt = load_checkpoint(self.data_dir)
+        return ckpt if ckpt is not None and ckpt.stage != "done" else None
+
+    def new_comparisons(self) -> int:
+        return self.store.count_new_comparisons(self.store.last_cycle_seq())
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        new = self.new_comparisons()
+        if new >= self.s.min_new_comparisons:
+            return True
+        finished = [c["finished"] for c in self.store.cycles(1) if c["finished"]]
+        since = finished[0] if finished else self.started_at
+        return new >= 1 and now - since >= self.s.cycle_period_seconds
+
+    # ---- run --------------------------------------------------------------------------------
+
+    def begin(self) -> CycleCheckpoint:
+        snap = self.store.snapshot()
+        prev = self.adapters.latest()
+        prev_snap = prev.config.get("store_snapshot") if prev else None
+        last = load_checkpoint(self.data_dir)
+        cycle_id = max(self.store.next_cycle_id(), (last.cycle_id + 1) if last else 1)
+        ckpt = CycleCheckpoint(
+            cycle_id=cycle_id,
+            snapshot=snap.to_json(),
+            previous_snapshot=prev_snap,
+            previous_max_seq=int(prev_snap["max_seq"]) if prev_snap else 0,
+            parent_version=prev.version if prev else None,
+        )
+        save_checkpoint(self.data_dir, ckpt)
+        logger.info(
+            "cycle %d: snapshot seq<=%d, parent %s",
+            cycle_id,
+            snap.max_seq,
+            ckpt.parent_version or "base",
+        )
+        faults.hit("cycle.after_snapshot")
+        return ckpt
+
+    def run(self, ckpt: CycleCheckpoint | None = None) -> CycleCheckpoint:
+        ckpt = ckpt or self.pending() or self.begin()
+        self.store.record_cycle_start(ckpt.cycle_id, Snapshot.from_json(ckpt.snapshot).max_seq)
+        started = time.perf_counter()
+        bar = tqdm(
+            total=len(STAGES) - 1,
+            initial=STAGES.index(ckpt.stage),
+            desc=f"cycle {ckpt.cycle_id}",
+            unit="stage",
+            mininterval=0,
+        )
+        try:
+            while ckpt.stage != "done":
+                stage: Stage = ckpt.stage
+                bar.set_postfix_str(stage)
+                logger.info("cycle %d: stage %s", ckpt.cycle_id, stage)
+                t0 = time.perf_counter()
+                ckpt = self._run_stage(stage, ckpt)
+                metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
+                save_checkpoint(self.data_dir, ckpt)
+                bar.update(STAGES.index(ckpt.stage) - bar.n)
+        finally:
+            bar.close()
+        metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
+        logger.info("cycle %d %s: %s", ckpt.cycle_id, ckpt.outcome, ckpt.reason)
+        return ckpt
+
+    def _run_stage(self, stage: Stage, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        try:
+            return getattr(self, f"_{stage}")(ckpt)
+        except Exception as exc:
+            if stage == "announce":
+                raise  # the version is published; only the event is missing: retry later
+            # A trainer that fails on this snapshot would fail again on resume: reject the
+            # cycle (kept for inspection) instead of looping on it.
+            logger.exception("cycle %d: stage %s failed", ckpt.cycle_id, stage)
+            return self._reject(ckpt, f"stage {stage} failed: {exc!r}"[:500])
+
+    # ---- stages -----------------------------------------------------------------------------
+
+    def workdir(self, ckpt: CycleCheckpoint) -> Path:
+        return self.data_dir / "cycles" / f"cycle-{ckpt.cycle_id}"
+
+    def _fresh(self, ckpt: CycleCheckpoint, name: str) -> Path:
+        out = self.workdir(ckpt) / name
+        if out.exists():  # a previous run of this stage died half way: start it over
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        return out
+
+    def _parent_dir(self, ckpt: CycleCheckpoint) -> Path | None:
+        if ckpt.parent_version is None:
+            return None
+        dest = self.workdir(ckpt) / "parent"
+        if not (dest / "adapter_config.json").exists():
+            self.adapters.download(int(ckpt.parent_version.rsplit("@v", 1)[1]), dest)
+        return dest
+
+    def _max_seq(self, ckpt: CycleCheckpoint) -> int:
+        return Snapshot.from_json(ckpt.snapshot).max_seq
+
+    def _sft(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        examples = self.store.sft_examples(self._max_seq(ckpt), ckpt.previous_max_seq)
+        if not (self.s.sft_on_corrections and examples):
+            return ckpt.model_copy(update={"stage": "reward"})
+        logger.info("cycle %d: SFT on %d new correction(s)", ckpt.cycle_id, len(examples))
+        res = self.trainers.sft(
+            self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt)
+        )
+        return ckpt.model_copy(
+            update={
+                "stage": "reward",
+                "sft_adapter": str(res.adapter_dir),
+                "metrics": ckpt.metrics | _prefixed("sft", res.metrics),
+                "history": ckpt.history | {"sft": res.history},
+            }
+        )
+
+    def _reward(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        comparisons = self.store.comparisons(self._max_seq(ckpt))
+        if not comparisons:
+            return self._reject(ckpt, "no comparisons in the snapshot")
+        logger.info("cycle %d: reward model on %d comparison(s)", ckpt.cycle_id, len(comparisons))
+        res = self.trainers.reward(self.base, comparisons, self._fresh(ckpt, "reward"))
+        accuracy = res.metrics.get("accuracy")
+        if accuracy is not None:
+            metrics.LAST_RM_ACCURACY.set(accuracy)
+        ckpt = ckpt.model_copy(
+            update={
+                "metrics": ckpt.metrics
+                | _prefixed("reward", res.metrics)
+                | {"reward/comparisons": float(len(comparisons))},
+                "history": ckpt.history | {"reward": res.history},
+            }
+        )
+        failed = gates.first_failure([gates.reward_gate(accuracy, self.s.rm_min_accuracy)])
+        if failed:
+            return self._reject(ckpt, failed.reason)
+        kept = _install(res.adapter_dir, self.data_dir / "reward" / f"v{ckpt.cycle_id}")
+        faults.hit("cycle.after_reward")
+        return ckpt.model_copy(
+            update={
+                "stage": "ppo",
+                "reward_adapter": str(kept),
+                "reward_version": f"reward@v{ckpt.cycle_id}",
+            }
+        )
+
+    def _ppo(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        assert ckpt.reward_adapter is not None
+        train, _ = self._prompt_split(ckpt)
+        rng = random.Random(self.s.seed * 1_000_003 + ckpt.cycle_id)
+        prompts = rng.sample(train, min(self.s.ppo_num_prompts, len(train)))
+        init = Path(ckpt.sft_adapter) if ckpt.sft_adapter else self._parent_dir(ckpt)
+        logger.info(
+            "cycle %d: PPO on %d prompt(s) from %s",
+            ckpt.cycle_id,
+            len(prompts),
+            "SFT adapter" if ckpt.sft_adapter else ckpt.parent_version or "base",
+        )
+        res = self.trainers.ppo(
+            self.base, Path(ckpt.reward_adapter), prompts, self._fresh(ckpt, "ppo"), init
+        )
+        faults.hit("cycle.after_ppo")
+        return ckpt.model_copy(
+            update={
+                "stage": "evaluate",
+                "policy_adapter": str(res.adapter_dir),
+                "metrics": ckpt.metrics
+                | _prefixed("ppo", res.metrics)
+                | {"ppo/prompts": float(len(prompts))},
+                "history": ckpt.history | {"ppo": res.history},
+            }
+        )
+
+    def _prompt_split(self, ckpt: CycleCheckpoint) -> tuple[list[Prompt], list[Prompt]]:
+        """Logged real prompts split by a stable hash: PPO never sees the held-out ones."""
+        prompts = self.store.prompts(self._max_seq(ckpt))
+        held = [p for p in prompts if is_heldout(p, self.s.eval_prompt_fraction)]
+        train = [p for p in prompts if not is_heldout(p, self.s.eval_prompt_fraction)]
+        if not train or not held:
+            # Too few distinct prompts to split: use all for both, and say so in the metrics.
+            logger.warning("only %d distinct prompt(s): evaluation is not held out", len(prompts))
+            return prompts, prompts
+        return train, held
+
+    def _evaluate(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        assert ckpt.policy_adapter and ckpt.reward_adapter
+        train, held = self._prompt_split(ckpt)
+        prompts = held[: self.s.eval_num_prompts]
+        out = self.trainers.evaluate(
+            self.base,
+            Path(ckpt.policy_adapter),
+            Path(ckpt.reward_adapter),
+            prompts,
+            self.s.sanity_prompts,
+        )
+        metrics.LAST_KL.set(out.kl)
+        metrics.LAST_REWARD_GAIN.set(out.reward_gain)
+        ckpt = ckpt.model_copy(
+            update={
+                "metrics": ckpt.metrics
+                | _prefixed("eval", out.metrics)
+                | {"eval/heldout": float(train is not held)}
+            }
+        )
+        decisions = gates.eval_gates(out.reward_gain, out.kl, self.s.kl_budget, out.sanity_failures)
+        failed = gates.first_failure(decisions)
+        if failed:
+            return self._reject(ckpt, failed.reason)
+        return ckpt.model_copy(update={"stage": "publish"})
+
+    def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        assert ckpt.policy_adapter is not None
+        number = self._reserve_version(ckpt)
+        version = f"{self.s.adapter_name}@v{number}"
+        if number in self.adapters.versions():  # published before a crash: keep it as is
+            logger.info("cycle %d: %s already in the store", ckpt.cycle_id, version)
+            data = self.adapters.manifest_bytes(number)
+            return ckpt.model_copy(
+                update={
+                    "stage": "announce",
+                    "version": version,
+                    "uri": self.adapters.uri(number),
+                    "manifest_sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+        self.adapters.cleanup_temp()
+        snap = Snapshot.from_json(ckpt.snapshot)
+        manifest = build_manifest(
+            adapter_dir=Path(ckpt.policy_adapter),
+            model_name=self.s.model_name,
+            version=version,
+            parent_version=ckpt.parent_version,
+            base_model=self.s.model_dir,
+            base_model_sha256=self.base_sha(),
+            reward_model_version=ckpt.reward_version,
+            offsets=offset_ranges(ckpt.previous_snapshot, snap),
+            event_count=self.store.events_between(ckpt.previous_max_seq, snap.max_seq),
+            metrics=ckpt.metrics,
+            config=self._manifest_config(ckpt),
+        )
+        uri, sha = self.adapters.publish(Path(ckpt.policy_adapter), manifest)
+        return ckpt.model_copy(
+            update={"stage": "announce", "version": version, "uri": uri, "manifest_sha256": sha}
+        )
+
+    def _reserve_version(self, ckpt: CycleCheckpoint) -> int:
+        """N = last visible version + 1, written to the checkpoint before any file is."""
+        if ckpt.version is not None:
+            number = int(ckpt.version.rsplit("@v", 1)[1])
+            if number not in self.adapters.versions() or self._is_ours(number, ckpt):
+                return number
+        visible = self.adapters.versions()
+        number = (visible[-1] if visible else 0) + 1
+        ckpt.version = f"{self.s.adapter_name}@v{number}"
+        save_checkpoint(self.data_dir, ckpt)
+        return number
+
+    def _is_ours(self, number: int, ckpt: CycleCheckpoint) -> bool:
+        return self.adapters.manifest(number).config.get("cycle_id") == ckpt.cycle_id
+
+    def _manifest_config(self, ckpt: CycleCheckpoint) -> dict[str, Any]:
+        return {
+            "cycle_id": ckpt.cycle_id,
+            "store_snapshot": ckpt.snapshot,
+            "offset_epochs": {
+                f"{p['topic']}[{p['partition']}]": p["epoch"] for p in ckpt.snapshot["positions"]
+            },
+            "sft_applied": ckpt.sft_adapter is not None,
+            "gates": {"rm_min_accuracy": self.s.rm_min_accuracy, "kl_budget": self.s.kl_budget},
+            "trainers": self.s.trainers,
+            "reward_config": self.s.reward_config,
+            "ppo_config": self.s.ppo_config,
+            "sft_config": self.s.sft_config,
+            "eval_config": self.s.eval_config,
+            "ppo_num_prompts": self.s.ppo_num_prompts,
+            "seed": self.s.seed,
+        }
+
+    def _announce(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
+        assert ckpt.version and ckpt.uri and ckpt.manifest_sha256
+        faults.hit("publish.before_event")
+        if self.s.publish_to_kafka:
+            # Deterministic event id: a re-announce after a crash is the same event to consumers.
+            event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
+            announce_published(
+                self.s.kafka_bootstrap,
+                self.s.topic_adapters,
+                AdapterPublished(
+                    event_id=event_id.hexdigest()[:32],
+                    model_name=self.s.model_name,
+                    version=ckpt.version,
+                    uri=ckpt.uri,
+                    manifest_sha256=ckpt.manifest_sha256,
+                    promote=True,
+                ),
+            )
+        metrics.LAST_VERSION.set(int(ckpt.version.rsplit("@v", 1)[1]))
+        return self._finish(ckpt, "published", f"published {ckpt.version}")
+
+    def _reject(self, ckpt: CycleCheckpoint, reason: str) -> CycleCheckpoint:
+        logger.warning("cycle %d rejected: %s", ckpt.cycle_id, reason)
+        dest = self.data_dir / "rejected" / f"cycle-{ckpt.cycle_id}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.workdir(ckpt).exists():
+            shutil.move(str(self.workdir(ckpt)), dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "reason.json").write_text(
+            ckpt.model_copy(update={"outcome": "rejected", "reason": reason}).model_dump_json(
+                indent=2
+            )
+        )
+        return self._finish(ckpt, "rejected", reason)
+
+    def _finish(self, ckpt: CycleCheckpoint, outcome: str, reason: str) -> CycleCheckpoint:
+        ckpt = ckpt.model_copy(update={"outcome": outcome, "reason": reason, "stage": "done"})
+        self.store.record_cycle_end(
+            ckpt.cycle_id,
+            outcome,
+            reason,
+            ckpt.version if outcome == "published" else None,
+            ckpt.metrics,
+        )
+        metrics.CYCLES.labels(outcome).inc()
+        try:
+            from learner.report import write_report
+
+            write_report(self.data_dir, ckpt, self.store)
+        except Exception:  # a plot must never stop the learner; logged with its stack
+            logger.exception("report for cycle %d failed", ckpt.cycle_id)
+        faults.hit("cycle.before_done")
+        if outcome == "published" and self.workdir(ckpt).exists():
+            shutil.rmtree(self.workdir(ckpt))
+        return ckpt
+
+    def base_sha(self) -> str:
+        if self._base_sha is None:
+            self._base_sha = model_dir_sha256(self.base)
+        return self._base_sha
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {
+        f"{prefix}/{k}": float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _install(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` via a temp dir + rename (replacing a stale ``dest``)."""
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.rename(tmp, dest)
+    return dest

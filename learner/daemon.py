@@ -1,0 +1,121 @@
+"""``learner run``: ingest continuously, start a cycle when due, resume an interrupted one first.
+
+Single-threaded on purpose: while a cycle trains, new events wait in Kafka (its retention is
+the buffer), so the store never changes under a running stage and a crash leaves exactly two
+durable things to reconcile: the store (events + offsets, transactional) and the cycle
+checkpoint (learner.checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka.errors import KafkaError
+
+from common.embedded_model import resolve_model_dir
+from learner.checkpoint import CycleCheckpoint
+from learner.cycle import CycleRunner
+from learner.ingest import Ingestor, KafkaSource
+from learner.publish import AdapterStore
+from learner.settings import LearnerSettings
+from learner.store import TrainingStore
+from learner.trainers import make_trainers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: LearnerSettings
+    store: TrainingStore
+    adapters: AdapterStore
+    runner: CycleRunner
+
+
+def store_path(settings: LearnerSettings) -> Path:
+    return Path(settings.data_dir) / "store.sqlite"
+
+
+def build_services(settings: LearnerSettings, base_model_dir: Path | None = None) -> Services:
+    store = TrainingStore(store_path(settings), settings.feedback_join_window_seconds)
+    adapters = AdapterStore(settings.adapter_store, settings.adapter_name)
+    removed = adapters.cleanup_temp()
+    if removed:
+        logger.info("removed %d unfinished publish dir(s) from the adapter store", removed)
+    base = base_model_dir or resolve_model_dir(settings.model_dir)
+    runner = CycleRunner(settings, store, adapters, make_trainers(settings), base)
+    return Services(settings, store, adapters, runner)
+
+
+def connect_ingestor(
+    settings: LearnerSettings, store: TrainingStore, stop: threading.Event
+) -> Ingestor | None:
+    """Wait for the broker (retrying) and position the consumer from the store's offsets."""
+    topics = [settings.topic_interactions, settings.topic_feedback]
+    while not stop.is_set():
+        try:
+            source = KafkaSource(settings.kafka_bootstrap, topics, settings.max_poll_records)
+            ingestor = Ingestor(store, source)
+            ingestor.start()
+            return ingestor
+        except (KafkaError, TimeoutError) as exc:
+            logger.warning("broker %s not ready (%s); retrying", settings.kafka_bootstrap, exc)
+            stop.wait(2.0)
+    return None
+
+
+def run_daemon(
+    settings: LearnerSettings, stop: threading.Event | None = None, max_cycles: int | None = None
+) -> int:
+    stop = stop or threading.Event()
+    svc = build_services(settings)
+    pending = svc.runner.pending()
+    if pending is not None:  # finish what a killed process started, on its snapshot
+        logger.info("resuming cycle %d at stage %s", pending.cycle_id, pending.stage)
+        _run_cycle(svc.runner, stop, pending)
+    ingestor = connect_ingestor(settings, svc.store, stop)
+    cycles = 0
+    last_gauges = 0.0
+    while ingestor is not None and not stop.is_set():
+        n = ingestor.step(settings.poll_timeout_ms)
+        if time.monotonic() - last_gauges > 5.0:
+            ingestor.update_gauges()
+            last_gauges = time.monotonic()
+        if n == 0 and svc.runner.due():
+            _run_cycle(svc.runner, stop)
+            cycles += 1
+            if max_cycles is not None and cycles >= max_cycles:
+                break
+        elif n == 0:
+            stop.wait(settings.idle_sleep_seconds)
+    if ingestor is not None:
+        ingestor.source.close()
+    svc.store.close()
+    return 0
+
+
+def _run_cycle(
+    runner: CycleRunner, stop: threading.Event, ckpt: CycleCheckpoint | None = None
+) -> None:
+    while not stop.is_set():
+        try:
+            runner.run(ckpt or runner.pending())
+            return
+        except (KafkaError, OSError) as exc:  # announce failed: the version is safe, retry
+            logger.warning("cycle could not finish (%s); retrying in 5s", exc)
+            ckpt = None
+            stop.wait(5.0)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def _handler(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping after the current step", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

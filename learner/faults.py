@@ -1,0 +1,42 @@
+"""Crash-injection points for the crash-safety tests (issue "Learner", part 4).
+
+``RLHF_LEARNER_FAULT_AT=<point>[,<point>...]`` makes the process SIGKILL itself the first time
+it reaches a named point; ``RLHF_LEARNER_FAULT_ONCE_DIR`` (a directory) remembers which points
+already fired so the restarted process runs through them. Unset in production: ``hit`` is then
+a dictionary lookup and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+POINTS = (
+    "ingest.before_commit",
+    "cycle.after_snapshot",
+    "cycle.after_reward",
+    "cycle.after_ppo",
+    "publish.after_files",
+    "publish.after_rename",
+    "publish.before_event",
+    "cycle.before_done",
+)
+
+
+def hit(point: str) -> None:
+    wanted = os.environ.get("RLHF_LEARNER_FAULT_AT", "")
+    if not wanted or point not in wanted.split(","):
+        return
+    once_dir = os.environ.get("RLHF_LEARNER_FAULT_ONCE_DIR")
+    if once_dir:
+        marker = Path(once_dir) / point
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    logger.warning("fault injection: SIGKILL at %s", point)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,88 @@
+"""Read side of the store: training examples as of a snapshot (``min_seq < seq <= max_seq``).
+
+Preferences become ``learner.data.Comparison``: "a"/"b" give one comparison; a ranking of K
+answers gives all C(K, 2) ordered pairs, each weighted 1/C(K, 2) so one ranking counts as much
+as one pairwise vote (InstructGPT, Ouyang et al. 2022, sec. 3.5: "we train on all C(K,2)
+comparisons from each prompt as a single batch element"). "tie" and "both_bad" are recorded in
+``votes`` (and counted in status) but produce no comparison: a Bradley-Terry loss has no term
+for "equal", and "both bad" says nothing about their order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from itertools import combinations
+
+from learner.data import Comparison, SFTExample
+from schemas.events import ChatMessage
+
+Prompt = tuple[ChatMessage, ...]
+
+
+def _prompt(messages_json: str) -> Prompt:
+    return tuple(ChatMessage(**m) for m in json.loads(messages_json))
+
+
+def _seq_filter(min_seq: int, max_seq: int | None, col: str = "seq") -> tuple[str, list[int]]:
+    if max_seq is None:
+        return f"{col} > ?", [min_seq]
+    return f"{col} > ? AND {col} <= ?", [min_seq, max_seq]
+
+
+def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[Comparison]:
+    where, params = _seq_filter(min_seq, max_seq, "v.seq")
+    rows = conn.execute(
+        "SELECT v.pair_id, v.choice, v.ranking, p.messages, p.response_ids FROM votes v "
+        f"JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} ORDER BY v.seq, v.pair_id, "
+        "v.user_id",
+        params,
+    ).fetchall()
+    out: list[Comparison] = []
+    for pair_id, choice, ranking_json, msgs, ids_json in rows:
+        ids = json.loads(ids_json)
+        if ranking_json is not None:
+            order = json.loads(ranking_json)
+        elif choice in ("a", "b"):
+            order = [ids[0], ids[1]] if choice == "a" else [ids[1], ids[0]]
+        else:
+            continue  # tie / both_bad: recorded, no comparison (see module docstring)
+        texts = _texts(conn, order)
+        weight = 1.0 / (len(order) * (len(order) - 1) / 2)
+        prompt = _prompt(msgs)
+        for better, worse in combinations(order, 2):
+            out.append(Comparison(pair_id, prompt, texts[better], texts[worse], weight))
+    return out
+
+
+def _texts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(f"SELECT response_id, text FROM served WHERE response_id IN ({marks})", ids)
+    return dict(rows.fetchall())
+
+
+def sft_examples(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[SFTExample]:
+    where, params = _seq_filter(min_seq, max_seq)
+    rows = conn.execute(
+        f"SELECT messages, text FROM corrections WHERE {where} ORDER BY seq", params
+    ).fetchall()
+    return [SFTExample(_prompt(m), t) for m, t in rows]
+
+
+def prompts(conn: sqlite3.Connection, max_seq: int | None) -> list[Prompt]:
+    """Distinct logged real prompts (from pairs and single responses), in first-seen order."""
+    where, params = _seq_filter(0, max_seq)
+    rows = conn.execute(
+        f"SELECT messages, MIN(seq) AS first FROM served WHERE {where} GROUP BY messages "
+        "ORDER BY first",
+        params,
+    ).fetchall()
+    return [_prompt(m) for m, _ in rows]
+
+
+def is_heldout(prompt: Prompt, fraction: float) -> bool:
+    """Stable train/held-out split by prompt hash: a prompt never moves between the two."""
+    key = json.dumps([m.model_dump() for m in prompt], sort_keys=True).encode()
+    bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
+    return bucket < fraction
