@@ -1,0 +1,60 @@
+"""/admin/adapters: admin token required; thin delegation to the adapter manager."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.serving.conftest import ADMIN, API_KEY, auth, harness
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_admin_needs_the_admin_token() -> None:
+    async with harness() as h:
+        for headers in ({}, auth(API_KEY), auth("nope")):
+            r = await h.http.get("/admin/adapters", headers=headers)
+            assert r.status_code == 401
+            assert r.json()["error"]["code"] == "invalid_admin_token"
+        r = await h.http.post("/admin/adapters/promote", json={"version": "x"},
+                              headers=auth(API_KEY))
+        assert r.status_code == 401 and not h.adapters.calls
+
+
+async def test_load_promote_canary_rollback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        admin = auth(ADMIN)
+        r = await h.http.post("/admin/adapters/load", headers=admin,
+                              json={"version": "policy@v1", "uri": str(tmp_path)})
+        assert r.status_code == 200, r.text
+        assert [a["version"] for a in r.json()["adapters"]] == ["policy@v1"]
+        r = await h.http.post("/admin/adapters/promote", headers=admin,
+                              json={"version": "policy@v1"})
+        assert r.json()["serving_version"] == "policy@v1"
+        await h.http.post("/admin/adapters/load", headers=admin,
+                          json={"version": "policy@v2", "uri": str(tmp_path)})
+        r = await h.http.post("/admin/adapters/canary", headers=admin,
+                              json={"version": "policy@v2"})
+        assert r.json()["canary_version"] == "policy@v2"
+        r = await h.http.post("/admin/adapters/canary", headers=admin, json={"version": None})
+        assert r.json()["canary_version"] is None
+        r = await h.http.post("/admin/adapters/rollback", headers=admin)
+        assert r.json()["serving_version"] == "base"
+        r = await h.http.get("/admin/adapters", headers=admin)
+        assert r.json()["serving_version"] == "base"
+        assert [c[0] for c in h.adapters.calls] == [
+            "load", "promote", "load", "canary", "canary", "rollback"]
+
+
+async def test_manager_errors_map_to_4xx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        admin = auth(ADMIN)
+        r = await h.http.post("/admin/adapters/load", headers=admin,
+                              json={"version": "policy@v1", "uri": str(tmp_path / "missing")})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "adapter_rejected"
+        r = await h.http.post("/admin/adapters/promote", headers=admin,
+                              json={"version": "policy@v7"})
+        assert r.status_code == 404
+        r = await h.http.post("/admin/adapters/rollback", headers=admin)
+        assert r.status_code == 400
+        r = await h.http.post("/admin/adapters/promote", headers=admin, json={})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "version"

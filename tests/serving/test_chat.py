@@ -1,0 +1,238 @@
+"""Chat completions through the official openai client (in-process ASGI transport)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from schemas.events import PairServed, ResponseServed
+from serving.engines.fake import FakeEngine, fake_words
+from tests.serving.conftest import ADMIN, auth, harness, make_settings
+
+pytestmark = pytest.mark.anyio
+MODEL = "smollm2-135m-instruct"
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+async def test_plain_completion_records_response_served() -> None:
+    async with harness() as h:
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO, seed=7,
+                                                     max_tokens=5, user="alice")
+        assert len(r.choices) == 1 and r.model_extra.get("pair_id") is None
+        choice = r.choices[0]
+        assert choice.model_extra["adapter_version"] == "base"
+        words, truncated = fake_words(h.engine.requests[0].messages, "base", 0, 7, 1.0, 5)
+        assert choice.message.content == " ".join(words)
+        assert choice.finish_reason == ("length" if truncated else "stop")
+        assert r.usage.completion_tokens == len(words)
+        (event,) = h.events.events
+        assert isinstance(event, ResponseServed)
+        assert event.response.text == choice.message.content
+        assert event.response.adapter_version == "base"
+        assert event.sampling.seed == 7 and event.sampling.max_tokens == 5
+        assert event.response.response_id in choice.model_extra["response_id"]
+        # Pseudonymous: neither the API key nor the user name appears in the event.
+        dumped = event.model_dump_json()
+        assert "test-api-key" not in dumped and "alice" not in dumped
+
+
+async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        await h.engine.load_adapter("policy@v1", tmp_path)
+        h.adapters.serving = "policy@v1"
+        r = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, extra_body={"pair": True, "k": 3}, user="bob")
+        assert len(r.choices) == 3
+        pair_id = r.model_extra["pair_id"]
+        (event,) = h.events.events
+        assert isinstance(event, PairServed)
+        assert event.pair_id in pair_id and len(event.responses) == 3
+        for api_index, canonical in enumerate(event.shown_order):
+            choice = r.choices[api_index]
+            served = event.responses[canonical]
+            assert choice.index == api_index
+            assert choice.message.content == served.text
+            assert served.response_id in choice.model_extra["response_id"]
+            assert choice.model_extra["adapter_version"] == served.adapter_version == "policy@v1"
+        assert [req.n for req in h.engine.requests] == [3]
+
+
+async def test_canary_pair_serves_both_versions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        for v in ("policy@v1", "policy@v2"):
+            await h.engine.load_adapter(v, tmp_path)
+        h.adapters.serving, h.adapters.canary = "policy@v1", "policy@v2"
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
+                                                     extra_body={"pair": True})
+        versions = sorted(c.model_extra["adapter_version"] for c in r.choices)
+        assert versions == ["policy@v1", "policy@v2"]
+        (event,) = h.events.events
+        assert [x.adapter_version for x in event.responses] == ["policy@v1", "policy@v2"]
+        for api_index, canonical in enumerate(event.shown_order):
+            expected = fake_words(event.messages, event.responses[canonical].adapter_version,
+                                  0, None, 1.0, 128)[0]
+            assert r.choices[api_index].message.content == " ".join(expected)
+
+
+async def test_pair_fraction_pairs_plain_requests_but_never_streams() -> None:
+    async with harness(make_settings(pair_fraction=1.0)) as h:
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO)
+        assert len(r.choices) == 2 and r.model_extra["pair_id"]
+        stream = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
+                                                          stream=True)
+        indexes = {c.index async for chunk in stream for c in chunk.choices}
+        assert indexes == {0}
+
+
+async def test_streaming_single_and_pair_match_events() -> None:
+    async with harness() as h:
+        stream = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, stream=True, extra_body={"pair": True},
+            stream_options={"include_usage": True})
+        texts = {0: "", 1: ""}
+        finishes = {}
+        usage = None
+        pair_ids = set()
+        async for chunk in stream:
+            pair_ids.add(chunk.model_extra.get("pair_id"))
+            usage = chunk.usage or usage
+            for c in chunk.choices:
+                texts[c.index] += c.delta.content or ""
+                if c.finish_reason:
+                    finishes[c.index] = c.finish_reason
+        assert len(pair_ids) == 1 and None not in pair_ids
+        (event,) = h.events.events
+        assert isinstance(event, PairServed)
+        for api_index, canonical in enumerate(event.shown_order):
+            assert texts[api_index] == event.responses[canonical].text
+            assert finishes[api_index] == event.responses[canonical].finish_reason
+        assert usage is not None
+        assert usage.completion_tokens == sum(x.completion_tokens for x in event.responses)
+
+
+async def test_request_racing_a_hot_swap_is_regenerated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        for v in ("policy@v1", "policy@v2"):
+            await h.engine.load_adapter(v, tmp_path)
+        h.adapters.serving = "policy@v1"
+        original = h.engine.generate
+
+        async def swap_then_generate(request):  # type: ignore[no-untyped-def]
+            # The swap lands after the handler chose v1 but before the engine runs it.
+            if request.adapter == "policy@v1":
+                h.adapters.serving = "policy@v2"
+                await h.engine.unload_adapter("policy@v1")
+            return await original(request)
+
+        h.engine.generate = swap_then_generate  # type: ignore[method-assign]
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
+                                                     extra_body={"pair": True})
+        assert {c.model_extra["adapter_version"] for c in r.choices} == {"policy@v2"}
+        (event,) = h.events.events
+        assert {x.adapter_version for x in event.responses} == {"policy@v2"}
+
+
+async def test_n_choices_each_logged() -> None:
+    async with harness() as h:
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO, n=3)
+        assert [c.index for c in r.choices] == [0, 1, 2]
+        served = h.events.of_kind("response.served")
+        assert [e.response.text for e in served] == [c.message.content for c in r.choices]
+
+
+async def test_pin_needs_admin_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        await h.engine.load_adapter("policy@v9", tmp_path)
+        body = {"model": MODEL, "messages": HELLO, "adapter_version": "policy@v9"}
+        refused = await h.http.post("/v1/chat/completions", json=body, headers=auth())
+        assert refused.status_code == 403
+        assert refused.json()["error"]["param"] == "adapter_version"
+        ok = await h.http.post("/v1/chat/completions", json=body,
+                               headers={**auth(), "X-Admin-Token": ADMIN})
+        assert ok.status_code == 200
+        assert ok.json()["choices"][0]["adapter_version"] == "policy@v9"
+        assert h.engine.requests[-1].adapter == "policy@v9"
+
+
+async def _error(h, body, headers=None):  # type: ignore[no-untyped-def]
+    r = await h.http.post("/v1/chat/completions", json=body,
+                          headers=auth() if headers is None else headers)
+    return r.status_code, r.json()["error"]
+
+
+@pytest.mark.parametrize(("patch", "status", "param"), [
+    ({"max_tokens": 10_000}, 400, "max_tokens"),
+    ({"n": 99}, 400, "n"),
+    ({"pair": True, "k": 9}, 400, "k"),
+    ({"pair": True, "n": 2}, 400, "n"),
+    ({"messages": HELLO * 70}, 400, "messages"),
+    ({"messages": []}, 400, "messages"),
+    ({"temperature": 5}, 400, "temperature"),
+    ({"model": "gpt-4"}, 404, "model"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+])
+async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:  # type: ignore[no-untyped-def]
+    async with harness() as h:
+        code, error = await _error(h, {"model": MODEL, "messages": HELLO, **patch})
+        assert code == status, error
+        assert error["param"] == param
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["message"] and "Traceback" not in error["message"]
+        assert not h.events.events
+
+
+async def test_openai_client_sees_typed_errors() -> None:
+    async with harness() as h:
+        with pytest.raises(openai.AuthenticationError):
+            await h.openai(api_key="wrong").chat.completions.create(model=MODEL, messages=HELLO)
+        with pytest.raises(openai.BadRequestError) as bad:
+            await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
+                                                     max_tokens=100_000)
+        assert "max_tokens" in str(bad.value)
+
+
+async def test_request_body_cap() -> None:
+    async with harness(make_settings(max_request_bytes=2048)) as h:
+        big = [{"role": "user", "content": "x" * 4000}]
+        code, error = await _error(h, {"model": MODEL, "messages": big})
+        assert code == 413 and error["code"] == "request_too_large"
+        # Without Content-Length (chunked upload) the cap is enforced while reading.
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(5):
+                yield b" " * 1000
+        r = await h.http.post("/v1/chat/completions", content=chunks(), headers=auth())
+        assert r.status_code == 413
+
+
+async def test_overload_is_503_and_internal_errors_are_generic(caplog) -> None:  # type: ignore[no-untyped-def]
+    engine = FakeEngine(max_queue=0)
+    async with harness(engine=engine) as h:
+        code, error = await _error(h, {"model": MODEL, "messages": HELLO})
+        assert code == 503 and error["code"] == "engine_overloaded"
+
+        async def boom(request):  # type: ignore[no-untyped-def]
+            raise RuntimeError("secret internal detail")
+
+        engine.max_queue = 10
+        engine.generate = boom  # type: ignore[method-assign]
+        r = await h.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO},
+                              headers=auth())
+        assert r.status_code == 500
+        assert r.json()["error"]["message"] == "internal server error"
+        assert "secret" not in r.text and "Traceback" not in r.text
+        assert any("secret internal detail" in str(rec.exc_info) for rec in caplog.records)
+
+
+async def test_auth_off_accepts_any_caller() -> None:
+    async with harness(make_settings(api_keys=[])) as h:
+        r = await h.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO})
+        assert r.status_code == 200
+
+
+async def test_models_list() -> None:
+    async with harness() as h:
+        models = await h.openai().models.list()
+        ids = [m.id for m in models.data]
+        assert ids[0] == MODEL
+        unauth = await h.http.get("/v1/models")
+        assert unauth.status_code == 401

@@ -1,0 +1,87 @@
+"""/healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.app import create_app
+from serving.engines.fake import FakeEngine
+from tests.serving.conftest import auth, harness, make_settings
+from tests.serving.fakes import FakeAdapters, RecordingEvents
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_ready_only_after_engine_and_adapter() -> None:
+    engine = FakeEngine(start_delay=0.3)
+    adapters = FakeAdapters(engine)
+    app = create_app(make_settings(), engine=engine, events=RecordingEvents(),
+                     adapters=adapters)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        lifespan = app.router.lifespan_context(app)
+        starting = asyncio.create_task(lifespan.__aenter__())
+        await asyncio.sleep(0.05)
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 503
+        await starting
+        r = await http.get("/readyz")
+        assert r.status_code == 200 and r.json()["serving_version"] == "base"
+        adapters.started = False  # e.g. the serving adapter failed to load
+        assert (await http.get("/readyz")).status_code == 503
+        await lifespan.__aexit__(None, None, None)
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def _value(samples, name, **labels) -> float:  # type: ignore[no-untyped-def]
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_count_requests_pairs_feedback_and_engine() -> None:
+    async with harness() as h:
+        before = _samples((await h.http.get("/metrics")).text)
+        r = await h.http.post("/v1/chat/completions", headers=auth(), json={
+            "messages": [{"role": "user", "content": "hi"}], "pair": True})
+        await h.http.post("/v1/feedback", headers=auth(),
+                          json={"pair_id": r.json()["pair_id"], "choice": "tie"})
+        await h.http.post("/v1/chat/completions", headers=auth(), json={"messages": []})
+        text = (await h.http.get("/metrics")).text
+        after = _samples(text)
+
+        def delta(name, **labels):  # type: ignore[no-untyped-def]
+            return _value(after, name, **labels) - _value(before, name, **labels)
+
+        chat = {"route": "/v1/chat/completions", "method": "POST"}
+        assert delta("rlhf_serving_http_requests_total", **chat, status="200") == 1
+        assert delta("rlhf_serving_http_requests_total", **chat, status="400") == 1
+        assert delta("rlhf_serving_http_request_duration_seconds_count",
+                     route="/v1/chat/completions") == 2
+        assert delta("rlhf_serving_pairs_served_total") == 1
+        assert delta("rlhf_serving_feedback_total", kind="preference", value="tie") == 1
+        completion = sum(x.completion_tokens for x in h.events.events[0].responses)
+        assert delta("rlhf_serving_completion_tokens_total") == completion
+        assert _value(after, "rlhf_serving_engine_tokens_generated") >= completion
+        assert _value(after, "rlhf_serving_adapter_info", role="serving", version="base") == 1
+        assert _value(after, "rlhf_serving_engine_batch_size") == 2
+        for name in ("rlhf_serving_engine_queue_depth", "rlhf_serving_http_requests_in_flight"):
+            assert re.search(rf"^{name} ", text, re.M), name
+
+
+async def test_unknown_route_is_openai_shaped_404() -> None:
+    async with harness() as h:
+        r = await h.http.get("/v1/nothing")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+        text = (await h.http.get("/metrics")).text
+        assert 'route="unmatched"' in text
