@@ -1,0 +1,71 @@
+"""Reward-model training on the tiny model: learns a separable preference, every LoRA/head
+parameter moves, split by pair, saved adapter reloads to the same scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from learner.modeling import set_seed
+from learner.rm.config import RewardConfig
+from learner.rm.model import HEAD_FILE, RewardModel
+from learner.rm.train import RewardResult, split_by_pair, train_reward_model
+from tests.learner.ml.helpers import separable_comparisons, user
+
+
+def test_loss_falls_and_held_out_accuracy_beats_chance(reward_result: RewardResult) -> None:
+    history = reward_result.history
+    first = sum(h["loss"] for h in history[:3]) / 3
+    last = sum(h["loss"] for h in history[-3:]) / 3
+    assert last < first
+    metrics = reward_result.metrics
+    assert metrics["eval_count"] == 12 and metrics["train_count"] == 36
+    assert metrics["accuracy"] > 0.75  # held-out pairs; chance is 0.5
+    assert metrics["margin"] > 0
+    assert metrics["rewards/chosen"] > metrics["rewards/rejected"]
+    for key in ("loss", "reward/mean", "reward/std"):
+        assert torch.isfinite(torch.tensor(metrics[key]))
+
+
+def test_saved_adapter_reloads_and_ranks_held_out_answers(
+    tiny_model_dir: Path, reward_result: RewardResult
+) -> None:
+    model = RewardModel.load(tiny_model_dir, reward_result.adapter_dir)
+    prompts = [user("What is two plus two?")] * 2
+    scores = model.score(prompts, ["thanks four! four!", "thanks have a nice day"])
+    assert scores.shape == (2,)
+    assert scores[0] > scores[1]
+
+
+def test_every_trained_parameter_changes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = RewardConfig(num_epochs=2, batch_size=4, learning_rate=1e-2, eval_fraction=0.0)
+    set_seed(0)
+    # Start from a saved adapter so the "before" values are on disk.
+    RewardModel.create(tiny_model_dir, config).save(tmp_path / "init")
+    result = train_reward_model(
+        tiny_model_dir, separable_comparisons(8), config, tmp_path / "out", tmp_path / "init"
+    )
+    for name in ("adapter_model.safetensors", HEAD_FILE):
+        before = load_file(str(tmp_path / "init" / name))
+        after = load_file(str(result.adapter_dir / name))
+        assert before.keys() == after.keys() and before
+        unchanged = [k for k in before if torch.equal(before[k], after[k])]
+        assert not unchanged, f"parameters did not change: {unchanged}"
+
+
+def test_split_is_by_pair_and_deterministic() -> None:
+    comparisons = separable_comparisons(20)
+    # A 3-way ranking: three comparisons sharing one pair id must stay together.
+    ranking = [c.__class__(pair_id="rank-1", prompt=c.prompt, chosen=c.chosen,
+                           rejected=c.rejected, weight=1 / 3) for c in comparisons[:3]]
+    items = comparisons + ranking
+    train, held_out = split_by_pair(items, 0.3, 1, seed=7)
+    assert {c.pair_id for c in train}.isdisjoint({c.pair_id for c in held_out})
+    assert len(train) + len(held_out) == len(items)
+    assert len({c.pair_id for c in held_out}) == round(0.3 * 21)
+    again = split_by_pair(list(reversed(items)), 0.3, 1, seed=7)
+    assert {c.pair_id for c in again[1]} == {c.pair_id for c in held_out}
+    other = split_by_pair(items, 0.3, 1, seed=8)
+    assert {c.pair_id for c in other[1]} != {c.pair_id for c in held_out}
