@@ -1,0 +1,514 @@
+"""The whole loop on one machine, live: broker, serving, learner and simulated users.
+
+One command (``rlhf-demo``) starts the development Kafka broker (``common.broker.DevBroker``),
+the ``serve`` and ``learner run`` processes (configured only through their ``SERVING_*`` /
+``LEARNER_*`` settings) on the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests),
+and simulated users voting under a preference function; a terminal dashboard shows pairs served,
+feedback by kind, events produced / spooled / dropped, the learner's cycles and gates, adapter
+versions published and swapped in, and how the serving version does against the base.
+
+Ctrl-C (SIGINT) stops it in the order that loses no event: simulated users stop starting
+comparisons and finish the ones in flight; serving gets SIGTERM and drains (its event logger
+flushes last); the learner gets SIGTERM; then every event in the broker is counted and compared
+with what the users were served and said; then the broker stops. The verdict and all numbers are
+written to ``{data_dir}/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common.broker import DevBroker, free_port
+from loop.dashboard import render_rich, render_text
+from loop.eval import EvalConfig, run_eval
+from loop.monitor import AdapterEvent, AdapterWatcher, admin_adapters, count_events, scrape
+from loop.preferences import NoiseConfig
+from loop.processes import ManagedProcess, entry_point
+from loop.sim import SimConfig, Simulator
+from schemas.topics import DEFAULT_TOPICS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    preference: str = "loop.preferences:concise"
+    comparisons: int = 0  # 0 = until stopped
+    duration: float = 0.0  # 0 = until Ctrl-C (or --until-swapped)
+    model_dir: str = "embedded"
+    tiny: bool = False
+    data_dir: Path | None = None
+    concurrency: int = 4
+    rate: float = 0.0
+    noise: float = 1.0
+    max_tokens: int = 64
+    cycle_comparisons: int = 64  # LEARNER_MIN_NEW_COMPARISONS
+    until_swapped: int = 0  # stop once answers came from this many new versions
+    eval_prompts: int = 8  # held-out prompts per automatic eval of a new version (0 = off)
+    ready_timeout: float = 600.0
+    refresh: float = 1.0
+    serving_env: dict[str, str] = field(default_factory=dict)
+    learner_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    preference: str
+    elapsed: float
+    sim: dict[str, Any]
+    serving_metrics: dict[str, float]
+    learner_metrics: dict[str, float]
+    adapters: dict[str, Any] | None
+    adapter_events: list[AdapterEvent]
+    learner_state: str
+    eval_line: str
+
+
+class Demo:
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.data_dir = (config.data_dir or Path("var/demo") / f"run-{stamp}").resolve()
+        self.api_key = "sim-" + secrets.token_hex(8)
+        self.admin_token = secrets.token_hex(16)
+        self.serving_port = free_port()
+        self.metrics_port = free_port()
+        self.root = f"http://127.0.0.1:{self.serving_port}"
+        self.broker: DevBroker | None = None
+        self.serving: ManagedProcess | None = None
+        self.learner: ManagedProcess | None = None
+        self.watcher: AdapterWatcher | None = None
+        self.sim: Simulator | None = None
+        self._sim_thread: threading.Thread | None = None
+        self._eval_thread: threading.Thread | None = None
+        self._evaluated: set[str] = set()
+        self.eval_line = ""
+        self.started = time.monotonic()
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = self._model_dir()
+        self.broker = DevBroker(log_path=self.data_dir / "broker.log").start()
+        store = str(self.data_dir / "adapters")
+        self.serving = ManagedProcess(
+            "serving",
+            entry_point("serve", "serving.cli"),
+            self._serving_env(model_dir, store),
+            self.data_dir / "serving.log",
+        ).start()
+        self.learner = ManagedProcess(
+            "learner",
+            [*entry_point("learner", "learner.cli"), "run"],
+            self._learner_env(model_dir, store),
+            self.data_dir / "learner.log",
+        ).start()
+        self.watcher = AdapterWatcher(self.broker.bootstrap, DEFAULT_TOPICS.adapters).start()
+        self._wait_ready()
+        sim_config = SimConfig(
+            base_url=self.root,
+            api_key=self.api_key,
+            preference=self.config.preference,
+            comparisons=self.config.comparisons,
+            concurrency=self.config.concurrency,
+            rate=self.config.rate,
+            noise=NoiseConfig(self.config.noise),
+            max_tokens=self.config.max_tokens,
+            seed=int(time.time()) % 10_000,
+        )
+        self.sim = Simulator(sim_config)
+        sim = self.sim
+        self._sim_thread = threading.Thread(
+            target=lambda: asyncio.run(sim.run()), name="sim-users", daemon=True
+        )
+        self._sim_thread.start()
+        self.started = time.monotonic()
+
+    def _model_dir(self) -> str:
+        if self.config.tiny:
+            from common.tiny_model import write_tiny_model_dir
+
+            path = self.data_dir / "tiny-model"
+            if not (path / "config.json").is_file():
+                write_tiny_model_dir(path)
+            return str(path)
+        from common.embedded_model import resolve_model_dir
+
+        # Materialise once here rather than racing in two child processes.
+        return str(resolve_model_dir(self.config.model_dir))
+
+    def _serving_env(self, model_dir: str, store: str) -> dict[str, str]:
+        assert self.broker is not None
+        env = {
+            "SERVING_MODEL_DIR": model_dir,
+            "SERVING_PORT": str(self.serving_port),
+            "SERVING_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "SERVING_SPOOL_DIR": str(self.data_dir / "serving-spool"),
+            "SERVING_ADAPTER_STORE": store,
+            "SERVING_ADAPTER_CACHE_DIR": str(self.data_dir / "serving-adapter-cache"),
+            "SERVING_API_KEYS": json.dumps([self.api_key]),
+            "SERVING_ADMIN_TOKEN": self.admin_token,
+            "SERVING_HMAC_KEY": secrets.token_hex(16),
+        }
+        return {**env, **self.config.serving_env}
+
+    def _learner_env(self, model_dir: str, store: str) -> dict[str, str]:
+        assert self.broker is not None
+        env = {
+            "LEARNER_MODEL_DIR": model_dir,
+            "LEARNER_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "LEARNER_DATA_DIR": str(self.data_dir / "learner"),
+            "LEARNER_ADAPTER_STORE": store,
+            "LEARNER_MIN_NEW_COMPARISONS": str(self.config.cycle_comparisons),
+            "LEARNER_METRICS_PORT": str(self.metrics_port),
+        }
+        if self.config.tiny:
+            # A tiny random model cannot pass quality gates; the demo shows the mechanics.
+            env.update({"LEARNER_RM_MIN_ACCURACY": "0.0", "LEARNER_KL_BUDGET": "1000000"})
+        return {**env, **self.config.learner_env}
+
+    def _wait_ready(self) -> None:
+        assert self.serving is not None
+        deadline = time.monotonic() + self.config.ready_timeout
+        while time.monotonic() < deadline:
+            if not self.serving.running:
+                raise RuntimeError(
+                    f"serving exited with {self.serving.returncode}:\n{self.serving.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.root}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"serving not ready after {self.config.ready_timeout:.0f}s:\n{self.serving.log_tail()}"
+        )
+
+    # -- observe -------------------------------------------------------------------------------
+
+    def observe(self) -> Observation:
+        assert self.sim is not None and self.learner is not None and self.watcher is not None
+        adapters = admin_adapters(self.root, self.admin_token)
+        self._maybe_eval(adapters)
+        learner_state = "running" if self.learner.running else f"exited ({self.learner.returncode})"
+        return Observation(
+            preference=self.config.preference,
+            elapsed=time.monotonic() - self.started,
+            sim=self.sim.stats.snapshot(),
+            serving_metrics=scrape(f"{self.root}/metrics"),
+            learner_metrics=scrape(f"http://127.0.0.1:{self.metrics_port}/metrics"),
+            adapters=adapters,
+            adapter_events=self.watcher.snapshot(),
+            learner_state=learner_state,
+            eval_line=self.eval_line,
+        )
+
+    def _maybe_eval(self, adapters: dict[str, Any] | None) -> None:
+        """Blind eval of each newly serving version against the base, in the background."""
+        version = (adapters or {}).get("serving_version")
+        if (
+            not self.config.eval_prompts
+            or not version
+            or version == "base"
+            or version in self._evaluated
+            or (self._eval_thread is not None and self._eval_thread.is_alive())
+        ):
+            return
+        self._evaluated.add(version)
+        config = EvalConfig(
+            base_url=self.root,
+            api_key=self.api_key,
+            admin_token=self.admin_token,
+            version_a=version,
+            version_b="base",
+            preference=self.config.preference,
+            limit=self.config.eval_prompts,
+            max_tokens=self.config.max_tokens,
+            concurrency=2,
+            adapter_store=str(self.data_dir / "adapters"),
+        )
+        self.eval_line = f"{version}: evaluating on {self.config.eval_prompts} held-out prompts"
+
+        def work() -> None:
+            try:
+                report = asyncio.run(run_eval(config))
+            except Exception as exc:  # shown on the dashboard; the demo goes on
+                logger.exception("eval of %s failed", version)
+                self.eval_line = f"{version}: eval failed ({exc})"
+                return
+            low, high = report.interval()
+            words_a = report.a.summary()["mean_words"] or 0.0
+            words_b = report.b.summary()["mean_words"] or 0.0
+            self.eval_line = (
+                f"{version}: win rate {report.win_rate:.2f} [{low:.2f}, {high:.2f}] "
+                f"n={report.n}; words {words_a:.0f} vs {words_b:.0f}"
+            )
+
+        self._eval_thread = threading.Thread(target=work, name="eval", daemon=True)
+        self._eval_thread.start()
+
+    def done(self, obs: Observation) -> str | None:
+        """Why the demo should stop now, or None."""
+        cfg = self.config
+        if cfg.duration and obs.elapsed >= cfg.duration:
+            return "duration reached"
+        if cfg.until_swapped:
+            new = [v for v in obs.sim.get("answers_by_version", {}) if v not in ("base", "?")]
+            if len(new) >= cfg.until_swapped:
+                return f"answers served by {', '.join(sorted(new))}"
+        for proc in (self.serving, self.learner):
+            if proc is not None and not proc.running:
+                return f"{proc.name} exited with {proc.returncode}"
+        if (
+            self._sim_thread is not None
+            and not self._sim_thread.is_alive()
+            and not (cfg.duration or cfg.until_swapped or cfg.comparisons)
+        ):
+            return "simulated users stopped"
+        return None
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def shutdown(self, reason: str) -> dict[str, Any]:
+        """Stop everything in the no-loss order and check that no event went missing."""
+        logger.info("shutting down: %s", reason)
+        summary: dict[str, Any] = {"reason": reason, "data_dir": str(self.data_dir)}
+        if self.sim is not None:
+            self.sim.request_stop()
+        if self._sim_thread is not None:
+            self._sim_thread.join(180)  # in-flight generations finish
+        if self._eval_thread is not None:
+            self._eval_thread.join(180)
+        if self.serving is not None:
+            summary["serving_exit"] = self.serving.stop(timeout=90)
+        if self.learner is not None:
+            summary["learner_exit"] = self.learner.stop(timeout=120)
+        if self.sim is not None:
+            summary["sim"] = self.sim.stats.snapshot()
+        if self.watcher is not None:
+            self.watcher.stop()
+            summary["adapter_events"] = [e.__dict__ for e in self.watcher.snapshot()]
+        summary["eval"] = self.eval_line
+        if self.broker is not None:
+            try:
+                summary.update(self._loss_check(summary.get("sim", {})))
+            except Exception as exc:
+                logger.exception("event count failed")
+                summary["loss_check_error"] = str(exc)
+            self.broker.stop()
+        (self.data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+    def _loss_check(self, sim: dict[str, Any]) -> dict[str, Any]:
+        assert self.broker is not None
+        found = count_events(
+            self.broker.bootstrap, [DEFAULT_TOPICS.interactions, DEFAULT_TOPICS.feedback]
+        )
+        ok = sim.get("feedback_ok", {})
+        expected = {
+            "pair.served": sim.get("pairs", 0),
+            "feedback.preference": ok.get("preference", 0),
+            "feedback.rating": ok.get("rating", 0),
+            "feedback.correction": ok.get("correction", 0),
+        }
+        missing = {k: v - found.get(k, 0) for k, v in expected.items() if found.get(k, 0) < v}
+        return {
+            "events_in_kafka": dict(found),
+            "events_expected": expected,
+            "events_missing": missing,
+        }
+
+
+def run(config: DemoConfig, plain: bool = False) -> dict[str, Any]:
+    demo = Demo(config)
+    _log_to_file(demo.data_dir)
+    reason = "Ctrl-C"
+    try:
+        demo.start()
+        reason = _dashboard_loop(demo, plain)
+    except KeyboardInterrupt:
+        reason = "Ctrl-C"
+    except Exception as exc:
+        logger.exception("demo failed")
+        reason = f"error: {exc}"
+    previous = signal.signal(signal.SIGINT, lambda *_: logger.warning("already shutting down"))
+    try:
+        print(
+            f"stopping ({reason}): users, serving (drain), learner, then counting events...",
+            flush=True,
+        )
+        return demo.shutdown(reason)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _dashboard_loop(demo: Demo, plain: bool) -> str:
+    if not plain and sys.stdout.isatty():
+        try:
+            from rich.live import Live
+        except ImportError:
+            plain = True
+        else:
+            obs = demo.observe()
+            with Live(render_rich(obs), refresh_per_second=4, screen=False) as live:
+                while (reason := demo.done(obs)) is None:
+                    time.sleep(demo.config.refresh)
+                    obs = demo.observe()
+                    live.update(render_rich(obs))
+            return reason
+    last_print = 0.0
+    while True:
+        obs = demo.observe()
+        if (reason := demo.done(obs)) is not None:
+            return reason
+        if time.monotonic() - last_print >= 10 * demo.config.refresh:
+            print(render_text(obs), flush=True)
+            last_print = time.monotonic()
+        time.sleep(demo.config.refresh)
+
+
+def _log_to_file(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        filename=str(data_dir / "demo.log"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _env_pairs(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlhf-demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--preference",
+        default="loop.preferences:concise",
+        help="module:function or concise | friendly | format",
+    )
+    p.add_argument("--comparisons", type=int, default=0, help="pairs to vote on (0 = no limit)")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds (0 = until Ctrl-C)")
+    p.add_argument(
+        "--until-swapped",
+        type=int,
+        default=0,
+        help="stop once answers came from N new adapter versions (0 = off)",
+    )
+    p.add_argument("--model-dir", default="embedded", help="embedded or a model directory")
+    p.add_argument("--tiny", action="store_true", help="tiny random model (tests, CI)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="logs, store, adapters, summary (default var/demo/run-<time>)",
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="simultaneous simulated users")
+    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
+    p.add_argument("--noise", type=float, default=1.0, help="Bradley-Terry temperature")
+    p.add_argument("--max-tokens", type=int, default=64, help="max tokens per answer")
+    p.add_argument(
+        "--cycle-comparisons",
+        type=int,
+        default=64,
+        help="new comparisons that start a learner cycle",
+    )
+    p.add_argument(
+        "--eval-prompts",
+        type=int,
+        default=8,
+        help="held-out prompts for the automatic eval of each new version (0 = off)",
+    )
+    p.add_argument("--ready-timeout", type=float, default=600.0)
+    p.add_argument(
+        "--serving-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra SERVING_* setting for the serve process (repeatable)",
+    )
+    p.add_argument(
+        "--learner-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra LEARNER_* setting for the learner process (repeatable)",
+    )
+    p.add_argument("--plain", action="store_true", help="plain text instead of the rich view")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = DemoConfig(
+        preference=args.preference,
+        comparisons=args.comparisons,
+        duration=args.duration,
+        model_dir=args.model_dir,
+        tiny=args.tiny,
+        data_dir=args.data_dir,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        noise=args.noise,
+        max_tokens=args.max_tokens,
+        cycle_comparisons=args.cycle_comparisons,
+        until_swapped=args.until_swapped,
+        eval_prompts=args.eval_prompts,
+        ready_timeout=args.ready_timeout,
+        serving_env=_env_pairs(args.serving_env),
+        learner_env=_env_pairs(args.learner_env),
+    )
+    summary = run(config, plain=args.plain)
+    print(
+        json.dumps(
+            {
+                k: summary.get(k)
+                for k in (
+                    "reason",
+                    "events_in_kafka",
+                    "events_expected",
+                    "events_missing",
+                    "eval",
+                    "data_dir",
+                )
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    failed = (
+        summary.get("events_missing")
+        or "loss_check_error" in summary
+        or str(summary.get("reason", "")).startswith(("error", "serving exited", "learner exited"))
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
