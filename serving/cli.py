@@ -1,0 +1,86 @@
+"""``serve``: run the serving API with uvicorn.
+
+Flags override ``SERVING_*`` environment settings (``serving.settings.ServingSettings``). The
+defaults serve the embedded SmolLM2-135M on CPU with the transformers engine. On SIGTERM or
+Ctrl-C uvicorn stops accepting connections, lets in-flight requests finish for up to
+``--graceful-timeout`` seconds, then the app's lifespan stops the adapter manager and the engine
+and flushes the event logger (``serving.app``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving.settings import ServingSettings
+
+# flag -> settings field; flags left unset keep the environment's (or the default) value.
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--host", "host", str, "interface to listen on"),
+    ("--port", "port", int, "TCP port"),
+    ("--engine", "engine", str, "generation engine: transformers, vllm or fake"),
+    ("--model-dir", "model_dir", str, "'embedded' or a Hugging Face model directory"),
+    ("--model-name", "model_name", str, "model id shown in /v1/models"),
+    ("--device", "device", str, "torch device for the transformers engine"),
+    ("--dtype", "dtype", str, "float32, bfloat16 or float16"),
+    ("--kafka-bootstrap", "kafka_bootstrap", str, "Kafka bootstrap servers host:port[,...]"),
+    ("--spool-dir", "spool_dir", str, "disk spool for events while Kafka is unreachable"),
+    ("--adapter-store", "adapter_store", str, "adapter store directory or fsspec URL"),
+    ("--adapter-name", "adapter_name", str, "adapter family this replica serves"),
+    ("--max-batch-size", "max_batch_size", int, "most sequences one engine step decodes"),
+    ("--graceful-timeout", "graceful_timeout_seconds", float,
+     "seconds in-flight requests may take to finish on shutdown"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="serve", description="Serve the OpenAI-compatible chat API with paired answers, "
+        "feedback logging to Kafka and adapter hot-swap. Flags override SERVING_* settings.")
+    for flag, field, kind, help_text in _FLAGS:
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
+    kafka = parser.add_mutually_exclusive_group()
+    kafka.add_argument("--kafka", dest="kafka_enabled", action="store_true", default=None,
+                       help="log events to Kafka (default)")
+    kafka.add_argument("--no-kafka", dest="kafka_enabled", action="store_false",
+                       help="do not log events (development only)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServingSettings:
+    overrides: dict[str, Any] = {field: getattr(args, field) for _f, field, _k, _h in _FLAGS
+                                 if getattr(args, field, None) is not None}
+    if args.kafka_enabled is not None:
+        overrides["kafka_enabled"] = args.kafka_enabled
+    return ServingSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from serving.app import create_app
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=int(settings.graceful_timeout_seconds))
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

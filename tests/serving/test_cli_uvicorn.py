@@ -1,0 +1,130 @@
+"""The ``serve`` CLI's settings, and the app under a real uvicorn on a loopback port: the
+openai client streaming over real HTTP, and graceful shutdown draining in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import openai
+import pytest
+import uvicorn
+
+from common.broker import free_port
+from serving.app import create_app
+from serving.cli import build_parser, main, settings_from_args
+from serving.engines.fake import FakeEngine
+from tests.serving.conftest import API_KEY, make_settings
+from tests.serving.fakes import FakeAdapters, RecordingEvents
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--engine", "--model-dir", "--kafka-bootstrap"):
+        assert flag in out
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVING_PORT", "9001")
+    monkeypatch.setenv("SERVING_ENGINE", "fake")
+    settings = settings_from_args(build_parser().parse_args(["--port", "9100", "--no-kafka"]))
+    assert (settings.port, settings.engine, settings.kafka_enabled) == (9100, "fake", False)
+    settings = settings_from_args(build_parser().parse_args(["--kafka-bootstrap", "h:1"]))
+    assert (settings.port, settings.kafka_bootstrap) == (9001, "h:1")
+    defaults = settings_from_args(build_parser().parse_args([]))
+    assert defaults.kafka_enabled is True
+
+
+def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--kafka-bootstrap", "no-port-here"]) == 2
+    assert "kafka_bootstrap" in capsys.readouterr().err
+
+
+class _Served:
+    def __init__(self, server: uvicorn.Server, port: int, events: RecordingEvents) -> None:
+        self.server, self.port, self.events = server, port, events
+        self.events_at_stop: list[object] | None = None
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=API_KEY,
+                             max_retries=0)
+
+
+@contextmanager
+def serve(token_delay: float) -> Iterator[_Served]:
+    port = free_port()
+    engine = FakeEngine(token_delay=token_delay)
+    events = RecordingEvents()
+    app = create_app(make_settings(), engine=engine, events=events,
+                     adapters=FakeAdapters(engine))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           timeout_graceful_shutdown=10))
+    served = _Served(server, port, events)
+    original_stop = events.stop
+
+    async def recording_stop() -> None:
+        served.events_at_stop = list(events.events)
+        await original_stop()
+
+    events.stop = recording_stop  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield served
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def test_streaming_over_real_http() -> None:
+    with serve(token_delay=0.02) as s:
+        stream = s.client().chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "stream me"}],
+            stream=True, extra_body={"pair": True})
+        arrivals, text = [], {0: "", 1: ""}
+        for chunk in stream:
+            for c in chunk.choices:
+                if c.delta.content:
+                    arrivals.append(time.monotonic())
+                    text[c.index] += c.delta.content
+        # Increments arrive spread out as they are decoded, not in one buffered burst.
+        assert arrivals[-1] - arrivals[0] > 0.04
+        (event,) = s.events.events
+        assert [text[i] for i in range(2)] == [event.responses[j].text
+                                               for j in event.shown_order]
+
+
+def test_graceful_shutdown_drains_and_then_flushes() -> None:
+    with serve(token_delay=0.1) as s:
+        result: dict[str, object] = {}
+
+        def slow_request() -> None:
+            result["r"] = s.client().chat.completions.create(
+                model="smollm2-135m-instruct", extra_body={"pair": True},
+                messages=[{"role": "user", "content": "take your time"}])
+
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        time.sleep(0.15)  # the request is being generated
+        s.server.should_exit = True
+        worker.join(15)
+        response = result["r"]
+        assert len(response.choices) == 2  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while s.events_at_stop is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The event logger was stopped (flushed) only after the drained request was logged.
+        assert s.events_at_stop is not None
+        assert [e.kind for e in s.events_at_stop] == ["pair.served"]  # type: ignore[attr-defined]
+        with pytest.raises(openai.APIConnectionError):
+            s.client().models.list()
