@@ -129,7 +129,7 @@ class AdapterWatcher:
                         with self._lock:
                             self.events.append(
                                 AdapterEvent(
-                                    event.model_fields["kind"].default,
+                                    str(getattr(event, "kind", "?")),
                                     str(version),
                                     event.ts.isoformat(),
                                 )
@@ -171,7 +171,7 @@ def count_events(bootstrap: str, topics: list[str], timeout: float = 30.0) -> Co
                 for record in records:
                     result = decode_event(record.value)
                     counts[
-                        result.event.model_fields["kind"].default if result.event else "invalid"
+                        result.str(getattr(event, "kind", "?")) if result.event else "invalid"
                     ] += 1
     finally:
         consumer.close()

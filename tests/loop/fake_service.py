@@ -55,8 +55,6 @@ class FakeService:
         self.lock = threading.Lock()
         self.app = self._build()
         self.port = free_port()
-        self.server: uvicorn.Server | None = None
-        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -139,18 +137,35 @@ class FakeService:
         return app
 
     def __enter__(self) -> FakeService:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise TimeoutError("fake service did not start")
-            time.sleep(0.02)
+        self.runner = ThreadedServer(self.app, self.port).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.server is not None and self.thread is not None
+        self.runner.stop()
+
+
+class ThreadedServer:
+    """uvicorn in a daemon thread (lifespan included), for real-HTTP client tests."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise TimeoutError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)

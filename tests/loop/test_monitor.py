@@ -1,0 +1,91 @@
+"""What the demo reads: Prometheus text, admin state, Kafka event counts; dashboard rendering."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from loop.dashboard import render_text
+from loop.demo import Observation, _env_pairs
+from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
+from tests.loop.fake_service import ThreadedServer
+
+
+def _metrics_text() -> str:
+    registry = CollectorRegistry()
+    produced = Counter("rlhf_serving_events_produced_total", "x", ["topic"], registry=registry)
+    produced.labels("rlhf.interactions").inc(5)
+    produced.labels("rlhf.feedback").inc(7)
+    Gauge("rlhf_learner_policy_kl_nats", "x", registry=registry).set(0.125)
+    return generate_latest(registry).decode()
+
+
+def test_scrape_parses_prometheus_text_and_sums_by_label() -> None:
+    app = FastAPI()
+    app.get("/metrics", response_class=PlainTextResponse)(_metrics_text)
+    runner = ThreadedServer(app).start()
+    try:
+        metrics = scrape(runner.url + "/metrics")
+    finally:
+        runner.stop()
+    assert metric_sum(metrics, "rlhf_serving_events_produced_total") == 12
+    assert metric_sum(metrics, "rlhf_serving_events_produced_total", topic="rlhf.feedback") == 7
+    assert metric_labels(metrics, "rlhf_serving_events_produced_total", "topic") == {
+        "rlhf.interactions": 5,
+        "rlhf.feedback": 7,
+    }
+    assert metrics["rlhf_learner_policy_kl_nats"] == 0.125
+    assert scrape("http://127.0.0.1:9/metrics", timeout=0.5) == {}  # down: empty, no raise
+
+
+def test_render_text_shows_the_loop_state() -> None:
+    obs = Observation(
+        preference="concise",
+        elapsed=12.0,
+        sim={
+            "pairs": 3,
+            "votes": {"choice": 3},
+            "feedback_ok": {"preference": 3},
+            "answers_by_version": {
+                "policy@v1": {"answers": 2, "mean_words": 5.0, "mean_utility": -0.2}
+            },
+            "head_to_head": {"base vs policy@v1": {"score_first": 1.0, "n": 4}},
+        },
+        serving_metrics={"rlhf_serving_pairs_served_total": 3.0},
+        learner_metrics={"rlhf_learner_policy_kl_nats": 0.05},
+        adapters={"serving_version": "policy@v1", "canary_version": None},
+        adapter_events=[AdapterEvent("adapter.published", "policy@v1", "t")],
+        learner_state="running",
+        eval_line="policy@v1: win rate 0.75",
+    )
+    text = render_text(obs)
+    assert "3 / 3" in text and "policy@v1" in text and "0.050" in text
+    assert "base vs policy@v1: 0.25 of 4" in text
+
+
+def test_env_pairs() -> None:
+    assert _env_pairs(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        _env_pairs(["nope"])
+
+
+@pytest.mark.kafka
+def test_count_events_reads_every_topic_to_the_end(kafka_broker) -> None:  # type: ignore[no-untyped-def]
+    from kafka import KafkaProducer
+
+    from schemas import FeedbackRating, encode_event
+
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    topic = "loop.test.count"
+    before = count_events(kafka_broker.bootstrap, [topic])
+    for i in range(5):
+        event = FeedbackRating(response_id=f"r{i}", user_id="u", rating="up")
+        producer.send(topic, encode_event(event))
+    producer.send(topic, b"not json")
+    producer.flush()
+    producer.close()
+    after = count_events(kafka_broker.bootstrap, [topic])
+    assert after["feedback.rating"] - before.get("feedback.rating", 0) == 5
+    assert after["invalid"] - before.get("invalid", 0) == 1
