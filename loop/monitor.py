@@ -171,7 +171,7 @@ def count_events(bootstrap: str, topics: list[str], timeout: float = 30.0) -> Co
                 for record in records:
                     result = decode_event(record.value)
                     counts[
-                        result.str(getattr(event, "kind", "?")) if result.event else "invalid"
+                        str(getattr(result.event, "kind", "?")) if result.event else "invalid"
                     ] += 1
     finally:
         consumer.close()

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from common.broker import DevBroker
 from loop.dashboard import render_text
 from loop.demo import Observation, _env_pairs
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
@@ -72,7 +73,7 @@ def test_env_pairs() -> None:
 
 
 @pytest.mark.kafka
-def test_count_events_reads_every_topic_to_the_end(kafka_broker) -> None:  # type: ignore[no-untyped-def]
+def test_count_events_reads_every_topic_to_the_end(kafka_broker: DevBroker) -> None:
     from kafka import KafkaProducer
 
     from schemas import FeedbackRating, encode_event
