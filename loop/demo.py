@@ -179,7 +179,17 @@ class Demo:
         }
         if self.config.tiny:
             # A tiny random model cannot pass quality gates; the demo shows the mechanics.
-            env.update({"LEARNER_RM_MIN_ACCURACY": "0.0", "LEARNER_KL_BUDGET": "1000000"})
+            # Its greedy answers repeat tokens, and small fast PPO steps keep a cycle short.
+            env.update(
+                {
+                    "LEARNER_RM_MIN_ACCURACY": "0.0",
+                    "LEARNER_KL_BUDGET": "1000000",
+                    "LEARNER_EVAL_CONFIG": json.dumps({"max_repeat_fraction": 1.0}),
+                    "LEARNER_PPO_CONFIG": json.dumps(
+                        {"learning_rate": 1e-3, "num_steps": 4, "max_new_tokens": 16}
+                    ),
+                }
+            )
         return {**env, **self.config.learner_env}
 
     def _wait_ready(self) -> None:
