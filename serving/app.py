@@ -33,9 +33,9 @@ def build_engine(settings: ServingSettings) -> Engine:
 
         return FakeEngine(token_delay=settings.fake_token_delay_seconds)
     if settings.engine == "vllm":
-        from serving.engines.vllm_engine import VLLMEngine  # type: ignore[import-not-found]
+        from serving.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine.from_settings(settings)  # type: ignore[no-any-return]
+        return VLLMEngine.from_settings(settings)
     from serving.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine.from_settings(settings)
@@ -53,7 +53,7 @@ def build_services(
 
         events = EventLogger(settings)
     if adapters is None:
-        from serving.adapters.manager import AdapterManager  # type: ignore[import-not-found]
+        from serving.adapters.manager import AdapterManager
 
         adapters = AdapterManager(settings, engine, events)
     key = settings.hmac_key.get_secret_value()

@@ -189,11 +189,11 @@ def _replan_after_swap(services: Services, job: ChatJob) -> bool:
     """After a hot swap unloaded the version a request was planned with, plan it again."""
     if job.pinned:
         return False
-    current = [services.adapters.serving_version(), services.adapters.canary_version()]
-    stale = [r for r in job.plan.requests if r.adapter not in current]
-    if not stale:
+    serving = services.adapters.serving_version()
+    canary = services.adapters.canary_version()
+    current = [serving, canary]
+    if all(r.adapter in current for r in job.plan.requests):
         return False
-    serving, canary = current
     # The first request is the serving side, a second one the canary side (plan_pair's order).
     requests = [
         r if r.adapter in current else replace(r, adapter=serving if i == 0 else canary or serving)

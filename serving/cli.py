@@ -32,30 +32,49 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--adapter-store", "adapter_store", str, "adapter store directory or fsspec URL"),
     ("--adapter-name", "adapter_name", str, "adapter family this replica serves"),
     ("--max-batch-size", "max_batch_size", int, "most sequences one engine step decodes"),
-    ("--graceful-timeout", "graceful_timeout_seconds", float,
-     "seconds in-flight requests may take to finish on shutdown"),
+    (
+        "--graceful-timeout",
+        "graceful_timeout_seconds",
+        float,
+        "seconds in-flight requests may take to finish on shutdown",
+    ),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="serve", description="Serve the OpenAI-compatible chat API with paired answers, "
-        "feedback logging to Kafka and adapter hot-swap. Flags override SERVING_* settings.")
+        prog="serve",
+        description="Serve the OpenAI-compatible chat API with paired answers, "
+        "feedback logging to Kafka and adapter hot-swap. Flags override SERVING_* settings.",
+    )
     for flag, field, kind, help_text in _FLAGS:
         parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
     kafka = parser.add_mutually_exclusive_group()
-    kafka.add_argument("--kafka", dest="kafka_enabled", action="store_true", default=None,
-                       help="log events to Kafka (default)")
-    kafka.add_argument("--no-kafka", dest="kafka_enabled", action="store_false",
-                       help="do not log events (development only)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    kafka.add_argument(
+        "--kafka",
+        dest="kafka_enabled",
+        action="store_true",
+        default=None,
+        help="log events to Kafka (default)",
+    )
+    kafka.add_argument(
+        "--no-kafka",
+        dest="kafka_enabled",
+        action="store_false",
+        help="do not log events (development only)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> ServingSettings:
-    overrides: dict[str, Any] = {field: getattr(args, field) for _f, field, _k, _h in _FLAGS
-                                 if getattr(args, field, None) is not None}
+    overrides: dict[str, Any] = {
+        field: getattr(args, field)
+        for _f, field, _k, _h in _FLAGS
+        if getattr(args, field, None) is not None
+    }
     if args.kafka_enabled is not None:
         overrides["kafka_enabled"] = args.kafka_enabled
     return ServingSettings(**overrides)
@@ -64,8 +83,9 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
@@ -75,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=args.log_level, access_log=False,
-                            timeout_graceful_shutdown=int(settings.graceful_timeout_seconds))
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+    )
     uvicorn.Server(config).run()
     return 0
 

@@ -113,4 +113,4 @@ def record_feedback(services: Services, body: FeedbackRequest, caller: Caller) -
     services.events.emit(event)
     value = body.choice or body.rating or ("ranking" if body.ranking else "text")
     metrics.FEEDBACK.labels(body.kind(), value).inc()
-    return FeedbackResponse(event_id=event.event_id, kind=event.kind)  # type: ignore[attr-defined]
+    return FeedbackResponse(event_id=event.event_id, kind=event.kind)

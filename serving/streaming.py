@@ -104,7 +104,7 @@ class ChatStream:
             finish_reason=finish,
             response_id=self.response_tokens[canonical],
             adapter_version=self.adapters[canonical],
-        )  # type: ignore[arg-type]
+        )
         chunk = ChatCompletionChunk(
             id=self.id,
             created=self.created,

@@ -20,6 +20,7 @@ from serving.engines.protocol import (
     AdapterRejected,
     EngineOverloaded,
     EngineStats,
+    FinishReason,
     GenerationChunk,
     GenerationOutput,
     GenerationRequest,
@@ -159,7 +160,9 @@ class FakeEngine:
                         continue
                     self._stats.tokens_generated_total += 1
                     last = step == len(words) - 1
-                    finish = ("length" if truncated else "stop") if last else None
+                    finish: FinishReason | None = None
+                    if last:
+                        finish = "length" if truncated else "stop"
                     yield GenerationChunk(
                         index=i,
                         delta=(" " if step else "") + words[step],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -39,7 +39,7 @@ def make_settings(**overrides: Any) -> ServingSettings:
 class Harness:
     app: FastAPI
     engine: FakeEngine
-    events: RecordingEvents
+    events: Any  # RecordingEvents unless a test passes the real EventLogger
     adapters: FakeAdapters
     http: httpx.AsyncClient
 
@@ -49,7 +49,8 @@ class Harness:
         return openai.AsyncOpenAI(
             base_url="http://testserver/v1",
             api_key=api_key,
-            http_client=self.http,
+            # openai 3.x types its client against httpx2; httpx's client is call-compatible.
+            http_client=cast(Any, self.http),
             max_retries=0,
             **kwargs,
         )
@@ -59,10 +60,12 @@ class Harness:
 async def harness(
     settings: ServingSettings | None = None,
     engine: FakeEngine | None = None,
+    events: Any = None,
 ) -> AsyncIterator[Harness]:
+    """The app on ``engine`` (default a fresh FakeEngine), ``events`` (default a recorder)."""
     settings = settings or make_settings()
     engine = engine or FakeEngine()
-    events = RecordingEvents()
+    events = events if events is not None else RecordingEvents()
     adapters = FakeAdapters(engine)
     app = create_app(settings, engine=engine, events=events, adapters=adapters)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

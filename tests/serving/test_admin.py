@@ -15,25 +15,34 @@ async def test_admin_needs_the_admin_token() -> None:
             r = await h.http.get("/admin/adapters", headers=headers)
             assert r.status_code == 401
             assert r.json()["error"]["code"] == "invalid_admin_token"
-        r = await h.http.post("/admin/adapters/promote", json={"version": "x"},
-                              headers=auth(API_KEY))
+        r = await h.http.post(
+            "/admin/adapters/promote", json={"version": "x"}, headers=auth(API_KEY)
+        )
         assert r.status_code == 401 and not h.adapters.calls
 
 
-async def test_load_promote_canary_rollback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_load_promote_canary_rollback(tmp_path) -> None:
     async with harness() as h:
         admin = auth(ADMIN)
-        r = await h.http.post("/admin/adapters/load", headers=admin,
-                              json={"version": "policy@v1", "uri": str(tmp_path)})
+        r = await h.http.post(
+            "/admin/adapters/load",
+            headers=admin,
+            json={"version": "policy@v1", "uri": str(tmp_path)},
+        )
         assert r.status_code == 200, r.text
         assert [a["version"] for a in r.json()["adapters"]] == ["policy@v1"]
-        r = await h.http.post("/admin/adapters/promote", headers=admin,
-                              json={"version": "policy@v1"})
+        r = await h.http.post(
+            "/admin/adapters/promote", headers=admin, json={"version": "policy@v1"}
+        )
         assert r.json()["serving_version"] == "policy@v1"
-        await h.http.post("/admin/adapters/load", headers=admin,
-                          json={"version": "policy@v2", "uri": str(tmp_path)})
-        r = await h.http.post("/admin/adapters/canary", headers=admin,
-                              json={"version": "policy@v2"})
+        await h.http.post(
+            "/admin/adapters/load",
+            headers=admin,
+            json={"version": "policy@v2", "uri": str(tmp_path)},
+        )
+        r = await h.http.post(
+            "/admin/adapters/canary", headers=admin, json={"version": "policy@v2"}
+        )
         assert r.json()["canary_version"] == "policy@v2"
         r = await h.http.post("/admin/adapters/canary", headers=admin, json={"version": None})
         assert r.json()["canary_version"] is None
@@ -42,17 +51,27 @@ async def test_load_promote_canary_rollback(tmp_path) -> None:  # type: ignore[n
         r = await h.http.get("/admin/adapters", headers=admin)
         assert r.json()["serving_version"] == "base"
         assert [c[0] for c in h.adapters.calls] == [
-            "load", "promote", "load", "canary", "canary", "rollback"]
+            "load",
+            "promote",
+            "load",
+            "canary",
+            "canary",
+            "rollback",
+        ]
 
 
-async def test_manager_errors_map_to_4xx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_manager_errors_map_to_4xx(tmp_path) -> None:
     async with harness() as h:
         admin = auth(ADMIN)
-        r = await h.http.post("/admin/adapters/load", headers=admin,
-                              json={"version": "policy@v1", "uri": str(tmp_path / "missing")})
+        r = await h.http.post(
+            "/admin/adapters/load",
+            headers=admin,
+            json={"version": "policy@v1", "uri": str(tmp_path / "missing")},
+        )
         assert r.status_code == 422 and r.json()["error"]["code"] == "adapter_rejected"
-        r = await h.http.post("/admin/adapters/promote", headers=admin,
-                              json={"version": "policy@v7"})
+        r = await h.http.post(
+            "/admin/adapters/promote", headers=admin, json={"version": "policy@v7"}
+        )
         assert r.status_code == 404
         r = await h.http.post("/admin/adapters/rollback", headers=admin)
         assert r.status_code == 400

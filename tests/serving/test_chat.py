@@ -16,8 +16,9 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 
 async def test_plain_completion_records_response_served() -> None:
     async with harness() as h:
-        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO, seed=7,
-                                                     max_tokens=5, user="alice")
+        r = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, seed=7, max_tokens=5, user="alice"
+        )
         assert len(r.choices) == 1 and r.model_extra.get("pair_id") is None
         choice = r.choices[0]
         assert choice.model_extra["adapter_version"] == "base"
@@ -36,12 +37,13 @@ async def test_plain_completion_records_response_served() -> None:
         assert "test-api-key" not in dumped and "alice" not in dumped
 
 
-async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:
     async with harness() as h:
         await h.engine.load_adapter("policy@v1", tmp_path)
         h.adapters.serving = "policy@v1"
         r = await h.openai().chat.completions.create(
-            model=MODEL, messages=HELLO, extra_body={"pair": True, "k": 3}, user="bob")
+            model=MODEL, messages=HELLO, extra_body={"pair": True, "k": 3}, user="bob"
+        )
         assert len(r.choices) == 3
         pair_id = r.model_extra["pair_id"]
         (event,) = h.events.events
@@ -57,20 +59,22 @@ async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:  # type:
         assert [req.n for req in h.engine.requests] == [3]
 
 
-async def test_canary_pair_serves_both_versions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_canary_pair_serves_both_versions(tmp_path) -> None:
     async with harness() as h:
         for v in ("policy@v1", "policy@v2"):
             await h.engine.load_adapter(v, tmp_path)
         h.adapters.serving, h.adapters.canary = "policy@v1", "policy@v2"
-        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
-                                                     extra_body={"pair": True})
+        r = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, extra_body={"pair": True}
+        )
         versions = sorted(c.model_extra["adapter_version"] for c in r.choices)
         assert versions == ["policy@v1", "policy@v2"]
         (event,) = h.events.events
         assert [x.adapter_version for x in event.responses] == ["policy@v1", "policy@v2"]
         for api_index, canonical in enumerate(event.shown_order):
-            expected = fake_words(event.messages, event.responses[canonical].adapter_version,
-                                  0, None, 1.0, 128)[0]
+            expected = fake_words(
+                event.messages, event.responses[canonical].adapter_version, 0, None, 1.0, 128
+            )[0]
             assert r.choices[api_index].message.content == " ".join(expected)
 
 
@@ -78,8 +82,7 @@ async def test_pair_fraction_pairs_plain_requests_but_never_streams() -> None:
     async with harness(make_settings(pair_fraction=1.0)) as h:
         r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO)
         assert len(r.choices) == 2 and r.model_extra["pair_id"]
-        stream = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
-                                                          stream=True)
+        stream = await h.openai().chat.completions.create(model=MODEL, messages=HELLO, stream=True)
         indexes = {c.index async for chunk in stream for c in chunk.choices}
         assert indexes == {0}
 
@@ -87,8 +90,12 @@ async def test_pair_fraction_pairs_plain_requests_but_never_streams() -> None:
 async def test_streaming_single_and_pair_match_events() -> None:
     async with harness() as h:
         stream = await h.openai().chat.completions.create(
-            model=MODEL, messages=HELLO, stream=True, extra_body={"pair": True},
-            stream_options={"include_usage": True})
+            model=MODEL,
+            messages=HELLO,
+            stream=True,
+            extra_body={"pair": True},
+            stream_options={"include_usage": True},
+        )
         texts = {0: "", 1: ""}
         finishes = {}
         usage = None
@@ -110,14 +117,14 @@ async def test_streaming_single_and_pair_match_events() -> None:
         assert usage.completion_tokens == sum(x.completion_tokens for x in event.responses)
 
 
-async def test_request_racing_a_hot_swap_is_regenerated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_request_racing_a_hot_swap_is_regenerated(tmp_path) -> None:
     async with harness() as h:
         for v in ("policy@v1", "policy@v2"):
             await h.engine.load_adapter(v, tmp_path)
         h.adapters.serving = "policy@v1"
         original = h.engine.generate
 
-        async def swap_then_generate(request):  # type: ignore[no-untyped-def]
+        async def swap_then_generate(request):
             # The swap lands after the handler chose v1 but before the engine runs it.
             if request.adapter == "policy@v1":
                 h.adapters.serving = "policy@v2"
@@ -125,8 +132,9 @@ async def test_request_racing_a_hot_swap_is_regenerated(tmp_path) -> None:  # ty
             return await original(request)
 
         h.engine.generate = swap_then_generate  # type: ignore[method-assign]
-        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
-                                                     extra_body={"pair": True})
+        r = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, extra_body={"pair": True}
+        )
         assert {c.model_extra["adapter_version"] for c in r.choices} == {"policy@v2"}
         (event,) = h.events.events
         assert {x.adapter_version for x in event.responses} == {"policy@v2"}
@@ -140,38 +148,43 @@ async def test_n_choices_each_logged() -> None:
         assert [e.response.text for e in served] == [c.message.content for c in r.choices]
 
 
-async def test_pin_needs_admin_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_pin_needs_admin_token(tmp_path) -> None:
     async with harness() as h:
         await h.engine.load_adapter("policy@v9", tmp_path)
         body = {"model": MODEL, "messages": HELLO, "adapter_version": "policy@v9"}
         refused = await h.http.post("/v1/chat/completions", json=body, headers=auth())
         assert refused.status_code == 403
         assert refused.json()["error"]["param"] == "adapter_version"
-        ok = await h.http.post("/v1/chat/completions", json=body,
-                               headers={**auth(), "X-Admin-Token": ADMIN})
+        ok = await h.http.post(
+            "/v1/chat/completions", json=body, headers={**auth(), "X-Admin-Token": ADMIN}
+        )
         assert ok.status_code == 200
         assert ok.json()["choices"][0]["adapter_version"] == "policy@v9"
         assert h.engine.requests[-1].adapter == "policy@v9"
 
 
-async def _error(h, body, headers=None):  # type: ignore[no-untyped-def]
-    r = await h.http.post("/v1/chat/completions", json=body,
-                          headers=auth() if headers is None else headers)
+async def _error(h, body, headers=None):
+    r = await h.http.post(
+        "/v1/chat/completions", json=body, headers=auth() if headers is None else headers
+    )
     return r.status_code, r.json()["error"]
 
 
-@pytest.mark.parametrize(("patch", "status", "param"), [
-    ({"max_tokens": 10_000}, 400, "max_tokens"),
-    ({"n": 99}, 400, "n"),
-    ({"pair": True, "k": 9}, 400, "k"),
-    ({"pair": True, "n": 2}, 400, "n"),
-    ({"messages": HELLO * 70}, 400, "messages"),
-    ({"messages": []}, 400, "messages"),
-    ({"temperature": 5}, 400, "temperature"),
-    ({"model": "gpt-4"}, 404, "model"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
-])
-async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("patch", "status", "param"),
+    [
+        ({"max_tokens": 10_000}, 400, "max_tokens"),
+        ({"n": 99}, 400, "n"),
+        ({"pair": True, "k": 9}, 400, "k"),
+        ({"pair": True, "n": 2}, 400, "n"),
+        ({"messages": HELLO * 70}, 400, "messages"),
+        ({"messages": []}, 400, "messages"),
+        ({"temperature": 5}, 400, "temperature"),
+        ({"model": "gpt-4"}, 404, "model"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+    ],
+)
+async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:
     async with harness() as h:
         code, error = await _error(h, {"model": MODEL, "messages": HELLO, **patch})
         assert code == status, error
@@ -186,8 +199,9 @@ async def test_openai_client_sees_typed_errors() -> None:
         with pytest.raises(openai.AuthenticationError):
             await h.openai(api_key="wrong").chat.completions.create(model=MODEL, messages=HELLO)
         with pytest.raises(openai.BadRequestError) as bad:
-            await h.openai().chat.completions.create(model=MODEL, messages=HELLO,
-                                                     max_tokens=100_000)
+            await h.openai().chat.completions.create(
+                model=MODEL, messages=HELLO, max_tokens=100_000
+            )
         assert "max_tokens" in str(bad.value)
 
 
@@ -196,27 +210,30 @@ async def test_request_body_cap() -> None:
         big = [{"role": "user", "content": "x" * 4000}]
         code, error = await _error(h, {"model": MODEL, "messages": big})
         assert code == 413 and error["code"] == "request_too_large"
+
         # Without Content-Length (chunked upload) the cap is enforced while reading.
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks():
             for _ in range(5):
                 yield b" " * 1000
+
         r = await h.http.post("/v1/chat/completions", content=chunks(), headers=auth())
         assert r.status_code == 413
 
 
-async def test_overload_is_503_and_internal_errors_are_generic(caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_overload_is_503_and_internal_errors_are_generic(caplog) -> None:
     engine = FakeEngine(max_queue=0)
     async with harness(engine=engine) as h:
         code, error = await _error(h, {"model": MODEL, "messages": HELLO})
         assert code == 503 and error["code"] == "engine_overloaded"
 
-        async def boom(request):  # type: ignore[no-untyped-def]
+        async def boom(request):
             raise RuntimeError("secret internal detail")
 
         engine.max_queue = 10
         engine.generate = boom  # type: ignore[method-assign]
-        r = await h.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO},
-                              headers=auth())
+        r = await h.http.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": HELLO}, headers=auth()
+        )
         assert r.status_code == 500
         assert r.json()["error"]["message"] == "internal server error"
         assert "secret" not in r.text and "Traceback" not in r.text

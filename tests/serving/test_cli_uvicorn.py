@@ -3,7 +3,6 @@ openai client streaming over real HTTP, and graceful shutdown draining in-flight
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +12,12 @@ import openai
 import pytest
 import uvicorn
 
-from common.broker import free_port
 from serving.app import create_app
 from serving.cli import build_parser, main, settings_from_args
 from serving.engines.fake import FakeEngine
 from tests.serving.conftest import API_KEY, make_settings
 from tests.serving.fakes import FakeAdapters, RecordingEvents
+from tests.serving.live import live_server
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,45 +51,36 @@ class _Served:
         self.events_at_stop: list[object] | None = None
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=API_KEY,
-                             max_retries=0)
+        return openai.OpenAI(
+            base_url=f"http://127.0.0.1:{self.port}/v1", api_key=API_KEY, max_retries=0
+        )
 
 
 @contextmanager
 def serve(token_delay: float) -> Iterator[_Served]:
-    port = free_port()
     engine = FakeEngine(token_delay=token_delay)
     events = RecordingEvents()
-    app = create_app(make_settings(), engine=engine, events=events,
-                     adapters=FakeAdapters(engine))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           timeout_graceful_shutdown=10))
-    served = _Served(server, port, events)
+    app = create_app(make_settings(), engine=engine, events=events, adapters=FakeAdapters(engine))
     original_stop = events.stop
+    with live_server(app) as (server, port):
+        served = _Served(server, port, events)
 
-    async def recording_stop() -> None:
-        served.events_at_stop = list(events.events)
-        await original_stop()
+        async def recording_stop() -> None:
+            served.events_at_stop = list(events.events)
+            await original_stop()
 
-    events.stop = recording_stop  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+        events.stop = recording_stop  # type: ignore[method-assign]
         yield served
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def test_streaming_over_real_http() -> None:
     with serve(token_delay=0.02) as s:
         stream = s.client().chat.completions.create(
-            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "stream me"}],
-            stream=True, extra_body={"pair": True})
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "stream me"}],
+            stream=True,
+            extra_body={"pair": True},
+        )
         arrivals, text = [], {0: "", 1: ""}
         for chunk in stream:
             for c in chunk.choices:
@@ -99,9 +89,8 @@ def test_streaming_over_real_http() -> None:
                     text[c.index] += c.delta.content
         # Increments arrive spread out as they are decoded, not in one buffered burst.
         assert arrivals[-1] - arrivals[0] > 0.04
-        (event,) = s.events.events
-        assert [text[i] for i in range(2)] == [event.responses[j].text
-                                               for j in event.shown_order]
+        (event,) = s.events.of_kind("pair.served")
+        assert [text[i] for i in range(2)] == [event.responses[j].text for j in event.shown_order]
 
 
 def test_graceful_shutdown_drains_and_then_flushes() -> None:
@@ -110,8 +99,10 @@ def test_graceful_shutdown_drains_and_then_flushes() -> None:
 
         def slow_request() -> None:
             result["r"] = s.client().chat.completions.create(
-                model="smollm2-135m-instruct", extra_body={"pair": True},
-                messages=[{"role": "user", "content": "take your time"}])
+                model="smollm2-135m-instruct",
+                extra_body={"pair": True},
+                messages=[{"role": "user", "content": "take your time"}],
+            )
 
         worker = threading.Thread(target=slow_request)
         worker.start()

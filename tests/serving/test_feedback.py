@@ -14,10 +14,14 @@ pytestmark = pytest.mark.anyio
 HELLO = [{"role": "user", "content": "Which is better?"}]
 
 
-async def _pair(h: Any, k: int = 2, user: str = "alice",
-                key: str = API_KEY) -> tuple[dict[str, Any], PairServed]:
-    r = await h.http.post("/v1/chat/completions", headers=auth(key), json={
-        "messages": HELLO, "pair": True, "k": k, "user": user})
+async def _pair(
+    h: Any, k: int = 2, user: str = "alice", key: str = API_KEY
+) -> tuple[dict[str, Any], PairServed]:
+    r = await h.http.post(
+        "/v1/chat/completions",
+        headers=auth(key),
+        json={"messages": HELLO, "pair": True, "k": k, "user": user},
+    )
     assert r.status_code == 200, r.text
     event = h.events.of_kind("pair.served")[-1]
     return r.json(), event
@@ -34,8 +38,9 @@ async def test_choice_a_b_map_to_canonical_order() -> None:
             body, served = await _pair(h)
             seen_orders.add(tuple(served.shown_order))
             for shown_choice in ("a", "b"):
-                r = await _vote(h, {"pair_id": body["pair_id"], "choice": shown_choice,
-                                    "user": "alice"})
+                r = await _vote(
+                    h, {"pair_id": body["pair_id"], "choice": shown_choice, "user": "alice"}
+                )
                 assert r.status_code == 200, r.text
                 event = h.events.events[-1]
                 assert isinstance(event, FeedbackPreference)
@@ -67,12 +72,12 @@ async def test_ranking_of_k() -> None:
         event = h.events.events[-1]
         by_text = {x.response_id: x.text for x in served.responses}
         assert [by_text[i] for i in event.ranking] == [
-            c["message"]["content"] for c in reversed(body["choices"])]
+            c["message"]["content"] for c in reversed(body["choices"])
+        ]
         # A choice cannot express a 3-way comparison; a partial ranking is refused.
         r = await _vote(h, {"pair_id": body["pair_id"], "choice": "a", "user": "alice"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "ranking_required"
-        r = await _vote(h, {"pair_id": body["pair_id"], "ranking": ranking[:2],
-                            "user": "alice"})
+        r = await _vote(h, {"pair_id": body["pair_id"], "ranking": ranking[:2], "user": "alice"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "ranking"
         other, _ = await _pair(h, k=3)
         mixed = [*ranking[:2], other["choices"][0]["response_id"]]
@@ -90,9 +95,11 @@ async def test_rating_and_correction() -> None:
         rating = h.events.events[-1]
         assert isinstance(rating, FeedbackRating)
         assert (rating.response_id, rating.pair_id, rating.rating) == (
-            canonical.response_id, served.pair_id, "down")
-        r = await _vote(h, {"response_id": rid, "correction": "A better answer.",
-                            "user": "alice"})
+            canonical.response_id,
+            served.pair_id,
+            "down",
+        )
+        r = await _vote(h, {"response_id": rid, "correction": "A better answer.", "user": "alice"})
         assert r.status_code == 200
         correction = h.events.events[-1]
         assert isinstance(correction, FeedbackCorrection)
@@ -102,8 +109,9 @@ async def test_rating_and_correction() -> None:
 
 async def test_unpaired_response_can_be_rated() -> None:
     async with harness() as h:
-        r = await h.http.post("/v1/chat/completions", headers=auth(),
-                              json={"messages": HELLO, "user": "alice"})
+        r = await h.http.post(
+            "/v1/chat/completions", headers=auth(), json={"messages": HELLO, "user": "alice"}
+        )
         rid = r.json()["choices"][0]["response_id"]
         v = await _vote(h, {"response_id": rid, "rating": "up", "user": "alice"})
         assert v.status_code == 200
@@ -146,7 +154,8 @@ async def test_forged_malformed_and_expired_ids() -> None:
     async with harness() as h:
         body, served = await _pair(h)
         forged = IdSigner("not-the-server-key-0123456789", 3600).pair(
-            served.pair_id, [0, 1], h.events.events[-1].user_id)
+            served.pair_id, [0, 1], h.events.events[-1].user_id
+        )
         r = await _vote(h, {"pair_id": forged, "choice": "a", "user": "alice"})
         assert r.status_code == 403
         r = await _vote(h, {"pair_id": "garbage", "choice": "a", "user": "alice"})
@@ -160,13 +169,16 @@ async def test_forged_malformed_and_expired_ids() -> None:
         assert r.status_code == 403
 
 
-@pytest.mark.parametrize("body", [
-    {"pair_id": "x"},
-    {"pair_id": "x", "choice": "a", "rating": "up"},
-    {"choice": "a"},
-    {"response_id": "x", "rating": "meh"},
-    {"pair_id": "x", "choice": "a", "text": "trust me"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pair_id": "x"},
+        {"pair_id": "x", "choice": "a", "rating": "up"},
+        {"choice": "a"},
+        {"response_id": "x", "rating": "meh"},
+        {"pair_id": "x", "choice": "a", "text": "trust me"},
+    ],
+)
 async def test_bad_feedback_bodies(body: dict[str, Any]) -> None:
     async with harness() as h:
         r = await _vote(h, body)

@@ -20,8 +20,7 @@ pytestmark = pytest.mark.anyio
 async def test_ready_only_after_engine_and_adapter() -> None:
     engine = FakeEngine(start_delay=0.3)
     adapters = FakeAdapters(engine)
-    app = create_app(make_settings(), engine=engine, events=RecordingEvents(),
-                     adapters=adapters)
+    app = create_app(make_settings(), engine=engine, events=RecordingEvents(), adapters=adapters)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         lifespan = app.router.lifespan_context(app)
@@ -45,29 +44,35 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def _value(samples, name, **labels) -> float:  # type: ignore[no-untyped-def]
+def _value(samples, name, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_metrics_count_requests_pairs_feedback_and_engine() -> None:
     async with harness() as h:
         before = _samples((await h.http.get("/metrics")).text)
-        r = await h.http.post("/v1/chat/completions", headers=auth(), json={
-            "messages": [{"role": "user", "content": "hi"}], "pair": True})
-        await h.http.post("/v1/feedback", headers=auth(),
-                          json={"pair_id": r.json()["pair_id"], "choice": "tie"})
+        r = await h.http.post(
+            "/v1/chat/completions",
+            headers=auth(),
+            json={"messages": [{"role": "user", "content": "hi"}], "pair": True},
+        )
+        await h.http.post(
+            "/v1/feedback", headers=auth(), json={"pair_id": r.json()["pair_id"], "choice": "tie"}
+        )
         await h.http.post("/v1/chat/completions", headers=auth(), json={"messages": []})
         text = (await h.http.get("/metrics")).text
         after = _samples(text)
 
-        def delta(name, **labels):  # type: ignore[no-untyped-def]
+        def delta(name, **labels):
             return _value(after, name, **labels) - _value(before, name, **labels)
 
         chat = {"route": "/v1/chat/completions", "method": "POST"}
         assert delta("rlhf_serving_http_requests_total", **chat, status="200") == 1
         assert delta("rlhf_serving_http_requests_total", **chat, status="400") == 1
-        assert delta("rlhf_serving_http_request_duration_seconds_count",
-                     route="/v1/chat/completions") == 2
+        assert (
+            delta("rlhf_serving_http_request_duration_seconds_count", route="/v1/chat/completions")
+            == 2
+        )
         assert delta("rlhf_serving_pairs_served_total") == 1
         assert delta("rlhf_serving_feedback_total", kind="preference", value="tie") == 1
         completion = sum(x.completion_tokens for x in h.events.events[0].responses)

@@ -9,8 +9,7 @@ from schemas.events import ChatMessage
 from serving.engines.protocol import GenerationRequest
 from serving.pairing import plan_pair
 
-BASE_REQUEST = GenerationRequest(messages=[ChatMessage(role="user", content="hi")],
-                                 max_tokens=8)
+BASE_REQUEST = GenerationRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=8)
 
 
 def test_without_canary_one_request_with_n_k() -> None:
@@ -32,7 +31,6 @@ def test_canary_splits_answers_between_versions() -> None:
 
 def test_display_order_is_random_and_unbiased() -> None:
     rng = random.Random(1234)
-    firsts = Counter(plan_pair(BASE_REQUEST, 2, "a", "b", rng).shown_order[0]
-                     for _ in range(2000))
+    firsts = Counter(plan_pair(BASE_REQUEST, 2, "a", "b", rng).shown_order[0] for _ in range(2000))
     # Binomial(2000, 0.5): 5 standard deviations is about +-112.
     assert abs(firsts[0] - 1000) < 112 and firsts[0] + firsts[1] == 2000

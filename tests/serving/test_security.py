@@ -72,8 +72,17 @@ def test_web_sessions() -> None:
 def test_user_hash_is_keyed_and_separates_keys_and_users() -> None:
     h = user_hash(KEY, "api", "alice")
     assert h == user_hash(KEY, "api", "alice") and len(h) == 64
-    assert len({h, user_hash(KEY, "api", "bob"), user_hash(KEY, "api2", "alice"),
-                user_hash("z" * 32, "api", "alice")}) == 4
+    assert (
+        len(
+            {
+                h,
+                user_hash(KEY, "api", "bob"),
+                user_hash(KEY, "api2", "alice"),
+                user_hash("z" * 32, "api", "alice"),
+            }
+        )
+        == 4
+    )
     assert "api" not in h and "alice" not in h
 
 

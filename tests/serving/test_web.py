@@ -11,7 +11,7 @@ from tests.serving.conftest import auth, harness, make_settings
 pytestmark = pytest.mark.anyio
 
 
-async def _token(h) -> str:  # type: ignore[no-untyped-def]
+async def _token(h) -> str:
     page = await h.http.get("/")
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -24,17 +24,26 @@ async def test_page_token_chats_and_votes_as_its_own_user() -> None:
     async with harness() as h:
         token = await _token(h)
         assert token != await _token(h)  # each load is its own session
-        r = await h.http.post("/v1/chat/completions", headers=auth(token), json={
-            "messages": [{"role": "user", "content": "hi"}], "pair": True, "user": "web"})
+        r = await h.http.post(
+            "/v1/chat/completions",
+            headers=auth(token),
+            json={"messages": [{"role": "user", "content": "hi"}], "pair": True, "user": "web"},
+        )
         assert r.status_code == 200
         pair_id = r.json()["pair_id"]
-        v = await h.http.post("/v1/feedback", headers=auth(token),
-                              json={"pair_id": pair_id, "choice": "b", "user": "web"})
+        v = await h.http.post(
+            "/v1/feedback",
+            headers=auth(token),
+            json={"pair_id": pair_id, "choice": "b", "user": "web"},
+        )
         assert v.status_code == 200
         # Another page (another session) cannot vote on it.
         other = await _token(h)
-        v = await h.http.post("/v1/feedback", headers=auth(other),
-                              json={"pair_id": pair_id, "choice": "b", "user": "web"})
+        v = await h.http.post(
+            "/v1/feedback",
+            headers=auth(other),
+            json={"pair_id": pair_id, "choice": "b", "user": "web"},
+        )
         assert v.status_code == 403
         # The session token is not an admin credential.
         assert (await h.http.get("/admin/adapters", headers=auth(token))).status_code == 401
@@ -47,8 +56,11 @@ async def test_assets_and_tampered_token() -> None:
         assert (await h.http.get("/web/style.css")).status_code == 200
         assert (await h.http.get("/web/..%2Fapp.py")).status_code == 404
         token = await _token(h)
-        r = await h.http.post("/v1/chat/completions", headers=auth(token[:-3] + "AAA"),
-                              json={"messages": [{"role": "user", "content": "hi"}]})
+        r = await h.http.post(
+            "/v1/chat/completions",
+            headers=auth(token[:-3] + "AAA"),
+            json={"messages": [{"role": "user", "content": "hi"}]},
+        )
         assert r.status_code == 401
 
 

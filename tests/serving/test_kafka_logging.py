@@ -1,0 +1,61 @@
+"""Served pairs and votes reach the real broker through the real EventLogger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.broker import DevBroker
+from schemas.codec import decode_event
+from schemas.events import FeedbackPreference, PairServed
+from serving.events.logger import EventLogger
+from tests.serving.conftest import auth, harness, make_settings
+from tests.support.kafka_read import read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
+
+
+def events_on(bootstrap: str, topic: str) -> list[object]:
+    decoded = [decode_event(value) for _key, value in read_topic(bootstrap, topic)]
+    return [d.event for d in decoded if d.ok]
+
+
+async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path) -> None:
+    settings = make_settings(
+        kafka_enabled=True,
+        kafka_bootstrap=kafka_broker.bootstrap,
+        spool_dir=str(tmp_path / "spool"),
+    )
+    logger = EventLogger(settings)
+    async with harness(settings, events=logger) as h:
+        r = await h.http.post(
+            "/v1/chat/completions",
+            headers=auth(),
+            json={"messages": [{"role": "user", "content": "kafka?"}], "pair": True, "user": "u"},
+        )
+        body = r.json()
+        v = await h.http.post(
+            "/v1/feedback",
+            headers=auth(),
+            json={"pair_id": body["pair_id"], "choice": "a", "user": "u"},
+        )
+        assert v.status_code == 200
+        event_id = v.json()["event_id"]
+    # Leaving the harness stopped the logger, which flushes.
+    assert logger.counts().get("dropped", 0) == 0
+    served = [
+        e
+        for e in events_on(kafka_broker.bootstrap, settings.topic_interactions)
+        if isinstance(e, PairServed) and e.pair_id in body["pair_id"]
+    ]
+    assert len(served) == 1
+    pair = served[0]
+    votes = [
+        e
+        for e in events_on(kafka_broker.bootstrap, settings.topic_feedback)
+        if isinstance(e, FeedbackPreference) and e.event_id == event_id
+    ]
+    assert len(votes) == 1 and votes[0].pair_id == pair.pair_id
+    shown_a = body["choices"][0]["message"]["content"]
+    assert pair.responses[0 if votes[0].choice == "a" else 1].text == shown_a
