@@ -137,26 +137,25 @@ class RealTrainers:
         if sanity_prompts and "sanity_prompts" in {
             f.name for f in dataclasses.fields(ev.EvalConfig)
         }:
-            overrides.setdefault("sanity_prompts", list(sanity_prompts))
+            overrides.setdefault("sanity_prompts", tuple(sanity_prompts))
         config = _config(ev.EvalConfig, overrides, self.seed)
         res = ev.evaluate_policy(base, policy_dir, reward_dir, prompts, config)
         return _eval_outcome(res)
 
 
 def _eval_outcome(res: Any) -> EvalOutcome:
-    """Normalise the evaluator's result (see learner.evaluate.EvalResult)."""
-    metrics = {
-        k: float(v)
-        for k, v in dict(getattr(res, "metrics", {}) or {}).items()
-        if isinstance(v, int | float)
+    """Normalise ``learner.evaluate.EvalResult`` (its ``metrics()`` keys carry "eval/")."""
+    raw = res.metrics() if callable(getattr(res, "metrics", None)) else {}
+    metrics = {k.removeprefix("eval/"): float(v) for k, v in raw.items()}
+    metrics |= {
+        "reward_gain": float(res.reward_gain),
+        "kl": float(res.kl),
+        "sanity_passed": float(bool(res.sanity_passed)),
     }
-    failures = [str(f) for f in getattr(res, "sanity_failures", [])]
-    return EvalOutcome(
-        float(res.reward_gain),
-        float(res.mean_kl),
-        failures,
-        metrics | {"reward_gain": float(res.reward_gain), "kl": float(res.mean_kl)},
-    )
+    failures = [str(f) for f in res.sanity_failures]
+    if not res.sanity_passed and not failures:
+        failures = ["sanity check failed"]
+    return EvalOutcome(float(res.reward_gain), float(res.kl), failures, metrics)
 
 
 class FakeTrainers:

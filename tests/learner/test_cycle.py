@@ -1,0 +1,202 @@
+"""Cycle orchestration with fake trainers: gates, publish, version chain, crash + resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from learner import faults
+from learner.checkpoint import load_checkpoint
+from learner.cycle import CycleRunner
+from learner.publish import AdapterStore
+from learner.settings import LearnerSettings
+from learner.store import TrainingStore
+from learner.trainers import FakeTrainers
+from tests.learner.factories import Feeder, correction, new_store, pair, pref
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: not an Exception, so no stage handler can swallow it."""
+
+
+def fake_model_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"weights")
+    return path
+
+
+def make_runner(tmp_path: Path, store: TrainingStore, **overrides: Any) -> CycleRunner:
+    settings = LearnerSettings(
+        data_dir=str(tmp_path / "data"),
+        adapter_store=str(tmp_path / "adapters"),
+        model_dir=str(fake_model_dir(tmp_path / "model")),
+        trainers="fake",
+        publish_to_kafka=False,
+        min_new_comparisons=3,
+        metrics_port=0,
+        **overrides,
+    )
+    trainers = FakeTrainers(
+        settings.reward_config,
+        settings.ppo_config,
+        settings.sft_config,
+        settings.eval_config,
+        settings.seed,
+    )
+    adapters = AdapterStore(settings.adapter_store, settings.adapter_name)
+    return CycleRunner(settings, store, adapters, trainers, Path(settings.model_dir))
+
+
+def feed_votes(feeder: Feeder, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        feeder.feed(pair(f"p{i}", prompt=f"prompt {i}", t=i), pref(f"p{i}", t=i + 0.5))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TrainingStore:
+    return new_store(tmp_path)
+
+
+def test_cycle_publishes_a_complete_version(tmp_path: Path, store: TrainingStore) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store)
+    assert runner.due()
+    ckpt = runner.run()
+    assert (ckpt.outcome, ckpt.version, ckpt.stage) == ("published", "policy@v1", "done")
+    assert runner.adapters.versions() == [1] and runner.adapters.verify(1) == []
+    manifest = runner.adapters.manifest(1)
+    assert manifest.parent_version is None and manifest.reward_model_version == "reward@v1"
+    assert manifest.event_count == 8
+    assert [(r.topic, r.start, r.end) for r in manifest.offsets] == [
+        ("rlhf.feedback", 0, 4),
+        ("rlhf.interactions", 0, 4),
+    ]
+    assert manifest.metrics["reward/accuracy"] == pytest.approx(0.8)
+    assert len(manifest.code_revision) >= 7
+    assert (tmp_path / "data" / "reward" / "v1" / "adapter_config.json").exists()
+    assert list((tmp_path / "data" / "reports").glob("*.png"))
+    assert not runner.due()  # nothing new since this cycle
+    assert store.cycles(1)[0]["outcome"] == "published"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "gate"),
+    [
+        ({"reward_config": {"fake_accuracy": 0.4}}, "held-out accuracy 0.400 < 0.550"),
+        ({"eval_config": {"fake_reward_gain": -0.1}}, "reward gain -0.1000"),
+        ({"eval_config": {"fake_kl": 0.9}}, "mean KL 0.9000 > budget 0.5000"),
+        ({"eval_config": {"fake_sanity_failures": ["empty answer"]}}, "empty answer"),
+    ],
+)
+def test_failed_gate_keeps_the_candidate_under_rejected(
+    tmp_path: Path, store: TrainingStore, cfg: dict[str, Any], gate: str
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store, **cfg)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and gate in ckpt.reason
+    assert runner.adapters.versions() == []
+    reason = json.loads((tmp_path / "data/rejected/cycle-1/reason.json").read_text())
+    assert gate in reason["reason"]
+    assert store.cycles(1)[0]["outcome"] == "rejected"
+    assert not runner.due()  # a rejected cycle consumed its trigger too
+
+
+def test_second_version_chains_from_the_first(tmp_path: Path, store: TrainingStore) -> None:
+    feeder = Feeder(store)
+    feed_votes(feeder, 0, 3)
+    runner = make_runner(tmp_path, store)
+    runner.run()
+    feed_votes(feeder, 3, 3)
+    feeder.feed(correction("p3-r0", "better"))
+    assert runner.due()
+    ckpt = runner.run()
+    assert ckpt.version == "policy@v2" and ckpt.metrics["sft/count"] == 1
+    m2 = runner.adapters.manifest(2)
+    assert m2.parent_version == "policy@v1"
+    assert [(r.start, r.end) for r in m2.offsets] == [(3, 7), (3, 6)]  # 3 votes + 1 correction
+    assert m2.event_count == 7
+    # PPO started from the SFT adapter, which started from v1.
+    trainers = runner.trainers
+    assert isinstance(trainers, FakeTrainers)
+    assert [name for name, _ in trainers.calls] == [
+        "reward",
+        "ppo",
+        "evaluate",
+        "sft",
+        "reward",
+        "ppo",
+        "evaluate",
+    ]
+    assert trainers.calls[4] == ("reward", 6)  # all comparisons so far, not only the new ones
+
+
+def test_period_trigger_needs_at_least_one_new_comparison(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    runner = make_runner(tmp_path, store, cycle_period_seconds=10)
+    assert not runner.due(now=runner.started_at + 100)
+    feed_votes(Feeder(store), 0, 1)
+    assert not runner.due(now=runner.started_at + 5)
+    assert runner.due(now=runner.started_at + 11)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "cycle.after_reward",
+        "cycle.after_ppo",
+        "publish.after_files",
+        "publish.after_rename",
+        "publish.before_event",
+        "cycle.before_done",
+    ],
+)
+def test_crash_at_any_point_resumes_on_the_same_snapshot(
+    tmp_path: Path, store: TrainingStore, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    feeder = Feeder(store)
+    feed_votes(feeder, 0, 4)
+
+    def crash(at: str) -> None:
+        if at == point:
+            raise Crash(at)
+
+    monkeypatch.setattr(faults, "hit", crash)
+    runner = make_runner(tmp_path, store)
+    with pytest.raises(Crash):
+        runner.run()
+    snapshot = load_checkpoint(tmp_path / "data")
+    assert snapshot is not None and snapshot.stage != "done"
+    feed_votes(feeder, 4, 2)  # arrives while the learner is down
+    monkeypatch.setattr(faults, "hit", lambda at: None)
+    restarted = make_runner(tmp_path, store)
+    assert restarted.pending() is not None
+    ckpt = restarted.run()
+    assert (ckpt.outcome, ckpt.version) == ("published", "policy@v1")
+    assert restarted.adapters.versions() == [1] and restarted.adapters.verify(1) == []
+    manifest = restarted.adapters.manifest(1)
+    assert manifest.config["store_snapshot"] == snapshot.snapshot  # not the newer events
+    assert manifest.event_count == 8
+    assert not list(Path(restarted.adapters.family).glob(".tmp-*"))
+    # The two events that arrived during the crash go into the next version, once.
+    assert restarted.new_comparisons() == 2
+
+
+def test_a_failing_trainer_rejects_the_cycle_instead_of_looping(
+    tmp_path: Path, store: TrainingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_votes(Feeder(store), 0, 3)
+    runner = make_runner(tmp_path, store)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runner.trainers, "ppo", boom)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and "stage ppo failed" in ckpt.reason
+    assert runner.pending() is None
