@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             failures += bool(errors)
             for error in errors:
                 print(f"FAIL {name}: {error}")
-    print(f"validated {checked} objects against Kubernetes {args.kubernetes_version}: "
-          f"{checked - failures} passed, {failures} failed")
+    print(
+        f"validated {checked} objects against Kubernetes {args.kubernetes_version}: "
+        f"{checked - failures} passed, {failures} failed"
+    )
     return 1 if failures else 0
 
 
