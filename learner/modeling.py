@@ -86,11 +86,11 @@ def with_lora(base: Any, options: TrainOptions, init_adapter: Path | None) -> An
 
 def decoder_of(peft_model: Any) -> nn.Module:
     """The transformer body (no LM head); LoRA layers are injected in place, so they apply."""
-    return peft_model.get_base_model().get_decoder()  # type: ignore[no-any-return]
+    return peft_model.get_base_model().get_decoder()
 
 
 def lm_head_of(peft_model: Any) -> nn.Module:
-    return peft_model.get_base_model().get_output_embeddings()  # type: ignore[no-any-return]
+    return peft_model.get_base_model().get_output_embeddings()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ def hidden_states(
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     )
-    return out.last_hidden_state  # type: ignore[no-any-return]
+    return out.last_hidden_state
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -205,3 +205,15 @@ def set_seed(seed: int) -> None:
     from transformers import set_seed as hf_set_seed
 
     hf_set_seed(seed)
+
+
+def make_accelerator() -> Any:
+    """An ``accelerate.Accelerator`` for this launch (single process, torchrun, DeepSpeed...).
+
+    Without CUDA it is told ``cpu=True``: then a multi-process launch (``accelerate launch
+    --multi_gpu --num_processes N``, i.e. torchrun) becomes MULTI_CPU with the gloo backend
+    instead of N unrelated single processes.
+    """
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())

@@ -28,6 +28,7 @@ from learner.modeling import (
     ScalarHead,
     load_base_model,
     load_tokenizer,
+    make_accelerator,
     set_seed,
     trainable_parameters,
     with_lora,
@@ -222,10 +223,9 @@ def run_ppo(
     init_adapter: Path | None = None,
 ) -> PPOResult:
     """PPO the policy LoRA (from ``init_adapter`` or fresh) against the reward model."""
-    from accelerate import Accelerator
 
     _validate(config, prompts)
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     set_seed(config.seed + accelerator.process_index)
     tokenizer = load_tokenizer(base_model_dir)
     model = _build(base_model_dir, config, init_adapter)

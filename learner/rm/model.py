@@ -57,9 +57,7 @@ class RewardModel(nn.Module):
         return cls(backbone, head, load_tokenizer(base_model_dir), options.max_length)
 
     @classmethod
-    def load(
-        cls, base_model_dir: Path, adapter_dir: Path, max_length: int = 1024
-    ) -> RewardModel:
+    def load(cls, base_model_dir: Path, adapter_dir: Path, max_length: int = 1024) -> RewardModel:
         """A frozen reward model for scoring (PPO, evaluation)."""
         from peft import PeftModel
 
@@ -106,5 +104,7 @@ class RewardModel(nn.Module):
     def save(self, adapter_dir: Path) -> None:
         adapter_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(str(adapter_dir))
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                  str(adapter_dir / HEAD_FILE))
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()},
+            str(adapter_dir / HEAD_FILE),
+        )

@@ -23,7 +23,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from learner.data import Comparison
-from learner.modeling import encode_pair, pad_right, set_seed, trainable_parameters
+from learner.modeling import (
+    encode_pair,
+    make_accelerator,
+    pad_right,
+    set_seed,
+    trainable_parameters,
+)
 from learner.rm.config import RewardConfig
 from learner.rm.loss import pairwise_loss, pairwise_stats
 from learner.rm.model import RewardModel
@@ -81,9 +87,9 @@ def _collate(pad_id: int) -> Any:
     return collate
 
 
-def _loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor
-]:
+def _loss(
+    model: Any, batch: dict[str, torch.Tensor], config: RewardConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
     loss = pairwise_loss(chosen, rejected, batch["weights"])
@@ -93,9 +99,9 @@ def _loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> t
 
 
 @torch.no_grad()
-def _evaluate(model: Any, loader: DataLoader, accelerator: Any, config: RewardConfig) -> dict[
-    str, float
-]:
+def _evaluate(
+    model: Any, loader: DataLoader, accelerator: Any, config: RewardConfig
+) -> dict[str, float]:
     model.eval()
     chosen_all, rejected_all, weights_all = [], [], []
     for batch in loader:
@@ -119,11 +125,10 @@ def train_reward_model(
     init_adapter: Path | None = None,
 ) -> RewardResult:
     """Train base + LoRA + scalar head on ``comparisons``; save to ``out_dir / "adapter"``."""
-    from accelerate import Accelerator
 
     if not comparisons:
         raise ValueError("no comparisons to train the reward model on")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     set_seed(config.seed)
     train_set, eval_set = split_by_pair(
         comparisons, config.eval_fraction, config.min_eval_pairs, config.seed
@@ -131,7 +136,7 @@ def train_reward_model(
     model = RewardModel.create(base_model_dir, config, init_adapter)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
-    train_loader = DataLoader(
+    train_loader: DataLoader[Any] = DataLoader(
         _encode(tokenizer, train_set, config.max_length),  # type: ignore[arg-type]
         batch_size=config.batch_size,
         shuffle=True,
@@ -140,7 +145,7 @@ def train_reward_model(
     )
     # Nothing held out (too few pairs): report metrics on the training pairs instead.
     eval_items = eval_set or train_set
-    eval_loader = DataLoader(
+    eval_loader: DataLoader[Any] = DataLoader(
         _encode(tokenizer, eval_items, config.max_length),  # type: ignore[arg-type]
         batch_size=config.eval_batch_size,
         collate_fn=collate,
@@ -169,9 +174,9 @@ def train_reward_model(
                     "step": float(step),
                     "epoch": float(epoch),
                     "loss": accelerator.gather(loss.detach()).mean().item(),
-                    "accuracy": accelerator.gather(
-                        (chosen > rejected).float().mean()
-                    ).mean().item(),
+                    "accuracy": accelerator.gather((chosen > rejected).float().mean())
+                    .mean()
+                    .item(),
                     "margin": accelerator.gather((chosen - rejected).mean()).mean().item(),
                 }
             history.append(row)

@@ -23,6 +23,7 @@ from learner.modeling import (
     encode_pair,
     load_base_model,
     load_tokenizer,
+    make_accelerator,
     pad_right,
     set_seed,
     trainable_parameters,
@@ -73,15 +74,14 @@ def run_sft(
     init_adapter: Path | None = None,
 ) -> SFTResult:
     """Train a LoRA adapter on ``examples``; save it to ``out_dir / "adapter"``."""
-    from accelerate import Accelerator
 
     if not examples:
         raise ValueError("no demonstrations to train on")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
     model = with_lora(load_base_model(base_model_dir), config, init_adapter)
-    loader = DataLoader(
+    loader: DataLoader[Any] = DataLoader(
         _encode(tokenizer, examples, config.max_length),  # type: ignore[arg-type]
         batch_size=config.batch_size,
         shuffle=True,

@@ -16,8 +16,9 @@ CONFIG = EvalConfig(max_new_tokens=8, sanity_max_new_tokens=8, samples_per_promp
 def test_base_against_itself_has_no_gain_and_no_kl(
     tiny_model_dir: Path, reward_result: RewardResult
 ) -> None:
-    result = evaluate_policy(tiny_model_dir, None, reward_result.adapter_dir,
-                             [user(p) for p in PROMPTS], CONFIG)
+    result = evaluate_policy(
+        tiny_model_dir, None, reward_result.adapter_dir, [user(p) for p in PROMPTS], CONFIG
+    )
     assert result.reward_gain == 0.0  # same seed, same weights: identical samples
     assert result.kl == 0.0
     assert result.win_rate == 0.5
@@ -27,8 +28,13 @@ def test_base_against_itself_has_no_gain_and_no_kl(
 def test_trained_adapter_gives_sane_numbers(
     tiny_model_dir: Path, reward_result: RewardResult, sft_result: SFTResult
 ) -> None:
-    result = evaluate_policy(tiny_model_dir, sft_result.adapter_dir, reward_result.adapter_dir,
-                             [user(p) for p in PROMPTS], CONFIG)
+    result = evaluate_policy(
+        tiny_model_dir,
+        sft_result.adapter_dir,
+        reward_result.adapter_dir,
+        [user(p) for p in PROMPTS],
+        CONFIG,
+    )
     metrics = result.metrics()
     assert all(math.isfinite(v) for v in metrics.values())
     assert result.kl > 0  # the SFT adapter moved the policy away from the base

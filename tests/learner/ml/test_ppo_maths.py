@@ -44,8 +44,9 @@ def test_kl_estimators_are_unbiased_on_samples() -> None:
     p = torch.tensor([0.6, 0.3, 0.1])
     q = torch.tensor([0.2, 0.5, 0.3])
     exact = (p * (p / q).log()).sum().item()
-    samples = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator()
-                                .manual_seed(0))
+    samples = torch.multinomial(
+        p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0)
+    )
     logp, logq = p.log()[samples], q.log()[samples]
     for estimator in ("k1", "k3"):
         assert kl_per_token(logp, logq, estimator).mean().item() == pytest.approx(exact, abs=0.01)
@@ -81,10 +82,11 @@ TRL_WHITENED_KEEP_MEAN = [
 def test_whitening_matches_trl_numbers() -> None:
     assert masked_mean(WHITEN_IN, WHITEN_MASK).item() == pytest.approx(TRL_MEAN, rel=1e-6)
     assert masked_var(WHITEN_IN, WHITEN_MASK).item() == pytest.approx(TRL_VAR, rel=1e-6)
-    torch.testing.assert_close(masked_whiten(WHITEN_IN, WHITEN_MASK),
-                               torch.tensor(TRL_WHITENED))
-    torch.testing.assert_close(masked_whiten(WHITEN_IN, WHITEN_MASK, shift_mean=False),
-                               torch.tensor(TRL_WHITENED_KEEP_MEAN))
+    torch.testing.assert_close(masked_whiten(WHITEN_IN, WHITEN_MASK), torch.tensor(TRL_WHITENED))
+    torch.testing.assert_close(
+        masked_whiten(WHITEN_IN, WHITEN_MASK, shift_mean=False),
+        torch.tensor(TRL_WHITENED_KEEP_MEAN),
+    )
 
 
 def test_whitening_gives_zero_mean_unit_variance_on_valid_entries() -> None:
@@ -118,8 +120,13 @@ def test_gae_by_hand() -> None:
     torch.testing.assert_close(adv, torch.tensor([[0.43675, 0.565, 0.7]]))
     torch.testing.assert_close(ret, torch.tensor([[0.93675, 0.965, 1.0]]))
     # The response ends at t = 1: no bootstrap from the value after it, nothing past it.
-    adv, _ = gae(torch.tensor([[0.0, 1.0, 5.0]]), values, torch.tensor([[1.0, 1.0, 0.0]]),
-                 gamma=1.0, lam=0.95)
+    adv, _ = gae(
+        torch.tensor([[0.0, 1.0, 5.0]]),
+        values,
+        torch.tensor([[1.0, 1.0, 0.0]]),
+        gamma=1.0,
+        lam=0.95,
+    )
     torch.testing.assert_close(adv, torch.tensor([[0.47, 0.6, 0.0]]))
 
 
@@ -144,8 +151,9 @@ def test_gae_equals_plain_loop() -> None:
 
 def test_policy_loss_by_hand() -> None:
     logp = torch.tensor([[math.log(1.5), math.log(0.5), math.log(1.1)]])
-    out = policy_loss(logp, torch.zeros(1, 3), torch.tensor([[1.0, -1.0, 2.0]]),
-                      torch.ones(1, 3), clip_range=0.2)
+    out = policy_loss(
+        logp, torch.zeros(1, 3), torch.tensor([[1.0, -1.0, 2.0]]), torch.ones(1, 3), clip_range=0.2
+    )
     assert out.loss.item() == pytest.approx((-1.2 + 0.8 - 2.2) / 3, rel=1e-5)
     assert out.clipfrac.item() == pytest.approx(2 / 3)
     assert out.ratio.item() == pytest.approx((1.5 + 0.5 + 1.1) / 3, rel=1e-5)
@@ -173,8 +181,13 @@ def test_policy_loss_equals_plain_loop() -> None:
 
 
 def test_value_loss_by_hand() -> None:
-    loss, clipfrac = value_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]]),
-                                torch.tensor([[2.0, 0.0]]), torch.ones(1, 2), 0.2)
+    loss, clipfrac = value_loss(
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([[0.5, 0.5]]),
+        torch.tensor([[2.0, 0.0]]),
+        torch.ones(1, 2),
+        0.2,
+    )
     assert loss.item() == pytest.approx(0.5 * (1.69 + 0.09) / 2, rel=1e-5)
     assert clipfrac.item() == pytest.approx(1.0)
 
@@ -189,8 +202,9 @@ def test_value_loss_equals_plain_loop() -> None:
         for t in range(6):
             if mask[b, t]:
                 vc = old[b, t].item() + min(max(v[b, t].item() - old[b, t].item(), -0.2), 0.2)
-                terms.append(max((v[b, t].item() - ret[b, t].item()) ** 2,
-                                 (vc - ret[b, t].item()) ** 2))
+                terms.append(
+                    max((v[b, t].item() - ret[b, t].item()) ** 2, (vc - ret[b, t].item()) ** 2)
+                )
     assert loss.item() == pytest.approx(0.5 * sum(terms) / len(terms), rel=1e-5)
 
 

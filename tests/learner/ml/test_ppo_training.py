@@ -21,22 +21,50 @@ from learner.sft.train import SFTResult
 from tests.learner.ml.helpers import PROMPTS, user
 
 METRICS = [
-    "objective/kl", "objective/scores", "objective/rlhf_reward", "objective/non_score_reward",
-    "objective/entropy", "policy/clipfrac", "policy/approxkl", "policy/entropy", "loss/policy",
-    "loss/value", "val/ratio", "val/clipfrac", "time/rollout", "time/scoring", "time/update",
+    "objective/kl",
+    "objective/scores",
+    "objective/rlhf_reward",
+    "objective/non_score_reward",
+    "objective/entropy",
+    "policy/clipfrac",
+    "policy/approxkl",
+    "policy/entropy",
+    "loss/policy",
+    "loss/value",
+    "val/ratio",
+    "val/clipfrac",
+    "time/rollout",
+    "time/scoring",
+    "time/update",
 ]
 
 
 @pytest.fixture(scope="module")
 def ppo_result(
-    tiny_model_dir: Path, reward_result: RewardResult, sft_result: SFTResult,
+    tiny_model_dir: Path,
+    reward_result: RewardResult,
+    sft_result: SFTResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> PPOResult:
-    config = PPOConfig(num_steps=3, batch_size=4, mini_batch_size=2, ppo_epochs=2,
-                       max_new_tokens=6, learning_rate=1e-2, adaptive_kl=True, kl_horizon=100,
-                       kl_estimator="k3")
-    return run_ppo(tiny_model_dir, reward_result.adapter_dir, [user(p) for p in PROMPTS],
-                   config, tmp_path_factory.mktemp("ppo"), init_adapter=sft_result.adapter_dir)
+    config = PPOConfig(
+        num_steps=3,
+        batch_size=4,
+        mini_batch_size=2,
+        ppo_epochs=2,
+        max_new_tokens=6,
+        learning_rate=1e-2,
+        adaptive_kl=True,
+        kl_horizon=100,
+        kl_estimator="k3",
+    )
+    return run_ppo(
+        tiny_model_dir,
+        reward_result.adapter_dir,
+        [user(p) for p in PROMPTS],
+        config,
+        tmp_path_factory.mktemp("ppo"),
+        init_adapter=sft_result.adapter_dir,
+    )
 
 
 def test_metrics_present_and_finite(ppo_result: PPOResult) -> None:
@@ -49,8 +77,9 @@ def test_metrics_present_and_finite(ppo_result: PPOResult) -> None:
     assert ppo_result.metrics == ppo_result.history[-1]
 
 
-def test_every_trainable_parameter_changes(ppo_result: PPOResult, sft_result: SFTResult,
-                                           tiny_model_dir: Path) -> None:
+def test_every_trainable_parameter_changes(
+    ppo_result: PPOResult, sft_result: SFTResult, tiny_model_dir: Path
+) -> None:
     before = load_file(str(sft_result.adapter_dir / "adapter_model.safetensors"))
     after = load_file(str(ppo_result.adapter_dir / "adapter_model.safetensors"))
     assert before.keys() == after.keys() and before
@@ -67,8 +96,9 @@ def test_adapter_loads_with_plain_peft_and_reference_is_the_base(
     from peft import PeftModel
 
     tokenizer = load_tokenizer(tiny_model_dir)
-    peft_model = PeftModel.from_pretrained(load_base_model(tiny_model_dir),
-                                           str(ppo_result.adapter_dir))
+    peft_model = PeftModel.from_pretrained(
+        load_base_model(tiny_model_dir), str(ppo_result.adapter_dir)
+    )
     model = PolicyWithValue(peft_model, ScalarHead(16)).eval()
     prompts = [user(p) for p in PROMPTS[:4]]
     torch.manual_seed(0)
@@ -79,8 +109,11 @@ def test_adapter_loads_with_plain_peft_and_reference_is_the_base(
         ref_lp, _ = response_logprobs(model, *args, batch_size=1)  # chunking must not matter
     base = load_base_model(tiny_model_dir).eval()
     with torch.no_grad():
-        logits = base(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                      position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
+        logits = base(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0),
+        ).logits
     ctx = rollout.context_length
     base_lp = logprobs_of(logits[:, ctx - 1 : -1], rollout.input_ids[:, ctx:])
     mask = rollout.response_mask.bool()

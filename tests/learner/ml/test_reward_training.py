@@ -58,8 +58,12 @@ def test_every_trained_parameter_changes(tiny_model_dir: Path, tmp_path: Path) -
 def test_split_is_by_pair_and_deterministic() -> None:
     comparisons = separable_comparisons(20)
     # A 3-way ranking: three comparisons sharing one pair id must stay together.
-    ranking = [c.__class__(pair_id="rank-1", prompt=c.prompt, chosen=c.chosen,
-                           rejected=c.rejected, weight=1 / 3) for c in comparisons[:3]]
+    ranking = [
+        c.__class__(
+            pair_id="rank-1", prompt=c.prompt, chosen=c.chosen, rejected=c.rejected, weight=1 / 3
+        )
+        for c in comparisons[:3]
+    ]
     items = comparisons + ranking
     train, held_out = split_by_pair(items, 0.3, 1, seed=7)
     assert {c.pair_id for c in train}.isdisjoint({c.pair_id for c in held_out})

@@ -55,13 +55,16 @@ def test_matches_trl_reward_trainer_compute_loss() -> None:
         model=model,
         args=SimpleNamespace(center_rewards_coefficient=None),
         accelerator=Accelerator(cpu=True),
-        _metrics={"eval": {k: [] for k in ("min_reward", "mean_reward", "max_reward",
-                                           "accuracy", "margin")}},
+        _metrics={
+            "eval": {
+                k: [] for k in ("min_reward", "mean_reward", "max_reward", "accuracy", "margin")
+            }
+        },
         _total_train_tokens=0,
         _tp_size=1,
     )
     inputs = {"attention_mask": torch.ones(8, 3)}
-    trl_loss = RewardTrainer.compute_loss(trainer, fake_model, inputs)  # type: ignore[arg-type]
+    trl_loss = RewardTrainer.compute_loss(trainer, fake_model, inputs)
     ours = pairwise_loss(CHOSEN, REJECTED, torch.ones(4))
     assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-6)
     stats = pairwise_stats(CHOSEN, REJECTED)

@@ -20,8 +20,9 @@ def _data_loss(model: torch.nn.Module, tiny_model_dir: Path) -> float:
     for row in _encode(tokenizer, sft_examples(), 512):
         ids = torch.tensor([row["ids"]])
         with torch.no_grad():
-            losses.append(completion_loss(model(input_ids=ids).logits,
-                                          torch.tensor([row["labels"]])).item())
+            losses.append(
+                completion_loss(model(input_ids=ids).logits, torch.tensor([row["labels"]])).item()
+            )
     return sum(losses) / len(losses)
 
 
@@ -31,7 +32,7 @@ def test_labels_cover_only_the_completion(tiny_model_dir: Path) -> None:
     targets = [t for t in row["labels"] if t != IGNORE]
     completion = tokenizer("Two plus two is four.", add_special_tokens=False)["input_ids"]
     assert targets == [*completion, tokenizer.eos_token_id]
-    assert row["ids"][-len(targets):] == targets
+    assert row["ids"][-len(targets) :] == targets
 
 
 def test_sft_lowers_loss_and_adapter_loads_with_peft(
@@ -41,17 +42,20 @@ def test_sft_lowers_loss_and_adapter_loads_with_peft(
 
     assert sft_result.metrics["loss/last_epoch"] < sft_result.metrics["loss/first_epoch"]
     base_loss = _data_loss(load_base_model(tiny_model_dir), tiny_model_dir)
-    tuned = PeftModel.from_pretrained(load_base_model(tiny_model_dir),
-                                      str(sft_result.adapter_dir))
+    tuned = PeftModel.from_pretrained(load_base_model(tiny_model_dir), str(sft_result.adapter_dir))
     assert _data_loss(tuned, tiny_model_dir) < base_loss - 0.1
     assert (sft_result.adapter_dir / "adapter_config.json").is_file()
 
 
 def test_load_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "demos.jsonl"
-    chat = {"messages": [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": "2+2?"},
-                         {"role": "assistant", "content": "4"}]}
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+        ]
+    }
     path.write_text(json.dumps(chat) + "\n\n" + json.dumps(chat) + "\n")
     examples = load_jsonl(path)
     assert len(examples) == 2
