@@ -19,7 +19,12 @@ from dataclasses import dataclass, field, replace
 from schemas.events import ChatMessage, PairServed, ResponseServed, SamplingParams, ServedResponse
 from serving import metrics
 from serving.deps import Caller, Services, is_admin
-from serving.engines.protocol import AdapterRejected, GenerationOutput, GenerationRequest
+from serving.engines.protocol import (
+    AdapterRejected,
+    GenerationOutput,
+    GenerationRequest,
+    UnknownAdapter,
+)
 from serving.errors import APIError
 from serving.pairing import PairPlan, plan_pair
 from serving.protocol import (
@@ -185,7 +190,7 @@ async def _run(services: Services, job: ChatJob) -> tuple[list[GenerationOutput]
     return outputs, latencies
 
 
-def _replan_after_swap(services: Services, job: ChatJob) -> bool:
+def replan_after_swap(services: Services, job: ChatJob) -> bool:
     """After a hot swap unloaded the version a request was planned with, plan it again."""
     if job.pinned:
         return False
@@ -206,8 +211,8 @@ def _replan_after_swap(services: Services, job: ChatJob) -> bool:
 async def complete(services: Services, job: ChatJob) -> ChatCompletion:
     try:
         outputs, latencies = await _run(services, job)
-    except AdapterRejected:
-        if not _replan_after_swap(services, job):
+    except (UnknownAdapter, AdapterRejected):
+        if not replan_after_swap(services, job):
             raise
         logger.info(
             "adapter swapped under a request; generating again with %s",

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.engines.protocol import EngineOverloaded
+from serving.engines.protocol import EngineFailure, EngineOverloaded, InvalidRequest, UnknownAdapter
 from serving.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,29 @@ async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    # The engine's own limits (prompt longer than the context, n above its batch size).
+    return error_response(APIError(400, str(exc), code="invalid_request"))
+
+
+async def _unknown_adapter(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        APIError(404, str(exc), param="adapter_version", code="adapter_not_found")
+    )
+
+
+async def _engine_failure(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("engine failure on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        APIError(
+            503,
+            "generation failed; retry shortly",
+            code="engine_failure",
+            headers={"Retry-After": "1"},
+        )
+    )
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -127,4 +150,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EngineOverloaded, _overloaded)
+    app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(UnknownAdapter, _unknown_adapter)
+    app.add_exception_handler(EngineFailure, _engine_failure)
     app.add_exception_handler(Exception, _internal)

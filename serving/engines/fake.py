@@ -18,12 +18,15 @@ from schemas.events import ChatMessage
 from serving.engines.protocol import (
     BASE,
     AdapterRejected,
+    EngineFailure,
     EngineOverloaded,
     EngineStats,
     FinishReason,
     GenerationChunk,
     GenerationOutput,
     GenerationRequest,
+    InvalidRequest,
+    UnknownAdapter,
 )
 
 _WORDS = [
@@ -102,11 +105,13 @@ class FakeEngine:
 
     def _admit(self, request: GenerationRequest) -> None:
         if not self.started:
-            raise RuntimeError("engine not started")
+            raise EngineFailure("engine not started")
+        if request.n < 1 or request.max_tokens < 1:
+            raise InvalidRequest("n and max_tokens must be at least 1")
         if self._stats.running >= self.max_queue:
             raise EngineOverloaded(f"{self._stats.running} requests in flight")
         if request.adapter != BASE and request.adapter not in self._adapters:
-            raise AdapterRejected(f"adapter {request.adapter!r} is not loaded")
+            raise UnknownAdapter(f"adapter {request.adapter!r} is not loaded")
         self.requests.append(request)
 
     def _answers(self, request: GenerationRequest) -> list[tuple[list[str], bool]]:

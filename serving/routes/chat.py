@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from serving.chat import complete, prepare
+from serving.chat import complete, prepare, replan_after_swap
 from serving.deps import CallerDep, ServicesDep
+from serving.engines.protocol import AdapterRejected, UnknownAdapter
 from serving.protocol import ChatCompletion, ChatCompletionRequest
 from serving.streaming import ChatStream
 
@@ -26,7 +27,14 @@ async def chat_completions(
     if not body.stream:
         return await complete(services, job)
     stream = ChatStream(services, job)
-    first = await stream.first()
+    try:
+        first = await stream.first()
+    except (UnknownAdapter, AdapterRejected):
+        # A hot swap unloaded the planned version before decoding began: plan again once.
+        if not replan_after_swap(services, job):
+            raise
+        stream = ChatStream(services, job)
+        first = await stream.first()
     return StreamingResponse(
         stream.body(first),
         media_type="text/event-stream",
