@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from learner import cli as learner_cli
 from learner.settings import LearnerSettings
 from serving.settings import ServingSettings
 from tests.k8s.manifests import (
@@ -91,7 +92,14 @@ def test_serving_env_builds_valid_settings(
     assert ctr["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert ctr["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert ctr["startupProbe"]["failureThreshold"] * ctr["startupProbe"]["periodSeconds"] >= 300
-    assert ctr["lifecycle"]["preStop"]
+    # The pod must outlive preStop + the server's own drain, or in-flight answers and the
+    # event flush are cut off by SIGKILL.
+    grace = find(docs, "Deployment", "rlhf-serving")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    pre_stop = ctr["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert grace >= pre_stop + settings.graceful_timeout_seconds + 10
+    assert ctr["command"] == ["serve"]
     if overlay.startswith("prod-gpu"):
         assert settings.engine == "vllm"
         assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -113,8 +121,12 @@ def test_learner_env_builds_valid_settings(
     assert mounts[settings.data_dir] in claims, "training store + checkpoints on the PVC"
     if "://" not in settings.adapter_store:
         assert settings.adapter_store in mounts
+    command = ctr["command"]
     if overlay == "prod-gpu-multigpu":
-        assert ctr["command"][:2] == ["accelerate", "launch"]
+        assert command[:2] == ["accelerate", "launch"]
+        command = ["learner", *command[command.index("/opt/venv/bin/learner") + 1 :]]
+    assert command[0] == "learner"
+    assert learner_cli.build_parser().parse_args(command[1:]).command == "run"
 
 
 def test_serving_and_learner_agree(rendered: tuple[str, list[Doc]]) -> None:
@@ -128,6 +140,7 @@ def test_serving_and_learner_agree(rendered: tuple[str, list[Doc]]) -> None:
         "TOPIC_ADAPTERS",
         "ADAPTER_STORE",
         "ADAPTER_NAME",
+        "MODEL_NAME",
     ):
         assert serving[f"SERVING_{field}"] == learner[f"LEARNER_{field}"], field
 
