@@ -1,0 +1,201 @@
+"""Benchmark the learner's training loops on this machine's CPU (SmolLM2-135M by default).
+
+Measures 1) reward-model training throughput (comparison pairs per second: a pair is two
+sequences, forward + backward), and 2) one PPO iteration at ``--ppo-batch`` prompts x
+``--new-tokens`` new tokens, split into rollout (sampling), scoring (reward model, policy and
+reference log-probs, values) and update (PPO epochs over minibatches). Like nanoGPT's
+``estimate_mfu``, it also reports the achieved model FLOP/s against a given peak (default:
+179 GFLOP/s, the fp32 matmul peak measured on the project's 2-core CPU, DESIGN.md).
+
+Usage: ``.venv/bin/python bench/bench_learner.py [--model-dir DIR] [--pairs 64] [--json OUT]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from learner.data import Comparison  # noqa: E402
+from learner.modeling import encode_pair, load_tokenizer  # noqa: E402
+from learner.ppo.config import PPOConfig  # noqa: E402
+from learner.ppo.train import run_ppo  # noqa: E402
+from learner.rm.config import RewardConfig  # noqa: E402
+from learner.rm.train import train_reward_model  # noqa: E402
+from schemas.events import ChatMessage  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Give me a tip for learning to cook.",
+    "Explain what a reward model is in one paragraph.",
+    "How do I reverse a list in Python?",
+    "Why is the sky blue?",
+    "Write a haiku about autumn.",
+    "What should I pack for a weekend hike?",
+    "Summarise the plot of Romeo and Juliet.",
+]
+ANSWER_WORDS = [
+    "the",
+    "a",
+    "model",
+    "answer",
+    "helpful",
+    "clear",
+    "short",
+    "because",
+    "light",
+    "water",
+    "list",
+    "python",
+    "step",
+    "first",
+    "then",
+    "finally",
+    "example",
+    "simple",
+    "good",
+    "better",
+    "context",
+    "useful",
+    "detail",
+    "reason",
+]
+
+
+def _answer(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(ANSWER_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def _comparisons(n: int, answer_words: int, seed: int = 0) -> list[Comparison]:
+    rng = random.Random(seed)
+    return [
+        Comparison(
+            pair_id=f"bench-{i}",
+            prompt=(ChatMessage(role="user", content=rng.choice(QUESTIONS)),),
+            chosen=_answer(rng, answer_words),
+            rejected=_answer(rng, answer_words),
+        )
+        for i in range(n)
+    ]
+
+
+def _n_params(model_dir: Path) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    # Non-embedding parameters of a Llama block stack (what the matmuls touch per token).
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = h * config.num_key_value_heads // config.num_attention_heads
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i)
+
+
+def bench_reward(model_dir: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    comparisons = _comparisons(args.pairs, args.answer_words)
+    tokenizer = load_tokenizer(model_dir)
+    tokens = sum(
+        len(encode_pair(tokenizer, c.prompt, c.chosen, 512)[0])
+        + len(encode_pair(tokenizer, c.prompt, c.rejected, 512)[0])
+        for c in comparisons
+    )
+    config = RewardConfig(num_epochs=1, batch_size=args.rm_batch, eval_fraction=0.0)
+    started = time.perf_counter()
+    result = train_reward_model(model_dir, comparisons, config, out)
+    wall = time.perf_counter() - started
+    pairs_per_s = result.metrics["train_pairs_per_second"]
+    seconds = args.pairs / pairs_per_s
+    # Training ~ 6 FLOPs per parameter per token (forward 2 + backward 4; LoRA's frozen base
+    # still needs the activation gradients, so ~4 of the 6 remain).
+    flops = 6 * _n_params(model_dir) * tokens
+    return {
+        "pairs": args.pairs,
+        "batch_size": args.rm_batch,
+        "tokens_per_pair": tokens / args.pairs,
+        "train_seconds": seconds,
+        "pairs_per_second": pairs_per_s,
+        "wall_seconds_incl_load_and_eval": wall,
+        "achieved_gflops": flops / seconds / 1e9,
+        "fraction_of_peak": flops / seconds / 1e9 / args.peak_gflops,
+    }
+
+
+def bench_ppo(
+    model_dir: Path, reward_dir: Path, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    rng = random.Random(1)
+    prompts: list[tuple[ChatMessage, ...]] = [
+        (ChatMessage(role="user", content=rng.choice(QUESTIONS)),) for _ in range(64)
+    ]
+    config = PPOConfig(
+        num_steps=args.ppo_steps,
+        batch_size=args.ppo_batch,
+        max_new_tokens=args.new_tokens,
+        mini_batch_size=args.mini_batch,
+        ppo_epochs=args.ppo_epochs,
+    )
+    result = run_ppo(model_dir, reward_dir, prompts, config, out)
+    steps = result.history
+    keys = ["time/rollout", "time/scoring", "time/update", "time/step", "response/length"]
+    per_step = [{k: round(s[k], 3) for k in keys} for s in steps]
+    mean = {k: sum(s[k] for s in steps) / len(steps) for k in keys}
+    generated = mean["response/length"] * args.ppo_batch
+    return {
+        "config": {
+            "batch_size": args.ppo_batch,
+            "max_new_tokens": args.new_tokens,
+            "mini_batch_size": args.mini_batch,
+            "ppo_epochs": args.ppo_epochs,
+        },
+        "per_step": per_step,
+        "mean": mean,
+        "rollout_tokens_per_second": generated / mean["time/rollout"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: SmolLM2-135M")
+    parser.add_argument("--pairs", type=int, default=64, help="reward-model training pairs")
+    parser.add_argument("--rm-batch", type=int, default=8)
+    parser.add_argument("--answer-words", type=int, default=40, help="words per synthetic answer")
+    parser.add_argument("--ppo-batch", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--mini-batch", type=int, default=4)
+    parser.add_argument("--ppo-epochs", type=int, default=2)
+    parser.add_argument("--ppo-steps", type=int, default=2)
+    parser.add_argument("--peak-gflops", type=float, default=179.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.model_dir is None:
+        from common.embedded_model import materialize_embedded_model
+
+        args.model_dir = materialize_embedded_model()
+    import torch
+
+    results: dict[str, Any] = {
+        "model_dir": str(args.model_dir),
+        "torch_threads": torch.get_num_threads(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        results["reward_model"] = bench_reward(args.model_dir, args, Path(tmp) / "rm")
+        print(json.dumps({"reward_model": results["reward_model"]}, indent=2), flush=True)
+        reward_dir = Path(tmp) / "rm" / "adapter"
+        results["ppo"] = bench_ppo(args.model_dir, reward_dir, args, Path(tmp) / "ppo")
+    print(json.dumps({"ppo": results["ppo"]}, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
