@@ -40,17 +40,36 @@ class ServingSettings(BaseSettings):
     topic_adapters: str = "rlhf.adapters"
     spool_dir: str = Field("var/serving/spool", description="disk spool for undelivered events")
     kafka_delivery_timeout_seconds: float = Field(
-        10.0, gt=0, description="how long an event may wait for Kafka's ack before it is spooled")
+        10.0, gt=0, description="how long an event may wait for Kafka's ack before it is spooled"
+    )
     event_batch_size: int = Field(500, ge=1, description="events per Kafka send / spool write")
     spool_segment_bytes: int = Field(16 << 20, ge=4096, description="spool segment file size")
     spool_retry_max_seconds: float = Field(
-        5.0, gt=0, description="longest back-off between attempts to re-send the spool")
+        5.0, gt=0, description="longest back-off between attempts to re-send the spool"
+    )
     adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")
-    adapter_cache_dir: str = Field("var/serving/adapter-cache", description="local copies of "
-                                   "adapters read from a remote (fsspec URL) store")
-    adapter_keep_loaded: int = Field(3, ge=2, description="adapter versions kept loaded (serving, "
-                                     "previous for instant rollback, canary)")
+    adapter_cache_dir: str = Field(
+        "var/serving/adapter-cache",
+        description="local copies of adapters read from a remote (fsspec URL) store",
+    )
+    adapter_keep_loaded: int = Field(
+        3,
+        ge=2,
+        description="adapter versions kept loaded (serving, previous for instant rollback, canary)",
+    )
     adapter_follow_topic: bool = Field(True, description="follow adapter.* events on Kafka")
+    adapter_start_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long start-up waits to catch up with the adapters topic "
+        "(not ready until it has)",
+    )
+    adapter_unload_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="delay before an evicted adapter version is unloaded, so "
+        "requests that read the alias just before a swap still find it",
+    )
     adapter_name: str = Field("policy", description="adapter family this replica serves")
     api_keys: list[SecretStr] = Field(
         default_factory=list,
@@ -69,13 +88,18 @@ class ServingSettings(BaseSettings):
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
     max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
-    web_enabled: bool = Field(True, description="serve the voting web page at / ; it gets a "
-                              "short-lived signed session token instead of an API key")
+    web_enabled: bool = Field(
+        True,
+        description="serve the voting web page at / ; it gets a "
+        "short-lived signed session token instead of an API key",
+    )
     web_session_ttl_seconds: int = Field(12 * 3600, ge=60, description="web session lifetime")
-    fake_token_delay_seconds: float = Field(0.0, ge=0.0, description="fake engine: delay per "
-                                            "generated word (tests only)")
-    graceful_timeout_seconds: float = Field(30.0, gt=0.0, description="on SIGTERM: how long "
-                                            "in-flight requests may take to drain")
+    fake_token_delay_seconds: float = Field(
+        0.0, ge=0.0, description="fake engine: delay per generated word (tests only)"
+    )
+    graceful_timeout_seconds: float = Field(
+        30.0, gt=0.0, description="on SIGTERM: how long in-flight requests may take to drain"
+    )
     pair_fraction: float = Field(
         1.0,
         ge=0.0,

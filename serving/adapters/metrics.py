@@ -1,0 +1,30 @@
+"""Prometheus metrics of the adapter manager (default registry, ``rlhf_serving_`` prefix)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SWAPS = Counter(
+    "rlhf_serving_adapter_swaps_total",
+    "Changes of the serving adapter version, by action (promote/rollback) and source "
+    "(admin API, adapters topic, start-up catch-up).",
+    ["action", "source"],
+)
+SWAP_SECONDS = Histogram(
+    "rlhf_serving_adapter_swap_duration_seconds",
+    "Time from the start of a swap (fetch, verify, load, smoke check) to the alias flip.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+REFUSALS = Counter(
+    "rlhf_serving_adapter_refusals_total",
+    "Adapter versions refused, by reason.",
+    ["reason"],
+)
+SERVING_VERSION = Gauge(
+    "rlhf_serving_adapter_serving_version_info",
+    "1 for the adapter version this replica serves (label), absent otherwise.",
+    ["version"],
+)
+LOADED = Gauge("rlhf_serving_adapters_loaded", "Adapter versions resident in the engine.")
+TOPIC_RESETS = Counter(
+    "rlhf_serving_adapter_topic_resets_total",
+    "Times the adapters topic ended before our position (broker lost its data); re-read.",
+)
