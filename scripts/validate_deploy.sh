@@ -71,9 +71,11 @@ for dir in k8s/overlays/*/; do
   overlays+=("$OUT/$name.yaml")
 done
 
-log "schema validation (Kubernetes $K8S_VERSION + k8s/schemas CRD subsets)"
+log "schema validation (Kubernetes $K8S_VERSION + k8s/schemas CRD subsets) and PromQL"
+dashboards=()
+for d in k8s/components/monitoring/dashboards/*.json; do dashboards+=(--dashboard "$d"); done
 "$BIN/python" k8s/schemas/validate_rendered.py --kubernetes-version "$K8S_VERSION" \
-  "${overlays[@]}" k8s/secrets/*.yaml
+  "${dashboards[@]}" "${overlays[@]}" k8s/secrets/*.yaml
 
 log "checkov: rendered manifests"
 "${CHECKOV[@]}" --framework kubernetes -d "$OUT"
