@@ -76,6 +76,20 @@ def _build(cls: Any, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> An
     return cls()
 
 
+def _assert_dirs_writable(settings: Any, ctr: Doc) -> None:
+    """Every local directory setting (except the read-only model) lies on a writable volume:
+    the root filesystem is read-only, so a relative default would fail at run time."""
+    writable = [m["mountPath"] for m in ctr["volumeMounts"] if not m.get("readOnly")]
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if not field.endswith("_dir") or field == "model_dir" or "://" in str(value):
+            continue
+        assert str(value).startswith("/"), f"{field}={value!r} is relative to the read-only root"
+        assert any(str(value).startswith(m.rstrip("/") + "/") or value == m for m in writable), (
+            f"{field}={value!r} is not on a writable volume"
+        )
+
+
 def test_serving_env_builds_valid_settings(
     rendered: tuple[str, list[Doc]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,7 +100,8 @@ def test_serving_env_builds_valid_settings(
     assert settings.api_keys and settings.host == "0.0.0.0"
     assert [p["containerPort"] for p in ctr["ports"]] == [settings.port]
     mounts = {m["mountPath"]: m for m in ctr["volumeMounts"]}
-    assert settings.spool_dir in mounts, "the spool must be on a volume, not the read-only root"
+    assert settings.spool_dir in mounts, "the spool must be on its own volume"
+    _assert_dirs_writable(settings, ctr)
     if "://" not in settings.adapter_store:
         assert mounts[settings.adapter_store]["readOnly"] is True
     assert ctr["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -116,6 +131,7 @@ def test_learner_env_builds_valid_settings(
     ctr = container(docs, "StatefulSet", "rlhf-learner", "learner")
     settings = _build(LearnerSettings, _env_for(docs, ctr, "LEARNER_", tmp_path), monkeypatch)
     assert [p["containerPort"] for p in ctr["ports"]] == [settings.metrics_port]
+    _assert_dirs_writable(settings, ctr)
     mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
     claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
     assert mounts[settings.data_dir] in claims, "training store + checkpoints on the PVC"
