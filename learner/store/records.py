@@ -30,6 +30,8 @@ class PartitionPosition:
     next_offset: int
     epoch: int = 0
     epoch_start: int = 0
+    # sha256 of the message at next_offset - 1 (None before the first message of an epoch).
+    last_digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class PartitionPosition:
             int(data["next_offset"]),
             int(data.get("epoch", 0)),
             int(data.get("epoch_start", 0)),
+            data.get("last_digest"),
         )
 
 

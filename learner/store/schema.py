@@ -4,6 +4,9 @@
 seq is <= N", which is what makes a training cycle's data set exact and replayable. Votes are
 keyed by (pair, user) so a later vote replaces an earlier one (last-vote-wins); comparisons
 are derived from votes when read, so a replaced vote can never leave a stale comparison.
+``offsets.last_digest`` is the sha256 of the last consumed message's bytes: on restart the
+consumer re-reads that message to prove the broker still holds the same log (see
+learner.ingest.consumer).
 """
 
 SCHEMA_VERSION = 1
@@ -13,7 +16,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     epoch INTEGER NOT NULL DEFAULT 0, epoch_start INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (topic, partition));
+    last_digest TEXT, PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
     ts REAL NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,

