@@ -203,3 +203,25 @@ def test_validate_script_passes(tmp_path: Path) -> None:
     assert "validate_deploy: all checks passed" in result.stdout
     assert {p.name for p in tmp_path.glob("*.yaml")} == {f"{o}.yaml" for o in OVERLAYS}
     assert yaml.safe_load_all((tmp_path / "prod-gpu.yaml").read_text())
+
+
+def _gib(quantity: str) -> float:
+    units = {"Gi": 1.0, "Mi": 1 / 1024, "Ti": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("Deployment", "rlhf-serving"), ("StatefulSet", "rlhf-learner")]
+)
+def test_emptydirs_fit_the_ephemeral_storage_limit(
+    rendered: tuple[str, list[Doc]], kind: str, name: str
+) -> None:
+    # Disk-backed emptyDirs count against the pod's ephemeral-storage limit: if their size
+    # limits add up to more, the kubelet evicts the pod before any emptyDir is full.
+    _, docs = rendered
+    spec = find(docs, kind, name)["spec"]["template"]["spec"]
+    disk = [v["emptyDir"] for v in spec["volumes"] if "emptyDir" in v]
+    assert all("sizeLimit" in d for d in disk), "every emptyDir needs a sizeLimit"
+    total = sum(_gib(d["sizeLimit"]) for d in disk if d.get("medium") != "Memory")
+    limit = sum(_gib(c["resources"]["limits"]["ephemeral-storage"]) for c in spec["containers"])
+    assert total <= limit, f"{kind}/{name}: emptyDirs {total} GiB > limit {limit} GiB"
