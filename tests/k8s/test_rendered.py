@@ -225,3 +225,13 @@ def test_emptydirs_fit_the_ephemeral_storage_limit(
     total = sum(_gib(d["sizeLimit"]) for d in disk if d.get("medium") != "Memory")
     limit = sum(_gib(c["resources"]["limits"]["ephemeral-storage"]) for c in spec["containers"])
     assert total <= limit, f"{kind}/{name}: emptyDirs {total} GiB > limit {limit} GiB"
+
+
+def test_ingress_exposes_only_the_public_api(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    paths = {
+        (p["path"], p["pathType"])
+        for rule in find(docs, "Ingress", "rlhf-serving")["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert paths == {("/v1", "Prefix"), ("/web", "Prefix"), ("/", "Exact")}
