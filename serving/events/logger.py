@@ -29,6 +29,7 @@ Fluent Bit's filesystem buffering.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import queue
 import threading
@@ -80,6 +81,9 @@ class EventLogger:
         if not self._settings.kafka_enabled:
             logger.warning("kafka_enabled is false: events are counted as discarded, not sent")
             return
+        # Import the client now, not in the delivery thread while requests emit: a heavy import
+        # there would hold the GIL against the event loop.
+        await asyncio.to_thread(importlib.import_module, "kafka")
         self._spool = await asyncio.to_thread(
             DiskSpool, self._settings.spool_dir, self._settings.spool_segment_bytes
         )
@@ -264,10 +268,9 @@ class EventLogger:
         deadline = time.monotonic() + timeout
         delivered = 0
         for future in futures:
-            try:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:
-                logger.warning("Kafka delivery failed (%s); spooling to disk", exc)
+            error = self._wait(future, deadline)
+            if error is not None:
+                logger.warning("Kafka delivery failed (%s); spooling to disk", error)
                 break
             delivered += 1
         if delivered < len(records):
@@ -278,6 +281,23 @@ class EventLogger:
         for record in records[:delivered]:
             metrics.EVENTS_PRODUCED.labels(record.topic).inc()
         return delivered
+
+    def _wait(self, future: Any, deadline: float) -> Exception | None:
+        """Wait for one send's ack; None on success. Polls in short slices so that a stop()
+        arriving meanwhile shortens the wait to its own deadline."""
+        from kafka.errors import KafkaTimeoutError
+
+        while True:
+            limit = min(deadline, self._stop_deadline)
+            remaining = limit - time.monotonic()
+            try:
+                future.get(timeout=max(0.0, min(remaining, 0.25)))
+                return None
+            except KafkaTimeoutError as exc:
+                if future.is_done or remaining <= 0.25:
+                    return exc
+            except Exception as exc:
+                return exc
 
     def _get_producer(self) -> Any:
         if self._producer is not None:
@@ -296,6 +316,7 @@ class EventLogger:
                 request_timeout_ms=timeout_ms,
                 delivery_timeout_ms=timeout_ms + 5,
                 max_block_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
                 retry_backoff_ms=100,
                 reconnect_backoff_max_ms=1000,
             )

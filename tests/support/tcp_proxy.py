@@ -196,6 +196,7 @@ class ProxiedBroker:
         return self
 
     def stop(self) -> None:
+        self.proxy.stop()  # close client connections first: Tansu waits for them on SIGTERM
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -204,7 +205,6 @@ class ProxiedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.proxy.stop()
 
     def __enter__(self) -> ProxiedBroker:
         return self.start()

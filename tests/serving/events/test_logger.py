@@ -22,6 +22,11 @@ from tests.support.tcp_proxy import ProxiedBroker
 
 pytestmark = pytest.mark.anyio
 
+# emit() itself takes ~10-50 us; its worst case is bounded by CPython's GIL switch interval
+# (5 ms) while the delivery thread runs, plus scheduling noise on a shared 2-core machine. A
+# blocking emit would take the 2 s delivery timeout.
+_MAX_EMIT_SECONDS = 0.05
+
 
 def _settings(bootstrap: str, spool: Path, prefix: str) -> ServingSettings:
     return ServingSettings(
@@ -77,6 +82,12 @@ def _emit_timed(logger: EventLogger, events: list[EventBase]) -> list[float]:
         logger.emit(event)
         latencies.append(time.perf_counter() - t0)
     return latencies
+
+
+def _assert_fast(latencies: list[float]) -> None:
+    ordered = sorted(latencies)
+    assert ordered[int(len(ordered) * 0.99) - 1] < 1e-3, ordered[-10:]  # p99 sub-millisecond
+    assert ordered[-1] < _MAX_EMIT_SECONDS, ordered[-10:]
 
 
 async def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -148,9 +159,8 @@ async def test_proxy_cut_spools_then_replays_in_order(
     assert counts["replayed"] == counts["spooled"]
     assert counts["dropped"] == 0 and counts["spool_depth"] == 0
     # emit() never waits for Kafka: sub-millisecond even while the broker is unreachable.
-    latencies = sorted(before + during + after)
-    assert latencies[int(len(latencies) * 0.99)] < 1e-3, latencies[-10:]
-    assert max(during) < 5e-3
+    _assert_fast(before + during + after)
+    _assert_fast(during)
 
 
 @pytest.mark.kafka
@@ -174,7 +184,7 @@ async def test_slow_broker_path_spools_and_keeps_order(
 
     expected = _expected(events, settings)
     assert _delivered(proxied.bootstrap, settings, expected) == expected
-    assert max(latencies) < 5e-3
+    _assert_fast(latencies)
     assert logger.counts()["dropped"] == 0
 
 
@@ -246,7 +256,7 @@ async def test_unreachable_kafka_spools_without_blocking(tmp_path: Path) -> None
     latencies = _emit_timed(logger, [_event(i) for i in range(100)])
     await _wait(lambda: logger.counts()["spooled"] == 100, timeout=30)
     await logger.stop(timeout=5.0)
-    assert max(latencies) < 5e-3
+    _assert_fast(latencies)
     counts = logger.counts()
     assert counts["produced"] == 0 and counts["dropped"] == 0
     assert counts["spool_depth"] == 100
