@@ -28,8 +28,9 @@ done
 log() { printf '== %s\n' "$*"; }
 
 setup_venv() {
-  local stamp="$VENV/.requirements.sha256" want
-  want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+  # Same stamp as scripts/setup.sh --with-deploy-tools, so either one can set the venv up.
+  local stamp="$VENV/.installed" want
+  want="$(sha256sum "$REQS" | cut -c1-16)"
   if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     return
   fi
