@@ -1,17 +1,18 @@
 """The serving application: wiring of engine, event logger, adapter manager and routes.
 
 ``create_app`` takes every collaborator as an optional argument, so tests inject fakes and the
-CLI builds the real ones from settings. Lifespan order: the engine loads the base model, the
-event logger starts, then the adapter manager loads the serving adapter; on shutdown (after
-uvicorn has stopped accepting connections and drained in-flight requests) the adapter manager
-and engine stop first and the event logger last, so every served event is flushed.
+CLI builds the real ones from settings. Lifespan order: the event logger starts, the engine loads
+the base model, then the adapter manager loads the serving adapter; on shutdown (after uvicorn
+has stopped accepting connections and drained in-flight requests) they stop in reverse, the
+event logger last, so every served event is flushed. A part that fails to start stops those
+already started.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from serving.deps import AdapterControl, EventSink, Services
 from serving.engines.protocol import Engine
 from serving.errors import install_error_handlers
-from serving.metrics import READY, HTTPMetricsMiddleware
+from serving.metrics import HTTPMetricsMiddleware
 from serving.routes import admin, chat, feedback, health, metrics, models, web
 from serving.security import IdSigner, WebSessions
 from serving.settings import ServingSettings
@@ -67,34 +68,37 @@ def build_services(
     )
 
 
+def _logged(name: str, stop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            await stop()
+        except Exception:
+            logger.exception("%s did not stop cleanly", name)
+
+    return run
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
-    await services.engine.start()
-    services.engine_started = True
-    await services.events.start()
-    await services.adapters.start()
-    READY.set(1 if services.adapters.ready() else 0)
-    logger.info(
-        "serving %s with adapter %s on engine %s",
-        services.settings.model_name,
-        services.adapters.serving_version(),
-        services.engine.name,
-    )
-    try:
+    # Started in this order, stopped in reverse: the event logger is the last to stop, so it
+    # flushes whatever the drained requests and the adapter manager emitted.
+    async with AsyncExitStack() as stack:
+        await services.events.start()
+        stack.push_async_callback(_logged("event logger", lambda: services.events.stop()))
+        await services.engine.start()
+        services.engine_started = True
+        stack.push_async_callback(_logged("engine", lambda: services.engine.stop()))
+        stack.callback(setattr, services, "engine_started", False)
+        await services.adapters.start()
+        stack.push_async_callback(_logged("adapter manager", lambda: services.adapters.stop()))
+        logger.info(
+            "serving %s with adapter %s on engine %s",
+            services.settings.model_name,
+            services.adapters.serving_version(),
+            services.engine.name,
+        )
         yield
-    finally:
-        READY.set(0)
-        for name, stop in (
-            ("adapter manager", services.adapters.stop),
-            ("engine", services.engine.stop),
-            ("event logger", services.events.stop),
-        ):
-            try:
-                await stop()
-            except Exception:
-                logger.exception("%s did not stop cleanly", name)
-        services.engine_started = False
 
 
 def create_app(

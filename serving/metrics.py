@@ -61,6 +61,7 @@ READY = Gauge("rlhf_serving_ready", "1 when the model and the serving adapter ar
 def refresh(services: Any) -> None:
     """Copy engine and adapter state into gauges just before a scrape (the event logger and the
     adapter manager export their own metrics on the same registry)."""
+    READY.set(1 if services.engine_started and services.adapters.ready() else 0)
     stats = services.engine.stats()
     ENGINE_QUEUE.set(stats.queue_depth)
     ENGINE_RUNNING.set(stats.running)

@@ -90,3 +90,19 @@ async def test_unknown_route_is_openai_shaped_404() -> None:
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
         text = (await h.http.get("/metrics")).text
         assert 'route="unmatched"' in text
+
+
+async def test_failed_start_stops_what_already_started() -> None:
+    engine, events = FakeEngine(), RecordingEvents()
+    adapters = FakeAdapters(engine)
+
+    async def broken_start() -> None:
+        raise RuntimeError("adapter store unreachable")
+
+    adapters.start = broken_start  # type: ignore[method-assign]
+    app = create_app(make_settings(), engine=engine, events=events, adapters=adapters)
+    with pytest.raises(RuntimeError, match="unreachable"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert events.stopped and not engine.started
+    assert not app.state.services.engine_started

@@ -42,6 +42,10 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
         )
         assert v.status_code == 200
         event_id = v.json()["event_id"]
+        # The event logger's own metrics are exported beside the HTTP layer's.
+        exposed = (await h.http.get("/metrics")).text
+        assert "rlhf_serving_events_produced_total" in exposed
+        assert "rlhf_serving_pairs_served_total" in exposed
     # Leaving the harness stopped the logger, which flushes.
     assert logger.counts().get("dropped", 0) == 0
     served = [
