@@ -40,7 +40,12 @@ class BuiltAdapter:
 
 
 def write_lora_files(
-    model_dir: Path, out: Path, seed: int = 0, rank: int = 4, nan: bool = False
+    model_dir: Path,
+    out: Path,
+    seed: int = 0,
+    rank: int = 4,
+    nan: bool = False,
+    std: float = 0.5,
 ) -> None:
     """A random PEFT LoRA adapter for the model in ``model_dir`` (B != 0, so it changes output).
     ``nan=True`` fills the LoRA weights with NaN (passes file checks, fails a smoke check)."""
@@ -61,7 +66,7 @@ def write_lora_files(
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
-                param.normal_(0.0, 0.5)
+                param.normal_(0.0, std)
                 if nan:
                     param.fill_(float("nan"))
     model.save_pretrained(out, safe_serialization=True)
@@ -76,11 +81,12 @@ def write_version(
     seed: int | None = None,
     nan: bool = False,
     base_model_sha256: str | None = None,
+    std: float = 0.5,
 ) -> BuiltAdapter:
     """Write ``{store}/{adapter_name}/v{number}`` (local path or any fsspec URL)."""
     version = f"{adapter_name}@v{number}"
     staging = Path(os.environ.get("TMPDIR", "/tmp")) / f"adapter-{uuid.uuid4().hex}"
-    write_lora_files(model_dir, staging, seed=number if seed is None else seed, nan=nan)
+    write_lora_files(model_dir, staging, seed=number if seed is None else seed, nan=nan, std=std)
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     manifest = AdapterManifest(
         model_name=model_name,

@@ -40,3 +40,32 @@ async def test_nan_adapter_refused_by_smoke_check(tiny_model_dir: Path, tmp_path
     finally:
         await manager.stop()
         await engine.stop()
+
+
+@pytest.mark.slow
+async def test_swap_on_embedded_model(embedded_model_dir: Path, tmp_path: Path) -> None:
+    """A small random adapter on SmolLM2 passes the real smoke check and is swapped in; the
+    previous version stays loaded and rollback is instant."""
+    store = tmp_path / "store"
+    for n in (1, 2):
+        write_version(store, "policy", n, embedded_model_dir, model_name="smol", std=0.02)
+    settings = ServingSettings(
+        model_dir=str(embedded_model_dir),
+        model_name="smol",
+        adapter_store=str(store),
+        adapter_cache_dir=str(tmp_path / "cache"),
+        adapter_follow_topic=False,
+    )
+    engine = TransformersEngine(embedded_model_dir, max_batch_size=4)
+    await engine.start()
+    manager = AdapterManager(settings, engine, None)
+    try:
+        await manager.start()
+        await manager.promote("policy@v1")
+        await manager.promote("policy@v2")
+        assert manager.serving_version() == "policy@v2"
+        assert sorted(engine.loaded_adapters()) == ["policy@v1", "policy@v2"]
+        assert await manager.rollback() == "policy@v1"
+    finally:
+        await manager.stop()
+        await engine.stop()
