@@ -36,6 +36,7 @@ _RUN = {
     "cycle_period_seconds": (float, "... or after this long with at least one"),
     "rm_min_accuracy": (float, "reward-model held-out accuracy gate"),
     "kl_budget": (float, "max mean KL to the reference"),
+    "min_reward_gain": (float, "publish only if held-out reward gain > this"),
     "metrics_port": (int, "Prometheus port (0 = off)"),
     "feedback_join_window_seconds": (float, "how long feedback waits for its pair"),
 }

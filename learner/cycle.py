@@ -273,7 +273,9 @@ class CycleRunner:
                 | {"eval/heldout": float(train is not held)}
             }
         )
-        decisions = gates.eval_gates(out.reward_gain, out.kl, self.s.kl_budget, out.sanity_failures)
+        decisions = gates.eval_gates(
+            out.reward_gain, out.kl, self.s.kl_budget, out.sanity_failures, self.s.min_reward_gain
+        )
         failed = gates.first_failure(decisions)
         if failed:
             return self._reject(ckpt, failed.reason)

@@ -34,13 +34,18 @@ def reward_gate(accuracy: float | None, min_accuracy: float) -> GateDecision:
 
 
 def eval_gates(
-    reward_gain: float, kl: float, kl_budget: float, sanity_failures: Sequence[str]
+    reward_gain: float,
+    kl: float,
+    kl_budget: float,
+    sanity_failures: Sequence[str],
+    min_gain: float = 0.0,
 ) -> list[GateDecision]:
+    gain_ok = reward_gain > min_gain
     return [
         GateDecision(
             "reward_gain",
-            reward_gain > 0,
-            f"held-out reward gain {reward_gain:+.4f} ({'>' if reward_gain > 0 else '<='} 0)",
+            gain_ok,
+            f"held-out reward gain {reward_gain:+.4f} ({'>' if gain_ok else '<='} {min_gain:g})",
         ),
         GateDecision(
             "kl_budget",

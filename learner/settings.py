@@ -32,6 +32,9 @@ class LearnerSettings(BaseSettings):
         3600.0, gt=0, description="how long feedback waits for its pair before it expires"
     )
     rm_min_accuracy: float = Field(0.55, ge=0.0, le=1.0, description="held-out accuracy gate")
+    min_reward_gain: float = Field(
+        0.0, description="publish only if the held-out reward gain over the reference is > this"
+    )
     kl_budget: float = Field(0.5, gt=0, description="max mean KL(policy||reference) per response")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus port; 0 = off")
     seed: int = 0

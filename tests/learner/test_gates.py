@@ -32,3 +32,8 @@ def test_first_failure_counts_outcomes() -> None:
     failed = first_failure(eval_gates(0.1, 0.9, 0.5, []))
     assert failed is not None and failed.gate == "kl_budget"
     assert (count("fail"), count("pass")) == (fails + 1, passes)
+
+
+def test_reward_gain_threshold_is_configurable() -> None:
+    assert not eval_gates(0.05, 0.1, 0.5, [], min_gain=0.1)[0].passed
+    assert eval_gates(-0.5, 0.1, 0.5, [], min_gain=-1.0)[0].passed
