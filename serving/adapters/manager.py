@@ -35,7 +35,12 @@ from pydantic import BaseModel
 from schemas.events import AdapterPromoted, AdapterPublished, AdapterRolledBack, EventBase
 from schemas.manifest import AdapterManifest
 from serving.adapters import metrics
-from serving.adapters.errors import AdapterNotFound, AdapterRefused, AdapterStateError
+from serving.adapters.errors import (
+    AdapterError,
+    AdapterNotFound,
+    AdapterRefused,
+    AdapterStateError,
+)
 from serving.adapters.follower import TopicFollower
 from serving.adapters.store import AdapterFetcher, VerifiedAdapter, parse_version
 from serving.engines.protocol import BASE, AdapterRejected, Engine
@@ -234,7 +239,14 @@ class AdapterManager:
         if uri is None and version in self._known_uris:
             uri, manifest_sha256 = self._known_uris[version]
         try:
-            adapter = await asyncio.to_thread(self._fetcher.fetch, version, uri, manifest_sha256)
+            try:
+                adapter = await asyncio.to_thread(
+                    self._fetcher.fetch, version, uri, manifest_sha256
+                )
+            except AdapterError:
+                raise
+            except Exception as exc:  # store unreachable, permissions, bad URL: a clear 422
+                raise AdapterRefused("fetch_failed", f"{version} from {uri}: {exc!r}") from exc
             await self._load_into_engine(adapter)
         except AdapterRefused as exc:
             self._count_refusal(exc.reason)
@@ -350,8 +362,12 @@ class AdapterManager:
         for version in active[keep:]:
             if version in protected:
                 continue
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop: evict on the next change
+                return
             self._loaded[version].unloading = True
-            task = asyncio.get_running_loop().create_task(self._unload_later(version))
+            task = loop.create_task(self._unload_later(version))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

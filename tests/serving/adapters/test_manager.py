@@ -264,3 +264,12 @@ async def test_requests_during_swaps_never_fail(tiny_model_dir: Path, tmp_path: 
     assert {"policy@v1", "policy@v2", "policy@v3", "policy@v4"} <= used
     assert manager.serving_version() == "policy@v2"
     assert ("unload", "policy@v1") in engine.calls  # evictions did happen meanwhile
+
+
+async def test_unreachable_store_is_a_clear_refusal(tiny_model_dir: Path, tmp_path: Path) -> None:
+    manager, engine, _ = await _manager(tiny_model_dir, tmp_path)
+    with pytest.raises(AdapterRefused) as exc:
+        await manager.load("policy@v1", "nosuchprotocol://bucket/policy/v1")
+    assert exc.value.reason == "fetch_failed"
+    assert manager.refusals == {"fetch_failed": 1}
+    assert engine.calls == []
