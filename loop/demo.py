@@ -34,7 +34,7 @@ import httpx
 
 from common.broker import DevBroker, free_port
 from loop.dashboard import render_rich, render_text
-from loop.eval import EvalConfig, run_eval
+from loop.eval import EvalConfig, run_eval, write_outputs
 from loop.monitor import AdapterEvent, AdapterWatcher, admin_adapters, count_events, scrape
 from loop.preferences import NoiseConfig
 from loop.processes import ManagedProcess, entry_point
@@ -60,6 +60,7 @@ class DemoConfig:
     until_swapped: int = 0  # stop once answers came from this many new versions
     eval_prompts: int = 8  # held-out prompts per automatic eval of a new version (0 = off)
     ready_timeout: float = 600.0
+    learner_stop_timeout: float = 300.0  # SIGTERM lets it finish the step it is in
     refresh: float = 1.0
     serving_env: dict[str, str] = field(default_factory=dict)
     learner_env: dict[str, str] = field(default_factory=dict)
@@ -179,14 +180,17 @@ class Demo:
         }
         if self.config.tiny:
             # A tiny random model cannot pass quality gates; the demo shows the mechanics.
-            # Its greedy answers repeat tokens, and small fast PPO steps keep a cycle short.
+            # Its greedy answers are empty or repeat one token (sanity prompts off), and fast
+            # learning rates let a hidden-size-16 model show a reward gain in one short cycle.
             env.update(
                 {
                     "LEARNER_RM_MIN_ACCURACY": "0.0",
                     "LEARNER_KL_BUDGET": "1000000",
+                    "LEARNER_SANITY_PROMPTS": "[]",
                     "LEARNER_EVAL_CONFIG": json.dumps({"max_repeat_fraction": 1.0}),
+                    "LEARNER_REWARD_CONFIG": json.dumps({"learning_rate": 5e-3, "num_epochs": 4}),
                     "LEARNER_PPO_CONFIG": json.dumps(
-                        {"learning_rate": 1e-3, "num_steps": 4, "max_new_tokens": 16}
+                        {"learning_rate": 5e-3, "num_steps": 8, "max_new_tokens": 16}
                     ),
                 }
             )
@@ -258,6 +262,7 @@ class Demo:
         def work() -> None:
             try:
                 report = asyncio.run(run_eval(config))
+                write_outputs(report, self.data_dir / f"eval-{version.replace('@', '-')}", config)
             except Exception as exc:  # shown on the dashboard; the demo goes on
                 logger.exception("eval of %s failed", version)
                 self.eval_line = f"{version}: eval failed ({exc})"
@@ -280,7 +285,8 @@ class Demo:
             return "duration reached"
         if cfg.until_swapped:
             new = [v for v in obs.sim.get("answers_by_version", {}) if v not in ("base", "?")]
-            if len(new) >= cfg.until_swapped:
+            evaluating = self._eval_thread is not None and self._eval_thread.is_alive()
+            if len(new) >= cfg.until_swapped and not evaluating:
                 return f"answers served by {', '.join(sorted(new))}"
         for proc in (self.serving, self.learner):
             if proc is not None and not proc.running:
@@ -308,7 +314,7 @@ class Demo:
         if self.serving is not None:
             summary["serving_exit"] = self.serving.stop(timeout=90)
         if self.learner is not None:
-            summary["learner_exit"] = self.learner.stop(timeout=120)
+            summary["learner_exit"] = self.learner.stop(timeout=self.config.learner_stop_timeout)
         if self.sim is not None:
             summary["sim"] = self.sim.stats.snapshot()
         if self.watcher is not None:
@@ -457,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument(
+        "--learner-stop-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the learner may take to stop after SIGTERM before SIGKILL",
+    )
+    p.add_argument(
         "--serving-env",
         action="append",
         default=[],
@@ -491,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         until_swapped=args.until_swapped,
         eval_prompts=args.eval_prompts,
         ready_timeout=args.ready_timeout,
+        learner_stop_timeout=args.learner_stop_timeout,
         serving_env=_env_pairs(args.serving_env),
         learner_env=_env_pairs(args.learner_env),
     )
