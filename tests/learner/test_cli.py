@@ -57,3 +57,60 @@ def test_status_reports_store_and_survives_a_missing_broker(
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "rlhf.interactions[0]" in text and "published: none" in text
+
+
+def _fake_flags(tmp_path: Path) -> list[str]:
+    from tests.learner.test_cycle import fake_model_dir
+
+    return [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--adapter-store",
+        str(tmp_path / "adapters"),
+        "--model-dir",
+        str(fake_model_dir(tmp_path / "model")),
+        "--trainers",
+        "fake",
+    ]
+
+
+def test_sft_from_jsonl_and_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEARNER_PUBLISH_TO_KAFKA", "false")
+    jsonl = tmp_path / "demos.jsonl"
+    chat = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]
+    }
+    jsonl.write_text(json.dumps(chat) + "\n\n" + json.dumps(chat) + "\n")
+    assert main(["sft", "--jsonl", str(jsonl), "--publish", *_fake_flags(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"count": 2.0' in out and "published policy@v1" in out
+    from learner.publish import AdapterStore
+
+    store = AdapterStore(str(tmp_path / "adapters"), "policy")
+    assert store.versions() == [1] and store.verify(1) == []
+    assert store.manifest(1).config["manual"] is True
+
+
+def test_train_reward_and_ppo_commands_use_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = new_store(tmp_path / "data")
+    Feeder(store).feed(pair("p1"), pref("p1"), pair("p2", prompt="yo"), pref("p2", choice="b"))
+    store.close()
+    flags = _fake_flags(tmp_path)
+    assert main(["train-reward", *flags]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"]["train_count"] == 2 and result["passes_gate"] is True
+    assert (
+        main(["ppo", "--reward-adapter", result["adapter_dir"], "--num-prompts", "1", *flags]) == 0
+    )
+    assert Path(json.loads(capsys.readouterr().out)["adapter_dir"]).is_dir()
+
+
+def test_sft_without_demonstrations_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sft", *_fake_flags(tmp_path)]) == 1
+    assert "no demonstrations" in capsys.readouterr().err
