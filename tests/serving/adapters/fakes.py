@@ -79,5 +79,12 @@ class RecordingEvents:
     def __init__(self) -> None:
         self.events: list[EventBase] = []
 
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
     def emit(self, event: EventBase) -> None:
         self.events.append(event)
+
+    def counts(self) -> dict[str, int]:
+        return {"produced": len(self.events), "spooled": 0, "dropped": 0}
