@@ -330,6 +330,15 @@ def vllm_only(model_dir: str, prompts: list[str], tokens: int) -> None:
 # ---- report -------------------------------------------------------------------------------
 
 
+class Rows(list[tuple[str, ...]]):
+    """Rows of the report; each is also printed to stderr as soon as it is measured, so a long
+    run that is cut short still shows what it had."""
+
+    def append(self, row: tuple[str, ...]) -> None:
+        super().append(row)
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
     header = (
         "measurement",
@@ -370,7 +379,7 @@ def run(args: argparse.Namespace) -> str:
 
     model_dir = materialize_embedded_model()
     prompts = make_prompts(args.clients)
-    rows: list[tuple[str, ...]] = []
+    rows = Rows()
     with tempfile.TemporaryDirectory() as tmp, DevBroker() as broker:
         workdir = Path(tmp)
         port = free_port()

@@ -123,12 +123,13 @@ def _resolve_version(
     return body.adapter_version, True
 
 
-def _wants_pair(services: Services, body: ChatCompletionRequest) -> bool:
+def _wants_pair(services: Services, body: ChatCompletionRequest, pinned: bool) -> bool:
     if body.pair is not None:
         return body.pair
     # Implicit pairs only where an unmodified client cannot be confused: one answer asked for,
-    # not streamed (a streaming client reading choices[0] would mix the two answers).
-    if body.n > 1 or body.stream:
+    # not streamed (a streaming client reading choices[0] would mix the two answers), and not
+    # an evaluation request pinned to a version (its prompts are not user traffic).
+    if body.n > 1 or body.stream or pinned:
         return False
     return random.random() < services.settings.pair_fraction
 
@@ -138,7 +139,7 @@ def prepare(
 ) -> ChatJob:
     max_tokens = _check_limits(services, body)
     version, pinned = _resolve_version(services, body, admin_token)
-    paired = _wants_pair(services, body)
+    paired = _wants_pair(services, body, pinned)
     messages = _messages(body)
     sampling = SamplingParams(
         temperature=body.temperature,

@@ -149,7 +149,7 @@ async def test_n_choices_each_logged() -> None:
 
 
 async def test_pin_needs_admin_token(tmp_path) -> None:
-    async with harness() as h:
+    async with harness(make_settings(pair_fraction=1.0)) as h:
         await h.engine.load_adapter("policy@v9", tmp_path)
         body = {"model": MODEL, "messages": HELLO, "adapter_version": "policy@v9"}
         refused = await h.http.post("/v1/chat/completions", json=body, headers=auth())
@@ -160,6 +160,7 @@ async def test_pin_needs_admin_token(tmp_path) -> None:
         )
         assert ok.status_code == 200
         assert ok.json()["choices"][0]["adapter_version"] == "policy@v9"
+        assert ok.json()["pair_id"] is None  # evaluation traffic is never paired implicitly
         assert h.engine.requests[-1].adapter == "policy@v9"
 
 
