@@ -98,12 +98,13 @@ class EventLogger:
     def emit(self, event: EventBase) -> None:
         """Queue ``event`` for delivery; O(1), no I/O, never raises."""
         try:
-            if self._thread is None or self._stopping.is_set():
+            if self._thread is None:
                 self._count("discarded")
-                logger.warning(
-                    "event %s emitted while the logger is not running: discarded",
-                    getattr(event, "kind", "?"),
-                )
+                if self._settings.kafka_enabled:
+                    logger.warning(
+                        "event %s emitted while the logger is not running: discarded",
+                        getattr(event, "kind", "?"),
+                    )
                 return
             kind = str(getattr(event, "kind"))  # noqa: B009 (EventBase declares no kind)
             record = SpoolRecord(
@@ -123,13 +124,17 @@ class EventLogger:
         self._stop_deadline = time.monotonic() + timeout * 0.9
         self._stopping.set()
         await asyncio.to_thread(thread.join, timeout)
+        self._thread = None  # from here on emit() discards (and counts) instead of queueing
         if thread.is_alive():
             logger.error(
                 "event logger did not finish within %.1fs; %d events still queued",
                 timeout,
                 self._queue.qsize(),
             )
-        self._thread = None
+            return
+        # Events emitted while the thread was finishing: spool them (no thread left to race).
+        while leftover := self._take(wait=False):
+            self._to_spool(leftover)
 
     def counts(self) -> dict[str, int]:
         """produced / spooled / dropped, plus emitted, replayed, discarded, invalid, depths."""
