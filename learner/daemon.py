@@ -80,18 +80,23 @@ def run_daemon(
         _run_cycle(svc.runner, stop, pending)
     ingestor = connect_ingestor(settings, svc.store, stop)
     cycles = 0
-    last_gauges = 0.0
+    last_gauges = last_due = 0.0
     while ingestor is not None and not stop.is_set():
         n = ingestor.step(settings.poll_timeout_ms)
         if time.monotonic() - last_gauges > 5.0:
             ingestor.update_gauges()
             last_gauges = time.monotonic()
-        if n == 0 and svc.runner.due():
-            _run_cycle(svc.runner, stop)
-            cycles += 1
-            if max_cycles is not None and cycles >= max_cycles:
-                break
-        elif n == 0:
+        # Check the trigger when idle, and every few seconds under steady traffic too (a busy
+        # topic must not postpone training forever).
+        if n == 0 or time.monotonic() - last_due > 5.0:
+            last_due = time.monotonic()
+            if svc.runner.due():
+                _run_cycle(svc.runner, stop)
+                cycles += 1
+                if max_cycles is not None and cycles >= max_cycles:
+                    break
+                continue
+        if n == 0:
             stop.wait(settings.idle_sleep_seconds)
     if ingestor is not None:
         ingestor.source.close()

@@ -237,7 +237,8 @@ class TrainingStore:
         return queries.comparisons(self.conn, min_seq, max_seq)
 
     def count_new_comparisons(self, since_seq: int) -> int:
-        return len(queries.comparisons(self.conn, since_seq, None))
+        """Comparisons usable since ``since_seq`` (same rules as ``comparisons``, in SQL)."""
+        return queries.count_comparisons(self.conn, since_seq)
 
     def sft_examples(self, max_seq: int | None = None, min_seq: int = 0) -> list[Any]:
         return queries.sft_examples(self.conn, min_seq, max_seq)

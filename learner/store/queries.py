@@ -56,6 +56,17 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
     return out
 
 
+def count_comparisons(conn: sqlite3.Connection, min_seq: int) -> int:
+    """``len(comparisons(conn, min_seq, None))`` without materialising them (daemon trigger)."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN ranking IS NOT NULL "
+        "THEN json_array_length(ranking) * (json_array_length(ranking) - 1) / 2 "
+        "WHEN choice IN ('a', 'b') THEN 1 ELSE 0 END), 0) FROM votes WHERE seq > ?",
+        (min_seq,),
+    ).fetchone()
+    return int(row[0])
+
+
 def _texts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
     marks = ",".join("?" * len(ids))
     rows = conn.execute(f"SELECT response_id, text FROM served WHERE response_id IN ({marks})", ids)

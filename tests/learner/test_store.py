@@ -241,3 +241,19 @@ def test_offset_reset_starts_a_new_epoch_and_is_counted(feeder: Feeder) -> None:
     # After the reset, offset 0 is a new message of the new epoch, not a redelivery.
     feeder.store.ingest_batch([RawRecord(INTERACTIONS, 0, 0, encode_event(pair("p9")))])
     assert feeder.store.table_sizes()["pairs"] == 3
+
+
+def test_sql_count_of_new_comparisons_matches_the_expansion(feeder: Feeder) -> None:
+    feeder.feed(pair("p1"), pref("p1"), pair("p2", k=4), pair("p3"))
+    since = feeder.store.snapshot().max_seq
+    feeder.feed(
+        pref("p2", ranking=["p2-r3", "p2-r1", "p2-r0", "p2-r2"]),
+        pref("p3", choice="tie"),
+        pair("p4"),
+        pref("p4", choice="b"),
+    )
+    for start in (0, since):
+        assert feeder.store.count_new_comparisons(start) == len(
+            feeder.store.comparisons(min_seq=start)
+        )
+    assert feeder.store.count_new_comparisons(since) == 7
