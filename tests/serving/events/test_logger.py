@@ -276,3 +276,21 @@ async def test_emit_never_raises(tmp_path: Path) -> None:
     await logger.stop(timeout=2.0)
     assert logger.counts()["invalid"] == 1
     assert logger.counts()["discarded"] == 1
+
+
+async def test_only_a_failing_disk_drops_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(f"127.0.0.1:{free_port()}", tmp_path / "spool", "disk")
+    logger = EventLogger(settings)
+    await logger.start()
+
+    def disk_full(self: object, records: list[object]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("serving.events.spool.DiskSpool.append", disk_full)
+    _emit_timed(logger, [_event(i) for i in range(10)])
+    await _wait(lambda: logger.counts()["dropped"] == 10, timeout=30)
+    await logger.stop(timeout=5.0)
+    counts = logger.counts()
+    assert counts["spooled"] == 0 and counts["produced"] == 0
