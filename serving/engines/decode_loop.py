@@ -94,6 +94,7 @@ class DecodeLoop:
         self._rows: list[Row] = []
         self._kv: kv_batch.KV = []
         self._mask = torch.zeros((0, 0), dtype=torch.long)
+        self._admitting: list[Submission] = []  # taken from the queue, not yet running
         self._stopping = False
         self._stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
@@ -149,12 +150,18 @@ class DecodeLoop:
             with torch.inference_mode():
                 while not self._stopping:
                     self._run_commands()
-                    self._admit()
+                    try:
+                        self._admit()
+                        if self._rows:
+                            self._step()
+                    except Exception as exc:
+                        # A failed forward fails the requests it carried, not the engine.
+                        logger.exception("engine step failed; failing %d answers",
+                                         len(self._rows) + len(self._admitting))
+                        self._fail_running(EngineFailure(f"engine step failed: {exc}"))
                     if not self._rows:
                         self._wake.wait(timeout=0.5)
                         self._wake.clear()
-                        continue
-                    self._step()
         except BaseException as exc:  # the loop must never die silently
             logger.exception("engine loop crashed")
             self._fail_all(EngineFailure(f"engine loop crashed: {exc}"))
@@ -194,7 +201,7 @@ class DecodeLoop:
         return taken
 
     def _admit(self) -> None:
-        subs = self._take_pending()
+        subs = self._admitting = self._take_pending()
         if not subs:
             return
         width = max(len(s.prompt_ids) for s in subs)
@@ -223,15 +230,15 @@ class DecodeLoop:
             sub.open_rows = sub.request.n
         self._accept(new_rows, logits)
         keep = [i for i, r in enumerate(new_rows) if r.finish is None]
-        if not keep:
-            return
-        kv, new_mask = kv_batch.select(kv, mask[expand], torch.tensor(keep, dtype=torch.long))
-        kept = [new_rows[i] for i in keep]
-        if self._rows:
-            self._kv, self._mask = kv_batch.join(self._kv, self._mask, kv, new_mask)
-            self._rows += kept
-        else:
-            self._kv, self._mask, self._rows = kv, new_mask, kept
+        if keep:
+            kv, new_mask = kv_batch.select(kv, mask[expand], torch.tensor(keep, dtype=torch.long))
+            kept = [new_rows[i] for i in keep]
+            if self._rows:
+                self._kv, self._mask = kv_batch.join(self._kv, self._mask, kv, new_mask)
+                self._rows += kept
+            else:
+                self._kv, self._mask, self._rows = kv, new_mask, kept
+        self._admitting = []
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -320,16 +327,22 @@ class DecodeLoop:
             index=row.index, delta=delta or "", finish_reason=row.finish,
             completion_tokens=row.count))
 
+    def _fail_running(self, exc: BaseException) -> None:
+        for sub in self._admitting + list({r.sub: None for r in self._rows}):
+            if sub.open_rows >= 0:
+                sub.open_rows = -1
+                sub.cancelled = True
+                sub.emit(exc)
+        self._rows, self._admitting, self._kv = [], [], []
+        self._mask = torch.zeros((0, 0), dtype=torch.long)
+
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
             self._stopping = True
             pending, self._pending = list(self._pending), collections.deque()
             commands, self._commands = self._commands, []
-        for sub in pending + list({r.sub: None for r in self._rows}):
-            if sub.open_rows >= 0:
-                sub.open_rows = -1
-                sub.emit(exc)
-        self._rows = []
+        self._admitting += pending
+        self._fail_running(exc)
         for command in commands:
             _settle(command.future, exc=exc)
 

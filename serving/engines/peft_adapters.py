@@ -29,7 +29,9 @@ class AdapterSet:
 
     @property
     def model(self) -> Any:
-        return self._peft if self._peft is not None else self._base
+        # With no adapter left, PeftModel.forward fails on its stale active adapter; the base
+        # model (its LoRA layers now empty) computes the plain forward.
+        return self._peft if self._versions else self._base
 
     def versions(self) -> list[str]:
         return list(self._versions)
@@ -38,7 +40,7 @@ class AdapterSet:
         return PEFT_BASE if version == BASE else version
 
     def forward_kwargs(self, versions: list[str]) -> dict[str, Any]:
-        if self._peft is None:
+        if not self._versions:
             return {}
         # Always name every row: without adapter_names PEFT would apply its *active* adapter.
         return {"adapter_names": [self.peft_name(v) for v in versions]}
@@ -72,8 +74,8 @@ class AdapterSet:
         if unexpected:
             self._forget(version)
             raise AdapterRejected(f"{path}: weights that match no module: {unexpected[:3]}")
-        self._peft.eval()
         self._versions.append(version)
+        self._activate_any()
         logger.info("adapter %s loaded from %s (%d resident)", version, path, len(self._versions))
 
     def unload(self, version: str) -> None:
@@ -81,7 +83,15 @@ class AdapterSet:
             return
         self._forget(version)
         self._versions.remove(version)
+        self._activate_any()
         logger.info("adapter %s unloaded (%d resident)", version, len(self._versions))
+
+    def _activate_any(self) -> None:
+        # PeftModel.forward reads its *active* adapter's config even when every row is named
+        # through adapter_names, so that must always be a resident one.
+        if self._peft is not None and self._versions:
+            self._peft.set_adapter(self._versions[-1], inference_mode=True)
+            self._peft.eval()
 
     def _forget(self, version: str) -> None:
         if self._peft is not None and version in self._peft.peft_config:

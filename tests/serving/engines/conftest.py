@@ -1,0 +1,82 @@
+"""Fixtures for the engine tests: a tiny model whose greedy answers vary, random LoRA adapters.
+
+The shared tiny model (``tiny_model_dir``) has near-zero random weights, so its greedy answer is
+one token repeated: useless for telling batches or adapters apart. ``lively_model_dir`` re-draws
+its weights with a larger spread (same architecture and tokenizer) so different prompts and
+adapters give visibly different answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def write_lora_adapter(
+    model_dir: Path, out_dir: Path, seed: int, nan: bool = False, scale: float = 0.5
+) -> Path:
+    """A random rank-4 LoRA adapter for ``model_dir`` with non-zero B (it changes outputs)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+                if nan and "lora_B" in name:
+                    param.fill_(float("nan"))
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_lively_model(tiny_dir: Path, out_dir: Path, std: float = 0.5, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    for item in tiny_dir.iterdir():
+        if "token" in item.name or item.name.endswith(".jinja"):
+            shutil.copy(item, out_dir / item.name)
+    return out_dir
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Async tests run on asyncio through anyio's pytest plugin (installed with anyio).
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_lively_model(tiny_model_dir, tmp_path_factory.mktemp("lively-model"))
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(
+    lively_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "a@v1": write_lora_adapter(lively_model_dir, root / "a1", seed=1),
+        "b@v1": write_lora_adapter(lively_model_dir, root / "b1", seed=2),
+        "nan@v1": write_lora_adapter(lively_model_dir, root / "nan1", seed=3, nan=True),
+    }

@@ -1,0 +1,212 @@
+"""Unit tier: the transformers engine on a tiny random model (batching, adapters, sampling)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from schemas.events import ChatMessage
+from serving.engines.protocol import (
+    BASE,
+    AdapterRejected,
+    Engine,
+    EngineOverloaded,
+    GenerationRequest,
+    InvalidRequest,
+    UnknownAdapter,
+)
+from serving.engines.transformers_engine import TransformersEngine
+
+pytestmark = pytest.mark.anyio
+
+PROMPTS = [
+    "Hello there",
+    "What is two plus two?",
+    "Tell me about the fox.",
+    "Answer briefly.",
+    "The quick brown dog",
+    "Thanks, have a nice day",
+]
+
+
+def req(prompt: str, **kwargs: object) -> GenerationRequest:
+    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
+    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
+
+
+@pytest.fixture
+async def engine(lively_model_dir: Path) -> AsyncIterator[TransformersEngine]:
+    eng = TransformersEngine(lively_model_dir, max_batch_size=16, max_queue=32)
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+async def texts(eng: TransformersEngine, request: GenerationRequest) -> list[str]:
+    return [o.text for o in await eng.generate(request)]
+
+
+async def test_obeys_protocol(engine: TransformersEngine) -> None:
+    assert isinstance(engine, Engine)
+    outputs = await engine.generate(req("Hello there"))
+    assert len(outputs) == 1
+    assert outputs[0].text
+    assert outputs[0].prompt_tokens == engine.count_prompt_tokens(
+        [ChatMessage(role="user", content="Hello there")]
+    )
+    assert outputs[0].adapter == BASE
+
+
+async def test_concurrent_requests_share_batches(engine: TransformersEngine) -> None:
+    requests = [req(p, max_tokens=16) for p in PROMPTS]
+    await asyncio.gather(*(engine.generate(r) for r in requests))
+    stats = engine.stats()
+    assert stats.max_batch_size_seen > 1
+    assert stats.tokens_generated_total > 0
+
+
+async def test_greedy_alone_equals_inside_mixed_batch(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path]
+) -> None:
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    await engine.load_adapter("b@v1", adapter_dirs["b@v1"])
+    adapters = [BASE, "a@v1", "b@v1"]
+    # Different prompt lengths and max_tokens make rows join and leave mid-decode.
+    requests = [
+        req(p, adapter=adapters[i % 3], max_tokens=6 + 3 * i) for i, p in enumerate(PROMPTS)
+    ]
+    alone = [await texts(engine, r) for r in requests]
+    mixed = await asyncio.gather(*(texts(engine, r) for r in requests))
+    assert mixed == alone
+    # The adapters really change the answer (otherwise isolation would be vacuous).
+    same_prompt = [await texts(engine, req(PROMPTS[0], adapter=a)) for a in adapters]
+    assert len({t[0] for t in same_prompt}) == 3
+
+
+async def test_n_answers(engine: TransformersEngine) -> None:
+    outputs = await engine.generate(req("Hello there", n=3, temperature=1.0, seed=7))
+    assert [o.index for o in outputs] == [0, 1, 2]
+    assert len({o.text for o in outputs}) > 1  # sampled answers differ from each other
+
+
+async def test_seed_reproducible_across_batches(engine: TransformersEngine) -> None:
+    request = req("Hello there", n=2, temperature=0.9, top_p=0.9, seed=1234, max_tokens=16)
+    first = await texts(engine, request)
+    others = [req(p, temperature=1.0, max_tokens=20) for p in PROMPTS]
+    results = await asyncio.gather(engine.generate(request), *(engine.generate(o) for o in others))
+    assert [o.text for o in results[0]] == first
+    assert (
+        await texts(
+            engine, req("Hello there", n=2, temperature=0.9, top_p=0.9, seed=99, max_tokens=16)
+        )
+        != first
+    )
+
+
+async def test_max_tokens_and_finish_reason(engine: TransformersEngine) -> None:
+    output = (await engine.generate(req("Hello there", max_tokens=5)))[0]
+    assert output.finish_reason == "length"
+    assert output.completion_tokens == 5
+
+
+async def test_stop_string_cuts_the_answer(engine: TransformersEngine) -> None:
+    full = (await engine.generate(req("Hello there", max_tokens=24)))[0].text
+    stop = full[6:8]
+    assert len(stop) == 2 and full.find(stop) > 0
+    output = (await engine.generate(req("Hello there", max_tokens=24, stop=[stop])))[0]
+    assert output.finish_reason == "stop"
+    assert output.text == full[: full.find(stop)]
+
+
+async def test_streaming_equals_non_streaming(engine: TransformersEngine) -> None:
+    request = req(
+        "Tell me about the fox.", n=2, temperature=1.0, seed=5, max_tokens=20, stop=["ov"]
+    )
+    expected = await engine.generate(request)
+    streamed = ["", ""]
+    finishes: dict[int, str | None] = {}
+    chunks = 0
+    async for chunk in engine.generate_stream(request):
+        streamed[chunk.index] += chunk.delta
+        chunks += 1
+        if chunk.finish_reason:
+            finishes[chunk.index] = chunk.finish_reason
+    assert streamed == [o.text for o in expected]
+    assert finishes == {o.index: o.finish_reason for o in expected}
+    assert chunks > 2  # really incremental
+
+
+async def test_load_unload_adapters(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path]
+) -> None:
+    base = await texts(engine, req("Hello there"))
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    await engine.smoke_check("a@v1")
+    assert engine.loaded_adapters() == ["a@v1"]
+    with_a = await texts(engine, req("Hello there", adapter="a@v1"))
+    assert with_a != base
+    with pytest.raises(AdapterRejected):
+        await engine.load_adapter("a@v1", adapter_dirs["a@v1"])  # versions are immutable
+    await engine.unload_adapter("a@v1")
+    assert engine.loaded_adapters() == []
+    with pytest.raises(UnknownAdapter):
+        await engine.generate(req("Hello there", adapter="a@v1"))
+    assert await texts(engine, req("Hello there")) == base
+    # A new version from the same files is a new adapter and serves the same weights.
+    await engine.load_adapter("a@v2", adapter_dirs["a@v1"])
+    assert await texts(engine, req("Hello there", adapter="a@v2")) == with_a
+
+
+async def test_unload_waits_for_running_requests(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path]
+) -> None:
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    running = asyncio.create_task(
+        engine.generate(req("Hello there", adapter="a@v1", max_tokens=40))
+    )
+    await asyncio.sleep(0.01)
+    await engine.unload_adapter("a@v1")
+    output = (await running)[0]
+    assert output.completion_tokens > 0
+    assert engine.loaded_adapters() == []
+
+
+async def test_smoke_check_rejects_nan_adapter(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path]
+) -> None:
+    await engine.load_adapter("nan@v1", adapter_dirs["nan@v1"])
+    with pytest.raises(AdapterRejected, match="non-finite"):
+        await engine.smoke_check("nan@v1")
+
+
+async def test_load_rejects_a_bad_directory(engine: TransformersEngine, tmp_path: Path) -> None:
+    with pytest.raises(AdapterRejected):
+        await engine.load_adapter("x@v1", tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(AdapterRejected):
+        await engine.load_adapter("x@v1", tmp_path)
+    assert engine.loaded_adapters() == []
+
+
+async def test_overload(lively_model_dir: Path) -> None:
+    eng = TransformersEngine(lively_model_dir, max_batch_size=2, max_queue=2)
+    await eng.start()
+    try:
+        tasks = [asyncio.create_task(eng.generate(req(p, max_tokens=30))) for p in PROMPTS]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        overloaded = [r for r in results if isinstance(r, EngineOverloaded)]
+        served = [r for r in results if isinstance(r, list)]
+        assert overloaded and served
+        assert len(overloaded) + len(served) == len(PROMPTS)
+    finally:
+        await eng.stop()
+
+
+async def test_invalid_requests(engine: TransformersEngine) -> None:
+    with pytest.raises(InvalidRequest):
+        await engine.generate(req("Hello", n=17))
+    with pytest.raises(InvalidRequest):
+        await engine.generate(req("Hello " * 400))
