@@ -71,6 +71,8 @@ def _plot_steps(ax: Any, rows: list[dict[str, float]], keys: list[str], title: s
 
 
 def _plot_versions(ax: Any, cycles: list[dict[str, Any]]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     done = sorted((c for c in cycles if c["finished"]), key=lambda c: c["cycle_id"])
     ax.set_title("across cycles (x = cycle id; o = published)", fontsize=9)
     ax.set_xlabel("cycle")
@@ -94,3 +96,4 @@ def _plot_versions(ax: Any, cycles: list[dict[str, Any]]) -> None:
             )
     if done:
         ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -22,7 +22,6 @@ def _end_offsets(settings: LearnerSettings) -> dict[str, int] | str:
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=None,
             request_timeout_ms=5000,
-            api_version_auto_timeout_ms=5000,
         )
         try:
             tps = [

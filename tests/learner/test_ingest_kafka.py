@@ -111,3 +111,23 @@ def test_broker_restart_while_running_is_detected(broker: DevBroker, tmp_path: P
         (tp.topic, tp.partition) for tp in ingestor.source.assigned
     }
     ingestor.source.close()
+
+
+def test_status_reads_offsets_and_lag_from_a_live_broker(broker: DevBroker, tmp_path: Path) -> None:
+    from learner.settings import LearnerSettings
+    from learner.status import collect_status
+
+    produce(broker.bootstrap, voted_pairs(0, 4))
+    store = TrainingStore(tmp_path / "data" / "store.sqlite")
+    ingestor = ingestor_for(broker, store)
+    ingestor.drain()
+    ingestor.source.close()
+    settings = LearnerSettings(
+        data_dir=str(tmp_path / "data"),
+        kafka_bootstrap=broker.bootstrap,
+        adapter_store=str(tmp_path / "adapters"),
+    )
+    info = collect_status(settings)
+    assert isinstance(info["end_offsets"], dict), info["end_offsets"]
+    assert set(info["lag"]) == set(info["offsets"]) and all(v >= 0 for v in info["lag"].values())
+    assert sum(p["next_offset"] for p in info["offsets"].values()) == 8
