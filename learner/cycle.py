@@ -372,6 +372,9 @@ class CycleRunner:
 
     def _reject(self, ckpt: CycleCheckpoint, reason: str) -> CycleCheckpoint:
         logger.warning("cycle %d rejected: %s", ckpt.cycle_id, reason)
+        # Decision first (durable), files second: a crash in between leaves a stray work dir
+        # (removed at the next start), never a re-run of a stage whose inputs were moved away.
+        ckpt = self._finish(ckpt, "rejected", reason)
         dest = self.data_dir / "rejected" / f"cycle-{ckpt.cycle_id}"
         if dest.exists():
             shutil.rmtree(dest)
@@ -379,12 +382,8 @@ class CycleRunner:
         if self.workdir(ckpt).exists():
             shutil.move(str(self.workdir(ckpt)), dest)
         dest.mkdir(parents=True, exist_ok=True)
-        (dest / "reason.json").write_text(
-            ckpt.model_copy(update={"outcome": "rejected", "reason": reason}).model_dump_json(
-                indent=2
-            )
-        )
-        return self._finish(ckpt, "rejected", reason)
+        (dest / "reason.json").write_text(ckpt.model_dump_json(indent=2))
+        return ckpt
 
     def _finish(self, ckpt: CycleCheckpoint, outcome: str, reason: str) -> CycleCheckpoint:
         ckpt = ckpt.model_copy(update={"outcome": outcome, "reason": reason, "stage": "done"})
@@ -403,9 +402,20 @@ class CycleRunner:
         except Exception:  # a plot must never stop the learner; logged with its stack
             logger.exception("report for cycle %d failed", ckpt.cycle_id)
         faults.hit("cycle.before_done")
+        save_checkpoint(self.data_dir, ckpt)
         if outcome == "published" and self.workdir(ckpt).exists():
             shutil.rmtree(self.workdir(ckpt))
         return ckpt
+
+    def cleanup_workdirs(self) -> int:
+        """Remove work dirs of finished cycles (left by a crash right after the decision)."""
+        pending = self.pending()
+        keep = self.workdir(pending).name if pending else None
+        root = self.data_dir / "cycles"
+        stale = [d for d in root.glob("cycle-*") if d.name != keep] if root.exists() else []
+        for d in stale:
+            shutil.rmtree(d)
+        return len(stale)
 
     def base_sha(self) -> str:
         if self._base_sha is None:

@@ -49,6 +49,8 @@ def build_services(settings: LearnerSettings, base_model_dir: Path | None = None
         logger.info("removed %d unfinished publish dir(s) from the adapter store", removed)
     base = base_model_dir or resolve_model_dir(settings.model_dir)
     runner = CycleRunner(settings, store, adapters, make_trainers(settings), base)
+    if runner.cleanup_workdirs():
+        logger.info("removed work dirs of finished cycles")
     return Services(settings, store, adapters, runner)
 
 

@@ -200,3 +200,24 @@ def test_a_failing_trainer_rejects_the_cycle_instead_of_looping(
     ckpt = runner.run()
     assert ckpt.outcome == "rejected" and "stage ppo failed" in ckpt.reason
     assert runner.pending() is None
+
+
+def test_crash_while_rejecting_resumes_to_the_same_decision(
+    tmp_path: Path, store: TrainingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+
+    def crash(at: str) -> None:
+        if at == "cycle.before_done":
+            raise Crash(at)
+
+    monkeypatch.setattr(faults, "hit", crash)
+    with pytest.raises(Crash):
+        make_runner(tmp_path, store, eval_config={"fake_kl": 0.9}).run()
+    monkeypatch.setattr(faults, "hit", lambda at: None)
+    runner = make_runner(tmp_path, store, eval_config={"fake_kl": 0.9})
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and "mean KL 0.9000" in ckpt.reason
+    assert (tmp_path / "data/rejected/cycle-1/ppo/adapter/adapter_config.json").exists()
+    assert runner.cleanup_workdirs() == 0 and not (tmp_path / "data/cycles/cycle-1").exists()
+    assert [c["outcome"] for c in store.cycles()] == ["rejected"]
