@@ -22,6 +22,7 @@ def _end_offsets(settings: LearnerSettings) -> dict[str, int] | str:
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=None,
             request_timeout_ms=5000,
+            bootstrap_timeout_ms=3000,  # status must answer quickly with the broker down
         )
         try:
             tps = [
