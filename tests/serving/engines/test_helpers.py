@@ -1,0 +1,91 @@
+"""Unit tests of the engine's pure helpers: sampling, KV batch surgery, detokenisation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from serving.engines import kv_batch
+from serving.engines.detokenize import StreamDecoder
+from serving.engines.sampling import make_generator, sample_rows
+from serving.engines.transformers_engine import degenerate
+
+
+def test_sampling_greedy_rows_and_top_p() -> None:
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 2.9, -9.0], [0.0, 0.0, 9.0]])
+    gens = [make_generator(1, i) for i in range(3)]
+    # Row 0 greedy; row 1 with top_p tiny keeps only its most likely token; row 2 sampled.
+    out = sample_rows(logits, [0.0, 1.0, 1.0], [1.0, 1e-6, 1.0], gens)
+    assert out[0] == 1
+    assert out[1] == 0
+
+
+def test_sampling_follows_the_distribution() -> None:
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).repeat(4000, 1)
+    gens = [make_generator(3, i) for i in range(4000)]
+    out = sample_rows(logits, [1.0] * 4000, [1.0] * 4000, gens)
+    freq = torch.bincount(out, minlength=3).float() / 4000
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
+    # top_p = 0.8 drops the 0.1 token and renormalises the other two (0.78 / 0.22).
+    out = sample_rows(logits, [1.0] * 4000, [0.8] * 4000, gens)
+    freq = torch.bincount(out, minlength=3).float() / 4000
+    assert freq[2] == 0 and abs(float(freq[0]) - 0.7 / 0.9) < 0.03
+
+
+def test_seeded_generators_repeat_and_differ_by_index() -> None:
+    a = torch.rand(3, generator=make_generator(5, 0))
+    assert torch.equal(a, torch.rand(3, generator=make_generator(5, 0)))
+    assert not torch.equal(a, torch.rand(3, generator=make_generator(5, 1)))
+
+
+def test_kv_join_and_select_keep_rows_aligned() -> None:
+    def batch(rows: int, width: int, fill: float) -> tuple[kv_batch.KV, torch.Tensor]:
+        k = torch.full((rows, 2, width, 4), fill)
+        return [(k, k + 1)], torch.ones((rows, width), dtype=torch.long)
+
+    a, a_mask = batch(2, 5, 1.0)
+    b, b_mask = batch(1, 3, 7.0)
+    kv, mask = kv_batch.join(a, a_mask, b, b_mask)
+    assert kv[0][0].shape == (3, 2, 5, 4)
+    assert mask.tolist()[2] == [0, 0, 1, 1, 1]
+    assert torch.all(kv[0][0][2, :, 2:] == 7.0) and torch.all(kv[0][0][2, :, :2] == 0.0)
+    # Dropping the long rows trims the columns that became padding for everyone left.
+    kv, mask = kv_batch.select(kv, mask, torch.tensor([2]))
+    assert kv[0][0].shape == (1, 2, 3, 4) and mask.tolist() == [[1, 1, 1]]
+
+
+def test_stream_decoder_matches_full_decode(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rng = random.Random(0)
+    for _ in range(20):
+        ids = [rng.randrange(3, len(tok)) for _ in range(30)]
+        decoder = StreamDecoder(tok, stop=[])
+        text = "".join(decoder.push(i) for i in ids) + decoder.finish()
+        assert text == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_stream_decoder_holds_back_a_possible_stop(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok("Hello! How can I help you today?", add_special_tokens=False)["input_ids"]
+    decoder = StreamDecoder(tok, stop=["help you"])
+    pieces = []
+    for token in ids:
+        pieces.append(decoder.push(token))
+        assert "help" not in "".join(pieces)  # never emitted before the match is decided
+        if decoder.stopped:
+            break
+    assert decoder.stopped
+    assert "".join(pieces) == "Hello! How can I "
+
+
+def test_degenerate() -> None:
+    assert degenerate("   ") == "empty answer"
+    assert degenerate("!!!!!!!!!!") == "one character repeated"
+    assert degenerate("the the the the the the") == "one word repeated"
+    assert degenerate("Two plus two is four.") is None
