@@ -14,8 +14,8 @@ class RewardConfig(TrainOptions):
     eval_fraction: float = option(
         0.1, "Share of pair_ids held out for evaluation (split by pair, never by comparison)."
     )
-    # One comparison per pair would leave nothing to evaluate on a tiny store: keep at least
-    # this many held-out pairs when there are at least twice as many pairs in all.
+    # A small store times a small fraction rounds to zero held-out pairs: keep at least this
+    # many when eval_fraction > 0 and there are at least twice as many pairs in all.
     min_eval_pairs: int = option(1, "Minimum held-out pairs when the store has enough pairs.")
     eval_batch_size: int = option(16, "Comparisons per scoring batch during evaluation.")
     center_rewards_coefficient: float | None = option(

@@ -58,7 +58,7 @@ def split_by_pair(
     pair_ids = sorted({c.pair_id for c in comparisons})
     random.Random(seed).shuffle(pair_ids)
     n_eval = round(eval_fraction * len(pair_ids))
-    if len(pair_ids) >= 2 * min_eval_pairs:
+    if eval_fraction > 0 and len(pair_ids) >= 2 * min_eval_pairs:
         n_eval = max(n_eval, min_eval_pairs)
     held_out = set(pair_ids[:n_eval])
     train = [c for c in comparisons if c.pair_id not in held_out]
@@ -133,6 +133,8 @@ def train_reward_model(
     train_set, eval_set = split_by_pair(
         comparisons, config.eval_fraction, config.min_eval_pairs, config.seed
     )
+    if not train_set:
+        raise ValueError("every pair was held out: nothing left to train on (lower eval_fraction)")
     model = RewardModel.create(base_model_dir, config, init_adapter)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)

@@ -73,3 +73,10 @@ def test_split_is_by_pair_and_deterministic() -> None:
     assert {c.pair_id for c in again[1]} == {c.pair_id for c in held_out}
     other = split_by_pair(items, 0.3, 1, seed=8)
     assert {c.pair_id for c in other[1]} != {c.pair_id for c in held_out}
+
+
+def test_split_keeps_a_minimum_held_out_only_when_asked() -> None:
+    few = separable_comparisons(4)
+    assert len(split_by_pair(few, 0.1, 1, seed=0)[1]) == 1  # round(0.4) = 0, raised to 1
+    assert split_by_pair(few, 0.0, 1, seed=0)[1] == []
+    assert split_by_pair(few[:1], 0.5, 1, seed=0)[1] == []  # one pair: keep it for training
