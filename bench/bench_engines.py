@@ -27,10 +27,40 @@ from schemas.events import ChatMessage
 from serving.engines.protocol import GenerationRequest
 from serving.engines.transformers_engine import TransformersEngine
 
-TOPICS = ["the sea", "a cat", "bread", "the moon", "trains", "rain", "chess", "music",
-          "winter", "bees", "a library", "coffee", "mountains", "a bicycle", "clocks", "tea",
-          "rivers", "the sun", "gardens", "owls", "paper", "salt", "bridges", "wind", "maps",
-          "candles", "snow", "apples", "ships", "stars", "forests", "glass"]
+TOPICS = [
+    "the sea",
+    "a cat",
+    "bread",
+    "the moon",
+    "trains",
+    "rain",
+    "chess",
+    "music",
+    "winter",
+    "bees",
+    "a library",
+    "coffee",
+    "mountains",
+    "a bicycle",
+    "clocks",
+    "tea",
+    "rivers",
+    "the sun",
+    "gardens",
+    "owls",
+    "paper",
+    "salt",
+    "bridges",
+    "wind",
+    "maps",
+    "candles",
+    "snow",
+    "apples",
+    "ships",
+    "stars",
+    "forests",
+    "glass",
+]
 STYLES = ["Write one sentence about", "Describe briefly"]
 
 
@@ -55,14 +85,20 @@ def run_engine(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tu
         engine = TransformersEngine(model_dir, max_batch_size=64, max_queue=256)
         await engine.start()
         try:
+
             def request(text: str, tokens: int) -> GenerationRequest:
-                return GenerationRequest(messages=[ChatMessage(role="user", content=text)],
-                                         max_tokens=tokens, n=n, temperature=1.0)
+                return GenerationRequest(
+                    messages=[ChatMessage(role="user", content=text)],
+                    max_tokens=tokens,
+                    n=n,
+                    temperature=1.0,
+                )
 
             await asyncio.gather(*(engine.generate(request(t, 4)) for t in texts[:4]))  # warm-up
             started = time.perf_counter()
-            answers = await asyncio.gather(*(engine.generate(request(t, max_tokens))
-                                             for t in texts))
+            answers = await asyncio.gather(
+                *(engine.generate(request(t, max_tokens)) for t in texts)
+            )
             elapsed = time.perf_counter() - started
         finally:
             await engine.stop()
@@ -72,9 +108,12 @@ def run_engine(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tu
 
 
 def chat_texts(tokenizer: Any, texts: list[str]) -> list[str]:
-    return [tokenizer.apply_chat_template([{"role": "user", "content": t}],
-                                          add_generation_prompt=True, tokenize=False)
-            for t in texts]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+        )
+        for t in texts
+    ]
 
 
 def run_generate(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tuple[int, float]:
@@ -86,13 +125,24 @@ def run_generate(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> 
     eos_ids = set(eos if isinstance(eos, list) else [eos])
 
     def call(batch_texts: list[str], tokens: int) -> torch.Tensor:
-        batch = tokenizer(chat_texts(tokenizer, batch_texts), return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+        batch = tokenizer(
+            chat_texts(tokenizer, batch_texts),
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        )
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=tokens, do_sample=True, temperature=1.0,
-                                 top_p=1.0, top_k=0, num_return_sequences=n,
-                                 pad_token_id=tokenizer.pad_token_id)
-        return out[:, batch["input_ids"].shape[1]:]
+            out = model.generate(
+                **batch,
+                max_new_tokens=tokens,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        return out[:, batch["input_ids"].shape[1] :]
 
     call(texts[:4], 4)  # warm-up
     started = time.perf_counter()
@@ -107,12 +157,14 @@ def run_vllm(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tupl
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, seed=0)
-    ids = [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]}
-           for t in chat_texts(tokenizer, texts)]
+    ids = [
+        {"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]}
+        for t in chat_texts(tokenizer, texts)
+    ]
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=1.0, top_p=1.0)
     llm.generate(ids[:4], SamplingParams(max_tokens=4), use_tqdm=False)  # warm-up
     started = time.perf_counter()
-    outputs = llm.generate(ids, params, use_tqdm=False)  # type: ignore[arg-type]
+    outputs = llm.generate(ids, params, use_tqdm=False)
     elapsed = time.perf_counter() - started
     eos_ids = {tokenizer.eos_token_id}
     tokens = sum(_until_eos(list(c.token_ids), eos_ids) for o in outputs for c in o.outputs)
@@ -147,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
                 tokens, seconds = runner(model_dir, texts, n, args.max_tokens)
                 results.append(Result(name, scenario, tokens, seconds))
                 logging.warning("%s / %s: %d tokens in %.1f s", name, scenario, tokens, seconds)
-    print(f"\n{args.max_tokens} new tokens per answer, float32, torch threads "
-          f"{torch.get_num_threads()}\n")
+    print(
+        f"\n{args.max_tokens} new tokens per answer, float32, torch threads "
+        f"{torch.get_num_threads()}\n"
+    )
     print("| engine | scenario | generated tokens | seconds | tokens/s |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.engine} | {r.scenario} | {r.tokens} | {r.seconds:.1f} | "
-              f"{r.tokens_per_second:.0f} |")
+        print(
+            f"| {r.engine} | {r.scenario} | {r.tokens} | {r.seconds:.1f} | "
+            f"{r.tokens_per_second:.0f} |"
+        )
     return 0
 
 

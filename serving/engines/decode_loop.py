@@ -38,7 +38,8 @@ from serving.engines.sampling import make_generator, sample_rows
 logger = logging.getLogger(__name__)
 
 BATCH_ROWS = Histogram(
-    "rlhf_serving_engine_batch_rows", "sequences decoded together per engine step",
+    "rlhf_serving_engine_batch_rows",
+    "sequences decoded together per engine step",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 STEP_SECONDS = Histogram("rlhf_serving_engine_step_seconds", "duration of one engine step")
@@ -78,8 +79,16 @@ class _Command:
 
 
 class DecodeLoop:
-    def __init__(self, adapters: AdapterSet, tokenizer: Any, eos_ids: set[int], pad_id: int,
-                 max_batch_size: int, max_queue: int, max_positions: int) -> None:
+    def __init__(
+        self,
+        adapters: AdapterSet,
+        tokenizer: Any,
+        eos_ids: set[int],
+        pad_id: int,
+        max_batch_size: int,
+        max_queue: int,
+        max_positions: int,
+    ) -> None:
         self._adapters = adapters
         self._tok = tokenizer
         self._eos = eos_ids
@@ -156,8 +165,10 @@ class DecodeLoop:
                             self._step()
                     except Exception as exc:
                         # A failed forward fails the requests it carried, not the engine.
-                        logger.exception("engine step failed; failing %d answers",
-                                         len(self._rows) + len(self._admitting))
+                        logger.exception(
+                            "engine step failed; failing %d answers",
+                            len(self._rows) + len(self._admitting),
+                        )
                         self._fail_running(EngineFailure(f"engine step failed: {exc}"))
                     if not self._rows:
                         self._wake.wait(timeout=0.5)
@@ -208,12 +219,16 @@ class DecodeLoop:
         ids = torch.full((len(subs), width), self._pad, dtype=torch.long)  # (S, T)
         mask = torch.zeros((len(subs), width), dtype=torch.long)  # (S, T)
         for i, sub in enumerate(subs):
-            ids[i, width - len(sub.prompt_ids):] = torch.tensor(sub.prompt_ids)
-            mask[i, width - len(sub.prompt_ids):] = 1
+            ids[i, width - len(sub.prompt_ids) :] = torch.tensor(sub.prompt_ids)
+            mask[i, width - len(sub.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (S, T)
         out = self._adapters.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions,
-            past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=DynamicCache(),
+            use_cache=True,
+            logits_to_keep=1,
             **self._adapters.forward_kwargs([s.request.adapter for s in subs]),
         )
         # One prefill per request; its n answers share it (repeat the row n times).
@@ -222,9 +237,15 @@ class DecodeLoop:
         logits = out.logits[:, -1, :][expand]  # (R, V)
         kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(out.past_key_values)]
         new_rows = [
-            Row(sub=s, index=i, decoder=StreamDecoder(self._tok, s.request.stop),
-                generator=make_generator(s.request.seed, i), position=len(s.prompt_ids))
-            for s in subs for i in range(s.request.n)
+            Row(
+                sub=s,
+                index=i,
+                decoder=StreamDecoder(self._tok, s.request.stop),
+                generator=make_generator(s.request.seed, i),
+                position=len(s.prompt_ids),
+            )
+            for s in subs
+            for i in range(s.request.n)
         ]
         for sub in subs:
             sub.open_rows = sub.request.n
@@ -249,7 +270,9 @@ class DecodeLoop:
             input_ids=torch.tensor([[r.next_token] for r in rows]),  # (B, 1)
             attention_mask=mask,
             position_ids=torch.tensor([[r.position] for r in rows]),  # (B, 1)
-            past_key_values=kv_batch.to_cache(self._kv), use_cache=True, logits_to_keep=1,
+            past_key_values=kv_batch.to_cache(self._kv),
+            use_cache=True,
+            logits_to_keep=1,
             **self._adapters.forward_kwargs([r.sub.request.adapter for r in rows]),
         )
         for r in rows:
@@ -258,7 +281,9 @@ class DecodeLoop:
         self._accept(rows, out.logits[:, -1, :])
         keep = [i for i, r in enumerate(rows) if r.finish is None and not r.sub.cancelled]
         if len(keep) < len(rows):
-            self._kv, self._mask = kv_batch.select(self._kv, self._mask, torch.tensor(keep, dtype=torch.long))
+            self._kv, self._mask = kv_batch.select(
+                self._kv, self._mask, torch.tensor(keep, dtype=torch.long)
+            )
             self._rows = [rows[i] for i in keep]
         self._stats.last_batch_size = len(rows)
         self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(rows))
@@ -267,8 +292,9 @@ class DecodeLoop:
 
     def _accept(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Sample one token per row from ``logits`` (R, V), update each answer, emit chunks."""
-        finite = torch.isfinite(logits).all(dim=-1)  # (R,)
-        logits = torch.where(finite[:, None], logits, torch.zeros_like(logits))
+        finite = torch.isfinite(logits.sum(dim=-1))  # (R,) any NaN/inf makes the sum non-finite
+        if not bool(finite.all()):
+            logits = torch.where(finite[:, None], logits, torch.zeros_like(logits))
         tokens = sample_rows(
             logits,
             [r.sub.request.temperature for r in rows],
@@ -290,7 +316,8 @@ class DecodeLoop:
                 self._close(row, delta, chunks)
             elif delta:
                 chunks.setdefault(row.sub, []).append(
-                    GenerationChunk(index=row.index, delta=delta, completion_tokens=row.count))
+                    GenerationChunk(index=row.index, delta=delta, completion_tokens=row.count)
+                )
         for sub, items in chunks.items():
             if sub.open_rows >= 0:
                 sub.emit(items)
@@ -311,8 +338,9 @@ class DecodeLoop:
             delta += row.decoder.finish()
         return delta
 
-    def _close(self, row: Row, delta: str | None,
-               chunks: dict[Submission, list[GenerationChunk]]) -> None:
+    def _close(
+        self, row: Row, delta: str | None, chunks: dict[Submission, list[GenerationChunk]]
+    ) -> None:
         sub = row.sub
         sub.open_rows -= 1
         if row.failed is not None:
@@ -323,9 +351,14 @@ class DecodeLoop:
                 sub.emit(EngineFailure(f"{row.failed} (adapter {sub.request.adapter})"))
             return
         assert row.finish is not None
-        chunks.setdefault(sub, []).append(GenerationChunk(
-            index=row.index, delta=delta or "", finish_reason=row.finish,
-            completion_tokens=row.count))
+        chunks.setdefault(sub, []).append(
+            GenerationChunk(
+                index=row.index,
+                delta=delta or "",
+                finish_reason=row.finish,
+                completion_tokens=row.count,
+            )
+        )
 
     def _fail_running(self, exc: BaseException) -> None:
         for sub in self._admitting + list({r.sub: None for r in self._rows}):

@@ -26,8 +26,9 @@ class StreamDecoder:
     def push(self, token_id: int) -> str:
         """Add one token; return the text that is now safe to emit (may be empty)."""
         self._ids.append(token_id)
-        prefix_text = self._tok.decode(self._ids[self._prefix : self._read],
-                                       skip_special_tokens=True)
+        prefix_text = self._tok.decode(
+            self._ids[self._prefix : self._read], skip_special_tokens=True
+        )
         new_text = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=True)
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             before = len(self.text)
@@ -40,8 +41,9 @@ class StreamDecoder:
         """The answer ended (EOS or length): release whatever was held back."""
         if not self.stopped and self._read < len(self._ids):
             # Tokens still waiting for the rest of a UTF-8 sequence: decode them as they are.
-            prefix_text = self._tok.decode(self._ids[self._prefix : self._read],
-                                           skip_special_tokens=True)
+            prefix_text = self._tok.decode(
+                self._ids[self._prefix : self._read], skip_special_tokens=True
+            )
             new_text = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=True)
             before = len(self.text)
             self.text += new_text[len(prefix_text) :]

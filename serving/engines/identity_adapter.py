@@ -46,8 +46,12 @@ def write_identity_adapter(model_dir: Path, out_dir: Path, rank: int = 8) -> Pat
             tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=generator)
             tensors[f"{prefix}.lora_B.weight"] = torch.zeros(fan_out, rank)
     out_dir.mkdir(parents=True, exist_ok=True)
-    LoraConfig(r=rank, lora_alpha=rank, target_modules=list(ATTENTION_MODULES),
-               task_type="CAUSAL_LM", base_model_name_or_path=str(model_dir)
-               ).save_pretrained(str(out_dir))
+    LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        target_modules=list(ATTENTION_MODULES),
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=str(model_dir),
+    ).save_pretrained(str(out_dir))
     save_file(tensors, str(out_dir / "adapter_model.safetensors"))
     return out_dir

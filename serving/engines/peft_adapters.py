@@ -48,7 +48,7 @@ class AdapterSet:
     def load(self, version: str, path: Path) -> None:
         from peft import LoraConfig, PeftConfig, PeftModel
 
-        if version == BASE or version == PEFT_BASE:
+        if version in (BASE, PEFT_BASE):
             raise AdapterRejected(f"{version!r} is reserved for the base model")
         if version in self._versions:
             raise AdapterRejected(f"adapter {version} is already loaded (versions are immutable)")
@@ -65,8 +65,9 @@ class AdapterSet:
                 )
                 result = None
             else:
-                result = self._peft.load_adapter(str(path), adapter_name=version,
-                                                 is_trainable=False)
+                result = self._peft.load_adapter(
+                    str(path), adapter_name=version, is_trainable=False
+                )
         except Exception as exc:
             self._forget(version)
             raise AdapterRejected(f"{path}: adapter does not fit the base model ({exc})") from exc

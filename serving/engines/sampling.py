@@ -39,14 +39,18 @@ def sample_rows(
     idx = torch.tensor(sampled, dtype=torch.long)
     temps = torch.tensor([temperatures[i] for i in sampled], dtype=logits.dtype)
     probs = torch.softmax(logits[idx].float() / temps[:, None], dim=-1)  # (S, V)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (S, V)
-    cdf = sorted_probs.cumsum(dim=-1)  # (S, V)
-    top_p = torch.tensor([top_ps[i] for i in sampled], dtype=cdf.dtype)[:, None]  # (S, 1)
-    # Drop a token when the mass before it already reaches top_p (the first token always stays).
-    sorted_probs = sorted_probs.masked_fill(cdf - sorted_probs >= top_p, 0.0)
-    cdf = sorted_probs.cumsum(dim=-1)  # (S, V)
+    order: torch.Tensor | None = None
+    if any(top_ps[i] < 1.0 for i in sampled):
+        # Sorting the vocabulary is the costly part; only nucleus sampling needs it.
+        probs, order = probs.sort(dim=-1, descending=True)  # (S, V)
+        cdf = probs.cumsum(dim=-1)  # (S, V)
+        top_p = torch.tensor([top_ps[i] for i in sampled], dtype=cdf.dtype)[:, None]  # (S, 1)
+        # Drop a token once the mass before it already reaches top_p (the first always stays).
+        probs = probs.masked_fill(cdf - probs >= top_p, 0.0)
+    # Inverse CDF works in any token order, so plain rows sample from the unsorted vocabulary.
+    cdf = probs.cumsum(dim=-1)  # (S, V)
     uniforms = torch.stack([torch.rand((), generator=generators[i]) for i in sampled])  # (S,)
     target = (uniforms * cdf[:, -1])[:, None]  # (S, 1)
     pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)  # (S, 1)
-    tokens[idx] = order.gather(-1, pick).squeeze(-1)
+    tokens[idx] = (order.gather(-1, pick) if order is not None else pick).squeeze(-1)
     return tokens

@@ -40,9 +40,15 @@ SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str = "float32",
-                 max_batch_size: int = 64, max_queue: int | None = None,
-                 smoke_tokens: int = 16) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_batch_size: int = 64,
+        max_queue: int | None = None,
+        smoke_tokens: int = 16,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.device = device
         self.dtype = dtype
@@ -59,8 +65,12 @@ class TransformersEngine:
     def from_settings(cls, settings: ServingSettings) -> TransformersEngine:
         from common.embedded_model import resolve_model_dir
 
-        return cls(resolve_model_dir(settings.model_dir), device=settings.device,
-                   dtype=settings.dtype, max_batch_size=settings.max_batch_size)
+        return cls(
+            resolve_model_dir(settings.model_dir),
+            device=settings.device,
+            dtype=settings.dtype,
+            max_batch_size=settings.max_batch_size,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -80,15 +90,26 @@ class TransformersEngine:
         # fail with "Already borrowed".
         loop_tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=getattr(torch, self.dtype)).eval()
+            self.model_dir, dtype=getattr(torch, self.dtype)
+        ).eval()
         self._max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self._adapters = AdapterSet(model)
         self._loop = DecodeLoop(
-            self._adapters, loop_tokenizer, eos_ids=_eos_ids(model, self._tokenizer),
-            pad_id=_pad_id(self._tokenizer), max_batch_size=self.max_batch_size,
-            max_queue=self.max_queue, max_positions=self._max_positions)
-        logger.info("transformers engine: %s (%s, %s), max batch %d", self.model_dir,
-                    self.device, self.dtype, self.max_batch_size)
+            self._adapters,
+            loop_tokenizer,
+            eos_ids=_eos_ids(model, self._tokenizer),
+            pad_id=_pad_id(self._tokenizer),
+            max_batch_size=self.max_batch_size,
+            max_queue=self.max_queue,
+            max_positions=self._max_positions,
+        )
+        logger.info(
+            "transformers engine: %s (%s, %s), max batch %d",
+            self.model_dir,
+            self.device,
+            self.dtype,
+            self.max_batch_size,
+        )
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -101,7 +122,8 @@ class TransformersEngine:
 
     def _encode(self, messages: list[ChatMessage]) -> list[int]:
         text = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False)
+            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
+        )
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
@@ -116,10 +138,14 @@ class TransformersEngine:
             if chunk.finish_reason is not None:
                 finals[chunk.index] = chunk
         return [
-            GenerationOutput(index=i, text=texts[i], finish_reason=finals[i].finish_reason or "stop",
-                             prompt_tokens=prompt_tokens,
-                             completion_tokens=finals[i].completion_tokens,
-                             adapter=request.adapter)
+            GenerationOutput(
+                index=i,
+                text=texts[i],
+                finish_reason=finals[i].finish_reason or "stop",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=finals[i].completion_tokens,
+                adapter=request.adapter,
+            )
             for i in range(request.n)
         ]
 
@@ -134,8 +160,10 @@ class TransformersEngine:
         self._check(request)
         prompt = self._encode(request.messages)
         if len(prompt) + 1 >= self._max_positions:
-            raise InvalidRequest(f"prompt of {len(prompt)} tokens leaves no room in the model's "
-                                 f"{self._max_positions}-token context")
+            raise InvalidRequest(
+                f"prompt of {len(prompt)} tokens leaves no room in the model's "
+                f"{self._max_positions}-token context"
+            )
         max_new = min(request.max_tokens, self._max_positions - len(prompt) - 1)
         queue: asyncio.Queue[list[GenerationChunk] | BaseException] = asyncio.Queue()
         aio = asyncio.get_running_loop()
@@ -167,8 +195,9 @@ class TransformersEngine:
             raise InvalidRequest(f"n={request.n} outside 1..{self.max_batch_size}")
         if request.max_tokens < 1:
             raise InvalidRequest("max_tokens must be at least 1")
-        if request.adapter != BASE and (request.adapter in self._draining
-                                        or request.adapter not in self.loaded_adapters()):
+        if request.adapter != BASE and (
+            request.adapter in self._draining or request.adapter not in self.loaded_adapters()
+        ):
             raise UnknownAdapter(f"adapter {request.adapter} is not loaded")
 
     # ---- adapters ---------------------------------------------------------------------------
@@ -189,15 +218,19 @@ class TransformersEngine:
             raise ValueError("the base model cannot be unloaded")
         self._draining.add(version)
         try:
-            await asyncio.wrap_future(loop.call(
-                lambda: adapters.unload(version),
-                ready=lambda: version not in loop.versions_in_use()))
+            await asyncio.wrap_future(
+                loop.call(
+                    lambda: adapters.unload(version),
+                    ready=lambda: version not in loop.versions_in_use(),
+                )
+            )
         finally:
             self._draining.discard(version)
 
     async def smoke_check(self, version: str) -> None:
-        request = GenerationRequest(messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens,
-                                    temperature=0.0, adapter=version)
+        request = GenerationRequest(
+            messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0, adapter=version
+        )
         try:
             answer = (await self.generate(request))[0]
         except (EngineFailure, UnknownAdapter) as exc:
@@ -234,8 +267,11 @@ def degenerate(text: str) -> str | None:
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None),
-                  model.config.eos_token_id, tokenizer.eos_token_id):
+    for value in (
+        getattr(model.generation_config, "eos_token_id", None),
+        model.config.eos_token_id,
+        tokenizer.eos_token_id,
+    ):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, list):

@@ -53,9 +53,19 @@ class ShortOutput(EngineFailure):
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, dtype: str = "float32", max_batch_size: int = 64,
-                 max_queue: int | None = None, max_loras: int = 4, max_lora_rank: int = 16,
-                 max_model_len: int = 2048, smoke_tokens: int = 16, retries: int = 2) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dtype: str = "float32",
+        max_batch_size: int = 64,
+        max_queue: int | None = None,
+        max_loras: int = 4,
+        max_lora_rank: int = 16,
+        max_model_len: int = 2048,
+        memory_fraction: float = 0.2,
+        smoke_tokens: int = 16,
+        retries: int = 2,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.dtype = dtype
         self.max_batch_size = max_batch_size
@@ -63,6 +73,9 @@ class VLLMEngine:
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
+        # On the CPU backend vLLM reserves this share of host memory for its KV cache (the
+        # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
+        self.memory_fraction = memory_fraction
         self.smoke_tokens = smoke_tokens
         self.retries = retries
         self._llm: Any = None
@@ -77,8 +90,11 @@ class VLLMEngine:
     def from_settings(cls, settings: ServingSettings) -> VLLMEngine:
         from common.embedded_model import resolve_model_dir
 
-        return cls(resolve_model_dir(settings.model_dir), dtype=settings.dtype,
-                   max_batch_size=settings.max_batch_size)
+        return cls(
+            resolve_model_dir(settings.model_dir),
+            dtype=settings.dtype,
+            max_batch_size=settings.max_batch_size,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -90,20 +106,33 @@ class VLLMEngine:
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         args = AsyncEngineArgs(
-            model=str(self.model_dir), dtype=self.dtype, enable_lora=True,
-            max_loras=self.max_loras, max_lora_rank=self.max_lora_rank,
-            max_num_seqs=self.max_batch_size, max_model_len=self.max_model_len, seed=0,
-            disable_log_stats=True)
+            model=str(self.model_dir),
+            dtype=self.dtype,
+            enable_lora=True,
+            max_loras=self.max_loras,
+            max_lora_rank=self.max_lora_rank,
+            max_num_seqs=self.max_batch_size,
+            max_model_len=self.max_model_len,
+            seed=0,
+            gpu_memory_utilization=self.memory_fraction,
+            disable_log_stats=True,
+        )
         self._llm = AsyncLLM.from_engine_args(args)
         self._tmp = tempfile.TemporaryDirectory(prefix="rlhf-identity-lora-")
         identity = await asyncio.to_thread(
-            write_identity_adapter, self.model_dir, Path(self._tmp.name), 8)
+            write_identity_adapter, self.model_dir, Path(self._tmp.name), 8
+        )
         base = LoRARequest(IDENTITY_NAME, next(self._ids), str(identity))
         if not await self._llm.add_lora(base):
             raise EngineFailure("vLLM refused the identity adapter")
         self._loras[BASE] = base
-        logger.info("vllm engine: %s (%s), max batch %d, max loras %d", self.model_dir,
-                    self.dtype, self.max_batch_size, self.max_loras)
+        logger.info(
+            "vllm engine: %s (%s), max batch %d, max loras %d",
+            self.model_dir,
+            self.dtype,
+            self.max_batch_size,
+            self.max_loras,
+        )
 
     async def stop(self) -> None:
         if self._llm is not None:
@@ -120,7 +149,8 @@ class VLLMEngine:
 
     def _encode(self, messages: list[ChatMessage]) -> list[int]:
         text = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False)
+            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
+        )
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
@@ -145,10 +175,14 @@ class VLLMEngine:
             if chunk.finish_reason is not None:
                 finals[chunk.index] = chunk
         return [
-            GenerationOutput(index=i, text=texts[i], finish_reason=finals[i].finish_reason or "stop",
-                             prompt_tokens=prompt_tokens,
-                             completion_tokens=finals[i].completion_tokens,
-                             adapter=request.adapter)
+            GenerationOutput(
+                index=i,
+                text=texts[i],
+                finish_reason=finals[i].finish_reason or "stop",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=finals[i].completion_tokens,
+                adapter=request.adapter,
+            )
             for i in range(request.n)
         ]
 
@@ -157,8 +191,9 @@ class VLLMEngine:
             if not isinstance(chunk, int):
                 yield chunk
 
-    async def _stream(self, request: GenerationRequest, logprobs: list[float] | None = None
-                      ) -> AsyncIterator[GenerationChunk | int]:
+    async def _stream(
+        self, request: GenerationRequest, logprobs: list[float] | None = None
+    ) -> AsyncIterator[GenerationChunk | int]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -166,26 +201,34 @@ class VLLMEngine:
         lora = self._lora_for(request)
         prompt = self._encode(request.messages)
         if len(prompt) + 1 >= self.max_model_len:
-            raise InvalidRequest(f"prompt of {len(prompt)} tokens leaves no room in the "
-                                 f"{self.max_model_len}-token context")
+            raise InvalidRequest(
+                f"prompt of {len(prompt)} tokens leaves no room in the "
+                f"{self.max_model_len}-token context"
+            )
         if sum(self._in_flight.values()) + request.n > self.max_queue:
             raise EngineOverloaded(f"{sum(self._in_flight.values())} answers in flight")
         params = SamplingParams(
-            n=request.n, temperature=request.temperature, top_p=request.top_p,
-            seed=request.seed, stop=list(request.stop) or None,
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
             max_tokens=min(request.max_tokens, self.max_model_len - len(prompt) - 1),
             output_kind=RequestOutputKind.DELTA,
-            logprobs=0 if logprobs is not None else None)
+            logprobs=0 if logprobs is not None else None,
+        )
         request_id = uuid.uuid4().hex
         counts = [0] * request.n
         finished: set[int] = set()
         self._in_flight[request.adapter] += request.n
-        self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen,
-                                              sum(self._in_flight.values()))
+        self._stats.max_batch_size_seen = max(
+            self._stats.max_batch_size_seen, sum(self._in_flight.values())
+        )
         try:
             yield len(prompt)
-            async for out in llm.generate({"prompt_token_ids": prompt}, params, request_id,
-                                          lora_request=lora):
+            async for out in llm.generate(
+                {"prompt_token_ids": prompt}, params, request_id, lora_request=lora
+            ):
                 for c in out.outputs:
                     if c.index >= request.n:
                         raise EngineFailure(f"vLLM answer index {c.index} >= n={request.n}")
@@ -198,8 +241,12 @@ class VLLMEngine:
                         raise EngineFailure(f"vLLM finished an answer with {reason!r}")
                     if reason is not None:
                         finished.add(c.index)
-                    yield GenerationChunk(index=c.index, delta=c.text, finish_reason=reason,
-                                          completion_tokens=counts[c.index])
+                    yield GenerationChunk(
+                        index=c.index,
+                        delta=c.text,
+                        finish_reason=reason,
+                        completion_tokens=counts[c.index],
+                    )
         finally:
             self._in_flight[request.adapter] -= request.n
             if len(finished) < request.n:
@@ -210,6 +257,9 @@ class VLLMEngine:
     def _lora_for(self, request: GenerationRequest) -> Any:
         if request.n < 1 or request.n > self.max_batch_size:
             raise InvalidRequest(f"n={request.n} outside 1..{self.max_batch_size}")
+        if request.n > 1 and request.temperature == 0.0:
+            # vLLM refuses this (the n answers would be identical anyway).
+            raise InvalidRequest("the vllm engine needs temperature > 0 when n > 1")
         lora = self._loras.get(request.adapter)
         if lora is None:
             raise UnknownAdapter(f"adapter {request.adapter} is not loaded")
@@ -231,8 +281,9 @@ class VLLMEngine:
         if not isinstance(config, LoraConfig):
             raise AdapterRejected(f"{path}: expected a LoRA adapter")
         if config.r > self.max_lora_rank:
-            raise AdapterRejected(f"{path}: rank {config.r} > engine max_lora_rank "
-                                  f"{self.max_lora_rank}")
+            raise AdapterRejected(
+                f"{path}: rank {config.r} > engine max_lora_rank {self.max_lora_rank}"
+            )
         lora = LoRARequest(version, next(self._ids), str(path))
         try:
             added = await llm.add_lora(lora)
@@ -255,8 +306,9 @@ class VLLMEngine:
         logger.info("adapter %s (LoRA id %d) unloaded", version, lora.lora_int_id)
 
     async def smoke_check(self, version: str) -> None:
-        request = GenerationRequest(messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens,
-                                    temperature=0.0, adapter=version)
+        request = GenerationRequest(
+            messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0, adapter=version
+        )
         logprobs: list[float] = []
         text = ""
         try:
@@ -281,7 +333,8 @@ class VLLMEngine:
             running=min(running, self.max_batch_size),
             last_batch_size=min(running, self.max_batch_size),
             tokens_generated_total=self._stats.tokens_generated_total,
-            max_batch_size_seen=min(self._stats.max_batch_size_seen, self.max_batch_size))
+            max_batch_size_seen=min(self._stats.max_batch_size_seen, self.max_batch_size),
+        )
 
     def _require_llm(self) -> Any:
         if self._llm is None:

