@@ -1,10 +1,20 @@
-"""``POST /v1/chat/completions``: OpenAI chat completions plus the pair extension."""
+"""``POST /v1/chat/completions``: OpenAI chat completions plus the pair extension.
+
+A client that hangs up (timeout, closed tab) cancels its generation: the engine stops decoding
+for it instead of spending the batch on an answer nobody will read, which matters most exactly
+when the server is overloaded and clients time out. Streams get this from Starlette; plain
+requests watch for ``http.disconnect`` here and are counted with status 499 (nginx's "client
+closed request").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from serving.chat import complete, prepare, replan_after_swap
@@ -13,19 +23,46 @@ from serving.engines.protocol import AdapterRejected, UnknownAdapter
 from serving.protocol import ChatCompletion, ChatCompletionRequest
 from serving.streaming import ChatStream
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
+CLIENT_CLOSED = 499
+
+
+async def _unless_disconnected(
+    request: Request, work: Awaitable[ChatCompletion]
+) -> ChatCompletion | Response:
+    task = asyncio.ensure_future(work)
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise  # the server itself is cancelling the request
+        logger.info("client closed the connection; generation cancelled")
+        return Response(status_code=CLIENT_CLOSED)
+    finally:
+        watcher.cancel()
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest,
+    request: Request,
     services: ServicesDep,
     caller: CallerDep,
     x_admin_token: Annotated[str | None, Header()] = None,
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | Response:
     job = prepare(services, body, caller, x_admin_token)
     if not body.stream:
-        return await complete(services, job)
+        return await _unless_disconnected(request, complete(services, job))
     stream = ChatStream(services, job)
     try:
         first = await stream.first()

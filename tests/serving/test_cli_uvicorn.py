@@ -49,6 +49,7 @@ class _Served:
     def __init__(self, server: uvicorn.Server, port: int, events: RecordingEvents) -> None:
         self.server, self.port, self.events = server, port, events
         self.events_at_stop: list[object] | None = None
+        self.engine = FakeEngine()
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(
@@ -64,6 +65,7 @@ def serve(token_delay: float) -> Iterator[_Served]:
     original_stop = events.stop
     with live_server(app) as (server, port):
         served = _Served(server, port, events)
+        served.engine = engine
 
         async def recording_stop() -> None:
             served.events_at_stop = list(events.events)
@@ -119,3 +121,22 @@ def test_graceful_shutdown_drains_and_then_flushes() -> None:
         assert [e.kind for e in s.events_at_stop] == ["pair.served"]  # type: ignore[attr-defined]
         with pytest.raises(openai.APIConnectionError):
             s.client().models.list()
+
+
+def test_client_hang_up_cancels_generation() -> None:
+    with serve(token_delay=0.5) as s:
+        engine = s.engine
+        slow = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{s.port}/v1", api_key=API_KEY, max_retries=0, timeout=0.3
+        )
+        with pytest.raises(openai.APITimeoutError):
+            slow.chat.completions.create(
+                model="smollm2-135m-instruct", messages=[{"role": "user", "content": "never mind"}]
+            )
+        deadline = time.monotonic() + 1.0  # the answer takes >= 1.5 s (3+ words x 0.5 s)
+        while engine.stats().running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The engine stopped working for the departed client, long before the answer's
+        # 1.5-6 s would have elapsed, and nothing was logged as served.
+        assert engine.stats().running == 0
+        assert not s.events.events
