@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from transformers import DynamicCache
 
 from serving.engines import kv_batch
@@ -43,7 +43,6 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 STEP_SECONDS = Histogram("rlhf_serving_engine_step_seconds", "duration of one engine step")
-TOKENS_TOTAL = Counter("rlhf_serving_engine_generated_tokens_total", "tokens generated")
 
 
 @dataclass(eq=False)
@@ -328,7 +327,6 @@ class DecodeLoop:
             return row.decoder.finish()
         row.count += 1
         self._stats.tokens_generated_total += 1
-        TOKENS_TOTAL.inc()
         row.next_token = token
         delta = row.decoder.push(token)
         if row.decoder.stopped:

