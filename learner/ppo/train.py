@@ -276,13 +276,17 @@ def run_ppo(
         history.append(metrics)
         if step % config.log_every == 0:
             logger.info(
-                "ppo step %d: score %.3f kl %.4f rlhf_reward %.3f clipfrac %.3f (%.1fs)",
+                "ppo step %d: score %.3f kl %.4f rlhf_reward %.3f clipfrac %.3f "
+                "(%.1fs: rollout %.1f, scoring %.1f, update %.1f)",
                 step,
                 metrics["objective/scores"],
                 metrics["objective/kl"],
                 metrics["objective/rlhf_reward"],
                 metrics["policy/clipfrac"],
                 metrics["time/step"],
+                metrics["time/rollout"],
+                metrics["time/scoring"],
+                metrics["time/update"],
             )
     accelerator.wait_for_everyone()
     adapter_dir, head_path = out_dir / "adapter", out_dir / VALUE_HEAD_FILE
