@@ -43,7 +43,7 @@ def test_demo_tiny_closes_the_loop(tmp_path: Path) -> None:
         "--noise",
         "0.5",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     summary_path = data_dir / "summary.json"
     assert summary_path.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
