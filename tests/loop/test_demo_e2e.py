@@ -29,7 +29,7 @@ def test_demo_tiny_closes_the_loop(tmp_path: Path) -> None:
         "--until-swapped",
         "1",
         "--duration",
-        "1200",
+        "600",
         "--cycle-comparisons",
         "16",
         "--concurrency",
