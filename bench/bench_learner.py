@@ -113,9 +113,9 @@ def bench_reward(model_dir: Path, args: argparse.Namespace, out: Path) -> dict[s
     wall = time.perf_counter() - started
     pairs_per_s = result.metrics["train_pairs_per_second"]
     seconds = args.pairs / pairs_per_s
-    # Training ~ 6 FLOPs per parameter per token (forward 2 + backward 4; LoRA's frozen base
-    # still needs the activation gradients, so ~4 of the 6 remain).
-    flops = 6 * _n_params(model_dir) * tokens
+    # LoRA training ~ 4 FLOPs per frozen parameter per token: forward 2 + activation gradients
+    # 2; the frozen base needs no weight gradients (full fine-tuning would be 6).
+    flops = 4 * _n_params(model_dir) * tokens
     return {
         "pairs": args.pairs,
         "batch_size": args.rm_batch,
