@@ -156,7 +156,14 @@ def run_vllm(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tupl
     from vllm import LLM, SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, seed=0)
+    # gpu_memory_utilization is the host-memory share vLLM reserves on CPU (default 0.92 fails).
+    llm = LLM(
+        model=str(model_dir),
+        dtype="float32",
+        max_model_len=1024,
+        seed=0,
+        gpu_memory_utilization=0.2,
+    )
     ids = [
         {"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]}
         for t in chat_texts(tokenizer, texts)
