@@ -91,8 +91,12 @@ class DevBroker:
         topics: Iterable[str] | None = None,
         partitions: int = 1,
         log_path: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        # Clients are sent to this port by metadata; a test proxy in front of the broker
+        # advertises itself here so that every connection goes through it.
+        self.advertised_port = advertised_port or self.port
         self.topics = list(topics) if topics is not None else DEFAULT_TOPICS.all()
         self.partitions = partitions
         self.log_path = log_path
@@ -100,7 +104,7 @@ class DevBroker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     @property
     def running(self) -> bool:
@@ -108,6 +112,7 @@ class DevBroker:
 
     def start(self, timeout: float = 30.0) -> DevBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [
@@ -116,7 +121,7 @@ class DevBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -18,15 +18,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from common.broker import create_topics, free_port, tansu_binary, wait_for_kafka
-from schemas.topics import DEFAULT_TOPICS
+from common.broker import DevBroker, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +144,7 @@ class TcpProxy:
         self.stop()
 
 
-class ProxiedBroker:
+class ProxiedBroker(DevBroker):
     """A Tansu broker reachable only through a :class:`TcpProxy` (it advertises the proxy)."""
 
     def __init__(
@@ -154,15 +152,13 @@ class ProxiedBroker:
     ) -> None:
         self.broker_port = free_port()
         self.proxy = TcpProxy(self.broker_port)
-        self.topics = list(topics) if topics is not None else DEFAULT_TOPICS.all()
-        self.partitions = partitions
-        self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        """The address clients use: the proxy's."""
-        return self.proxy.address
+        super().__init__(
+            port=self.broker_port,
+            topics=topics,
+            partitions=partitions,
+            log_path=log_path,
+            advertised_port=self.proxy.port,
+        )
 
     @property
     def direct_bootstrap(self) -> str:
@@ -171,48 +167,12 @@ class ProxiedBroker:
 
     def start(self, timeout: float = 30.0) -> ProxiedBroker:
         self.proxy.start()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{self.broker_port}",
-                "--advertised-listener-url",
-                f"tcp://{self.proxy.address}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            wait_for_kafka(self.bootstrap, timeout)
-            create_topics(self.bootstrap, self.topics, self.partitions)
-        except Exception:
-            self.stop()
-            raise
+        super().start(timeout)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self.proxy.stop()  # close client connections first: Tansu waits for them on SIGTERM
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        super().stop(timeout)
 
     def __enter__(self) -> ProxiedBroker:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
