@@ -28,13 +28,17 @@ from serving.engines.protocol import (
     InvalidRequest,
     UnknownAdapter,
 )
+from serving.engines.shared import (
+    SMOKE_MESSAGES,
+    BaseSmokeAnswer,
+    collect_outputs,
+    degenerate,
+)
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-
-SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
 
 
 class TransformersEngine:
@@ -60,7 +64,7 @@ class TransformersEngine:
         self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
         self._draining: set[str] = set()
         self._max_positions = 0
-        self._base_smoke_text: str | None = None  # the base model's smoke answer, once needed
+        self._base_smoke = BaseSmokeAnswer(smoke_tokens)
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> TransformersEngine:
@@ -128,27 +132,7 @@ class TransformersEngine:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
-        texts = [""] * request.n
-        finals: dict[int, GenerationChunk] = {}
-        prompt_tokens = 0
-        async for chunk in self._stream(request):
-            if isinstance(chunk, int):
-                prompt_tokens = chunk
-                continue
-            texts[chunk.index] += chunk.delta
-            if chunk.finish_reason is not None:
-                finals[chunk.index] = chunk
-        return [
-            GenerationOutput(
-                index=i,
-                text=texts[i],
-                finish_reason=finals[i].finish_reason or "stop",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=finals[i].completion_tokens,
-                adapter=request.adapter,
-            )
-            for i in range(request.n)
-        ]
+        return await collect_outputs(request, self._stream(request))
 
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         async for chunk in self._stream(request):
@@ -237,23 +221,9 @@ class TransformersEngine:
         except (EngineFailure, UnknownAdapter) as exc:
             raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
         problem = degenerate(answer.text)
-        if problem and degenerate(await self._base_smoke_answer()) is None:
+        if problem and degenerate(await self._base_smoke.get(self.generate)) is None:
             raise AdapterRejected(f"smoke check of {version}: {problem}: {answer.text!r}")
         logger.info("smoke check of %s passed: %r", version, answer.text)
-
-    async def _base_smoke_answer(self) -> str:
-        """The base model's greedy answer to the smoke prompt (computed once).
-
-        A degenerate adapter answer is evidence against the adapter only when the base answers
-        the same prompt sensibly: a random test model is degenerate on its own, and refusing
-        every adapter trained on it would say nothing about the adapters.
-        """
-        if self._base_smoke_text is None:
-            request = GenerationRequest(
-                messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0
-            )
-            self._base_smoke_text = (await self.generate(request))[0].text
-        return self._base_smoke_text
 
     def loaded_adapters(self) -> list[str]:
         return self._adapters.versions() if self._adapters is not None else []
@@ -265,19 +235,6 @@ class TransformersEngine:
         if self._loop is None:
             raise EngineFailure("engine not started")
         return self._loop
-
-
-def degenerate(text: str) -> str | None:
-    """Why an answer looks broken, or None: empty, or one character/word repeated throughout."""
-    stripped = text.strip()
-    if not stripped:
-        return "empty answer"
-    if len(stripped) >= 8 and len(set(stripped)) == 1:
-        return "one character repeated"
-    words = stripped.split()
-    if len(words) >= 6 and len(set(words)) == 1:
-        return "one word repeated"
-    return None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

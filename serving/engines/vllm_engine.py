@@ -36,7 +36,7 @@ from serving.engines.protocol import (
     InvalidRequest,
     UnknownAdapter,
 )
-from serving.engines.transformers_engine import SMOKE_MESSAGES, degenerate
+from serving.engines.shared import SMOKE_MESSAGES, BaseSmokeAnswer, collect_outputs, degenerate
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
@@ -77,7 +77,7 @@ class VLLMEngine:
         # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
         self.memory_fraction = memory_fraction
         self.smoke_tokens = smoke_tokens
-        self._base_smoke_text: str | None = None
+        self._base_smoke = BaseSmokeAnswer(smoke_tokens)
         self.retries = retries
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -165,27 +165,7 @@ class VLLMEngine:
         raise AssertionError("unreachable")
 
     async def _generate_once(self, request: GenerationRequest) -> list[GenerationOutput]:
-        texts = [""] * request.n
-        finals: dict[int, GenerationChunk] = {}
-        prompt_tokens = 0
-        async for chunk in self._stream(request):
-            if isinstance(chunk, int):
-                prompt_tokens = chunk
-                continue
-            texts[chunk.index] += chunk.delta
-            if chunk.finish_reason is not None:
-                finals[chunk.index] = chunk
-        return [
-            GenerationOutput(
-                index=i,
-                text=texts[i],
-                finish_reason=finals[i].finish_reason or "stop",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=finals[i].completion_tokens,
-                adapter=request.adapter,
-            )
-            for i in range(request.n)
-        ]
+        return await collect_outputs(request, self._stream(request))
 
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         async for chunk in self._stream(request):
@@ -322,16 +302,8 @@ class VLLMEngine:
             raise AdapterRejected(f"smoke check of {version}: non-finite logits")
         problem = degenerate(text)
         # As in the transformers engine: degenerate only counts when the base is not.
-        if problem and degenerate(await self._base_smoke_answer()) is None:
+        if problem and degenerate(await self._base_smoke.get(self.generate)) is None:
             raise AdapterRejected(f"smoke check of {version}: {problem}: {text!r}")
-
-    async def _base_smoke_answer(self) -> str:
-        if self._base_smoke_text is None:
-            request = GenerationRequest(
-                messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0
-            )
-            self._base_smoke_text = (await self.generate(request))[0].text
-        return self._base_smoke_text
 
     def loaded_adapters(self) -> list[str]:
         return [v for v in self._loras if v != BASE]

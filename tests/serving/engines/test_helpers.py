@@ -10,7 +10,7 @@ import torch
 from serving.engines import kv_batch
 from serving.engines.detokenize import StreamDecoder
 from serving.engines.sampling import make_generator, sample_rows
-from serving.engines.transformers_engine import degenerate
+from serving.engines.shared import degenerate
 
 
 def test_sampling_greedy_rows_and_top_p() -> None:
