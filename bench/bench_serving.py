@@ -317,7 +317,10 @@ def vllm_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[flo
 def vllm_only(model_dir: str, prompts: list[str], tokens: int) -> None:
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_dir, dtype="float32", max_model_len=1024, seed=0)
+    # gpu_memory_utilization is the host-memory share vLLM reserves on CPU (default 0.92 fails).
+    llm = LLM(
+        model=model_dir, dtype="float32", max_model_len=1024, seed=0, gpu_memory_utilization=0.2
+    )
     params = SamplingParams(n=2, max_tokens=tokens, temperature=1.0, top_p=1.0)
     messages = [[{"role": "user", "content": p}] for p in prompts]
     start = time.perf_counter()
