@@ -33,6 +33,7 @@ from serving.engines.shared import (
     BaseSmokeAnswer,
     collect_outputs,
     degenerate,
+    encode_chat,
 )
 
 if TYPE_CHECKING:
@@ -126,10 +127,7 @@ class TransformersEngine:
         return len(self._encode(messages))
 
     def _encode(self, messages: list[ChatMessage]) -> list[int]:
-        text = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
-        )
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return encode_chat(self._tokenizer, messages)
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
         return await collect_outputs(request, self._stream(request))

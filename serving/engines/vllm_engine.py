@@ -36,7 +36,13 @@ from serving.engines.protocol import (
     InvalidRequest,
     UnknownAdapter,
 )
-from serving.engines.shared import SMOKE_MESSAGES, BaseSmokeAnswer, collect_outputs, degenerate
+from serving.engines.shared import (
+    SMOKE_MESSAGES,
+    BaseSmokeAnswer,
+    collect_outputs,
+    degenerate,
+    encode_chat,
+)
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
@@ -149,10 +155,7 @@ class VLLMEngine:
         return len(self._encode(messages))
 
     def _encode(self, messages: list[ChatMessage]) -> list[int]:
-        text = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
-        )
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return encode_chat(self._tokenizer, messages)
 
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
         for attempt in range(self.retries + 1):
