@@ -72,7 +72,10 @@ def _asdict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
-class RealTrainers:
+class _StageConfigs:
+    """Per-stage config overrides (from LEARNER_*_CONFIG) and the seed, as both trainer sets
+    take them."""
+
     def __init__(
         self,
         reward_config: dict[str, Any],
@@ -89,6 +92,8 @@ class RealTrainers:
         }
         self.seed = seed
 
+
+class RealTrainers(_StageConfigs):
     def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome:
         from learner.rm.config import RewardConfig
         from learner.rm.train import train_reward_model
@@ -158,7 +163,7 @@ def _eval_outcome(res: Any) -> EvalOutcome:
     return EvalOutcome(float(res.reward_gain), float(res.kl), failures, metrics)
 
 
-class FakeTrainers:
+class FakeTrainers(_StageConfigs):
     """Stand-ins that obey the same contract (adapter files on disk, metrics) in milliseconds.
 
     Metrics come from ``reward_config``/``ppo_config``/``eval_config`` keys ``fake_*`` (e.g.
@@ -174,22 +179,17 @@ class FakeTrainers:
         eval_config: dict[str, Any],
         seed: int,
     ) -> None:
-        self.cfg = {
-            "reward": reward_config,
-            "ppo": ppo_config,
-            "sft": sft_config,
-            "eval": eval_config,
-        }
+        super().__init__(reward_config, ppo_config, sft_config, eval_config, seed)
         self.calls: list[tuple[str, int]] = []
 
     def _stage(self, name: str, out_dir: Path, n: int, init: Path | None) -> Path:
         self.calls.append((name, n))
-        time.sleep(float(self.cfg[name].get("fake_seconds", 0.0)))
+        time.sleep(float(self.overrides[name].get("fake_seconds", 0.0)))
         return write_fake_adapter(out_dir / "adapter", seed=n, init=init)
 
     def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome:
         adapter = self._stage("reward", out_dir, len(comparisons), None)
-        acc = float(self.cfg["reward"].get("fake_accuracy", 0.8))
+        acc = float(self.overrides["reward"].get("fake_accuracy", 0.8))
         history = [{"step": float(i + 1), "loss": 0.7 - 0.1 * i, "accuracy": acc} for i in range(3)]
         return TrainOutcome(
             adapter,
@@ -222,7 +222,7 @@ class FakeTrainers:
         sanity_prompts: Sequence[str],
     ) -> EvalOutcome:
         self.calls.append(("evaluate", len(prompts)))
-        cfg = self.cfg["eval"]
+        cfg = self.overrides["eval"]
         gain, kl = float(cfg.get("fake_reward_gain", 0.2)), float(cfg.get("fake_kl", 0.05))
         failures = list(cfg.get("fake_sanity_failures", []))
         return EvalOutcome(
