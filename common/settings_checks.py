@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -32,3 +35,8 @@ def check_model_dir(value: str) -> str:
     if not (path / "config.json").is_file():
         raise ValueError(f"{value!r} is not a model directory (config.json missing)")
     return str(path)
+
+
+# Field types for the settings classes: the check runs wherever the type is used.
+BootstrapServers = Annotated[str, AfterValidator(check_bootstrap_servers)]
+ModelDir = Annotated[str, AfterValidator(check_model_dir)]

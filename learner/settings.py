@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings_checks import check_bootstrap_servers, check_model_dir
+from common.settings_checks import BootstrapServers, ModelDir
 
 
 class LearnerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNER_", extra="forbid")
 
-    model_dir: str = Field("embedded", description="'embedded' (SmolLM2-135M) or a local model dir")
+    model_dir: ModelDir = Field(
+        "embedded", description="'embedded' (SmolLM2-135M) or a local model dir"
+    )
     device: str = Field("cpu", description="torch device")
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
+    kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
     topic_interactions: str = "rlhf.interactions"
     topic_feedback: str = "rlhf.feedback"
     topic_adapters: str = "rlhf.adapters"
@@ -70,16 +72,6 @@ class LearnerSettings(BaseSettings):
     ppo_config: dict[str, Any] = Field(default_factory=dict, description="PPOConfig overrides")
     sft_config: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides")
     eval_config: dict[str, Any] = Field(default_factory=dict, description="EvalConfig overrides")
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap(cls, value: str) -> str:
-        return check_bootstrap_servers(value)
-
-    @field_validator("model_dir")
-    @classmethod
-    def _model_dir(cls, value: str) -> str:
-        return check_model_dir(value)
 
     @model_validator(mode="after")
     def _topics_distinct(self) -> LearnerSettings:

