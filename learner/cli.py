@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(settings: LearnerSettings, args: argparse.Namespace) -> int:
-    from learner.daemon import install_signal_handlers, run_daemon
+    from learner.daemon import install_signal_handlers, run_until_stopped
     from learner.metrics import serve_metrics
 
     stop = threading.Event()
     install_signal_handlers(stop)
     serve_metrics(settings.metrics_port)
-    return run_daemon(settings, stop, args.max_cycles)
+    return run_until_stopped(settings, stop, args.max_cycles)
 
 
 def _stamp() -> str:

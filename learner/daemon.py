@@ -4,6 +4,11 @@ Single-threaded on purpose: while a cycle trains, new events wait in Kafka (its 
 the buffer), so the store never changes under a running stage and a crash leaves exactly two
 durable things to reconcile: the store (events + offsets, transactional) and the cycle
 checkpoint (learner.checkpoint).
+
+SIGTERM / SIGINT while a cycle trains abort the running stage at once (``StopRequested``): a
+stage is already safe to lose at any instant (SIGKILL-tested), and resuming redoes it from its
+start on the same snapshot, so waiting minutes for it to finish would only delay a restart.
+Outside a cycle they stop the loop after the current poll.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ from learner.store import TrainingStore
 from learner.trainers import make_trainers
 
 logger = logging.getLogger(__name__)
+
+
+class StopRequested(BaseException):
+    """Raised by the signal handler inside a running cycle. A BaseException so that no
+    ``except Exception`` on the way (the cycle's stage-failure handler among them) mistakes a
+    stop for a failed stage and rejects the cycle."""
+
+
+_cycle_running = threading.Event()
 
 
 @dataclass
@@ -106,23 +120,41 @@ def run_daemon(
     return 0
 
 
+def run_until_stopped(
+    settings: LearnerSettings, stop: threading.Event, max_cycles: int | None = None
+) -> int:
+    """``run_daemon`` that treats an aborted stage as a clean stop (exit status 0)."""
+    try:
+        return run_daemon(settings, stop, max_cycles)
+    except StopRequested:
+        logger.info("stopped during a cycle; it resumes at its last finished stage on restart")
+        return 0
+
+
 def _run_cycle(
     runner: CycleRunner, stop: threading.Event, ckpt: CycleCheckpoint | None = None
 ) -> None:
     while not stop.is_set():
+        _cycle_running.set()
         try:
             runner.run(ckpt or runner.pending())
             return
         except (KafkaError, OSError) as exc:  # announce failed: the version is safe, retry
             logger.warning("cycle could not finish (%s); retrying in 5s", exc)
             ckpt = None
-            stop.wait(5.0)
+        finally:
+            _cycle_running.clear()
+        stop.wait(5.0)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
     def _handler(signum: int, _frame: object) -> None:
-        logger.info("signal %d: stopping after the current step", signum)
         stop.set()
+        if _cycle_running.is_set():
+            logger.info("signal %d: aborting the running stage", signum)
+            _cycle_running.clear()  # a second signal during unwinding must not raise again
+            raise StopRequested
+        logger.info("signal %d: stopping after the current poll", signum)
 
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)

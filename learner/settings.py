@@ -66,6 +66,11 @@ class LearnerSettings(BaseSettings):
     trainers: Literal["real", "fake"] = Field(
         "real", description="'fake' = tiny stand-in trainers (tests of the service only)"
     )
+    train_launcher: str = Field(
+        "",
+        description="run each training stage as '<this> -m learner.stage_worker REQ', e.g. "
+        "'accelerate launch --multi_gpu --num_processes 4' (data parallel); '' = in-process",
+    )
     reward_config: dict[str, Any] = Field(
         default_factory=dict, description="RewardConfig field overrides (JSON in env)"
     )

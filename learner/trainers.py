@@ -256,11 +256,17 @@ def write_fake_adapter(out: Path, seed: int, init: Path | None = None) -> Path:
 
 
 def make_trainers(settings: Any) -> Trainers:
-    cls = FakeTrainers if settings.trainers == "fake" else RealTrainers
-    return cls(
+    configs = (
         settings.reward_config,
         settings.ppo_config,
         settings.sft_config,
         settings.eval_config,
         settings.seed,
     )
+    if settings.trainers == "fake":
+        return FakeTrainers(*configs)
+    if getattr(settings, "train_launcher", ""):
+        from learner.launch import LaunchedTrainers, launcher_from_setting
+
+        return LaunchedTrainers(launcher_from_setting(settings.train_launcher), *configs)
+    return RealTrainers(*configs)

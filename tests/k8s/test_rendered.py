@@ -139,8 +139,7 @@ def test_learner_env_builds_valid_settings(
         assert settings.adapter_store in mounts
     command = ctr["command"]
     if overlay == "prod-gpu-multigpu":
-        assert command[:2] == ["accelerate", "launch"]
-        command = ["learner", *command[command.index("/opt/venv/bin/learner") + 1 :]]
+        assert settings.train_launcher.split()[:2] == ["accelerate", "launch"]
     assert command[0] == "learner"
     assert learner_cli.build_parser().parse_args(command[1:]).command == "run"
 

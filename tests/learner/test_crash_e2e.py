@@ -204,3 +204,37 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
 
         assert hashlib.sha256(store.manifest_bytes(number)).hexdigest() == e.manifest_sha256
     assert len({e.event_id for e in pubs}) == len(versions)
+
+
+def test_sigterm_aborts_the_running_stage_and_the_restart_finishes_it(
+    broker: DevBroker, tmp_path: Path
+) -> None:
+    learner = Learner(tmp_path, broker.bootstrap)
+    # A reward stage that would take 10 minutes: SIGTERM must not wait for it.
+    learner.env["LEARNER_REWARD_CONFIG"] = json.dumps({"fake_seconds": 600})
+    events = voted_pairs(0, 6, t0=time.time())
+    produce(broker.bootstrap, events)
+    learner.start()
+    deadline = time.monotonic() + 60
+    while (ckpt := learner.checkpoint()) is None or ckpt["stage"] != "reward":
+        assert time.monotonic() < deadline, "no cycle reached the reward stage"
+        time.sleep(0.2)
+    time.sleep(0.5)  # inside the stage's sleep
+    assert learner.proc is not None
+    learner.proc.send_signal(signal.SIGTERM)
+    assert learner.wait(timeout=20) == 0, "SIGTERM did not stop the learner promptly and cleanly"
+    ckpt = learner.checkpoint()
+    assert ckpt is not None and ckpt["stage"] == "reward"  # nothing rejected, nothing skipped
+    assert not learner.query("SELECT outcome FROM cycles WHERE outcome IS NOT NULL")
+
+    learner.env["LEARNER_REWARD_CONFIG"] = json.dumps({"fake_seconds": 0.1})
+    learner.start()
+    deadline = time.monotonic() + 60
+    while not AdapterStore(str(learner.adapters), "policy").versions():
+        assert time.monotonic() < deadline, "the resumed cycle did not publish"
+        assert learner.proc is not None and learner.proc.poll() is None, "learner exited"
+        time.sleep(0.2)
+    learner.stop()
+    manifest = AdapterStore(str(learner.adapters), "policy").manifest(1)
+    assert manifest.config["cycle_id"] == ckpt["cycle_id"]  # the same cycle, resumed
+    assert manifest.event_count == len(events)
