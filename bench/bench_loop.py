@@ -1,0 +1,184 @@
+"""Time from the N-th comparison to a new adapter serving, on the real model (whole loop).
+
+Starts the demo's processes (dev broker, ``serve``, ``learner run`` with
+``LEARNER_MIN_NEW_COMPARISONS=N``) and simulated users who keep chatting and voting at a modest
+rate. Clocks, all on this process's monotonic clock, polled every 0.25 s:
+
+- ``t_n``: the API accepted the N-th preference vote (what triggers the learner's cycle);
+- ``t_published``: ``adapter.published`` for the new version appeared on the adapters topic;
+- ``t_serving``: serving's ``/admin/adapters`` reports the new version as serving;
+- ``t_answer``: the first simulated user's answer carrying the new version id came back.
+
+The learner's stage durations come from its own ``/metrics``. Gates are opened by default
+(``--open-gates``): this measures how long the pipeline takes, not whether N comparisons are
+enough for a better model (that is the acceptance run, ``bench/acceptance.py``); every stage
+still runs in full.
+
+Usage: ``.venv/bin/python bench/bench_loop.py [--comparisons 64] [--out bench/results/loop.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from loop.demo import Demo, DemoConfig  # noqa: E402
+from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
+
+OPEN_GATES = {
+    "LEARNER_RM_MIN_ACCURACY": "0.0",
+    "LEARNER_MIN_REWARD_GAIN": "-1e9",
+    "LEARNER_KL_BUDGET": "1e9",
+}
+STAGES = ("sft", "reward", "ppo", "evaluate", "publish", "announce")
+
+
+@dataclass
+class LoopTiming:
+    comparisons: int
+    t_n: float | None = None
+    t_published: float | None = None
+    t_serving: float | None = None
+    t_answer: float | None = None
+    version: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    outcome: str = "timeout"
+
+    def since_n(self, t: float | None) -> float | None:
+        return None if t is None or self.t_n is None else t - self.t_n
+
+
+def _new_versions(obs_sim: dict[str, Any]) -> list[str]:
+    return [v for v in obs_sim.get("answers_by_version", {}) if v not in ("base", "?")]
+
+
+def measure(demo: Demo, n: int, timeout: float) -> LoopTiming:
+    """Poll the running demo until an answer from a new version came back (or timeout)."""
+    assert demo.sim is not None and demo.watcher is not None
+    timing = LoopTiming(n)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        sim = demo.sim.stats.snapshot()
+        if timing.t_n is None and sim["feedback_ok"].get("preference", 0) >= n:
+            timing.t_n = now
+        published = [e for e in demo.watcher.snapshot() if e.kind == "adapter.published"]
+        if timing.t_published is None and published:
+            timing.t_published, timing.version = now, published[0].version
+        adapters = admin_adapters(demo.root, demo.admin_token) or {}
+        serving = adapters.get("serving_version")
+        if timing.t_serving is None and serving not in (None, "base"):
+            timing.t_serving = now
+        if _new_versions(sim):
+            timing.t_answer = now
+            timing.outcome = "served"
+            break
+        if demo.learner is not None and not demo.learner.running:
+            timing.outcome = f"learner exited ({demo.learner.returncode})"
+            break
+        time.sleep(0.25)
+    learner = scrape(f"http://127.0.0.1:{demo.metrics_port}/metrics")
+    for stage in STAGES:
+        seconds = metric_sum(learner, "rlhf_learner_stage_duration_seconds_sum", stage=stage)
+        if seconds:
+            timing.stage_seconds[stage] = seconds
+    return timing
+
+
+def run(args: argparse.Namespace) -> LoopTiming:
+    learner_env = dict(OPEN_GATES) if args.open_gates else {}
+    for item in args.learner_env:
+        key, _, value = item.partition("=")
+        learner_env[key] = value
+    config = DemoConfig(
+        preference=args.preference,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        max_tokens=args.tokens,
+        cycle_comparisons=args.comparisons,
+        eval_prompts=0,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        learner_env=learner_env,
+        learner_stop_timeout=60,
+    )
+    demo = Demo(config)
+    try:
+        demo.start()
+        timing = measure(demo, args.comparisons, args.timeout)
+    finally:
+        demo.shutdown("benchmark finished")
+    return timing
+
+
+def _fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}"
+
+
+def table(timing: LoopTiming, args: argparse.Namespace) -> str:
+    since = timing.since_n
+    rows = [
+        ("N-th comparison accepted -> adapter.published", _fmt(since(timing.t_published))),
+        ("N-th comparison accepted -> serving reports it", _fmt(since(timing.t_serving))),
+        ("N-th comparison accepted -> first answer from it", _fmt(since(timing.t_answer))),
+    ]
+    rows += [
+        (f"learner stage `{s}` (its /metrics)", f"{v:.1f}") for s, v in timing.stage_seconds.items()
+    ]
+    lines = ["| measurement | seconds |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    gates = "opened (latency only)" if args.open_gates else "as configured"
+    lines.append(
+        f"\nN = {timing.comparisons} comparisons, version {timing.version or '-'}, outcome "
+        f"{timing.outcome}; users: {args.concurrency} concurrent, rate {args.rate}/s, "
+        f"{args.tokens} max tokens; gates {gates}; learner env overrides: "
+        f"{', '.join(args.learner_env) or 'none'}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--comparisons", type=int, default=64, help="N: comparisons per cycle")
+    p.add_argument("--preference", default="loop.preferences:concise")
+    p.add_argument("--concurrency", type=int, default=4, help="simulated users")
+    p.add_argument("--rate", type=float, default=0.5, help="max comparisons/s")
+    p.add_argument("--tokens", type=int, default=64, help="max tokens per answer")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up after seconds")
+    p.add_argument(
+        "--open-gates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="open the quality gates so the timing always covers a publish",
+    )
+    p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tiny", action="store_true", help="tiny random model (checks the script)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    p.add_argument("--json", type=Path, help="also write the raw timings here")
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    timing = run(args)
+    report = table(timing, args)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    if args.json:
+        args.json.write_text(json.dumps(timing.__dict__, indent=2))
+    return 0 if timing.outcome == "served" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
