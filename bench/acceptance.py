@@ -1,0 +1,318 @@
+"""Acceptance on the real model (issue "Closed loop", item 4), as one reproducible command.
+
+From the base model, simulated users (noise on) make ``--comparisons`` comparisons in
+``--rounds`` equal rounds through the public API; each round's last comparison triggers one
+learner cycle (``LEARNER_MIN_NEW_COMPARISONS`` = the round size), and the next round's users
+are served by whatever version serving runs by then (online RLHF). Users pause while the
+learner trains, so a round's data is complete when its cycle starts and the cycle count is
+deterministic. Then a blind paired evaluation of the serving version against the base on the
+held-out prompts (never used for PPO) under the same preference, through the same API with
+version pins (``loop.eval``), gives the win rate with its Wilson 95% interval and the length
+statistics; the manifest gives the KL to the reference and the sanity outcome.
+
+Pass = win rate >= ``--target`` (0.70), interval lower bound > 0.5, KL <= the learner's budget,
+sanity prompts passed. Results go to ``--out`` (``bench/results/acceptance.md``) and the data
+dir (logs, store, adapters, eval.md/json/png).
+
+Usage: ``.venv/bin/python bench/acceptance.py [--preference concise] [--comparisons 500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_all import machine  # noqa: E402
+
+from learner.publish import AdapterStore  # noqa: E402
+from learner.settings import LearnerSettings  # noqa: E402
+from loop.demo import Demo, DemoConfig  # noqa: E402
+from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
+from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
+from loop.preferences import NoiseConfig  # noqa: E402
+
+# Learner settings of the run (on top of the defaults); printed in the report.
+LEARNER_ENV = {
+    "LEARNER_PPO_CONFIG": json.dumps({"learning_rate": 1e-4}),
+    "LEARNER_REWARD_CONFIG": json.dumps({"num_epochs": 2}),
+}
+
+
+@dataclasses.dataclass
+class Round:
+    number: int
+    comparisons: int  # cumulative
+    collect_seconds: float
+    outcome: str = "?"
+    version: str | None = None
+    to_published_seconds: float | None = None
+    to_serving_seconds: float | None = None
+    manifest_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _cycles(demo: Demo) -> dict[str, float]:
+    m = scrape(f"http://127.0.0.1:{demo.metrics_port}/metrics")
+    return {
+        outcome: metric_sum(m, "rlhf_learner_cycles_total", outcome=outcome)
+        for outcome in ("published", "rejected")
+    }
+
+
+def _collect(demo: Demo, total: int) -> None:
+    """Let the users run until ``total`` comparisons were issued in all."""
+    assert demo.sim is not None
+    sim = demo.sim
+    sim.config = dataclasses.replace(sim.config, comparisons=total)
+    thread = threading.Thread(target=lambda: asyncio.run(sim.run()), daemon=True)
+    thread.start()
+    thread.join()
+
+
+def _wait_cycle(demo: Demo, before: dict[str, float], timeout: float) -> str:
+    """Block until the learner finished one more cycle; its outcome."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cycles = _cycles(demo)
+        if sum(cycles.values()) > sum(before.values()):
+            return "published" if cycles["published"] > before["published"] else "rejected"
+        if demo.learner is not None and not demo.learner.running:
+            raise RuntimeError(f"learner exited:\n{demo.learner.log_tail()}")
+        time.sleep(1.0)
+    raise TimeoutError(f"no cycle finished within {timeout:.0f}s")
+
+
+def _wait_serving(demo: Demo, version: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (admin_adapters(demo.root, demo.admin_token) or {}).get("serving_version") == version:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"serving did not promote {version} within {timeout:.0f}s")
+
+
+def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
+    store = AdapterStore(str(demo.data_dir / "adapters"), "policy")
+    per_round = args.comparisons // args.rounds
+    rounds: list[Round] = []
+    for number in range(1, args.rounds + 1):
+        t0 = time.monotonic()
+        before = _cycles(demo)
+        if number > 1:  # round 1's users were started by Demo.start()
+            _collect(demo, per_round * number)
+        else:
+            assert demo._sim_thread is not None
+            demo._sim_thread.join()
+        t_n = time.monotonic()
+        outcome = _wait_cycle(demo, before, args.cycle_timeout)
+        r = Round(number, per_round * number, t_n - t0, outcome)
+        versions = store.versions()
+        if outcome == "published" and versions:
+            r.version = store.manifest(versions[-1]).version
+            r.to_published_seconds = time.monotonic() - t_n
+            _wait_serving(demo, r.version, 300)
+            r.to_serving_seconds = time.monotonic() - t_n
+            r.manifest_metrics = dict(store.manifest(versions[-1]).metrics)
+        rounds.append(r)
+        print(
+            f"round {number}: {r.comparisons} comparisons, {r.outcome} {r.version or ''}",
+            flush=True,
+        )
+    return rounds
+
+
+def evaluate(demo: Demo, version: str, args: argparse.Namespace) -> Any:
+    config = EvalConfig(
+        base_url=demo.root,
+        api_key=demo.api_key,
+        admin_token=demo.admin_token,
+        version_a=version,
+        version_b="base",
+        preference=args.preference,
+        noise=NoiseConfig(args.eval_noise),
+        prompts="eval",
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        concurrency=4,
+        adapter_store=str(demo.data_dir / "adapters"),
+    )
+    report = asyncio.run(run_eval(config))
+    write_outputs(report, demo.data_dir / "eval", config)
+    return report
+
+
+def _preference(name: str) -> str:
+    return name if ":" in name else f"loop.preferences:{name}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--preference", default="concise", help="built-in name or module:function")
+    p.add_argument("--comparisons", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
+    p.add_argument("--noise", type=float, default=1.0, help="users' Bradley-Terry temperature")
+    p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--target", type=float, default=0.70)
+    p.add_argument("--cycle-timeout", type=float, default=3 * 3600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--tiny", action="store_true", help="tiny random model: checks the script only")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "acceptance.md")
+    args = p.parse_args()
+    learner_env = {} if args.tiny else dict(LEARNER_ENV)
+    for item in args.learner_env:
+        key, _, value = item.partition("=")
+        learner_env[key] = value
+    per_round = args.comparisons // args.rounds
+    config = DemoConfig(
+        preference=_preference(args.preference),
+        comparisons=per_round,
+        cycle_comparisons=per_round,
+        concurrency=args.concurrency,
+        noise=args.noise,
+        max_tokens=args.max_tokens,
+        eval_prompts=0,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        learner_env=learner_env,
+        learner_stop_timeout=60,
+    )
+    args.preference = config.preference
+    started = time.monotonic()
+    demo = Demo(config)
+    verdict: dict[str, Any] = {"passed": False}
+    try:
+        demo.start()
+        rounds = run_rounds(demo, args)
+        published = [r for r in rounds if r.version]
+        if published:
+            report = evaluate(demo, published[-1].version or "", args)
+            verdict = _verdict(report, published[-1], learner_env, args)
+        summary = demo.shutdown("acceptance finished")
+    except BaseException:
+        demo.shutdown("acceptance failed")
+        raise
+    wall = time.monotonic() - started
+    text = _markdown(rounds, verdict, summary, args, learner_env, wall)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0 if verdict["passed"] else 1
+
+
+def _kl_budget(env: dict[str, str]) -> float:
+    if "LEARNER_KL_BUDGET" in env:
+        return float(env["LEARNER_KL_BUDGET"])
+    return float(LearnerSettings.model_fields["kl_budget"].default)
+
+
+def _verdict(
+    report: Any, last: Round, env: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    low, high = report.interval()
+    metrics = last.manifest_metrics
+    kl = metrics.get("eval/kl", metrics.get("kl"))
+    sanity = metrics.get("eval/sanity_passed", metrics.get("sanity_passed"))
+    budget = _kl_budget(env)
+    checks = {
+        f"win rate >= {args.target:.2f}": report.win_rate >= args.target,
+        "95% interval above 0.5": low > 0.5,
+        f"KL to reference <= budget {budget:g} nats": kl is not None and kl <= budget,
+        "sanity prompts answered sensibly": bool(sanity),
+    }
+    return {
+        "passed": all(checks.values()),
+        "checks": checks,
+        "version": last.version,
+        "win_rate": report.win_rate,
+        "interval": (low, high),
+        "n": report.n,
+        "wins": report.wins,
+        "losses": report.losses,
+        "ties": report.ties,
+        "kl": kl,
+        "words": (report.a.summary()["mean_words"], report.b.summary()["mean_words"]),
+    }
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _markdown(
+    rounds: list[Round],
+    verdict: dict[str, Any],
+    summary: dict[str, Any],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    wall: float,
+) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Acceptance on SmolLM2-135M (CPU)",
+        "",
+        f"Run {when}: `.venv/bin/python bench/acceptance.py {' '.join(sys.argv[1:])}`; "
+        f"wall time {wall / 60:.1f} min in all.",
+        f"Machine: {machine()}.",
+        f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
+        f"{args.comparisons} comparisons in {args.rounds} rounds, {args.concurrency} users, "
+        f"max {args.max_tokens} tokens; eval judge noise {args.eval_noise}.",
+        "Learner overrides: "
+        + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "none (defaults)")
+        + ".",
+        "",
+        "| round | comparisons | collect s | outcome | version | N-th -> published s "
+        "| N-th -> serving s | RM acc | reward gain | KL nats | len policy/ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        m = r.manifest_metrics
+        lines.append(
+            f"| {r.number} | {r.comparisons} | {r.collect_seconds:.0f} | {r.outcome} "
+            f"| {r.version or '-'} | {_fmt(r.to_published_seconds)} "
+            f"| {_fmt(r.to_serving_seconds)} | {_fmt(m.get('reward/accuracy'), '.3f')} "
+            f"| {_fmt(m.get('eval/reward_gain'), '+.3f')} | {_fmt(m.get('eval/kl'), '.2f')} "
+            f"| {_fmt(m.get('eval/length_mean'), '.0f')}/"
+            f"{_fmt(m.get('eval/reference_length_mean'), '.0f')} |"
+        )
+    lines.append("")
+    if "win_rate" in verdict:
+        low, high = verdict["interval"]
+        words_a, words_b = verdict["words"]
+        lines += [
+            f"Blind eval of {verdict['version']} vs base on the held-out prompts: win rate "
+            f"**{verdict['win_rate']:.3f}** (95% Wilson [{low:.3f}, {high:.3f}], n={verdict['n']}: "
+            f"{verdict['wins']} wins, {verdict['losses']} losses, {verdict['ties']} ties); "
+            f"mean words {_fmt(words_a)} vs {_fmt(words_b)}; KL {_fmt(verdict['kl'], '.2f')} nats.",
+            "",
+        ]
+        lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in verdict["checks"].items()]
+    else:
+        lines.append("No version was published, so there was nothing to evaluate: FAIL.")
+    missing = summary.get("events_missing")
+    lines += [
+        "",
+        f"Verdict: **{'PASSED' if verdict['passed'] else 'FAILED'}**. Events missing from Kafka "
+        f"at shutdown: {missing or 'none'}. Data: `{summary.get('data_dir')}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
