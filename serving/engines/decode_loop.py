@@ -87,8 +87,10 @@ class DecodeLoop:
         max_batch_size: int,
         max_queue: int,
         max_positions: int,
+        device: torch.device | str = "cpu",
     ) -> None:
         self._adapters = adapters
+        self._device = torch.device(device)  # where the model's weights, KV cache and logits live
         self._tok = tokenizer
         self._eos = eos_ids
         self._pad = pad_id
@@ -220,6 +222,7 @@ class DecodeLoop:
         for i, sub in enumerate(subs):
             ids[i, width - len(sub.prompt_ids) :] = torch.tensor(sub.prompt_ids)
             mask[i, width - len(sub.prompt_ids) :] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (S, T)
         out = self._adapters.model(
             input_ids=ids,
@@ -232,7 +235,7 @@ class DecodeLoop:
         )
         # One prefill per request; its n answers share it (repeat the row n times).
         repeat = torch.tensor([s.request.n for s in subs])
-        expand = torch.repeat_interleave(torch.arange(len(subs)), repeat)  # (R,)
+        expand = torch.repeat_interleave(torch.arange(len(subs)), repeat).to(self._device)  # (R,)
         logits = out.logits[:, -1, :][expand]  # (R, V)
         kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(out.past_key_values)]
         new_rows = [
@@ -251,7 +254,7 @@ class DecodeLoop:
         self._accept(new_rows, logits)
         keep = [i for i, r in enumerate(new_rows) if r.finish is None]
         if keep:
-            kv, new_mask = kv_batch.select(kv, mask[expand], torch.tensor(keep, dtype=torch.long))
+            kv, new_mask = kv_batch.select(kv, mask[expand], self._index(keep))
             kept = [new_rows[i] for i in keep]
             if self._rows:
                 self._kv, self._mask = kv_batch.join(self._kv, self._mask, kv, new_mask)
@@ -263,12 +266,12 @@ class DecodeLoop:
     def _step(self) -> None:
         started = time.perf_counter()
         rows = self._rows
-        ones = torch.ones((len(rows), 1), dtype=torch.long)
+        ones = torch.ones((len(rows), 1), dtype=torch.long, device=self._device)
         mask = torch.cat([self._mask, ones], dim=1)  # (B, T+1)
         out = self._adapters.model(
-            input_ids=torch.tensor([[r.next_token] for r in rows]),  # (B, 1)
+            input_ids=self._index([[r.next_token] for r in rows]),  # (B, 1)
             attention_mask=mask,
-            position_ids=torch.tensor([[r.position] for r in rows]),  # (B, 1)
+            position_ids=self._index([[r.position] for r in rows]),  # (B, 1)
             past_key_values=kv_batch.to_cache(self._kv),
             use_cache=True,
             logits_to_keep=1,
@@ -280,14 +283,16 @@ class DecodeLoop:
         self._accept(rows, out.logits[:, -1, :])
         keep = [i for i, r in enumerate(rows) if r.finish is None and not r.sub.cancelled]
         if len(keep) < len(rows):
-            self._kv, self._mask = kv_batch.select(
-                self._kv, self._mask, torch.tensor(keep, dtype=torch.long)
-            )
+            self._kv, self._mask = kv_batch.select(self._kv, self._mask, self._index(keep))
             self._rows = [rows[i] for i in keep]
         self._stats.last_batch_size = len(rows)
         self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(rows))
         BATCH_ROWS.observe(len(rows))
         STEP_SECONDS.observe(time.perf_counter() - started)
+
+    def _index(self, values: list[int] | list[list[int]]) -> torch.Tensor:
+        """A long tensor on the model's device (token ids, positions, row indices)."""
+        return torch.tensor(values, dtype=torch.long, device=self._device)
 
     def _accept(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Sample one token per row from ``logits`` (R, V), update each answer, emit chunks."""

@@ -36,20 +36,24 @@ def sample_rows(
     sampled = [i for i, t in enumerate(temperatures) if t > 0.0]
     if not sampled:
         return tokens
-    idx = torch.tensor(sampled, dtype=torch.long)
-    temps = torch.tensor([temperatures[i] for i in sampled], dtype=logits.dtype)
+    device = logits.device
+    idx = torch.tensor(sampled, dtype=torch.long, device=device)
+    temps = torch.tensor([temperatures[i] for i in sampled], dtype=logits.dtype, device=device)
     probs = torch.softmax(logits[idx].float() / temps[:, None], dim=-1)  # (S, V)
     order: torch.Tensor | None = None
     if any(top_ps[i] < 1.0 for i in sampled):
         # Sorting the vocabulary is the costly part; only nucleus sampling needs it.
         probs, order = probs.sort(dim=-1, descending=True)  # (S, V)
         cdf = probs.cumsum(dim=-1)  # (S, V)
-        top_p = torch.tensor([top_ps[i] for i in sampled], dtype=cdf.dtype)[:, None]  # (S, 1)
+        top_p = torch.tensor([top_ps[i] for i in sampled], dtype=cdf.dtype, device=device)
+        top_p = top_p[:, None]  # (S, 1)
         # Drop a token once the mass before it already reaches top_p (the first always stays).
         probs = probs.masked_fill(cdf - probs >= top_p, 0.0)
     # Inverse CDF works in any token order, so plain rows sample from the unsorted vocabulary.
     cdf = probs.cumsum(dim=-1)  # (S, V)
+    # The row generators are CPU ones: a seeded answer draws the same numbers on any device.
     uniforms = torch.stack([torch.rand((), generator=generators[i]) for i in sampled])  # (S,)
+    uniforms = uniforms.to(device)
     target = (uniforms * cdf[:, -1])[:, None]  # (S, 1)
     pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)  # (S, 1)
     tokens[idx] = (order.gather(-1, pick) if order is not None else pick).squeeze(-1)

@@ -89,15 +89,15 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.device != "cpu":
-            raise ValueError("the transformers engine's decode loop runs on CPU tensors only")
+        device = torch.device(self.device)  # fails here on a malformed device string
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # The loop decodes on its own tokenizer: a Rust tokenizer shared across threads can
         # fail with "Already borrowed".
         loop_tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(
             self.model_dir, dtype=getattr(torch, self.dtype)
-        ).eval()
+        )
+        model = model.to(device).eval()
         self._max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self._adapters = AdapterSet(model)
         self._loop = DecodeLoop(
@@ -108,6 +108,7 @@ class TransformersEngine:
             max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,
             max_positions=self._max_positions,
+            device=device,
         )
         logger.info(
             "transformers engine: %s (%s, %s), max batch %d",
