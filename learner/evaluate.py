@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from learner.modeling import ScalarHead, load_base_model, load_tokenizer, option, set_seed
+from learner.modeling import (
+    ScalarHead,
+    load_base_model,
+    load_tokenizer,
+    option,
+    set_seed,
+    torch_device,
+)
 from learner.ppo.kl import kl_per_token
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample
@@ -54,6 +61,7 @@ class EvalConfig:
         0.5, "A sanity answer of >= 4 tokens fails if one token is more than this share of it."
     )
     seed: int = option(0, "Seed of the sampling (same for policy and reference).")
+    device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda[:N]'.")
 
 
 @dataclass
@@ -210,9 +218,10 @@ def evaluate_policy(
     """Compare base + ``policy_adapter_dir`` with the base on ``prompts`` (held out from PPO)."""
     if not prompts:
         raise ValueError("evaluation needs at least one held-out prompt")
+    device = torch_device(config.device)
     tokenizer = load_tokenizer(base_model_dir)
-    model = _load_policy(base_model_dir, policy_adapter_dir)
-    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir)
+    model = _load_policy(base_model_dir, policy_adapter_dir).to(device)
+    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(device)
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
     policy_rollouts = _generate(model, tokenizer, repeated, config, reference=False)
     ref_rollouts = _generate(model, tokenizer, repeated, config, reference=True)

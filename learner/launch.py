@@ -134,6 +134,7 @@ class LaunchedTrainers(RealTrainers):
             "out_dir": str(out_dir),
             "overrides": self.overrides,
             "seed": self.seed,
+            "device": self.device,
             "inputs": inputs,
         }
         request_path = out_dir / REQUEST_FILE

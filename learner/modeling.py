@@ -47,6 +47,7 @@ class TrainOptions:
     max_grad_norm: float = option(1.0, "Gradient clipping threshold (global L2 norm).")
     max_length: int = option(512, "Truncate prompt + response to this many tokens.")
     seed: int = option(0, "Seed for data order, splits, sampling and head initialisation.")
+    device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda'.")
 
 
 def load_tokenizer(base_model_dir: Path) -> Any:
@@ -207,13 +208,31 @@ def set_seed(seed: int) -> None:
     hf_set_seed(seed)
 
 
-def make_accelerator() -> Any:
+def wants_cpu(device: str) -> bool:
+    """Resolve a device setting: 'auto' takes CUDA when present; asking for CUDA without it is
+    an error rather than a silent fall-back to a CPU run that is 10-100x slower."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', not {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device == "cpu" or not torch.cuda.is_available()
+
+
+def torch_device(device: str) -> torch.device:
+    """The torch device for single-process work (evaluation) under a device setting."""
+    if wants_cpu(device):
+        return torch.device("cpu")
+    return torch.device("cuda" if device == "auto" else device)
+
+
+def make_accelerator(device: str = "auto") -> Any:
     """An ``accelerate.Accelerator`` for this launch (single process, torchrun, DeepSpeed...).
 
-    Without CUDA it is told ``cpu=True``: then a multi-process launch (``accelerate launch
-    --multi_gpu --num_processes N``, i.e. torchrun) becomes MULTI_CPU with the gloo backend
-    instead of N unrelated single processes.
+    Without CUDA (or with ``device='cpu'``) it is told ``cpu=True``: then a multi-process launch
+    (``accelerate launch --multi_gpu --num_processes N``, i.e. torchrun) becomes MULTI_CPU with
+    the gloo backend instead of N unrelated single processes. Under a multi-GPU launch each
+    process takes its local GPU.
     """
     from accelerate import Accelerator
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    return Accelerator(cpu=wants_cpu(device))

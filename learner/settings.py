@@ -16,7 +16,11 @@ class LearnerSettings(BaseSettings):
     model_dir: ModelDir = Field(
         "embedded", description="'embedded' (SmolLM2-135M) or a local model dir"
     )
-    device: str = Field("cpu", description="torch device")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="training/evaluation device: auto (CUDA when present), cpu, cuda[:N]",
+    )
     kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
     topic_interactions: str = "rlhf.interactions"
     topic_feedback: str = "rlhf.feedback"

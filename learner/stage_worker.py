@@ -30,7 +30,9 @@ def _optional_path(value: str | None) -> Path | None:
 
 def run_request(request: dict[str, Any]) -> TrainOutcome:
     o = request["overrides"]
-    trainers = RealTrainers(o["reward"], o["ppo"], o["sft"], o["eval"], request["seed"])
+    trainers = RealTrainers(
+        o["reward"], o["ppo"], o["sft"], o["eval"], request["seed"], request["device"]
+    )
     inputs, out_dir = request["inputs"], Path(request["out_dir"])
     base = Path(inputs["base"])
     stage = request["stage"]

@@ -60,12 +60,13 @@ class Trainers(Protocol):
     ) -> EvalOutcome: ...
 
 
-def _config(cls: Any, overrides: dict[str, Any], seed: int) -> Any:
+def _config(cls: Any, overrides: dict[str, Any], seed: int, device: str = "auto") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
-    return cls(**({"seed": seed} if "seed" in names else {}) | overrides)
+    defaults = {k: v for k, v in (("seed", seed), ("device", device)) if k in names}
+    return cls(**defaults | overrides)
 
 
 def _asdict(config: Any) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class _StageConfigs:
         sft_config: dict[str, Any],
         eval_config: dict[str, Any],
         seed: int,
+        device: str = "auto",
     ) -> None:
         self.overrides = {
             "reward": reward_config,
@@ -91,6 +93,7 @@ class _StageConfigs:
             "eval": eval_config,
         }
         self.seed = seed
+        self.device = device
 
 
 class RealTrainers(_StageConfigs):
@@ -98,7 +101,7 @@ class RealTrainers(_StageConfigs):
         from learner.rm.config import RewardConfig
         from learner.rm.train import train_reward_model
 
-        config = _config(RewardConfig, self.overrides["reward"], self.seed)
+        config = _config(RewardConfig, self.overrides["reward"], self.seed, self.device)
         res = train_reward_model(base, comparisons, config, out_dir)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
@@ -110,7 +113,7 @@ class RealTrainers(_StageConfigs):
         from learner.ppo.config import PPOConfig
         from learner.ppo.train import run_ppo
 
-        config = _config(PPOConfig, self.overrides["ppo"], self.seed)
+        config = _config(PPOConfig, self.overrides["ppo"], self.seed, self.device)
         res = run_ppo(base, reward_dir, prompts, config, out_dir, init_adapter=init)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
@@ -122,7 +125,7 @@ class RealTrainers(_StageConfigs):
         from learner.sft.config import SFTConfig
         from learner.sft.train import run_sft
 
-        config = _config(SFTConfig, self.overrides["sft"], self.seed)
+        config = _config(SFTConfig, self.overrides["sft"], self.seed, self.device)
         res = run_sft(base, examples, config, out_dir, init_adapter=init)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
@@ -139,11 +142,11 @@ class RealTrainers(_StageConfigs):
         from learner import evaluate as ev
 
         overrides = dict(self.overrides["eval"])
-        if sanity_prompts and "sanity_prompts" in {
-            f.name for f in dataclasses.fields(ev.EvalConfig)
-        }:
+        # An empty list is a choice (LEARNER_SANITY_PROMPTS=[]: no sanity prompts), not "unset":
+        # the setting's own default is the non-empty list.
+        if "sanity_prompts" in {f.name for f in dataclasses.fields(ev.EvalConfig)}:
             overrides.setdefault("sanity_prompts", tuple(sanity_prompts))
-        config = _config(ev.EvalConfig, overrides, self.seed)
+        config = _config(ev.EvalConfig, overrides, self.seed, self.device)
         res = ev.evaluate_policy(base, policy_dir, reward_dir, prompts, config)
         return _eval_outcome(res)
 
@@ -265,8 +268,9 @@ def make_trainers(settings: Any) -> Trainers:
     )
     if settings.trainers == "fake":
         return FakeTrainers(*configs)
-    if getattr(settings, "train_launcher", ""):
+    if settings.train_launcher:
         from learner.launch import LaunchedTrainers, launcher_from_setting
 
-        return LaunchedTrainers(launcher_from_setting(settings.train_launcher), *configs)
-    return RealTrainers(*configs)
+        launcher = launcher_from_setting(settings.train_launcher)
+        return LaunchedTrainers(launcher, *configs, device=settings.device)
+    return RealTrainers(*configs, device=settings.device)

@@ -225,7 +225,7 @@ def run_ppo(
     """PPO the policy LoRA (from ``init_adapter`` or fresh) against the reward model."""
 
     _validate(config, prompts)
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.device)
     set_seed(config.seed + accelerator.process_index)
     tokenizer = load_tokenizer(base_model_dir)
     model = _build(base_model_dir, config, init_adapter)

@@ -128,7 +128,7 @@ def train_reward_model(
 
     if not comparisons:
         raise ValueError("no comparisons to train the reward model on")
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.device)
     set_seed(config.seed)
     train_set, eval_set = split_by_pair(
         comparisons, config.eval_fraction, config.min_eval_pairs, config.seed

@@ -77,7 +77,7 @@ def run_sft(
 
     if not examples:
         raise ValueError("no demonstrations to train on")
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.device)
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
     model = with_lora(load_base_model(base_model_dir), config, init_adapter)

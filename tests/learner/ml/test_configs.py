@@ -44,3 +44,23 @@ def test_ppo_refuses_bad_options(tiny_model_dir: Path, tmp_path: Path) -> None:
             run_ppo(tiny_model_dir, tmp_path, prompts, bad, tmp_path)
     with pytest.raises(ValueError, match="no prompts"):
         run_ppo(tiny_model_dir, tmp_path, [], PPOConfig(), tmp_path)
+
+
+def test_device_setting_resolves_and_refuses_cuda_it_does_not_have(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from learner.modeling import torch_device, wants_cpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert wants_cpu("auto") and wants_cpu("cpu")
+    assert torch_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        wants_cpu("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        wants_cpu("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not wants_cpu("auto") and wants_cpu("cpu")
+    assert torch_device("cuda:1") == torch.device("cuda:1")
+    assert torch_device("auto") == torch.device("cuda")

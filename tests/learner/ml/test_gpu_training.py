@@ -145,3 +145,26 @@ def test_short_ppo_run_trains_on_cuda(
         assert row["response/length"] > 0
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert result.value_head_path is not None and result.value_head_path.is_file()
+
+
+def test_evaluation_runs_on_cuda(
+    tiny_model_dir: Path,
+    cuda_reward: tuple[RewardResult, Captured],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import learner.evaluate as ev
+
+    seen: list[str] = []
+    original = ev._sequence_kl
+
+    def sequence_kl(model: Any, rollout: Any, config: Any) -> torch.Tensor:
+        seen.append(rollout.input_ids.device.type)
+        return original(model, rollout, config)
+
+    monkeypatch.setattr(ev, "_sequence_kl", sequence_kl)
+    config = ev.EvalConfig(max_new_tokens=6, sanity_prompts=("Say hi.",), max_repeat_fraction=1.0)
+    result = ev.evaluate_policy(
+        tiny_model_dir, None, cuda_reward[0].adapter_dir, [user(p) for p in PROMPTS[:4]], config
+    )
+    assert seen and set(seen) == {"cuda"}
+    assert math.isfinite(result.kl) and math.isfinite(result.reward_gain)
