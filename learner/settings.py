@@ -41,7 +41,12 @@ class LearnerSettings(BaseSettings):
     min_reward_gain: float = Field(
         0.0, description="publish only if the held-out reward gain over the reference is > this"
     )
-    kl_budget: float = Field(0.5, gt=0, description="max mean KL(policy||reference) per response")
+    # Nats per response (sum over its tokens). A visible change of style (shorter answers,
+    # another tone) costs a few nats; 10 leaves room for that and still stops a policy that
+    # drifted far from the reference (reward hacking, collapse). Tune per deployment.
+    kl_budget: float = Field(
+        10.0, gt=0, description="max mean KL(policy||reference) per response, in nats"
+    )
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus port; 0 = off")
     seed: int = 0
     # --- service around the ML (issue "Learner", parts 1, 5, 6, 7) ---
