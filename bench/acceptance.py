@@ -39,7 +39,7 @@ from bench_all import machine  # noqa: E402
 
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
-from loop.demo import Demo, DemoConfig  # noqa: E402
+from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 from loop.preferences import NoiseConfig  # noqa: E402
@@ -175,9 +175,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "acceptance.md")
     args = p.parse_args()
     learner_env = {} if args.tiny else dict(LEARNER_ENV)
-    for item in args.learner_env:
-        key, _, value = item.partition("=")
-        learner_env[key] = value
+    learner_env.update(env_pairs(args.learner_env))
     per_round = args.comparisons // args.rounds
     config = DemoConfig(
         preference=_preference(args.preference),

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from loop.demo import Demo, DemoConfig  # noqa: E402
+from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 
 OPEN_GATES = {
@@ -96,9 +96,7 @@ def measure(demo: Demo, n: int, timeout: float) -> LoopTiming:
 
 def run(args: argparse.Namespace) -> LoopTiming:
     learner_env = dict(OPEN_GATES) if args.open_gates else {}
-    for item in args.learner_env:
-        key, _, value = item.partition("=")
-        learner_env[key] = value
+    learner_env.update(env_pairs(args.learner_env))
     config = DemoConfig(
         preference=args.preference,
         concurrency=args.concurrency,

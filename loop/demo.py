@@ -408,7 +408,7 @@ def _log_to_file(data_dir: Path) -> None:
     )
 
 
-def _env_pairs(values: list[str]) -> dict[str, str]:
+def env_pairs(values: list[str]) -> dict[str, str]:
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
@@ -504,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_prompts=args.eval_prompts,
         ready_timeout=args.ready_timeout,
         learner_stop_timeout=args.learner_stop_timeout,
-        serving_env=_env_pairs(args.serving_env),
-        learner_env=_env_pairs(args.learner_env),
+        serving_env=env_pairs(args.serving_env),
+        learner_env=env_pairs(args.learner_env),
     )
     summary = run(config, plain=args.plain)
     print(

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from common.broker import DevBroker
 from loop.dashboard import render_text
-from loop.demo import Observation, _env_pairs
+from loop.demo import Observation, env_pairs
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
 from tests.loop.fake_service import ThreadedServer
 
@@ -67,9 +67,9 @@ def test_render_text_shows_the_loop_state() -> None:
 
 
 def test_env_pairs() -> None:
-    assert _env_pairs(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    assert env_pairs(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
     with pytest.raises(Exception, match="KEY=VALUE"):
-        _env_pairs(["nope"])
+        env_pairs(["nope"])
 
 
 @pytest.mark.kafka

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import random
+import sys
 
 from learner.data import Comparison, SFTExample
 from schemas.events import ChatMessage
+
+# `accelerate launch` with two CPU processes: `--cpu` always takes the single-process launcher,
+# so the two processes come from the torchrun launcher (`--multi_gpu`); the trainers' Accelerator
+# then runs MULTI_CPU over gloo.
+TWO_CPU_PROCESSES = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+]
 
 PROMPTS = [
     "What is two plus two?",

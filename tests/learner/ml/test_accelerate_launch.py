@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.learner.ml.helpers import TWO_CPU_PROCESSES
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -23,20 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 def test_two_processes_train_one_model_and_save_once(tiny_model_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
+        *TWO_CPU_PROCESSES,
         str(Path(__file__).with_name("accelerate_script.py")),
         str(tiny_model_dir),
         str(tmp_path),

@@ -22,25 +22,9 @@ from learner.launch import (
     encode_examples,
     launcher_from_setting,
 )
-from tests.learner.ml.helpers import separable_comparisons, user
+from tests.learner.ml.helpers import TWO_CPU_PROCESSES, separable_comparisons, user
 
 REPO = Path(__file__).resolve().parents[3]
-TWO_CPU_PROCESSES = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-    "--main_process_port",
-    "0",
-]
 
 
 def test_stage_inputs_survive_the_json_round_trip() -> None:
