@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kafka-python logs every metadata refresh at INFO (about one a second here): keep its
+    # warnings and errors, drop the chatter.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
