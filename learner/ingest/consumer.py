@@ -16,6 +16,13 @@ error, it just returns nothing forever. Two facts make a bare comparison with
 So a position is trusted only if the broker still holds the message just before it with the
 same bytes (sha256 saved with the offset, ``offsets.last_digest``). Otherwise ingestion starts a
 new epoch at the beginning of what the broker now holds, counted and logged.
+
+A read that brings nothing back is not proof by itself: Tansu answers a fetch past the end of
+its log with nothing, but so does a broker that is down or restarting. Before a reset the probe
+asks the broker for its offsets again; if it does not answer, or says it holds the offset, the
+check is inconclusive (``ProbeInconclusive``, a ``KafkaError``: callers retry later) and the
+saved position stays. Found by the loop's broker-restart test (tests/loop/test_loop_faults_e2e):
+a broker stopped during a periodic check made the learner re-read the partition from 0.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from learner import metrics
 from learner.store.db import message_digest
@@ -33,6 +41,10 @@ from learner.store.records import PartitionPosition, RawRecord
 logger = logging.getLogger(__name__)
 
 ResetFn = Callable[[str, int, int, str], None]
+
+
+class ProbeInconclusive(KafkaError):
+    """The broker could not tell whether it still holds a saved position (it did not answer)."""
 
 
 class KafkaSource:
@@ -153,7 +165,28 @@ class KafkaSource:
         return self._probe(tp, pos.next_offset - 1) == pos.last_digest
 
     def _probe(self, tp: TopicPartition, offset: int, timeout: float = 3.0) -> str | None:
-        """sha256 of the message at ``offset`` as the broker holds it now (None: not held)."""
+        """sha256 of the message at ``offset`` as the broker holds it now (None: not held).
+        Raises ``ProbeInconclusive`` when an empty read cannot be told from a broker away."""
+        answered, digest = self._read_at(tp, offset, timeout)
+        if answered:
+            return digest
+        assert self._prober is not None
+        try:
+            lo = self._prober.beginning_offsets([tp], timeout_ms=int(timeout * 1000))[tp]
+            hi = self._prober.end_offsets([tp], timeout_ms=int(timeout * 1000))[tp]
+        except KafkaError as exc:
+            raise ProbeInconclusive(f"{tp.topic}[{tp.partition}]: broker not answering") from exc
+        if lo <= offset < hi:
+            raise ProbeInconclusive(
+                f"{tp.topic}[{tp.partition}]: offset {offset} is in the broker's range "
+                f"[{lo}, {hi}) but could not be read"
+            )
+        # The broker answers now: one short read more settles it (past the end: nothing).
+        return self._read_at(tp, offset, min(timeout, 1.0))[1]
+
+    def _read_at(self, tp: TopicPartition, offset: int, timeout: float) -> tuple[bool, str | None]:
+        """(True, digest) for the message at ``offset``; (True, None) when the log skips past
+        it; (False, None) when nothing came back within ``timeout``."""
         if self._prober is None:
             self._prober = KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
@@ -167,10 +200,10 @@ class KafkaSource:
         while time.monotonic() < deadline:
             for msg in self._prober.poll(timeout_ms=300).get(tp, []):
                 if msg.offset == offset:
-                    return message_digest(msg.value)
+                    return True, message_digest(msg.value)
                 if msg.offset > offset:
-                    return None
-        return None
+                    return True, None
+        return False, None
 
     def _reset(self, tp: TopicPartition, saved: int, lo: int, hi: int, on_reset: ResetFn) -> None:
         logger.warning(
