@@ -88,7 +88,7 @@ def test_cycle_publishes_a_complete_version(tmp_path: Path, store: TrainingStore
     [
         ({"reward_config": {"fake_accuracy": 0.4}}, "held-out accuracy 0.400 < 0.550"),
         ({"eval_config": {"fake_reward_gain": -0.1}}, "reward gain -0.1000"),
-        ({"eval_config": {"fake_kl": 0.9}}, "mean KL 0.9000 > budget 0.5000"),
+        ({"eval_config": {"fake_kl": 12.0}}, "mean KL 12.0000 > budget 10.0000"),
         ({"eval_config": {"fake_sanity_failures": ["empty answer"]}}, "empty answer"),
     ],
 )
@@ -213,11 +213,11 @@ def test_crash_while_rejecting_resumes_to_the_same_decision(
 
     monkeypatch.setattr(faults, "hit", crash)
     with pytest.raises(Crash):
-        make_runner(tmp_path, store, eval_config={"fake_kl": 0.9}).run()
+        make_runner(tmp_path, store, eval_config={"fake_kl": 12.0}).run()
     monkeypatch.setattr(faults, "hit", lambda at: None)
-    runner = make_runner(tmp_path, store, eval_config={"fake_kl": 0.9})
+    runner = make_runner(tmp_path, store, eval_config={"fake_kl": 12.0})
     ckpt = runner.run()
-    assert ckpt.outcome == "rejected" and "mean KL 0.9000" in ckpt.reason
+    assert ckpt.outcome == "rejected" and "mean KL 12.0000" in ckpt.reason
     assert (tmp_path / "data/rejected/cycle-1/ppo/adapter/adapter_config.json").exists()
     assert runner.cleanup_workdirs() == 0 and not (tmp_path / "data/cycles/cycle-1").exists()
     assert [c["outcome"] for c in store.cycles()] == ["rejected"]
