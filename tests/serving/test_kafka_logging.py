@@ -53,13 +53,16 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
         for e in events_on(kafka_broker.bootstrap, settings.topic_interactions)
         if isinstance(e, PairServed) and e.pair_id in body["pair_id"]
     ]
-    assert len(served) == 1
+    # At-least-once: under load a produce that timed out is re-sent from the spool, as the very
+    # same event (consumers dedupe by event_id); one event, possibly more than one copy.
+    assert len({e.event_id for e in served}) == 1
+    assert all(e == served[0] for e in served)
     pair = served[0]
     votes = [
         e
         for e in events_on(kafka_broker.bootstrap, settings.topic_feedback)
         if isinstance(e, FeedbackPreference) and e.event_id == event_id
     ]
-    assert len(votes) == 1 and votes[0].pair_id == pair.pair_id
+    assert votes and all(v == votes[0] for v in votes) and votes[0].pair_id == pair.pair_id
     shown_a = body["choices"][0]["message"]["content"]
     assert pair.responses[0 if votes[0].choice == "a" else 1].text == shown_a
