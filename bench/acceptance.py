@@ -61,6 +61,7 @@ class Round:
     to_published_seconds: float | None = None
     to_serving_seconds: float | None = None
     manifest_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    reason: str = ""
 
 
 def _cycles(demo: Demo) -> dict[str, float]:
@@ -118,13 +119,16 @@ def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
         t_n = time.monotonic()
         outcome = _wait_cycle(demo, before, args.cycle_timeout)
         r = Round(number, per_round * number, t_n - t0, outcome)
+        # The finished cycle's checkpoint: its metrics and gate reason, rejected cycles too.
+        ckpt = json.loads((demo.data_dir / "learner" / "checkpoint.json").read_text())
+        r.manifest_metrics, r.reason = dict(ckpt.get("metrics", {})), ckpt.get("reason", "")
         versions = store.versions()
         if outcome == "published" and versions:
             r.version = store.manifest(versions[-1]).version
             r.to_published_seconds = time.monotonic() - t_n
             _wait_serving(demo, r.version, 300)
             r.to_serving_seconds = time.monotonic() - t_n
-            r.manifest_metrics = dict(store.manifest(versions[-1]).metrics)
+            r.manifest_metrics |= dict(store.manifest(versions[-1]).metrics)
         rounds.append(r)
         print(
             f"round {number}: {r.comparisons} comparisons, {r.outcome} {r.version or ''}",
@@ -288,6 +292,8 @@ def _markdown(
             f"| {_fmt(m.get('eval/length_mean'), '.0f')}/"
             f"{_fmt(m.get('eval/reference_length_mean'), '.0f')} |"
         )
+    lines.append("")
+    lines += [f"Round {r.number}: {r.outcome}: {r.reason}" for r in rounds if r.reason]
     lines.append("")
     if "win_rate" in verdict:
         low, high = verdict["interval"]

@@ -129,6 +129,7 @@ class EvalReport:
     losses: int = 0
     ties: int = 0  # ties and "both bad" votes
     a_shown_first: int = 0
+    answers: list[dict[str, str]] = field(default_factory=list)  # prompt + each side's text
 
     @property
     def n(self) -> int:
@@ -159,6 +160,7 @@ class EvalReport:
             "ci95": [low, high],
             "a": self.a.summary(),
             "b": self.b.summary(),
+            "answers": self.answers,
         }
 
 
@@ -254,6 +256,8 @@ def _record(
         if utilities is not None:
             side.utilities.append(utilities[k])
     report.a_shown_first += int(a_first)
+    # Kept for reading what won (length hacking, degenerate short answers): eval.json.
+    report.answers.append({"prompt": prompt, report.a.version: a[0], report.b.version: b[0]})
     best = outcome.best()
     if best is None:
         report.ties += 1

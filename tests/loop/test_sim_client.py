@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,9 @@ def test_eval_pins_versions_and_finds_the_concise_one(service: FakeService, tmp_
     paths = write_outputs(report, tmp_path, config)
     assert paths["plot"].stat().st_size > 1000
     assert "policy@v1 vs base" in paths["markdown"].read_text()
+    saved = json.loads(paths["json"].read_text())["answers"]
+    assert len(saved) == 12 and all(set(r) == {"prompt", "policy@v1", "base"} for r in saved)
+    assert all(len(r["policy@v1"].split()) < len(r["base"].split()) for r in saved)
 
 
 def test_eval_refuses_an_unhonoured_pin(service: FakeService) -> None:
