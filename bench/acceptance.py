@@ -95,6 +95,18 @@ def _wait_cycle(demo: Demo, before: dict[str, float], timeout: float) -> str:
     raise TimeoutError(f"no cycle finished within {timeout:.0f}s")
 
 
+def _finished_checkpoint(path: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """The cycle checkpoint once it says "done" (the cycle counter is bumped just before)."""
+    deadline = time.monotonic() + timeout
+    ckpt: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ckpt = json.loads(path.read_text())
+        if ckpt.get("stage") == "done":
+            break
+        time.sleep(0.5)
+    return ckpt
+
+
 def _wait_serving(demo: Demo, version: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +132,7 @@ def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
         outcome = _wait_cycle(demo, before, args.cycle_timeout)
         r = Round(number, per_round * number, t_n - t0, outcome)
         # The finished cycle's checkpoint: its metrics and gate reason, rejected cycles too.
-        ckpt = json.loads((demo.data_dir / "learner" / "checkpoint.json").read_text())
+        ckpt = _finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
         r.manifest_metrics, r.reason = dict(ckpt.get("metrics", {})), ckpt.get("reason", "")
         versions = store.versions()
         if outcome == "published" and versions:
