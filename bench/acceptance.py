@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,11 +74,8 @@ def _cycles(demo: Demo) -> dict[str, float]:
 def _collect(demo: Demo, total: int) -> None:
     """Let the users run until ``total`` comparisons were issued in all."""
     assert demo.sim is not None
-    sim = demo.sim
-    sim.config = dataclasses.replace(sim.config, comparisons=total)
-    thread = threading.Thread(target=lambda: asyncio.run(sim.run()), daemon=True)
-    thread.start()
-    thread.join()
+    demo.sim.config = dataclasses.replace(demo.sim.config, comparisons=total)
+    asyncio.run(demo.sim.run())
 
 
 def _wait_cycle(demo: Demo, before: dict[str, float], timeout: float) -> str:

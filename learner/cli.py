@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.logs import quiet_kafka_logging
 from learner.settings import LearnerSettings
 
 logger = logging.getLogger(__name__)
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # kafka-python logs every metadata refresh at INFO (about one a second here): keep its
-    # warnings and errors, drop the chatter.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_kafka_logging()
     try:
         settings = settings_from(args)
     except ValidationError as exc:

@@ -199,8 +199,12 @@ class Simulator:
         self._issued += 1
         return True
 
+    def make_client(self) -> ServiceClient:
+        """The API client the users share (a test may record through a subclass)."""
+        return ServiceClient(self.config.base_url, self.config.api_key)
+
     async def run(self) -> SimStats:
-        client = ServiceClient(self.config.base_url, self.config.api_key)
+        client = self.make_client()
         try:
             model = self.config.model or await client.model_id()
             limiter = RateLimiter(self.config.rate)

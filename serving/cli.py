@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.logs import quiet_kafka_logging
 from serving.settings import ServingSettings
 
 # flag -> settings field; flags left unset keep the environment's (or the default) value.
@@ -86,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # kafka-python logs every metadata refresh at INFO (about one a second here): keep its
-    # warnings and errors, drop the chatter.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_kafka_logging()
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

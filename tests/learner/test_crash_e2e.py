@@ -15,12 +15,12 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +32,7 @@ from schemas.events import AdapterPublished, EventBase
 from tests.learner.kafka_helpers import produce, voted_pairs
 from tests.learner.test_cycle import fake_model_dir
 from tests.support.kafka_read import read_topic
+from tests.support.store_query import query_store
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -101,17 +102,8 @@ class Learner:
             if self.wait(60) is None:
                 self.kill()
 
-    def query(self, sql: str) -> list[tuple[object, ...]]:
-        path = self.data / "store.sqlite"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(path, timeout=30)
-        try:
-            return conn.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            return []  # tables not created yet
-        finally:
-            conn.close()
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return query_store(self.data / "store.sqlite", sql)
 
     def checkpoint(self) -> dict[str, object] | None:
         path = self.data / "checkpoint.json"
@@ -172,7 +164,7 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
     dropped = {r[0] for r in learner.query("SELECT label FROM counters WHERE name='dropped'")}
     assert "duplicate_event" not in dropped
     offsets = learner.query("SELECT topic, partition, next_offset FROM offsets")
-    assert sum(int(r[2]) for r in offsets) == len(produced)  # type: ignore[call-overload]
+    assert sum(int(r[2]) for r in offsets) == len(produced)
 
     # Every visible version complete; no half-written directory left.
     store = AdapterStore(str(learner.adapters), "policy")
@@ -191,7 +183,7 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
         for r in m.offsets:
             assert r.start == ends.get((r.topic, r.partition), 0), (m.version, r)
             ends[(r.topic, r.partition)] = r.end
-    assert ends == {(str(t), int(p)): int(n) for t, p, n in offsets}  # type: ignore[call-overload]
+    assert ends == {(str(t), int(p)): int(n) for t, p, n in offsets}
     assert sum(m.event_count for m in manifests) == len(want)
 
     # Each published version was announced (re-announcements after a crash are the same event).

@@ -23,7 +23,6 @@ import asyncio
 import json
 import secrets
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -49,6 +48,7 @@ from schemas.events import (
 )
 from schemas.topics import DEFAULT_TOPICS
 from tests.support.sim_ledger import Ledger, RecordingSimulator, TopicRecord, read_all
+from tests.support.store_query import query_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -206,16 +206,7 @@ class Loop:
             return False
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        path = self.learner_data / "store.sqlite"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(path, timeout=30)
-        try:
-            return conn.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            return []  # tables not created yet
-        finally:
-            conn.close()
+        return query_store(self.learner_data / "store.sqlite", sql)
 
     def store_events(self) -> int:
         rows = self.query("SELECT COUNT(*) FROM events")

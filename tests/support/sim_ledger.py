@@ -9,7 +9,6 @@ the ledger can be compared with the ``pair.served`` / ``feedback.*`` events in K
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import httpx
 from kafka import KafkaConsumer, TopicPartition
 
 from loop.client import ChatResult, ServiceClient
-from loop.sim import RateLimiter, SimConfig, SimStats, Simulator
+from loop.sim import SimConfig, SimStats, Simulator
 from schemas.codec import decode_event
 from schemas.events import EventBase
 
@@ -96,20 +95,8 @@ class RecordingSimulator(Simulator):
         super().__init__(config, stats=stats)
         self.ledger = ledger
 
-    async def run(self) -> SimStats:
-        client = RecordingClient(self.config.base_url, self.config.api_key, self.ledger)
-        try:
-            model = self.config.model or await client.model_id()
-            limiter = RateLimiter(self.config.rate)
-            await asyncio.gather(
-                *(
-                    self._worker(client, model, limiter)
-                    for _ in range(max(1, self.config.concurrency))
-                )
-            )
-        finally:
-            await client.aclose()
-        return self.stats
+    def make_client(self) -> ServiceClient:
+        return RecordingClient(self.config.base_url, self.config.api_key, self.ledger)
 
 
 @dataclass(frozen=True)
