@@ -40,6 +40,7 @@ from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 
 OPEN_GATES = {
     "LEARNER_RM_MIN_ACCURACY": "0.0",
+    "LEARNER_RM_GATE_CONFIDENCE": "0",
     "LEARNER_MIN_REWARD_GAIN": "-1e9",
     "LEARNER_KL_BUDGET": "1e9",
 }

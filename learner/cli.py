@@ -36,6 +36,7 @@ _RUN = {
     "min_new_comparisons": (int, "start a cycle after this many new comparisons"),
     "cycle_period_seconds": (float, "... or after this long with at least one"),
     "rm_min_accuracy": (float, "reward-model held-out accuracy gate"),
+    "rm_gate_confidence": (float, "RM must beat chance at this confidence (0 = off)"),
     "kl_budget": (float, "max mean KL to the reference"),
     "min_reward_gain": (float, "publish only if held-out reward gain > this"),
     "metrics_port": (int, "Prometheus port (0 = off)"),
@@ -156,6 +157,7 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
 
 def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
+    from learner.gates import reward_gate
 
     svc = build_services(settings)
     comparisons = svc.store.comparisons()
@@ -164,10 +166,20 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
         return 1
     out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
     res = svc.runner.trainers.reward(svc.runner.base, comparisons, out)
-    passed = res.metrics.get("accuracy", 0.0) >= settings.rm_min_accuracy
+    gate = reward_gate(
+        res.metrics.get("accuracy"),
+        int(res.metrics.get("eval_count", 0.0)),
+        settings.rm_min_accuracy,
+        settings.rm_gate_confidence,
+    )
     print(
         json.dumps(
-            {"adapter_dir": str(res.adapter_dir), "metrics": res.metrics, "passes_gate": passed},
+            {
+                "adapter_dir": str(res.adapter_dir),
+                "metrics": res.metrics,
+                "passes_gate": gate.passed,
+                "gate": gate.reason,
+            },
             indent=2,
         )
     )

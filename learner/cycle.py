@@ -80,7 +80,8 @@ class CycleRunner:
             return True
         finished = [c["finished"] for c in self.store.cycles(1) if c["finished"]]
         since = finished[0] if finished else self.started_at
-        return new >= 1 and now - since >= self.s.cycle_period_seconds
+        period = self.s.cycle_period_seconds
+        return new >= 1 and period > 0 and now - since >= period
 
     # ---- run --------------------------------------------------------------------------------
 
@@ -202,7 +203,14 @@ class CycleRunner:
                 "history": ckpt.history | {"reward": res.history},
             }
         )
-        failed = gates.first_failure([gates.reward_gate(accuracy, self.s.rm_min_accuracy)])
+        held_out = int(res.metrics.get("eval_count", 0.0))
+        failed = gates.first_failure(
+            [
+                gates.reward_gate(
+                    accuracy, held_out, self.s.rm_min_accuracy, self.s.rm_gate_confidence
+                )
+            ]
+        )
         if failed:
             return self._reject(ckpt, failed.reason)
         kept = _install(res.adapter_dir, self.data_dir / "reward" / f"v{ckpt.cycle_id}")
@@ -339,7 +347,11 @@ class CycleRunner:
                 f"{p['topic']}[{p['partition']}]": p["epoch"] for p in ckpt.snapshot["positions"]
             },
             "sft_applied": ckpt.sft_adapter is not None,
-            "gates": {"rm_min_accuracy": self.s.rm_min_accuracy, "kl_budget": self.s.kl_budget},
+            "gates": {
+                "rm_min_accuracy": self.s.rm_min_accuracy,
+                "rm_gate_confidence": self.s.rm_gate_confidence,
+                "kl_budget": self.s.kl_budget,
+            },
             "trainers": self.s.trainers,
             "reward_config": self.s.reward_config,
             "ppo_config": self.s.ppo_config,

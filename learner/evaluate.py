@@ -45,7 +45,9 @@ DEFAULT_SANITY_PROMPTS = (
 @dataclass
 class EvalConfig:
     max_new_tokens: int = option(64, "Response length limit.")
-    temperature: float = option(0.7, "Sampling temperature for the reward and KL estimates.")
+    temperature: float = option(
+        1.0, "Sampling temperature for the reward and KL estimates (the serving default)."
+    )
     top_p: float = option(1.0, "Nucleus sampling for the estimates.")
     samples_per_prompt: int = option(1, "Sampled responses per held-out prompt and model.")
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
@@ -68,7 +70,9 @@ class EvalConfig:
 class EvalResult:
     reward_policy: float  # mean reward of the policy's samples
     reward_reference: float  # mean reward of the reference's samples
-    reward_gain: float  # reward_policy - reward_reference
+    reward_gain: float  # reward_policy - reward_reference, in reward standard units
+    reward_gain_low: float  # 95 % interval of the mean paired gain (normal approximation)
+    reward_gain_high: float
     win_rate: float  # share of samples where the policy beat the reference (ties count half)
     kl: float  # mean over responses of sum_t KL_t(policy || reference)
     length_mean: float  # policy response tokens
@@ -85,6 +89,8 @@ class EvalResult:
             "eval/reward_policy": self.reward_policy,
             "eval/reward_reference": self.reward_reference,
             "eval/reward_gain": self.reward_gain,
+            "eval/reward_gain_low": self.reward_gain_low,
+            "eval/reward_gain_high": self.reward_gain_high,
             "eval/win_rate": self.win_rate,
             "eval/kl": self.kl,
             "eval/length_mean": self.length_mean,
@@ -104,6 +110,20 @@ def degenerate_reason(tokens: Sequence[int], text: str, max_repeat_fraction: flo
         if count / len(tokens) > max_repeat_fraction:
             return f"token {token} is {count}/{len(tokens)} of the answer"
     return None
+
+
+def mean_interval(values: torch.Tensor, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % interval of the mean of ``values`` (N,): mean +/- z * sd / sqrt(N).
+
+    The paired differences of one prompt's policy and reference samples are independent across
+    prompts, so the central limit theorem applies; with N < 2 the interval is unbounded.
+    """
+    n = values.numel()
+    if n < 2:
+        return (float("-inf"), float("inf"))
+    mean = values.float().mean().item()
+    half = z * values.float().std(unbiased=True).item() / n**0.5
+    return (mean - half, mean + half)
 
 
 def _load_policy(base_model_dir: Path, adapter_dir: Path | None) -> PolicyWithValue:
@@ -227,8 +247,9 @@ def evaluate_policy(
     ref_rollouts = _generate(model, tokenizer, repeated, config, reference=True)
     policy_texts = [t for r in policy_rollouts for t in r.texts]
     ref_texts = [t for r in ref_rollouts for t in r.texts]
-    policy_scores = reward_model.score(repeated, policy_texts, config.batch_size)  # (N,)
-    ref_scores = reward_model.score(repeated, ref_texts, config.batch_size)  # (N,)
+    policy_scores = reward_model.score(repeated, policy_texts, config.batch_size, True)  # (N,)
+    ref_scores = reward_model.score(repeated, ref_texts, config.batch_size, True)  # (N,)
+    gain_low, gain_high = mean_interval(policy_scores - ref_scores)
     kl = torch.cat([_sequence_kl(model, r, config) for r in policy_rollouts])  # (N,)
     lengths = torch.cat([r.response_mask.sum(1) for r in policy_rollouts]).float()
     ref_lengths = torch.cat([r.response_mask.sum(1) for r in ref_rollouts]).float()
@@ -238,6 +259,8 @@ def evaluate_policy(
         reward_policy=policy_scores.mean().item(),
         reward_reference=ref_scores.mean().item(),
         reward_gain=(policy_scores - ref_scores).mean().item(),
+        reward_gain_low=gain_low,
+        reward_gain_high=gain_high,
         win_rate=wins.mean().item(),
         kl=kl.mean().item(),
         length_mean=lengths.mean().item(),

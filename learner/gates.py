@@ -1,8 +1,7 @@
-"""Publishing gates (issue "Learner", part 5): pure decisions on trainer/evaluator metrics.
+"""Publishing gates: pure decisions on trainer/evaluator metrics.
 
 A candidate is published only if every gate passes: the reward model ranks held-out
-comparisons well enough to be worth optimising against (InstructGPT reports ~72% held-out
-accuracy for a 6B RM; the threshold is a setting), the policy improved the reward on held-out
+comparisons well enough to be worth optimising against, the policy improved the reward on held-out
 prompts, it stayed within the KL budget of the reference (the penalty's purpose: Ziegler et al.
 2019, "Fine-Tuning Language Models from Human Preferences"), and sanity prompts still get sane
 answers.
@@ -10,8 +9,10 @@ answers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from learner import metrics
 
@@ -23,14 +24,39 @@ class GateDecision:
     reason: str
 
 
-def reward_gate(accuracy: float | None, min_accuracy: float) -> GateDecision:
+def wilson_lower_bound(successes: float, n: int, confidence: float) -> float:
+    """One-sided Wilson score lower bound of a binomial proportion (Wilson 1927)."""
+    if n <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(confidence)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / denom)
+
+
+def reward_gate(
+    accuracy: float | None, n: int, min_accuracy: float, confidence: float = 0.95
+) -> GateDecision:
+    """Held-out accuracy at least ``min_accuracy`` and, unless ``confidence`` is 0, better than
+    chance at that confidence: the one-sided Wilson lower bound over the ``n`` held-out votes is
+    above 0.5.
+
+    Why a test and not a threshold alone: with 25-50 held-out noisy votes a threshold of 0.55
+    passes a chance-level model about a third of the time and fails a perfect one about as
+    often. The test passes a chance-level model 5 % of the time (at 0.95) whatever ``n`` is; its
+    power grows with ``n`` (at a label ceiling of 0.7, about 0.8 with 50 held-out votes and 0.99
+    with 100), so the learner holds out 20 % of the pairs.
+    """
     if accuracy is None:
         return GateDecision("reward_accuracy", False, "reward model reported no accuracy")
-    ok = accuracy >= min_accuracy
-    rel = ">=" if ok else "<"
-    return GateDecision(
-        "reward_accuracy", ok, f"held-out accuracy {accuracy:.3f} {rel} {min_accuracy:.3f}"
-    )
+    low = wilson_lower_bound(accuracy * n, n, confidence) if confidence > 0 else accuracy
+    ok = accuracy >= min_accuracy and (confidence == 0 or low > 0.5)
+    why = f"held-out accuracy {accuracy:.3f} on {n} votes (min {min_accuracy:.3f})"
+    if confidence > 0:
+        why += f", {confidence:.0%} lower bound {low:.3f} ({'>' if low > 0.5 else '<='} 0.5)"
+    return GateDecision("reward_accuracy", ok, why)
 
 
 def eval_gates(

@@ -32,12 +32,21 @@ class LearnerSettings(BaseSettings):
         64, ge=1, description="start a cycle after this many new comparisons ..."
     )
     cycle_period_seconds: float = Field(
-        3600.0, gt=0, description="... or after this long with at least one new comparison"
+        3600.0,
+        ge=0,
+        description="... or after this long with at least one new comparison (0 = by count only)",
     )
     feedback_join_window_seconds: float = Field(
         3600.0, gt=0, description="how long feedback waits for its pair before it expires"
     )
     rm_min_accuracy: float = Field(0.55, ge=0.0, le=1.0, description="held-out accuracy gate")
+    rm_gate_confidence: float = Field(
+        0.95,
+        ge=0.0,
+        lt=1.0,
+        description="the reward model must beat chance on its held-out votes at this confidence "
+        "(one-sided Wilson bound > 0.5); 0 = point accuracy only",
+    )
     min_reward_gain: float = Field(
         0.0, description="publish only if the held-out reward gain over the reference is > this"
     )

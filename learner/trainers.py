@@ -196,7 +196,13 @@ class FakeTrainers(_StageConfigs):
         history = [{"step": float(i + 1), "loss": 0.7 - 0.1 * i, "accuracy": acc} for i in range(3)]
         return TrainOutcome(
             adapter,
-            {"accuracy": acc, "margin": 0.5, "train_count": float(len(comparisons))},
+            {
+                "accuracy": acc,
+                "margin": 0.5,
+                "train_count": float(len(comparisons)),
+                # As many held-out votes as the fake claims (the gate's power depends on it).
+                "eval_count": float(self.overrides["reward"].get("fake_eval_count", 100)),
+            },
             history,
         )
 

@@ -185,6 +185,7 @@ class Demo:
             env.update(
                 {
                     "LEARNER_RM_MIN_ACCURACY": "0.0",
+                    "LEARNER_RM_GATE_CONFIDENCE": "0",
                     "LEARNER_KL_BUDGET": "1000000",
                     "LEARNER_SANITY_PROMPTS": "[]",
                     "LEARNER_EVAL_CONFIG": json.dumps({"max_repeat_fraction": 1.0}),

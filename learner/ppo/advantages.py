@@ -8,6 +8,14 @@ GAE (Schulman et al. 2016, https://arxiv.org/abs/1506.02438, eq. 16):
     R_t     = A_t + V(s_t)                             (value targets)
 
 The response ends at its last unmasked token (EOS, or the length limit): V after it is 0.
+RLOO (REINFORCE leave-one-out; Kool et al. 2019, https://openreview.net/forum?id=r1lgTGL5DE;
+Ahmadian et al. 2024, "Back to Basics", https://arxiv.org/abs/2402.14740, eq. 6): with k samples
+of one prompt, each sample's baseline is the mean sequence reward of the other k - 1:
+
+    A_i = R_i - 1 / (k - 1) * sum_{j != i} R_j
+
+an unbiased per-prompt baseline that needs no critic.
+
 Whitening (Huang et al. 2024, "N+ implementation details", https://arxiv.org/abs/2403.17031):
 (x - mean) / sqrt(var + 1e-8) over unmasked entries, with the unbiased (Bessel) variance, the same
 maths as TRL's ``masked_whiten``.
@@ -76,3 +84,25 @@ def gae(
     advantages = torch.stack(reversed_adv[::-1], dim=1)  # (B, T)
     returns = advantages + values
     return advantages, returns
+
+
+def sequence_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """R = score - beta * sum_t KL_t, one per response. scores (B,), kl/mask (B, T) -> (B,)."""
+    return scores - kl_coef * (kl * mask).sum(-1)
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Leave-one-out advantages (see module doc). rewards (B,), B = prompts * k -> (B,).
+
+    Rows are grouped by prompt, contiguous: [p0 s0, p0 s1, ..., p1 s0, ...].
+    Plain loop it equals: for each group g: A[g_i] = R[g_i] - mean(R[g_j] for j != i).
+    """
+    if group_size < 2:
+        raise ValueError("RLOO needs at least 2 samples per prompt")
+    if rewards.shape[0] % group_size:
+        raise ValueError(f"{rewards.shape[0]} rewards do not split into groups of {group_size}")
+    grouped = rewards.view(-1, group_size)  # (P, k)
+    baseline = (grouped.sum(-1, keepdim=True) - grouped) / (group_size - 1)  # (P, k)
+    return (grouped - baseline).reshape(-1)  # (B,)

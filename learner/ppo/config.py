@@ -13,13 +13,28 @@ class PPOConfig(TrainOptions):
     # within budget over a cycle in our runs while still moving the reward.
     learning_rate: float = option(2e-5, "AdamW learning rate for the policy LoRA + value head.")
     num_steps: int = option(16, "PPO iterations (rollout + update) per call.")
-    batch_size: int = option(16, "Prompts per rollout (per process under accelerate).")
-    mini_batch_size: int = option(4, "Rollouts per optimiser step during the update.")
+    batch_size: int = option(
+        8, "Prompts per rollout (per process under accelerate); rows = this * samples_per_prompt."
+    )
+    samples_per_prompt: int = option(
+        2, "Responses sampled per prompt (>= 2 for the RLOO baseline; GAE accepts 1)."
+    )
+    # RLOO compares each answer with the other answers to the same prompt, which is what the
+    # users' votes (and so the reward model) measure; GAE needs a critic that starts knowing
+    # nothing each cycle, and with a few hundred rollouts per cycle its noise dominated.
+    advantage_estimator: str = option(
+        "rloo", "'rloo' (leave-one-out baseline, no critic) or 'gae' (value head + GAE)."
+    )
+    mini_batch_size: int = option(8, "Rollouts (rows) per optimiser step during the update.")
     ppo_epochs: int = option(2, "Passes over each rollout batch.")
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
     max_new_tokens: int = option(64, "Response length limit.")
-    temperature: float = option(0.7, "Sampling temperature; log-probs use the same scaling.")
+    # The serving default: the policy is optimised on the answers users will actually see, and
+    # the reward model was trained on answers sampled at this temperature.
+    temperature: float = option(1.0, "Sampling temperature; log-probs use the same scaling.")
     top_p: float = option(1.0, "Nucleus sampling; 1.0 keeps the sampler's log-probs exact.")
+    # Rewards reach PPO in standard units (the reward model's training-answer std = 1), so beta
+    # is "reward standard deviations per nat".
     kl_coef: float = option(0.05, "KL penalty coefficient beta (initial value if adaptive).")
     kl_estimator: str = option("k1", "'k1' (-log r) or 'k3' ((r - 1) - log r) per-token KL.")
     adaptive_kl: bool = option(False, "Steer beta towards kl_target (Ziegler et al. 2019).")
@@ -31,10 +46,19 @@ class PPOConfig(TrainOptions):
     clip_range_value: float = option(0.2, "Value clip around the rollout values.")
     # The value loss's gradient also reaches the shared LoRA; a small coefficient keeps the
     # critic from dominating the policy's features.
-    vf_coef: float = option(0.1, "Weight of the value loss.")
+    vf_coef: float = option(0.1, "Weight of the value loss (GAE only).")
+    value_learning_rate: float = option(
+        1e-3, "AdamW learning rate of the value head (the zero-initialised head must move fast)."
+    )
+    value_warmup_steps: int = option(
+        2, "GAE only: first iterations train the value head alone, before any policy update."
+    )
     whiten_rewards: bool = option(False, "Whiten per-token rewards before GAE.")
+    # Off by default: a fixed penalty is a length prior of its own, against any preference
+    # that wants longer answers, and at 1.0 it outweighed an unnormalised reward model.
     missing_eos_penalty: float | None = option(
-        1.0, "Subtracted from the score of responses cut by max_new_tokens (no EOS); None = off."
+        None,
+        "Subtracted from the (standardised) score of responses cut by max_new_tokens; None = off.",
     )
     forward_batch_size: int = option(8, "Rows per no-grad forward when scoring a rollout.")
     reward_batch_size: int = option(16, "Rows per reward-model batch.")

@@ -1,11 +1,15 @@
 """LoRA PPO against the reward model (runs unchanged under ``accelerate launch``).
 
 One iteration (Ouyang et al. 2022; Huang et al. 2024, https://arxiv.org/abs/2403.17031):
-1) sample a response per prompt from the policy (base + LoRA);
-2) score: reward model at the end of each response (minus a penalty if it never emitted EOS),
-   log-probs and values of the policy, log-probs of the reference (same module, adapter off);
-3) per-token rewards -beta * KL_t + score at the last token; GAE; whitened advantages;
-4) ``ppo_epochs`` passes of minibatch updates with the clipped policy and value losses;
+1) sample ``samples_per_prompt`` responses per prompt from the policy (base + LoRA);
+2) score: reward model at the end of each response, in standard units (``RewardNorm``; minus a
+   penalty if it never emitted EOS, when that is on), log-probs and values of the policy,
+   log-probs of the reference (same module, adapter off);
+3) advantages: RLOO (default) on R = score - beta * sum_t KL_t with the other samples of the
+   same prompt as baseline, or GAE on per-token rewards -beta * KL_t + score at the last token;
+   whitened either way;
+4) ``ppo_epochs`` passes of minibatch updates with the clipped policy loss (and, for GAE, the
+   clipped value loss; the first ``value_warmup_steps`` iterations train the value head only);
 5) update beta (fixed or Ziegler et al. adaptive controller).
 The main process saves the PEFT adapter (servable) and the value head once at the end.
 """
@@ -33,7 +37,14 @@ from learner.modeling import (
     trainable_parameters,
     with_lora,
 )
-from learner.ppo.advantages import gae, masked_mean, masked_whiten, token_rewards
+from learner.ppo.advantages import (
+    gae,
+    masked_mean,
+    masked_whiten,
+    rloo_advantages,
+    sequence_rewards,
+    token_rewards,
+)
 from learner.ppo.config import PPOConfig
 from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
@@ -82,8 +93,14 @@ def _validate(config: PPOConfig, prompts: Sequence[Any]) -> None:
         raise ValueError("kl_estimator must be 'k1' or 'k3'")
     if config.temperature <= 0:
         raise ValueError("PPO samples: temperature must be > 0")
-    if config.mini_batch_size > config.batch_size:
-        raise ValueError("mini_batch_size must not exceed batch_size")
+    if config.advantage_estimator not in ("rloo", "gae"):
+        raise ValueError("advantage_estimator must be 'rloo' or 'gae'")
+    if config.advantage_estimator == "rloo" and config.samples_per_prompt < 2:
+        raise ValueError("RLOO needs samples_per_prompt >= 2")
+    if config.samples_per_prompt < 1:
+        raise ValueError("samples_per_prompt must be >= 1")
+    if config.mini_batch_size > config.batch_size * config.samples_per_prompt:
+        raise ValueError("mini_batch_size must not exceed batch_size * samples_per_prompt")
 
 
 def _score_rollout(
@@ -103,15 +120,20 @@ def _score_rollout(
         ref_logprobs, _ = response_logprobs(
             model, *args, config.temperature, config.forward_batch_size
         )
-    scores = reward_model.score(prompts, rollout.texts, config.reward_batch_size)
+    scores = reward_model.score(prompts, rollout.texts, config.reward_batch_size, normalized=True)
     scores = scores.to(logprobs.device)
     if config.missing_eos_penalty is not None:
         scores = scores - config.missing_eos_penalty * (~rollout.has_eos).float()
     kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator) * mask  # type: ignore[arg-type]
-    rewards = token_rewards(scores, kl, mask, kl_coef)
-    if config.whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
-    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
+    if config.advantage_estimator == "rloo":
+        seq = sequence_rewards(scores, kl, mask, kl_coef)  # (B,)
+        advantages = rloo_advantages(seq, config.samples_per_prompt)[:, None] * mask  # (B, R)
+        returns = torch.zeros_like(values)  # no critic
+    else:
+        rewards = token_rewards(scores, kl, mask, kl_coef)
+        if config.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
+        advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
     advantages = masked_whiten(advantages, mask) * mask
     return Experience(
         rollout, logprobs, ref_logprobs, values * mask, scores, kl, advantages, returns
@@ -125,8 +147,14 @@ def _update(
     exp: Experience,
     config: PPOConfig,
     generator: torch.Generator,
+    policy_on: bool = True,
 ) -> dict[str, float]:
-    """ppo_epochs passes of minibatch updates; returns means of the per-minibatch statistics."""
+    """ppo_epochs passes of minibatch updates; returns means of the per-minibatch statistics.
+
+    The loss is the clipped policy loss (unless ``policy_on`` is False: value warm-up) plus,
+    with GAE, ``vf_coef`` times the clipped value loss.
+    """
+    use_critic = config.advantage_estimator == "gae"
     stats: dict[str, list[float]] = {}
     rollout = exp.rollout
     n = rollout.input_ids.shape[0]
@@ -145,7 +173,9 @@ def _update(
             vf, vf_clipfrac = value_loss(
                 vpred, exp.values[rows], exp.returns[rows], mask, config.clip_range_value
             )
-            loss = pg.loss + config.vf_coef * vf
+            loss = (pg.loss if policy_on else 0.0 * pg.loss) + (
+                config.vf_coef * vf if use_critic else 0.0 * vf
+            )
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -180,6 +210,20 @@ def _rollout_metrics(exp: Experience, accelerator: Any, kl_coef: float) -> dict[
         "response/eos_fraction": exp.rollout.has_eos.float(),
     }
     return {k: accelerator.gather_for_metrics(v).float().mean().item() for k, v in per_row.items()}
+
+
+def _optimizer(model: PolicyWithValue, config: PPOConfig) -> torch.optim.Optimizer:
+    """AdamW with the value head in its own group (its own learning rate)."""
+    head = {id(p) for p in model.value_head.parameters()}
+    params = trainable_parameters(model).values()
+    groups = [
+        {"params": [p for p in params if id(p) not in head], "lr": config.learning_rate},
+        {
+            "params": [p for p in model.value_head.parameters() if p.requires_grad],
+            "lr": config.value_learning_rate,
+        },
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 def _prompt_sampler(
@@ -230,11 +274,7 @@ def run_ppo(
     tokenizer = load_tokenizer(base_model_dir)
     model = _build(base_model_dir, config, init_adapter)
     reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(accelerator.device)
-    optimizer = torch.optim.AdamW(
-        trainable_parameters(model).values(),
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = _optimizer(model, config)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     controller = _controller(config)
     next_prompt = _prompt_sampler(
@@ -244,7 +284,12 @@ def run_ppo(
     history: list[dict[str, float]] = []
     for step in range(1, config.num_steps + 1):
         unwrapped: PolicyWithValue = accelerator.unwrap_model(prepared)
-        batch = [next(next_prompt) for _ in range(config.batch_size)]
+        # Each prompt samples_per_prompt times, contiguous: the RLOO groups.
+        batch = [
+            prompt
+            for prompt in (next(next_prompt) for _ in range(config.batch_size))
+            for _ in range(config.samples_per_prompt)
+        ]
         started = time.perf_counter()
         rollout = sample(
             unwrapped.policy,
@@ -260,9 +305,12 @@ def run_ppo(
         exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
         scored = time.perf_counter()
         metrics = _rollout_metrics(exp, accelerator, kl_coef)
-        metrics.update(_update(prepared, optimizer, accelerator, exp, config, generator))
+        warming_up = config.advantage_estimator == "gae" and step <= config.value_warmup_steps
+        metrics.update(
+            _update(prepared, optimizer, accelerator, exp, config, generator, not warming_up)
+        )
         updated = time.perf_counter()
-        controller.update(metrics["objective/kl"], config.batch_size * accelerator.num_processes)
+        controller.update(metrics["objective/kl"], len(batch) * accelerator.num_processes)
         metrics.update(
             {
                 "step": float(step),

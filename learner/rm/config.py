@@ -11,8 +11,10 @@ from learner.modeling import TrainOptions, option
 class RewardConfig(TrainOptions):
     num_epochs: int = option(1, "Passes over the training comparisons.")
     batch_size: int = option(8, "Comparisons per optimiser step (per process under accelerate).")
+    # 20 %: the learner's gate tests held-out accuracy against chance, and its power grows with
+    # the number of held-out votes (see learner.gates.reward_gate).
     eval_fraction: float = option(
-        0.1, "Share of pair_ids held out for evaluation (split by pair, never by comparison)."
+        0.2, "Share of pair_ids held out for evaluation (split by pair, never by comparison)."
     )
     # A small store times a small fraction rounds to zero held-out pairs: keep at least this
     # many when eval_fraction > 0 and there are at least twice as many pairs in all.
@@ -22,5 +24,11 @@ class RewardConfig(TrainOptions):
         None,
         "If set, adds coef * mean((r_c + r_r)^2) to the loss to keep rewards centred "
         "(Eisenstein et al. 2023), as TRL's option of the same name.",
+    )
+    norm_sample: int = option(
+        256, "Training comparisons re-scored after training for the reward statistics."
+    )
+    head_init: str = option(
+        "zero", "Score head start: 'zero' (every reward 0 before training) or 'normal'."
     )
     log_every: int = option(10, "Log progress every this many optimiser steps.")

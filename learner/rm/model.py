@@ -2,13 +2,19 @@
 
 r(x, y) = w . h_T(x ++ y ++ EOS) + b, where h_T is the final hidden state of the last real
 token (Ziegler et al. 2019; Ouyang et al. 2022). The adapter directory holds the PEFT adapter
-files plus ``score_head.safetensors``.
+files plus ``score_head.safetensors`` and ``reward_norm.json``: the mean and standard deviation
+of the trained model's rewards over its training answers, so that PPO and the evaluation work in
+standard units whatever scale one training run happened to end on (reward normalisation:
+Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, section 2: "we normalize the reward model
+so that it has mean 0 and variance 1"; also Huang et al. 2024, https://arxiv.org/abs/2403.17031).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +38,69 @@ from schemas.events import ChatMessage
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "score_head.safetensors"
+NORM_FILE = "reward_norm.json"
+
+
+@dataclass(frozen=True)
+class RewardNorm:
+    """Affine map raw reward -> standard units: (r - mean) / std."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def fit(cls, rewards: torch.Tensor) -> RewardNorm:
+        """From raw rewards (N,); a degenerate spread keeps std 1 rather than dividing by 0."""
+        std = rewards.float().std(unbiased=False).item() if rewards.numel() > 1 else 0.0
+        mean = rewards.float().mean().item() if rewards.numel() else 0.0
+        return cls(mean=mean, std=std if std > 1e-6 else 1.0)
+
+    def apply(self, rewards: torch.Tensor) -> torch.Tensor:
+        return (rewards - self.mean) / self.std
+
+    def save(self, adapter_dir: Path) -> None:
+        (adapter_dir / NORM_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, adapter_dir: Path) -> RewardNorm:
+        """The saved statistics; an adapter from before they existed is used raw (identity)."""
+        path = adapter_dir / NORM_FILE
+        if not path.is_file():
+            logger.warning("%s has no %s: rewards are used unnormalised", adapter_dir, NORM_FILE)
+            return cls()
+        return cls(**json.loads(path.read_text()))
 
 
 class RewardModel(nn.Module):
     """LoRA-adapted LM body + scalar head. ``forward`` returns one reward per row."""
 
-    def __init__(self, backbone: Any, head: ScalarHead, tokenizer: Any, max_length: int) -> None:
+    def __init__(
+        self,
+        backbone: Any,
+        head: ScalarHead,
+        tokenizer: Any,
+        max_length: int,
+        norm: RewardNorm | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.norm = norm or RewardNorm()
 
     @classmethod
     def create(
-        cls, base_model_dir: Path, options: TrainOptions, init_adapter: Path | None = None
+        cls,
+        base_model_dir: Path,
+        options: TrainOptions,
+        init_adapter: Path | None = None,
+        head_init: str = "zero",
     ) -> RewardModel:
         """A trainable reward model: fresh LoRA + head, or continued from ``init_adapter``."""
         base = load_base_model(base_model_dir)
         backbone = with_lora(base, options, init_adapter)
-        head = ScalarHead(base.config.hidden_size, seed=options.seed)
+        head = ScalarHead(base.config.hidden_size, seed=options.seed, init=head_init)
         if init_adapter is not None and (init_adapter / HEAD_FILE).is_file():
             head.load_state_dict(load_file(str(init_adapter / HEAD_FILE)))
         return cls(backbone, head, load_tokenizer(base_model_dir), options.max_length)
@@ -65,7 +114,8 @@ class RewardModel(nn.Module):
         backbone = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
         head = ScalarHead(base.config.hidden_size)
         head.load_state_dict(load_file(str(adapter_dir / HEAD_FILE)))
-        model = cls(backbone, head, load_tokenizer(base_model_dir), max_length)
+        norm = RewardNorm.load(adapter_dir)
+        model = cls(backbone, head, load_tokenizer(base_model_dir), max_length, norm)
         model.requires_grad_(False)
         return model.eval()
 
@@ -90,8 +140,9 @@ class RewardModel(nn.Module):
         prompts: Sequence[Sequence[ChatMessage]],
         responses: Sequence[str],
         batch_size: int = 16,
+        normalized: bool = False,
     ) -> torch.Tensor:
-        """Rewards of each (prompt, response). Returns (N,) float32 on CPU."""
+        """Rewards of each (prompt, response), raw or in standard units. (N,) float32 on CPU."""
         out: list[torch.Tensor] = []
         device = next(self.parameters()).device
         for start in range(0, len(responses), batch_size):
@@ -99,7 +150,8 @@ class RewardModel(nn.Module):
                 prompts[start : start + batch_size], responses[start : start + batch_size]
             )
             out.append(self(ids.to(device), mask.to(device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+        rewards = torch.cat(out) if out else torch.zeros(0)
+        return self.norm.apply(rewards) if normalized else rewards
 
     def save(self, adapter_dir: Path) -> None:
         adapter_dir.mkdir(parents=True, exist_ok=True)
@@ -108,3 +160,4 @@ class RewardModel(nn.Module):
             {k: v.contiguous() for k, v in self.head.state_dict().items()},
             str(adapter_dir / HEAD_FILE),
         )
+        self.norm.save(adapter_dir)

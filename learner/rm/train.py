@@ -4,8 +4,10 @@ Steps: 1) split comparisons by pair_id into train / held-out (deterministic by s
 comparisons of one pair or ranking land on the same side); 2) tokenise prompt + answer + EOS;
 3) minimise the weighted Bradley-Terry loss (``learner.rm.loss``) with AdamW on the LoRA and
 head parameters; 4) score the held-out pairs (accuracy, margin, reward statistics); 5) the main
-process saves the adapter + head once. Ties and both-bad votes are not comparisons (no ordering)
-and never reach this trainer; see ``learner.rm``.
+process saves the adapter + head once, with the reward statistics of the trained model over a
+sample of its training answers (``RewardNorm``: PPO and the evaluation use standard units).
+Ties and both-bad votes are not comparisons (no ordering) and never reach this trainer; see
+``learner.rm``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from learner.modeling import (
 )
 from learner.rm.config import RewardConfig
 from learner.rm.loss import pairwise_loss, pairwise_stats
-from learner.rm.model import RewardModel
+from learner.rm.model import RewardModel, RewardNorm
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,20 @@ def _evaluate(
     return metrics
 
 
+@torch.no_grad()
+def _fit_norm(model: Any, loader: DataLoader, accelerator: Any) -> RewardNorm:
+    """Reward statistics of the trained model over (a sample of) its training answers."""
+    model.eval()
+    rewards = []
+    for batch in loader:
+        # Gather per comparison (B rows each), not the (2B,) stack: gather_for_metrics trims the
+        # last batch's padding in units of dataset items.
+        chosen, rejected = model(batch["input_ids"], batch["attention_mask"]).chunk(2)
+        rewards += list(accelerator.gather_for_metrics((chosen, rejected)))
+    model.train()
+    return RewardNorm.fit(torch.cat(rewards).float().cpu())
+
+
 def train_reward_model(
     base_model_dir: Path,
     comparisons: list[Comparison],
@@ -135,7 +151,7 @@ def train_reward_model(
     )
     if not train_set:
         raise ValueError("every pair was held out: nothing left to train on (lower eval_fraction)")
-    model = RewardModel.create(base_model_dir, config, init_adapter)
+    model = RewardModel.create(base_model_dir, config, init_adapter, config.head_init)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
     train_loader: DataLoader[Any] = DataLoader(
@@ -186,6 +202,16 @@ def train_reward_model(
                 logger.info("reward step %d loss %.4f acc %.3f", step, row["loss"], row["accuracy"])
     seconds = time.perf_counter() - started
     metrics = _evaluate(model, eval_loader, accelerator, config)
+    norm_loader = accelerator.prepare(
+        DataLoader(
+            _encode(tokenizer, train_set[: config.norm_sample], config.max_length),  # type: ignore[arg-type]
+            batch_size=config.eval_batch_size,
+            collate_fn=collate,
+        )
+    )
+    norm = _fit_norm(model, norm_loader, accelerator)
+    accelerator.unwrap_model(model).norm = norm
+    metrics.update({"norm/mean": norm.mean, "norm/std": norm.std})
     metrics.update(
         {
             "train_count": float(len(train_set)),

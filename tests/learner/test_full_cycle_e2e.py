@@ -74,6 +74,8 @@ def test_one_real_cycle_publishes_a_loadable_version(
         "LEARNER_MIN_NEW_COMPARISONS": "24",
         "LEARNER_METRICS_PORT": "0",
         "LEARNER_RM_MIN_ACCURACY": "0.75",  # the preferences are separable: the RM must learn
+        # 6 held-out votes: the test against chance would demand 6 of 6; the threshold suffices.
+        "LEARNER_RM_GATE_CONFIDENCE": "0",
         # A tiny random policy barely moves in 3 PPO steps (its held-out gain is often exactly
         # 0) and its KL scale is arbitrary: these two gates are unit-tested with fakes; here
         # they must not hide whether the real trainers run end to end through the service.

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import random
+
 from prometheus_client import REGISTRY
 
-from learner.gates import eval_gates, first_failure, reward_gate
+from learner.gates import eval_gates, first_failure, reward_gate, wilson_lower_bound
 
 
 def test_reward_gate_threshold_is_inclusive() -> None:
-    assert reward_gate(0.55, 0.55).passed
-    assert not reward_gate(0.549, 0.55).passed
-    assert not reward_gate(None, 0.0).passed
+    assert reward_gate(0.55, 100, 0.55, confidence=0).passed
+    assert not reward_gate(0.549, 100, 0.55, confidence=0).passed
+    assert not reward_gate(None, 100, 0.0).passed
+
+
+def test_wilson_lower_bound_by_hand() -> None:
+    # 8 of 10, one-sided 95 % (z = 1.6449):
+    # (0.8 + z^2/20 - z sqrt(0.016 + z^2/400)) / (1 + z^2/10) = 0.5408
+    assert abs(wilson_lower_bound(8, 10, 0.95) - 0.5408) < 1e-3
+    assert wilson_lower_bound(0, 0, 0.95) == 0.0
+
+
+def test_reward_gate_needs_evidence_against_chance() -> None:
+    assert not reward_gate(0.6, 25, 0.55).passed  # 15 of 25 is not better than chance
+    assert reward_gate(0.6, 300, 0.55).passed
+    assert not reward_gate(1.0, 0, 0.55).passed  # nothing held out: no evidence
+
+
+def test_reward_gate_tells_a_good_model_from_a_random_one() -> None:
+    """Simulated held-out votes (100, as 20 % of 500 comparisons): a chance-level model passes
+    at most about 5 % of the time, one agreeing with 70 % of the votes nearly always."""
+    rng = random.Random(0)
+
+    def pass_rate(agreement: float) -> float:
+        runs = 400
+        passed = 0
+        for _ in range(runs):
+            hits = sum(rng.random() < agreement for _ in range(100))
+            passed += reward_gate(hits / 100, 100, 0.5).passed
+        return passed / runs
+
+    assert pass_rate(0.5) < 0.08
+    assert pass_rate(0.7) > 0.95
 
 
 def test_eval_gates_each_can_fail_alone() -> None:

@@ -24,6 +24,8 @@ def _captured_config(
             reward_policy=0.0,
             reward_reference=0.0,
             reward_gain=0.0,
+            reward_gain_low=0.0,
+            reward_gain_high=0.0,
             win_rate=0.5,
             kl=0.0,
             length_mean=0.0,

@@ -109,6 +109,7 @@ class Loop:
             "LEARNER_POLL_TIMEOUT_MS": "200",
             "LEARNER_IDLE_SLEEP_SECONDS": "0.2",
             "LEARNER_RM_MIN_ACCURACY": "0.0",
+            "LEARNER_RM_GATE_CONFIDENCE": "0",
             "LEARNER_MIN_REWARD_GAIN": "-1000000000",
             "LEARNER_KL_BUDGET": "1000000",
             "LEARNER_SANITY_PROMPTS": "[]",

@@ -13,7 +13,15 @@ import math
 import pytest
 import torch
 
-from learner.ppo.advantages import gae, masked_mean, masked_var, masked_whiten, token_rewards
+from learner.ppo.advantages import (
+    gae,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    rloo_advantages,
+    sequence_rewards,
+    token_rewards,
+)
 from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
 from learner.ppo.rollout import response_mask_from
@@ -231,3 +239,43 @@ def test_response_mask_keeps_first_eos_only() -> None:
     responses = torch.tensor([[5, 6, 2, 0, 0], [5, 5, 5, 5, 5], [2, 7, 2, 7, 7]])
     expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     assert torch.equal(response_mask_from(responses, eos_token_id=2), expected)
+
+
+# --- RLOO -------------------------------------------------------------------------------------
+
+
+def test_rloo_by_hand() -> None:
+    # Two prompts, k = 3: A_i = R_i - mean of the other two.
+    rewards = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    expected = torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0])
+    torch.testing.assert_close(rloo_advantages(rewards, 3), expected)
+
+
+def test_rloo_equals_plain_loop_and_sums_to_zero_per_prompt() -> None:
+    g = torch.Generator().manual_seed(1)
+    rewards, k = torch.randn(12, generator=g), 4
+    loop = torch.zeros(12)
+    for start in range(0, 12, k):
+        for i in range(start, start + k):
+            others = [rewards[j] for j in range(start, start + k) if j != i]
+            loop[i] = rewards[i] - sum(others) / (k - 1)
+    out = rloo_advantages(rewards, k)
+    torch.testing.assert_close(out, loop)
+    # Leave-one-out advantages are k/(k-1) times the mean-centred rewards: zero-sum per group.
+    torch.testing.assert_close(out.view(-1, k).sum(-1), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+def test_rloo_rejects_bad_groups() -> None:
+    with pytest.raises(ValueError):
+        rloo_advantages(torch.zeros(4), 1)
+    with pytest.raises(ValueError):
+        rloo_advantages(torch.zeros(5), 2)
+
+
+def test_sequence_rewards_subtract_the_masked_kl() -> None:
+    scores = torch.tensor([1.0, -1.0])
+    kl = torch.tensor([[0.5, 0.5, 9.0], [1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(
+        sequence_rewards(scores, kl, mask, 0.1), torch.tensor([1.0 - 0.1, -1.0 - 0.1])
+    )

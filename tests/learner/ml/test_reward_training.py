@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from learner.modeling import set_seed
 from learner.rm.config import RewardConfig
-from learner.rm.model import HEAD_FILE, RewardModel
+from learner.rm.model import HEAD_FILE, NORM_FILE, RewardModel, RewardNorm
 from learner.rm.train import RewardResult, split_by_pair, train_reward_model
 from tests.learner.ml.helpers import separable_comparisons, user
 
@@ -80,3 +80,40 @@ def test_split_keeps_a_minimum_held_out_only_when_asked() -> None:
     assert len(split_by_pair(few, 0.1, 1, seed=0)[1]) == 1  # round(0.4) = 0, raised to 1
     assert split_by_pair(few, 0.0, 1, seed=0)[1] == []
     assert split_by_pair(few[:1], 0.5, 1, seed=0)[1] == []  # one pair: keep it for training
+
+
+def test_fresh_reward_model_scores_zero_everywhere(tiny_model_dir: Path) -> None:
+    """Zero-initialised head: an untrained reward model has no opinion (no random ordering)."""
+    model = RewardModel.create(tiny_model_dir, RewardConfig())
+    scores = model.score([user("Hi?")] * 3, ["a", "bb bb", "hello there, friend"])
+    assert torch.equal(scores, torch.zeros(3))
+
+
+def test_normal_head_init_is_still_available(tiny_model_dir: Path) -> None:
+    model = RewardModel.create(tiny_model_dir, RewardConfig(), head_init="normal")
+    scores = model.score([user("Hi?")] * 2, ["a", "hello there, friend"])
+    assert not torch.equal(scores, torch.zeros(2))
+
+
+def test_saved_reward_statistics_standardise_the_training_answers(
+    tiny_model_dir: Path, reward_result: RewardResult
+) -> None:
+    metrics = reward_result.metrics
+    assert metrics["norm/std"] > 0
+    assert (reward_result.adapter_dir / NORM_FILE).is_file()
+    model = RewardModel.load(tiny_model_dir, reward_result.adapter_dir)
+    assert model.norm == RewardNorm(metrics["norm/mean"], metrics["norm/std"])
+    comparisons = separable_comparisons(48)
+    train, _ = split_by_pair(comparisons, 0.25, 1, RewardConfig().seed)
+    prompts = [c.prompt for c in train] * 2
+    answers = [c.chosen for c in train] + [c.rejected for c in train]
+    standard = model.score(prompts, answers, normalized=True)
+    raw = model.score(prompts, answers)
+    torch.testing.assert_close(standard, (raw - model.norm.mean) / model.norm.std)
+    assert abs(standard.mean().item()) < 1e-3
+    assert abs(standard.std(unbiased=False).item() - 1.0) < 1e-3
+
+
+def test_reward_norm_without_file_is_identity(tmp_path: Path) -> None:
+    assert RewardNorm.load(tmp_path) == RewardNorm(0.0, 1.0)
+    assert RewardNorm.fit(torch.ones(4)) == RewardNorm(1.0, 1.0)  # no spread: do not divide by 0

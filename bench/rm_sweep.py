@@ -1,0 +1,263 @@
+"""Reward-model recipe sweep against the noise-free truth of simulated users.
+
+Two steps, so that the expensive sampling is done once:
+
+1. ``generate``: the base model answers the shipped prompts twice each at the serving
+   temperature (train prompts for the votes, eval prompts for a held-out pool large enough for a
+   +/-0.07 interval); the answers' token ids are kept, so any shorter answer limit is the same
+   sample cut (what a lower ``max_tokens`` would have produced with the same random draws).
+2. ``sweep``: for each preference and recipe, simulated users vote on up to ``--comparisons``
+   train pairs with Bradley-Terry noise, a reward model is trained on those noisy votes with the
+   recipe, and it scores the held-out pool; reported: the label ceiling (what one noisy vote
+   agrees with the truth) and the reward model's accuracy against the noise-free ordering.
+
+Usage::
+
+    .venv/bin/python bench/rm_sweep.py generate --out var/rm_sweep/pool.jsonl
+    .venv/bin/python bench/rm_sweep.py sweep --pool var/rm_sweep/pool.jsonl \
+        --preferences concise,friendly,format --recipes baseline,zero-head
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_all import machine  # noqa: E402
+
+from learner.data import Comparison  # noqa: E402
+from learner.rm.config import RewardConfig  # noqa: E402
+from learner.rm.model import RewardModel  # noqa: E402
+from learner.rm.train import train_reward_model  # noqa: E402
+from loop.labels import label_ceiling, truth_accuracy  # noqa: E402
+from loop.preferences import load_preference, plackett_luce  # noqa: E402
+from loop.prompts import load_prompts  # noqa: E402
+from schemas.events import ChatMessage  # noqa: E402
+
+# Recipes: RewardConfig overrides. "baseline" is the recipe before this sweep existed.
+RECIPES: dict[str, dict[str, Any]] = {
+    "baseline": {"head_init": "normal", "num_epochs": 1, "learning_rate": 1e-4},
+    "zero-head": {"head_init": "zero", "num_epochs": 1, "learning_rate": 1e-4},
+    "zero-head-2ep": {"head_init": "zero", "num_epochs": 2, "learning_rate": 1e-4},
+    "zero-head-lr3e-4": {"head_init": "zero", "num_epochs": 1, "learning_rate": 3e-4},
+    "zero-head-2ep-lr3e-4": {"head_init": "zero", "num_epochs": 2, "learning_rate": 3e-4},
+    "zero-head-r16": {"head_init": "zero", "num_epochs": 1, "learning_rate": 1e-4, "lora_r": 16},
+}
+
+
+@dataclass(frozen=True)
+class PoolPair:
+    split: str
+    prompt: str
+    a: list[int]  # answer token ids, EOS excluded
+    b: list[int]
+    a_eos: bool
+    b_eos: bool
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from learner.modeling import load_base_model, load_tokenizer, set_seed, with_lora
+    from learner.ppo.config import PPOConfig
+    from learner.ppo.rollout import sample
+
+    model_dir = _model_dir(args.model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    # A LoRA with B = 0 is the base model; it gives ``sample`` the PEFT model it expects.
+    model = with_lora(load_base_model(model_dir), PPOConfig(), None).eval()
+    jobs = [
+        (split, p.prompt)
+        for split, copies in (("train", args.train_copies), ("eval", args.eval_copies))
+        for p in load_prompts(split)
+        for _ in range(copies)
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    first = sum(1 for _ in args.out.open()) if args.out.exists() else 0
+    started = time.monotonic()
+    with args.out.open("a") as sink:
+        for start in range(first, len(jobs), args.batch_size):
+            batch = jobs[start : start + args.batch_size]
+            set_seed(args.seed + start)
+            prompts = [(ChatMessage(role="user", content=text),) for _, text in batch]
+            # Each prompt twice in one batch: the two answers of its pair.
+            rollout = sample(
+                model, tokenizer, prompts + prompts, 256, args.max_new_tokens, 1.0, 1.0
+            )
+            ids = rollout.input_ids[:, rollout.context_length :]
+            n = len(batch)
+            for i, (split, text) in enumerate(batch):
+                pair: dict[str, Any] = {"split": split, "prompt": text}
+                for side, j in (("a", i), ("b", i + n)):
+                    tokens = ids[j][rollout.response_mask[j].bool()].tolist()
+                    eos = bool(rollout.has_eos[j])
+                    pair[side], pair[f"{side}_eos"] = (tokens[:-1] if eos else tokens), eos
+                sink.write(json.dumps(pair) + "\n")
+            sink.flush()
+            made = start + n - first
+            rate = made / max(time.monotonic() - started, 1e-9)
+            print(f"generate: {start + n}/{len(jobs)} pairs ({rate:.2f} pairs/s)", flush=True)
+
+
+def _model_dir(value: str) -> Path:
+    if value == "embedded":
+        from common.embedded_model import materialize_embedded_model
+
+        return materialize_embedded_model()
+    return Path(value)
+
+
+def load_pool(path: Path) -> list[PoolPair]:
+    return [PoolPair(**json.loads(line)) for line in path.open() if line.strip()]
+
+
+def answer_text(tokenizer: Any, ids: list[int], eos: bool, max_tokens: int) -> tuple[str, bool]:
+    """The answer a ``max_tokens`` limit would have shown, and whether it ended by itself."""
+    ended = eos and len(ids) < max_tokens
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), ended
+
+
+@dataclass
+class Scored:
+    prompt: str
+    texts: tuple[str, str]
+    utilities: tuple[float, float]
+    both_cut: bool
+
+
+def score_pool(pool: list[PoolPair], tokenizer: Any, fn: Any, max_tokens: int) -> list[Scored]:
+    out = []
+    for pair in pool:
+        a, a_end = answer_text(tokenizer, pair.a, pair.a_eos, max_tokens)
+        b, b_end = answer_text(tokenizer, pair.b, pair.b_eos, max_tokens)
+        outcome = fn(pair.prompt, [a, b])
+        utilities = outcome.utilities or ((1.0, 0.0) if outcome.best() == 0 else (0.0, 1.0))
+        out.append(Scored(pair.prompt, (a, b), (utilities[0], utilities[1]), not (a_end or b_end)))
+    return out
+
+
+def noisy_votes(rows: list[Scored], noise: float, seed: int) -> list[Comparison]:
+    rng = random.Random(seed)
+    comparisons = []
+    for i, row in enumerate(rows):
+        first = plackett_luce(row.utilities, noise, rng)[0] if noise > 0 else _best(row)
+        prompt = (ChatMessage(role="user", content=row.prompt),)
+        chosen, rejected = row.texts[first], row.texts[1 - first]
+        comparisons.append(Comparison(f"pair-{i}", prompt, chosen, rejected))
+    return comparisons
+
+
+def _best(row: Scored) -> int:
+    return 0 if row.utilities[0] >= row.utilities[1] else 1
+
+
+def run_one(
+    model_dir: Path,
+    train_rows: list[Scored],
+    eval_rows: list[Scored],
+    recipe: dict[str, Any],
+    args: argparse.Namespace,
+    seed: int,
+) -> dict[str, Any]:
+    votes = noisy_votes(train_rows, args.noise, seed)
+    config = RewardConfig(**{"eval_fraction": 0.0, "seed": seed, "max_length": 512} | recipe)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_reward_model(model_dir, votes, config, Path(tmp))
+        model = RewardModel.load(model_dir, result.adapter_dir)
+        prompts = [(ChatMessage(role="user", content=r.prompt),) for r in eval_rows]
+        scores_a = model.score(prompts, [r.texts[0] for r in eval_rows]).tolist()
+        scores_b = model.score(prompts, [r.texts[1] for r in eval_rows]).tolist()
+    truth = truth_accuracy(
+        list(zip(scores_a, scores_b, strict=True)), [r.utilities for r in eval_rows]
+    )
+    vote_agreement = sum(
+        1.0 for v, r in zip(votes, train_rows, strict=True) if v.chosen == r.texts[_best(r)]
+    ) / len(votes)
+    return {
+        "truth": truth,
+        "seconds": time.monotonic() - started,
+        "train_accuracy": result.metrics.get("accuracy"),
+        "vote_agreement": vote_agreement,
+    }
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from learner.modeling import load_tokenizer
+
+    model_dir = _model_dir(args.model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    pool = load_pool(args.pool)
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"{' '.join(sys.argv[1:])}`",
+        f"Machine: {machine()}.",
+        "",
+        "| preference | max tokens | both cut | label ceiling | recipe | seed | votes "
+        "| vote agrees | RM accuracy vs truth [95%] | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for name in args.preferences.split(","):
+        fn = load_preference(name)
+        for max_tokens in args.max_tokens:
+            rows = score_pool(pool, tokenizer, fn, max_tokens)
+            train = [r for r, p in zip(rows, pool, strict=True) if p.split == "train"]
+            train = train[: args.comparisons]
+            held = [r for r, p in zip(rows, pool, strict=True) if p.split == "eval"]
+            ceiling = label_ceiling([r.utilities for r in train], args.noise)
+            cut = sum(r.both_cut for r in train) / len(train)
+            for recipe in args.recipes.split(","):
+                for seed in args.seeds:
+                    out = run_one(model_dir, train, held, RECIPES[recipe], args, seed)
+                    line = (
+                        f"| {name} | {max_tokens} | {cut:.2f} | {ceiling.value:.3f} | {recipe} "
+                        f"| {seed} | {len(train)} | {out['vote_agreement']:.3f} "
+                        f"| {out['truth']} | {out['seconds']:.0f} |"
+                    )
+                    lines.append(line)
+                    print(line, flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as sink:
+            sink.write("\n".join(lines) + "\n\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="sample the answer pool once")
+    g.add_argument("--out", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
+    g.add_argument("--model-dir", default="embedded")
+    g.add_argument("--train-copies", type=int, default=2, help="pairs per train prompt")
+    g.add_argument("--eval-copies", type=int, default=3, help="pairs per eval prompt")
+    g.add_argument("--max-new-tokens", type=int, default=160)
+    g.add_argument("--batch-size", type=int, default=32, help="pairs per generate call")
+    g.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("sweep", help="train reward models on noisy votes, score against truth")
+    s.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
+    s.add_argument("--model-dir", default="embedded")
+    s.add_argument("--preferences", default="concise,friendly,format")
+    s.add_argument("--recipes", default="baseline,zero-head")
+    s.add_argument("--max-tokens", type=int, nargs="+", default=[160])
+    s.add_argument("--comparisons", type=int, default=500)
+    s.add_argument("--noise", type=float, default=1.0)
+    s.add_argument("--seeds", type=int, nargs="+", default=[0])
+    s.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    args = p.parse_args()
+    {"generate": _generate, "sweep": _sweep}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
