@@ -190,8 +190,14 @@ class CycleRunner:
         comparisons = self.store.comparisons(self._max_seq(ckpt))
         if not comparisons:
             return self._reject(ckpt, "no comparisons in the snapshot")
-        logger.info("cycle %d: reward model on %d comparison(s)", ckpt.cycle_id, len(comparisons))
-        res = self.trainers.reward(self.base, comparisons, self._fresh(ckpt, "reward"))
+        ratings = self.store.ratings(self._max_seq(ckpt))
+        logger.info(
+            "cycle %d: reward model on %d comparison(s) and %d rating(s)",
+            ckpt.cycle_id,
+            len(comparisons),
+            len(ratings),
+        )
+        res = self.trainers.reward(self.base, comparisons, self._fresh(ckpt, "reward"), ratings)
         accuracy = res.metrics.get("accuracy")
         if accuracy is not None:
             metrics.LAST_RM_ACCURACY.set(accuracy)
@@ -199,7 +205,10 @@ class CycleRunner:
             update={
                 "metrics": ckpt.metrics
                 | _prefixed("reward", res.metrics)
-                | {"reward/comparisons": float(len(comparisons))},
+                | {
+                    "reward/comparisons": float(len(comparisons)),
+                    "reward/ratings": float(len(ratings)),
+                },
                 "history": ckpt.history | {"reward": res.history},
             }
         )

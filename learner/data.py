@@ -16,13 +16,27 @@ class Comparison:
     """One pairwise preference: ``chosen`` was preferred to ``rejected`` for ``prompt``.
 
     A K-way ranking becomes C(K, 2) of these (InstructGPT); ``weight`` is 1/C(K,2)-style
-    normalisation or 1.0, set by the store. ``margin`` is an optional target margin.
+    normalisation or 1.0, set by the store. ``target`` is the probability that ``chosen`` is
+    the better answer: 1.0 for a vote, 0.5 for a tie (the loss then pulls both rewards together).
     """
 
     pair_id: str
     prompt: tuple[ChatMessage, ...]
     chosen: str
     rejected: str
+    weight: float = 1.0
+    target: float = 1.0
+
+
+@dataclass(frozen=True)
+class Rating:
+    """An absolute judgement of one answer: a thumbs up (``good``) or down, or half of a
+    "both bad" vote (each answer of the pair counts as a thumbs down)."""
+
+    pair_id: str
+    prompt: tuple[ChatMessage, ...]
+    response: str
+    good: bool
     weight: float = 1.0
 
 

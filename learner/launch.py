@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from learner.data import Comparison, SFTExample
+from learner.data import Comparison, Rating, SFTExample
 from learner.trainers import Prompt, RealTrainers, TrainOutcome
 from schemas.events import ChatMessage
 
@@ -59,6 +59,14 @@ def encode_comparisons(comparisons: list[Comparison]) -> list[dict[str, Any]]:
 
 def decode_comparisons(raw: list[dict[str, Any]]) -> list[Comparison]:
     return [Comparison(**(c | {"prompt": decode_prompt(c["prompt"])})) for c in raw]
+
+
+def encode_ratings(ratings: list[Rating]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(r) | {"prompt": encode_prompt(r.prompt)} for r in ratings]
+
+
+def decode_ratings(raw: list[dict[str, Any]]) -> list[Rating]:
+    return [Rating(**(r | {"prompt": decode_prompt(r["prompt"])})) for r in raw]
 
 
 def encode_examples(examples: list[SFTExample]) -> list[dict[str, Any]]:
@@ -98,10 +106,19 @@ class LaunchedTrainers(RealTrainers):
         super().__init__(*args, **kwargs)
         self.launcher = launcher
 
-    def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome:
-        return self._launch(
-            "reward", out_dir, {"base": str(base), "comparisons": encode_comparisons(comparisons)}
-        )
+    def reward(
+        self,
+        base: Path,
+        comparisons: list[Comparison],
+        out_dir: Path,
+        ratings: list[Rating] | None = None,
+    ) -> TrainOutcome:
+        inputs = {
+            "base": str(base),
+            "comparisons": encode_comparisons(comparisons),
+            "ratings": encode_ratings(ratings or []),
+        }
+        return self._launch("reward", out_dir, inputs)
 
     def ppo(
         self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None

@@ -17,6 +17,7 @@ from typing import Any
 from learner.launch import (
     RESULT_FILE,
     decode_comparisons,
+    decode_ratings,
     decode_examples,
     decode_prompt,
     outcome_to_json,
@@ -37,7 +38,9 @@ def run_request(request: dict[str, Any]) -> TrainOutcome:
     base = Path(inputs["base"])
     stage = request["stage"]
     if stage == "reward":
-        return trainers.reward(base, decode_comparisons(inputs["comparisons"]), out_dir)
+        comparisons = decode_comparisons(inputs["comparisons"])
+        ratings = decode_ratings(inputs.get("ratings", []))
+        return trainers.reward(base, comparisons, out_dir, ratings)
     if stage == "ppo":
         prompts = [decode_prompt(p) for p in inputs["prompts"]]
         init = _optional_path(inputs["init"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from learner.data import Comparison, SFTExample
+from learner.data import Comparison, Rating, SFTExample
 from schemas.events import ChatMessage
 
 Prompt = tuple[ChatMessage, ...]
@@ -40,7 +40,13 @@ class EvalOutcome:
 
 
 class Trainers(Protocol):
-    def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome: ...
+    def reward(
+        self,
+        base: Path,
+        comparisons: list[Comparison],
+        out_dir: Path,
+        ratings: list[Rating] | None = None,
+    ) -> TrainOutcome: ...
 
     def ppo(
         self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None
@@ -97,12 +103,18 @@ class _StageConfigs:
 
 
 class RealTrainers(_StageConfigs):
-    def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome:
+    def reward(
+        self,
+        base: Path,
+        comparisons: list[Comparison],
+        out_dir: Path,
+        ratings: list[Rating] | None = None,
+    ) -> TrainOutcome:
         from learner.rm.config import RewardConfig
         from learner.rm.train import train_reward_model
 
         config = _config(RewardConfig, self.overrides["reward"], self.seed, self.device)
-        res = train_reward_model(base, comparisons, config, out_dir)
+        res = train_reward_model(base, comparisons, config, out_dir, ratings=ratings)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
         )
@@ -190,7 +202,13 @@ class FakeTrainers(_StageConfigs):
         time.sleep(float(self.overrides[name].get("fake_seconds", 0.0)))
         return write_fake_adapter(out_dir / "adapter", seed=n, init=init)
 
-    def reward(self, base: Path, comparisons: list[Comparison], out_dir: Path) -> TrainOutcome:
+    def reward(
+        self,
+        base: Path,
+        comparisons: list[Comparison],
+        out_dir: Path,
+        ratings: list[Rating] | None = None,
+    ) -> TrainOutcome:
         adapter = self._stage("reward", out_dir, len(comparisons), None)
         acc = float(self.overrides["reward"].get("fake_accuracy", 0.8))
         history = [{"step": float(i + 1), "loss": 0.7 - 0.1 * i, "accuracy": acc} for i in range(3)]

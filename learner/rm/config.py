@@ -25,6 +25,11 @@ class RewardConfig(TrainOptions):
         "If set, adds coef * mean((r_c + r_r)^2) to the loss to keep rewards centred "
         "(Eisenstein et al. 2023), as TRL's option of the same name.",
     )
+    lr_scheduler: str = option("constant", "'constant' or 'cosine' (decays to 10 %) after warm-up.")
+    warmup_ratio: float = option(0.0, "Share of the optimiser steps with a linear LR warm-up.")
+    rating_weight: float = option(
+        0.5, "Weight of the thumbs / both-bad rating loss against the pairwise loss; 0 = unused."
+    )
     norm_sample: int = option(
         256, "Training comparisons re-scored after training for the reward statistics."
     )

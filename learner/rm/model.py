@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_FILE = "score_head.safetensors"
 NORM_FILE = "reward_norm.json"
+THRESHOLD_KEY = "rating_threshold"  # in HEAD_FILE beside the head's weight and bias
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class RewardModel(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.norm = norm or RewardNorm()
+        # tau of the rating loss, P(thumbs up) = sigmoid(r - tau); unused when scoring.
+        self.threshold = nn.Parameter(torch.zeros(()))
 
     @classmethod
     def create(
@@ -101,9 +104,18 @@ class RewardModel(nn.Module):
         base = load_base_model(base_model_dir)
         backbone = with_lora(base, options, init_adapter)
         head = ScalarHead(base.config.hidden_size, seed=options.seed, init=head_init)
+        model = cls(backbone, head, load_tokenizer(base_model_dir), options.max_length)
         if init_adapter is not None and (init_adapter / HEAD_FILE).is_file():
-            head.load_state_dict(load_file(str(init_adapter / HEAD_FILE)))
-        return cls(backbone, head, load_tokenizer(base_model_dir), options.max_length)
+            model._load_head(init_adapter)
+        return model
+
+    def _load_head(self, adapter_dir: Path) -> None:
+        state = load_file(str(adapter_dir / HEAD_FILE))
+        threshold = state.pop(THRESHOLD_KEY, None)
+        self.head.load_state_dict(state)
+        if threshold is not None:
+            with torch.no_grad():
+                self.threshold.copy_(threshold)
 
     @classmethod
     def load(cls, base_model_dir: Path, adapter_dir: Path, max_length: int = 1024) -> RewardModel:
@@ -113,9 +125,9 @@ class RewardModel(nn.Module):
         base = load_base_model(base_model_dir)
         backbone = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
         head = ScalarHead(base.config.hidden_size)
-        head.load_state_dict(load_file(str(adapter_dir / HEAD_FILE)))
         norm = RewardNorm.load(adapter_dir)
         model = cls(backbone, head, load_tokenizer(base_model_dir), max_length, norm)
+        model._load_head(adapter_dir)
         model.requires_grad_(False)
         return model.eval()
 
@@ -156,8 +168,9 @@ class RewardModel(nn.Module):
     def save(self, adapter_dir: Path) -> None:
         adapter_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(str(adapter_dir))
+        state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
         save_file(
-            {k: v.contiguous() for k, v in self.head.state_dict().items()},
+            state | {THRESHOLD_KEY: self.threshold.detach().reshape(()).contiguous()},
             str(adapter_dir / HEAD_FILE),
         )
         self.norm.save(adapter_dir)

@@ -6,14 +6,16 @@ comparisons of one pair or ranking land on the same side); 2) tokenise prompt + 
 head parameters; 4) score the held-out pairs (accuracy, margin, reward statistics); 5) the main
 process saves the adapter + head once, with the reward statistics of the trained model over a
 sample of its training answers (``RewardNorm``: PPO and the evaluation use standard units).
-Ties and both-bad votes are not comparisons (no ordering) and never reach this trainer; see
-``learner.rm``.
+Ties are comparisons with target 0.5; thumbs and both-bad votes arrive as ``Rating`` rows and
+are trained by the pointwise rating loss, in batches of their own interleaved at random with the
+comparison batches (``learner.rm.loss``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from learner.data import Comparison
+from learner.data import Comparison, Rating
 from learner.modeling import (
     encode_pair,
     make_accelerator,
@@ -33,7 +35,7 @@ from learner.modeling import (
     trainable_parameters,
 )
 from learner.rm.config import RewardConfig
-from learner.rm.loss import pairwise_loss, pairwise_stats
+from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
 from learner.rm.model import RewardModel, RewardNorm
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,14 @@ class RewardResult:
 class _Encoded:
     chosen: list[int]
     rejected: list[int]
+    weight: float
+    target: float
+
+
+@dataclass(frozen=True)
+class _EncodedRating:
+    ids: list[int]
+    good: float
     weight: float
 
 
@@ -74,8 +84,20 @@ def _encode(tokenizer: Any, items: Sequence[Comparison], max_length: int) -> lis
             chosen=encode_pair(tokenizer, c.prompt, c.chosen, max_length)[0],
             rejected=encode_pair(tokenizer, c.prompt, c.rejected, max_length)[0],
             weight=c.weight,
+            target=c.target,
         )
         for c in items
+    ]
+
+
+def _encode_ratings(
+    tokenizer: Any, items: Sequence[Rating], max_length: int
+) -> list[_EncodedRating]:
+    return [
+        _EncodedRating(
+            encode_pair(tokenizer, r.prompt, r.response, max_length)[0], float(r.good), r.weight
+        )
+        for r in items
     ]
 
 
@@ -84,7 +106,18 @@ def _collate(pad_id: int) -> Any:
         # Chosen rows first, then rejected rows: one forward scores both halves.
         ids, mask = pad_right([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
         weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "weights": weights}
+        targets = torch.tensor([b.target for b in batch], dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "weights": weights, "targets": targets}
+
+    return collate
+
+
+def _collate_ratings(pad_id: int) -> Any:
+    def collate(batch: list[_EncodedRating]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_right([b.ids for b in batch], pad_id)
+        good = torch.tensor([b.good for b in batch], dtype=torch.float32)
+        weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "good": good, "weights": weights}
 
     return collate
 
@@ -94,10 +127,16 @@ def _loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
-    loss = pairwise_loss(chosen, rejected, batch["weights"])
+    loss = pairwise_loss(chosen, rejected, batch["weights"], batch["targets"])
     if config.center_rewards_coefficient is not None:
         loss = loss + config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
     return loss, chosen, rejected
+
+
+def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> torch.Tensor:
+    rewards = model(batch["input_ids"], batch["attention_mask"])  # (B,)
+    threshold = model.threshold if hasattr(model, "threshold") else model.module.threshold
+    return config.rating_weight * rating_loss(rewards, batch["good"], threshold, batch["weights"])
 
 
 @torch.no_grad()
@@ -105,17 +144,21 @@ def _evaluate(
     model: Any, loader: DataLoader, accelerator: Any, config: RewardConfig
 ) -> dict[str, float]:
     model.eval()
-    chosen_all, rejected_all, weights_all = [], [], []
+    chosen_all, rejected_all, weights_all, targets_all = [], [], [], []
     for batch in loader:
         _, chosen, rejected = _loss(model, batch, config)
-        gathered = accelerator.gather_for_metrics((chosen, rejected, batch["weights"]))
+        gathered = accelerator.gather_for_metrics(
+            (chosen, rejected, batch["weights"], batch["targets"])
+        )
         chosen_all.append(gathered[0])
         rejected_all.append(gathered[1])
         weights_all.append(gathered[2])
+        targets_all.append(gathered[3])
     model.train()
     chosen_t, rejected_t = torch.cat(chosen_all), torch.cat(rejected_all)
-    metrics = pairwise_stats(chosen_t, rejected_t)
-    metrics["loss"] = pairwise_loss(chosen_t, rejected_t, torch.cat(weights_all)).item()
+    targets_t = torch.cat(targets_all)
+    metrics = pairwise_stats(chosen_t, rejected_t, targets_t)
+    metrics["loss"] = pairwise_loss(chosen_t, rejected_t, torch.cat(weights_all), targets_t).item()
     return metrics
 
 
@@ -133,14 +176,38 @@ def _fit_norm(model: Any, loader: DataLoader, accelerator: Any) -> RewardNorm:
     return RewardNorm.fit(torch.cat(rewards).float().cpu())
 
 
+def _schedule(config: RewardConfig, total_steps: int) -> Any:
+    """LR multiplier per step: linear warm-up, then constant or cosine decay to 10 %."""
+    warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _epoch_plan(n_pairs: int, n_ratings: int, seed: int) -> list[str]:
+    """The order of comparison and rating batches in one epoch: interleaved at random."""
+    plan = ["pairs"] * n_pairs + ["ratings"] * n_ratings
+    random.Random(seed).shuffle(plan)
+    return plan
+
+
 def train_reward_model(
     base_model_dir: Path,
     comparisons: list[Comparison],
     config: RewardConfig,
     out_dir: Path,
     init_adapter: Path | None = None,
+    ratings: list[Rating] | None = None,
 ) -> RewardResult:
-    """Train base + LoRA + scalar head on ``comparisons``; save to ``out_dir / "adapter"``."""
+    """Train base + LoRA + scalar head on ``comparisons`` (and ``ratings`` when given, weighted
+    by ``config.rating_weight``); save to ``out_dir / "adapter"``."""
 
     if not comparisons:
         raise ValueError("no comparisons to train the reward model on")
@@ -151,6 +218,11 @@ def train_reward_model(
     )
     if not train_set:
         raise ValueError("every pair was held out: nothing left to train on (lower eval_fraction)")
+    # Ratings of held-out pairs stay out of training too (they would leak the held-out answers).
+    held_pairs = {c.pair_id for c in eval_set}
+    train_ratings = [r for r in ratings or [] if r.pair_id not in held_pairs]
+    if config.rating_weight <= 0:
+        train_ratings = []
     model = RewardModel.create(base_model_dir, config, init_adapter, config.head_init)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
@@ -176,30 +248,31 @@ def train_reward_model(
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader
     )
+    rating_loader = _rating_loader(tokenizer, train_ratings, config, accelerator)
+    rating_batches = len(rating_loader) if rating_loader is not None else 0
+    total = (len(train_loader) + rating_batches) * config.num_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     history: list[dict[str, float]] = []
     step, started = 0, time.perf_counter()
     model.train()
     for epoch in range(config.num_epochs):
-        for batch in train_loader:
-            loss, chosen, rejected = _loss(model, batch, config)
+        pairs_iter, ratings_iter = iter(train_loader), iter(rating_loader or [])
+        for kind in _epoch_plan(len(train_loader), rating_batches, config.seed + epoch):
+            if kind == "ratings":
+                loss = _rating_loss(model, next(ratings_iter), config)
+                row = {"rating_loss": accelerator.gather(loss.detach()).mean().item()}
+            else:
+                loss, chosen, rejected = _loss(model, next(pairs_iter), config)
+                row = _step_row(accelerator, loss, chosen, rejected)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad()
             step += 1
-            with torch.no_grad():
-                row = {
-                    "step": float(step),
-                    "epoch": float(epoch),
-                    "loss": accelerator.gather(loss.detach()).mean().item(),
-                    "accuracy": accelerator.gather((chosen > rejected).float().mean())
-                    .mean()
-                    .item(),
-                    "margin": accelerator.gather((chosen - rejected).mean()).mean().item(),
-                }
-            history.append(row)
+            history.append(row | {"step": float(step), "epoch": float(epoch)})
             if step % config.log_every == 0:
-                logger.info("reward step %d loss %.4f acc %.3f", step, row["loss"], row["accuracy"])
+                logger.info("reward step %d/%d %s", step, total, _fmt_row(row))
     seconds = time.perf_counter() - started
     metrics = _evaluate(model, eval_loader, accelerator, config)
     norm_loader = accelerator.prepare(
@@ -211,13 +284,16 @@ def train_reward_model(
     )
     norm = _fit_norm(model, norm_loader, accelerator)
     accelerator.unwrap_model(model).norm = norm
-    metrics.update({"norm/mean": norm.mean, "norm/std": norm.std})
+    pair_rows = [h for h in history if "loss" in h]
     metrics.update(
         {
+            "norm/mean": norm.mean,
+            "norm/std": norm.std,
             "train_count": float(len(train_set)),
             "eval_count": float(len(eval_set)),
+            "rating_count": float(len(train_ratings)),
             "train_pairs_per_second": len(train_set) * config.num_epochs / max(seconds, 1e-9),
-            "train_loss": history[-1]["loss"] if history else float("nan"),
+            "train_loss": pair_rows[-1]["loss"] if pair_rows else float("nan"),
         }
     )
     adapter_dir = out_dir / "adapter"
@@ -230,3 +306,33 @@ def train_reward_model(
     accelerator.wait_for_everyone()
     logger.info("reward model saved to %s: %s", adapter_dir, metrics)
     return RewardResult(adapter_dir=adapter_dir, metrics=metrics, history=history)
+
+
+def _rating_loader(
+    tokenizer: Any, ratings: list[Rating], config: RewardConfig, accelerator: Any
+) -> Any:
+    if not ratings:
+        return None
+    loader: DataLoader[Any] = DataLoader(
+        _encode_ratings(tokenizer, ratings, config.max_length),  # type: ignore[arg-type]
+        batch_size=config.batch_size * 2,  # as many rows as a comparison batch
+        shuffle=True,
+        collate_fn=_collate_ratings(tokenizer.pad_token_id),
+        generator=torch.Generator().manual_seed(config.seed + 1),
+    )
+    return accelerator.prepare(loader)
+
+
+@torch.no_grad()
+def _step_row(
+    accelerator: Any, loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
+) -> dict[str, float]:
+    return {
+        "loss": accelerator.gather(loss.detach()).mean().item(),
+        "accuracy": accelerator.gather((chosen > rejected).float().mean()).mean().item(),
+        "margin": accelerator.gather((chosen - rejected).mean()).mean().item(),
+    }
+
+
+def _fmt_row(row: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in row.items())

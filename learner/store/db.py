@@ -236,6 +236,9 @@ class TrainingStore:
     def comparisons(self, max_seq: int | None = None, min_seq: int = 0) -> list[Any]:
         return queries.comparisons(self.conn, min_seq, max_seq)
 
+    def ratings(self, max_seq: int | None = None, min_seq: int = 0) -> list[Any]:
+        return queries.ratings(self.conn, min_seq, max_seq)
+
     def count_new_comparisons(self, since_seq: int) -> int:
         """Comparisons usable since ``since_seq`` (same rules as ``comparisons``, in SQL)."""
         return queries.count_comparisons(self.conn, since_seq)

@@ -3,9 +3,9 @@
 Preferences become ``learner.data.Comparison``: "a"/"b" give one comparison; a ranking of K
 answers gives all C(K, 2) ordered pairs, each weighted 1/C(K, 2) so one ranking counts as much
 as one pairwise vote (InstructGPT, Ouyang et al. 2022, sec. 3.5: "we train on all C(K,2)
-comparisons from each prompt as a single batch element"). "tie" and "both_bad" are recorded in
-``votes`` (and counted in status) but produce no comparison: a Bradley-Terry loss has no term
-for "equal", and "both bad" says nothing about their order.
+comparisons from each prompt as a single batch element"). A "tie" is a comparison with target
+0.5 (the two rewards should be equal). "both_bad" says nothing about the order, so it becomes
+two thumbs-down ``Rating`` rows instead, beside the users' own thumbs up/down.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import sqlite3
 from itertools import combinations
 
-from learner.data import Comparison, SFTExample
+from learner.data import Comparison, Rating, SFTExample
 from schemas.events import ChatMessage
 
 Prompt = tuple[ChatMessage, ...]
@@ -46,8 +46,12 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
             order = json.loads(ranking_json)
         elif choice in ("a", "b"):
             order = [ids[0], ids[1]] if choice == "a" else [ids[1], ids[0]]
+        elif choice == "tie" and len(ids) == 2:
+            texts = _texts(conn, ids)
+            out.append(Comparison(pair_id, _prompt(msgs), texts[ids[0]], texts[ids[1]], 1.0, 0.5))
+            continue
         else:
-            continue  # tie / both_bad: recorded, no comparison (see module docstring)
+            continue  # both_bad: a rating of each answer, see ratings()
         texts = _texts(conn, order)
         weight = 1.0 / (len(order) * (len(order) - 1) / 2)
         prompt = _prompt(msgs)
@@ -56,12 +60,34 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
     return out
 
 
+def ratings(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[Rating]:
+    """Thumbs up/down on served answers, and both answers of each "both bad" vote as down."""
+    where, params = _seq_filter(min_seq, max_seq, "r.seq")
+    rows = conn.execute(
+        "SELECT COALESCE(s.pair_id, s.response_id), s.messages, s.text, r.rating FROM ratings r "
+        f"JOIN served s ON s.response_id = r.response_id WHERE {where} ORDER BY r.seq, r.user_id",
+        params,
+    ).fetchall()
+    out = [Rating(ref, _prompt(msgs), text, rating == "up") for ref, msgs, text, rating in rows]
+    where, params = _seq_filter(min_seq, max_seq, "v.seq")
+    rows = conn.execute(
+        "SELECT v.pair_id, p.messages, p.response_ids FROM votes v "
+        f"JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} AND v.choice = 'both_bad' "
+        "ORDER BY v.seq, v.user_id",
+        params,
+    ).fetchall()
+    for pair_id, msgs, ids_json in rows:
+        texts = _texts(conn, json.loads(ids_json))
+        out += [Rating(pair_id, _prompt(msgs), text, False) for text in texts.values()]
+    return out
+
+
 def count_comparisons(conn: sqlite3.Connection, min_seq: int) -> int:
     """``len(comparisons(conn, min_seq, None))`` without materialising them (daemon trigger)."""
     row = conn.execute(
         "SELECT COALESCE(SUM(CASE WHEN ranking IS NOT NULL "
         "THEN json_array_length(ranking) * (json_array_length(ranking) - 1) / 2 "
-        "WHEN choice IN ('a', 'b') THEN 1 ELSE 0 END), 0) FROM votes WHERE seq > ?",
+        "WHEN choice IN ('a', 'b', 'tie') THEN 1 ELSE 0 END), 0) FROM votes WHERE seq > ?",
         (min_seq,),
     ).fetchone()
     return int(row[0])

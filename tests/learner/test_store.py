@@ -37,15 +37,28 @@ def test_choice_a_and_b_map_to_canonical_responses(feeder: Feeder) -> None:
     assert by_pair["p1"].prompt[0].content == "hi"
 
 
-def test_tie_and_both_bad_are_recorded_but_give_no_comparison(feeder: Feeder) -> None:
+def test_tie_is_an_equal_target_and_both_bad_two_thumbs_down(feeder: Feeder) -> None:
     feeder.feed(
         pair("p1"),
         pair("p2", user="u2"),
         pref("p1", choice="tie"),
         pref("p2", user="u2", choice="both_bad"),
     )
-    assert feeder.store.comparisons() == []
+    (tie,) = feeder.store.comparisons()
+    assert (tie.pair_id, tie.target, tie.weight) == ("p1", 0.5, 1.0)
+    assert {tie.chosen, tie.rejected} == {"answer 0 of p1", "answer 1 of p1"}
+    ratings = feeder.store.ratings()
+    assert sorted((r.pair_id, r.response, r.good) for r in ratings) == [
+        ("p2", "answer 0 of p2", False),
+        ("p2", "answer 1 of p2", False),
+    ]
     assert feeder.store.table_sizes()["votes"] == 2
+
+
+def test_thumbs_join_their_answer_text(feeder: Feeder) -> None:
+    feeder.feed(pair("p1"), rating("p1-r0", value="up"), rating("p1-r1", value="down"))
+    got = sorted((r.response, r.good, r.prompt[0].content) for r in feeder.store.ratings())
+    assert got == [("answer 0 of p1", True, "hi"), ("answer 1 of p1", False, "hi")]
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
@@ -94,7 +107,7 @@ def test_later_vote_replaces_earlier_and_offset_breaks_ts_ties(feeder: Feeder) -
     (comp,) = feeder.store.comparisons()
     assert comp.chosen == "answer 1 of p1"
     feeder.feed(pref("p1", choice="tie", t=6))
-    assert feeder.store.comparisons() == []
+    assert [c.target for c in feeder.store.comparisons()] == [0.5]
 
 
 def test_votes_of_different_users_on_a_pair_are_not_merged(tmp_path: Path) -> None:
@@ -256,4 +269,4 @@ def test_sql_count_of_new_comparisons_matches_the_expansion(feeder: Feeder) -> N
         assert feeder.store.count_new_comparisons(start) == len(
             feeder.store.comparisons(min_seq=start)
         )
-    assert feeder.store.count_new_comparisons(since) == 7
+    assert feeder.store.count_new_comparisons(since) == 8  # 6 + the tie + p4

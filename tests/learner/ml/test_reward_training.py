@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from learner.data import Comparison, Rating
 from learner.modeling import set_seed
 from learner.rm.config import RewardConfig
 from learner.rm.model import HEAD_FILE, NORM_FILE, RewardModel, RewardNorm
@@ -44,9 +45,13 @@ def test_every_trained_parameter_changes(tiny_model_dir: Path, tmp_path: Path) -
     set_seed(0)
     # Start from a saved adapter so the "before" values are on disk.
     RewardModel.create(tiny_model_dir, config).save(tmp_path / "init")
+    comparisons = separable_comparisons(8)
+    ratings = [Rating(c.pair_id, c.prompt, c.chosen, True) for c in comparisons[:4]]
     result = train_reward_model(
-        tiny_model_dir, separable_comparisons(8), config, tmp_path / "out", tmp_path / "init"
+        tiny_model_dir, comparisons, config, tmp_path / "out", tmp_path / "init", ratings
     )
+    assert result.metrics["rating_count"] == 4
+    assert any("rating_loss" in row for row in result.history)
     for name in ("adapter_model.safetensors", HEAD_FILE):
         before = load_file(str(tmp_path / "init" / name))
         after = load_file(str(result.adapter_dir / name))
@@ -117,3 +122,23 @@ def test_saved_reward_statistics_standardise_the_training_answers(
 def test_reward_norm_without_file_is_identity(tmp_path: Path) -> None:
     assert RewardNorm.load(tmp_path) == RewardNorm(0.0, 1.0)
     assert RewardNorm.fit(torch.ones(4)) == RewardNorm(1.0, 1.0)  # no spread: do not divide by 0
+
+
+def test_ties_and_ratings_move_the_rewards_as_they_say(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A tie pulls two answers' rewards together; thumbs push an answer above / below others."""
+    prompt = user("What is two plus two?")
+    votes = separable_comparisons(16)
+    ties = [Comparison(f"tie-{i}", prompt, "brown fox", "hello", 1.0, 0.5) for i in range(16)]
+    thumbs = [Rating(f"r-{i}", prompt, "the lazy dog", False) for i in range(16)]
+    config = RewardConfig(
+        num_epochs=6, batch_size=8, learning_rate=5e-3, eval_fraction=0.0, rating_weight=1.0
+    )
+    result = train_reward_model(tiny_model_dir, votes + ties, config, tmp_path, ratings=thumbs)
+    model = RewardModel.load(tiny_model_dir, result.adapter_dir)
+    fox, hello, dog, four = model.score(
+        [prompt] * 4, ["brown fox", "hello", "the lazy dog", "four! four!"]
+    )
+    assert abs(fox - hello) < abs(four - fox)  # the tie: close together
+    assert dog < four and dog < model.threshold  # thumbs down: below the rating threshold

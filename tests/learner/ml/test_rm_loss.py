@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from learner.rm.loss import pairwise_loss, pairwise_stats
+from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
 
 CHOSEN = torch.tensor([1.0, -0.5, 2.0, 0.3])
 REJECTED = torch.tensor([0.0, 0.5, -1.0, 0.3])
@@ -26,6 +26,41 @@ def test_weights_make_a_weighted_mean() -> None:
     per_pair = [math.log(1 + math.exp(-d)) for d in [1.0, -1.0, 3.0, 0.0]]
     expected = sum(w * p for w, p in zip(weights.tolist(), per_pair, strict=True)) / 2.0
     assert pairwise_loss(CHOSEN, REJECTED, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_targets_of_one_equal_the_plain_loss_and_a_tie_pulls_rewards_together() -> None:
+    ones = torch.ones(4)
+    torch.testing.assert_close(
+        pairwise_loss(CHOSEN, REJECTED, ones, ones), pairwise_loss(CHOSEN, REJECTED, ones)
+    )
+    # t = 0.5: -(0.5 log s(d) + 0.5 log s(-d)), smallest at d = 0, symmetric in d.
+    d = torch.tensor([1.0, -1.0, 0.0], requires_grad=True)
+    half = torch.full((3,), 0.5)
+    per_pair = [
+        -(0.5 * math.log(1 / (1 + math.exp(-x))) + 0.5 * math.log(1 / (1 + math.exp(x))))
+        for x in (1.0, -1.0, 0.0)
+    ]
+    loss = pairwise_loss(d, torch.zeros(3), torch.ones(3), half)
+    assert loss.item() == pytest.approx(sum(per_pair) / 3, rel=1e-6)
+    loss.backward()
+    assert d.grad is not None
+    assert d.grad[0] > 0 and d.grad[1] < 0 and d.grad[2] == 0  # pushes |d| towards 0
+
+
+def test_rating_loss_by_hand() -> None:
+    rewards, good = torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0])
+    tau = torch.tensor(0.5)
+    # BCE(sigmoid(1.5), 1) = log(1 + e^-1.5); BCE(sigmoid(-1.5), 0) = log(1 + e^-1.5)
+    expected = math.log(1 + math.exp(-1.5))
+    assert rating_loss(rewards, good, tau, torch.ones(2)).item() == pytest.approx(expected)
+    weighted = rating_loss(rewards, torch.tensor([0.0, 0.0]), tau, torch.tensor([1.0, 0.0]))
+    assert weighted.item() == pytest.approx(math.log(1 + math.exp(1.5)))
+
+
+def test_stats_skip_ties_in_accuracy() -> None:
+    stats = pairwise_stats(CHOSEN, REJECTED, torch.tensor([1.0, 1.0, 0.5, 0.5]))
+    assert stats["accuracy"] == pytest.approx(0.5)  # 1.0 > 0 yes, -0.5 > 0.5 no
+    assert stats["margin"] == pytest.approx(0.0)
 
 
 def test_stats_match_hand_computation() -> None:
