@@ -17,9 +17,9 @@ from typing import Any
 from learner.launch import (
     RESULT_FILE,
     decode_comparisons,
-    decode_ratings,
     decode_examples,
     decode_prompt,
+    decode_ratings,
     outcome_to_json,
 )
 from learner.trainers import RealTrainers, TrainOutcome
