@@ -40,14 +40,14 @@ from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
 from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
+from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 from loop.preferences import NoiseConfig  # noqa: E402
 
-# Learner settings of the run (on top of the defaults); printed in the report.
-LEARNER_ENV = {
-    "LEARNER_PPO_CONFIG": json.dumps({"learning_rate": 1e-4}),
-    "LEARNER_REWARD_CONFIG": json.dumps({"num_epochs": 2}),
-}
+# Learner settings of the run (on top of the defaults); printed in the report. A cycle starts
+# at each round's last comparison and never on the clock: on a slow machine the one-hour
+# period would otherwise start a cycle at whatever count the hour reached.
+LEARNER_ENV = {"LEARNER_CYCLE_PERIOD_SECONDS": "0"}
 
 
 @dataclasses.dataclass
@@ -177,7 +177,20 @@ def main() -> int:
     p.add_argument("--noise", type=float, default=1.0, help="users' Bradley-Terry temperature")
     p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="answer length limit the users see (at 64 most base answer pairs are both cut "
+        "off and a length vote carries little signal; see docs/learning.md)",
+    )
+    p.add_argument(
+        "--corrections",
+        choices=("on", "off"),
+        default="off",
+        help="off: users never send rewritten answers, so the loop learns from votes alone",
+    )
+    p.add_argument("--thumbs-rate", type=float, default=0.1, help="share of votes with a thumb")
     p.add_argument("--target", type=float, default=0.70)
     p.add_argument("--cycle-timeout", type=float, default=3 * 3600.0)
     p.add_argument("--seed", type=int, default=0)
@@ -186,7 +199,7 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="tiny random model: checks the script only")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "acceptance.md")
     args = p.parse_args()
-    learner_env = {} if args.tiny else dict(LEARNER_ENV)
+    learner_env = dict(LEARNER_ENV)
     learner_env.update(env_pairs(args.learner_env))
     per_round = args.comparisons // args.rounds
     config = DemoConfig(
@@ -195,6 +208,8 @@ def main() -> int:
         cycle_comparisons=per_round,
         concurrency=args.concurrency,
         noise=args.noise,
+        correction_rate=0.05 if args.corrections == "on" else 0.0,
+        thumbs_rate=args.thumbs_rate,
         max_tokens=args.max_tokens,
         eval_prompts=0,
         data_dir=args.data_dir,
@@ -213,6 +228,12 @@ def main() -> int:
         if published:
             report = evaluate(demo, published[-1].version or "", args)
             verdict = _verdict(report, published[-1], learner_env, args)
+        assert demo.sim is not None
+        votes = list(demo.sim.stats.pair_votes)
+        verdict["labels"] = (
+            label_ceiling([u for u, _ in votes], args.noise),
+            vote_agreement(votes),
+        )
         summary = demo.shutdown("acceptance finished")
     except BaseException:
         demo.shutdown("acceptance failed")
@@ -281,7 +302,8 @@ def _markdown(
         f"Machine: {machine()}.",
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
         f"{args.comparisons} comparisons in {args.rounds} rounds, {args.concurrency} users, "
-        f"max {args.max_tokens} tokens; eval judge noise {args.eval_noise}.",
+        f"max {args.max_tokens} tokens, corrections {args.corrections}, thumbs on "
+        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}.",
         "Learner overrides: "
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "none (defaults)")
         + ".",
@@ -301,6 +323,14 @@ def _markdown(
             f"{_fmt(m.get('eval/reference_length_mean'), '.0f')} |"
         )
     lines.append("")
+    if "labels" in verdict:
+        ceiling, agreement = verdict["labels"]
+        lines += [
+            f"Label quality of the users' pairwise votes: label ceiling {ceiling} (expected "
+            f"agreement of one noisy vote with the noise-free ordering); observed agreement "
+            f"{agreement}.",
+            "",
+        ]
     lines += [f"Round {r.number}: {r.outcome}: {r.reason}" for r in rounds if r.reason]
     lines.append("")
     if "win_rate" in verdict:

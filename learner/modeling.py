@@ -42,6 +42,9 @@ class TrainOptions:
     lora_target_modules: str = option(
         "all-linear", "PEFT target_modules: 'all-linear' or a regex over module names."
     )
+    # The last N layers only: the backward pass then stops N layers below the output, which on
+    # a CPU makes a training step about twice as fast for a 30-layer model at N = 8.
+    lora_layers: int = option(0, "LoRA only on the last N decoder layers; 0 = every layer.")
     learning_rate: float = option(1e-4, "AdamW learning rate.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float = option(1.0, "Gradient clipping threshold (global L2 norm).")
@@ -75,14 +78,35 @@ def with_lora(base: Any, options: TrainOptions, init_adapter: Path | None) -> An
     if init_adapter is not None:
         logger.info("continuing LoRA adapter from %s", init_adapter)
         return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    layers = base.config.num_hidden_layers
+    if not 0 <= options.lora_layers <= layers:
+        raise ValueError(f"lora_layers must be in [0, {layers}], not {options.lora_layers}")
     config = LoraConfig(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
-        target_modules=options.lora_target_modules,
+        target_modules=_targets(base, options),
+        layers_to_transform=(
+            list(range(layers - options.lora_layers, layers)) if options.lora_layers else None
+        ),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, config)
+
+
+def _targets(base: Any, options: TrainOptions) -> str | list[str]:
+    """PEFT target_modules. With ``lora_layers`` PEFT needs names, not "all-linear": the linear
+    layers' own names (q_proj, ..., down_proj), the output embedding excluded, as "all-linear"."""
+    if not options.lora_layers or options.lora_target_modules != "all-linear":
+        return options.lora_target_modules
+    head = base.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in base.named_modules()
+            if isinstance(module, nn.Linear) and module is not head
+        }
+    )
 
 
 def decoder_of(peft_model: Any) -> nn.Module:

@@ -55,6 +55,8 @@ class DemoConfig:
     concurrency: int = 4
     rate: float = 0.0
     noise: float = 1.0
+    correction_rate: float = 0.05  # share of comparisons that also send a rewritten answer
+    thumbs_rate: float = 0.1  # share that also rate one answer up/down
     max_tokens: int = 64
     cycle_comparisons: int = 64  # LEARNER_MIN_NEW_COMPARISONS
     until_swapped: int = 0  # stop once answers came from this many new versions
@@ -129,6 +131,8 @@ class Demo:
             concurrency=self.config.concurrency,
             rate=self.config.rate,
             noise=NoiseConfig(self.config.noise),
+            correction_rate=self.config.correction_rate,
+            thumbs_rate=self.config.thumbs_rate,
             max_tokens=self.config.max_tokens,
             seed=int(time.time()) % 10_000,
         )

@@ -72,3 +72,19 @@ def truth_accuracy(
     value = hits / len(rows) if rows else float("nan")
     low, high = wilson_interval(hits, len(rows))
     return Agreement(value, len(rows), low, high)
+
+
+def vote_agreement(
+    votes: Sequence[tuple[tuple[float, float], int | None]], tol: float = 1e-9
+) -> Agreement:
+    """Share of actual votes (utilities, index voted best) that agree with the noise-free
+    ordering, over pairs whose utilities differ; a tie or "both bad" vote counts half."""
+    hits, n = 0.0, 0
+    for (ua, ub), best in votes:
+        if abs(ua - ub) <= tol:
+            continue
+        n += 1
+        hits += 0.5 if best is None else float((best == 0) == (ua > ub))
+    value = hits / n if n else float("nan")
+    low, high = wilson_interval(hits, n)
+    return Agreement(value, n, low, high)

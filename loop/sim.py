@@ -84,6 +84,9 @@ class SimStats:
         # (win 1, tie or both bad 0.5), comparisons].
         self.head_to_head: dict[tuple[str, str], list[float]] = {}
         self.last_version: str | None = None
+        # Pairwise votes as (noise-free utilities of the two answers, index voted best or None):
+        # the label ceiling and the votes' agreement with the truth (loop.labels).
+        self.pair_votes: list[tuple[tuple[float, float], int | None]] = []
 
     def record_answers(self, answers: list[Answer], utilities: tuple[float, ...] | None) -> None:
         with self._lock:
@@ -98,6 +101,9 @@ class SimStats:
     def record_vote(self, answers: list[Answer], outcome: PreferenceOutcome) -> None:
         with self._lock:
             self.votes[outcome.kind] += 1
+            us = outcome.utilities
+            if us is not None and len(us) == 2:
+                self.pair_votes.append(((us[0], us[1]), outcome.best()))
             versions = [a.adapter_version or "?" for a in answers]
             if len(versions) != 2 or versions[0] == versions[1]:
                 return

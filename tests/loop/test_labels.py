@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from loop.labels import label_ceiling, truth_accuracy
+from loop.labels import label_ceiling, truth_accuracy, vote_agreement
 from loop.preferences import plackett_luce
 
 
@@ -37,3 +37,10 @@ def test_truth_accuracy_counts_ties_half_and_skips_equal_utilities() -> None:
     assert acc.low < acc.value < acc.high
     with pytest.raises(ValueError):
         truth_accuracy(scores[:2], utilities)
+
+
+def test_vote_agreement_by_hand() -> None:
+    votes = [((1.0, 0.0), 0), ((1.0, 0.0), 1), ((0.0, 2.0), None), ((3.0, 3.0), 0)]
+    agreement = vote_agreement(votes)
+    assert agreement.n == 3
+    assert agreement.value == pytest.approx((1 + 0 + 0.5) / 3)
