@@ -269,6 +269,33 @@ def _sweep(args: argparse.Namespace) -> None:
             sink.write("\n".join(lines) + "\n\n")
 
 
+def _labels(args: argparse.Namespace) -> None:
+    """Label ceiling and how many pairs are both cut off, per preference and answer limit."""
+    from learner.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(_model_dir(args.model_dir))
+    pool = [p for p in load_pool(args.pool) if p.split == "train"]
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"{' '.join(sys.argv[1:])}` ({len(pool)} base-model answer pairs, noise {args.noise})",
+        "",
+        "| preference | max tokens | pairs both cut off | pairs of equal utility | label ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    for name in args.preferences.split(","):
+        fn = load_preference(name)
+        for max_tokens in args.max_tokens:
+            rows = score_pool(pool, tokenizer, fn, max_tokens)
+            ceiling = label_ceiling([r.utilities for r in rows], args.noise)
+            cut = sum(r.both_cut for r in rows) / len(rows)
+            equal = 1 - ceiling.n / len(rows)
+            lines.append(f"| {name} | {max_tokens} | {cut:.2f} | {equal:.2f} | {ceiling} |")
+            print(lines[-1], flush=True)
+    if args.out:
+        with args.out.open("a") as sink:
+            sink.write("\n".join(lines) + "\n\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,8 +320,15 @@ def main() -> None:
         "--thumbs-rate", type=float, default=0.0, help="share of pairs with a thumb (ratings)"
     )
     s.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    lab = sub.add_parser("labels", help="label ceilings per preference and answer limit")
+    lab.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
+    lab.add_argument("--model-dir", default="embedded")
+    lab.add_argument("--preferences", default="concise,friendly,format")
+    lab.add_argument("--max-tokens", type=int, nargs="+", default=[64, 96, 128])
+    lab.add_argument("--noise", type=float, default=1.0)
+    lab.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    {"generate": _generate, "sweep": _sweep}[args.command](args)
+    {"generate": _generate, "sweep": _sweep, "labels": _labels}[args.command](args)
 
 
 if __name__ == "__main__":
