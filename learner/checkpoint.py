@@ -30,6 +30,10 @@ class CycleCheckpoint(BaseModel):
     sft_adapter: str | None = None
     reward_adapter: str | None = None
     reward_version: str | None = None
+    # A second reward model trained on the same votes with another seed (another held-out
+    # split, initialisation and order): the evaluation scores with it, so the reported gain is
+    # not measured by the model PPO optimised.
+    reward_eval_adapter: str | None = None
     policy_adapter: str | None = None
     version: str | None = None  # reserved policy@vN once publishing started
     uri: str | None = None

@@ -223,11 +223,21 @@ class CycleRunner:
         if failed:
             return self._reject(ckpt, failed.reason)
         kept = _install(res.adapter_dir, self.data_dir / "reward" / f"v{ckpt.cycle_id}")
+        judge: str | None = None
+        if self.s.eval_reward_model == "independent":
+            out = self._fresh(ckpt, "reward-eval")
+            other = self.trainers.reward(self.base, comparisons, out, ratings, seed_offset=1)
+            dest = self.data_dir / "reward" / f"v{ckpt.cycle_id}-eval"
+            judge = str(_install(other.adapter_dir, dest))
+            ckpt = ckpt.model_copy(
+                update={"metrics": ckpt.metrics | _prefixed("reward_eval", other.metrics)}
+            )
         faults.hit("cycle.after_reward")
         return ckpt.model_copy(
             update={
                 "stage": "ppo",
                 "reward_adapter": str(kept),
+                "reward_eval_adapter": judge,
                 "reward_version": f"reward@v{ckpt.cycle_id}",
             }
         )
@@ -277,7 +287,7 @@ class CycleRunner:
         out = self.trainers.evaluate(
             self.base,
             Path(ckpt.policy_adapter),
-            Path(ckpt.reward_adapter),
+            Path(ckpt.reward_eval_adapter or ckpt.reward_adapter),
             prompts,
             self.s.sanity_prompts,
         )
@@ -287,7 +297,10 @@ class CycleRunner:
             update={
                 "metrics": ckpt.metrics
                 | _prefixed("eval", out.metrics)
-                | {"eval/heldout": float(train is not held)}
+                | {
+                    "eval/heldout": float(train is not held),
+                    "eval/independent_reward_model": float(ckpt.reward_eval_adapter is not None),
+                }
             }
         )
         decisions = gates.eval_gates(

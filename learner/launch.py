@@ -112,11 +112,13 @@ class LaunchedTrainers(RealTrainers):
         comparisons: list[Comparison],
         out_dir: Path,
         ratings: list[Rating] | None = None,
+        seed_offset: int = 0,
     ) -> TrainOutcome:
         inputs = {
             "base": str(base),
             "comparisons": encode_comparisons(comparisons),
             "ratings": encode_ratings(ratings or []),
+            "seed_offset": seed_offset,
         }
         return self._launch("reward", out_dir, inputs)
 

@@ -47,6 +47,11 @@ class LearnerSettings(BaseSettings):
         description="the reward model must beat chance on its held-out votes at this confidence "
         "(one-sided Wilson bound > 0.5); 0 = point accuracy only",
     )
+    eval_reward_model: Literal["independent", "same"] = Field(
+        "independent",
+        description="'independent': evaluate with a second reward model PPO never optimised "
+        "(trained with another seed; doubles the reward stage); 'same': the one PPO optimised",
+    )
     min_reward_gain: float = Field(
         0.0, description="publish only if the held-out reward gain over the reference is > this"
     )

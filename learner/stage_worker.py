@@ -40,7 +40,9 @@ def run_request(request: dict[str, Any]) -> TrainOutcome:
     if stage == "reward":
         comparisons = decode_comparisons(inputs["comparisons"])
         ratings = decode_ratings(inputs.get("ratings", []))
-        return trainers.reward(base, comparisons, out_dir, ratings)
+        return trainers.reward(
+            base, comparisons, out_dir, ratings, int(inputs.get("seed_offset", 0))
+        )
     if stage == "ppo":
         prompts = [decode_prompt(p) for p in inputs["prompts"]]
         init = _optional_path(inputs["init"])

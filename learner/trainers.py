@@ -46,6 +46,7 @@ class Trainers(Protocol):
         comparisons: list[Comparison],
         out_dir: Path,
         ratings: list[Rating] | None = None,
+        seed_offset: int = 0,
     ) -> TrainOutcome: ...
 
     def ppo(
@@ -109,11 +110,13 @@ class RealTrainers(_StageConfigs):
         comparisons: list[Comparison],
         out_dir: Path,
         ratings: list[Rating] | None = None,
+        seed_offset: int = 0,
     ) -> TrainOutcome:
         from learner.rm.config import RewardConfig
         from learner.rm.train import train_reward_model
 
         config = _config(RewardConfig, self.overrides["reward"], self.seed, self.device)
+        config.seed += seed_offset
         res = train_reward_model(base, comparisons, config, out_dir, ratings=ratings)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
@@ -208,8 +211,12 @@ class FakeTrainers(_StageConfigs):
         comparisons: list[Comparison],
         out_dir: Path,
         ratings: list[Rating] | None = None,
+        seed_offset: int = 0,
     ) -> TrainOutcome:
-        adapter = self._stage("reward", out_dir, len(comparisons), None)
+        name = "reward-eval" if seed_offset else "reward"
+        self.calls.append((name, len(comparisons)))
+        time.sleep(float(self.overrides["reward"].get("fake_seconds", 0.0)))
+        adapter = write_fake_adapter(out_dir / "adapter", seed=len(comparisons) + seed_offset)
         acc = float(self.overrides["reward"].get("fake_accuracy", 0.8))
         history = [{"step": float(i + 1), "loss": 0.7 - 0.1 * i, "accuracy": acc} for i in range(3)]
         return TrainOutcome(

@@ -128,14 +128,16 @@ def test_second_version_chains_from_the_first(tmp_path: Path, store: TrainingSto
     assert isinstance(trainers, FakeTrainers)
     assert [name for name, _ in trainers.calls] == [
         "reward",
+        "reward-eval",  # the independent member the evaluation scores with
         "ppo",
         "evaluate",
         "sft",
         "reward",
+        "reward-eval",
         "ppo",
         "evaluate",
     ]
-    assert trainers.calls[4] == ("reward", 6)  # all comparisons so far, not only the new ones
+    assert trainers.calls[5] == ("reward", 6)  # all comparisons so far, not only the new ones
 
 
 def test_period_trigger_needs_at_least_one_new_comparison(
@@ -224,3 +226,25 @@ def test_crash_while_rejecting_resumes_to_the_same_decision(
     assert (tmp_path / "data/rejected/cycle-1/ppo/adapter/adapter_config.json").exists()
     assert runner.cleanup_workdirs() == 0 and not (tmp_path / "data/cycles/cycle-1").exists()
     assert [c["outcome"] for c in store.cycles()] == ["rejected"]
+
+
+@pytest.mark.parametrize("mode", ["independent", "same"])
+def test_evaluation_scores_with_a_reward_model_ppo_did_not_optimise(
+    tmp_path: Path, store: TrainingStore, mode: str
+) -> None:
+    feed_votes(Feeder(store), 0, 3)
+    runner = make_runner(tmp_path, store, eval_reward_model=mode)
+    ckpt = runner.run()
+    assert ckpt.outcome == "published"
+    trainers = runner.trainers
+    assert isinstance(trainers, FakeTrainers)
+    names = [name for name, _ in trainers.calls]
+    if mode == "independent":
+        assert names[:2] == ["reward", "reward-eval"]
+        assert ckpt.reward_eval_adapter is not None
+        assert ckpt.reward_eval_adapter != ckpt.reward_adapter
+        assert Path(ckpt.reward_eval_adapter, "adapter_config.json").is_file()
+        assert ckpt.metrics["eval/independent_reward_model"] == 1.0
+    else:
+        assert "reward-eval" not in names and ckpt.reward_eval_adapter is None
+        assert ckpt.metrics["eval/independent_reward_model"] == 0.0
