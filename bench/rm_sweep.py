@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -200,6 +201,7 @@ def run_one(
     args: argparse.Namespace,
     seed: int,
     neutral: float,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     votes = noisy_votes(train_rows, args.noise, seed)
     thumbs = noisy_thumbs(train_rows, args.thumbs_rate, neutral, args.noise, seed)
@@ -211,6 +213,8 @@ def run_one(
         prompts = [(ChatMessage(role="user", content=r.prompt),) for r in eval_rows]
         scores_a = model.score(prompts, [r.texts[0] for r in eval_rows]).tolist()
         scores_b = model.score(prompts, [r.texts[1] for r in eval_rows]).tolist()
+        if keep is not None:  # for bench/ppo_check.py
+            shutil.copytree(result.adapter_dir, keep, dirs_exist_ok=True)
     truth = truth_accuracy(
         list(zip(scores_a, scores_b, strict=True)), [r.utilities for r in eval_rows]
     )
@@ -224,6 +228,10 @@ def run_one(
         "vote_agreement": vote_agreement,
         "thumbs": len(thumbs),
     }
+
+
+def _slug(name: str) -> str:
+    return name.rsplit(":", 1)[-1]
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -253,8 +261,13 @@ def _sweep(args: argparse.Namespace) -> None:
             cut = sum(r.both_cut for r in train) / len(train)
             for recipe in args.recipes.split(","):
                 for seed in args.seeds:
+                    keep = (
+                        Path(args.keep) / f"{_slug(name)}-{max_tokens}-{recipe}-{seed}"
+                        if args.keep
+                        else None
+                    )
                     out = run_one(
-                        model_dir, train, held, RECIPES[recipe], args, seed, neutral_for(fn)
+                        model_dir, train, held, RECIPES[recipe], args, seed, neutral_for(fn), keep
                     )
                     line = (
                         f"| {name} | {max_tokens} | {cut:.2f} | {ceiling.value:.3f} | {recipe} "
@@ -320,6 +333,11 @@ def main() -> None:
         "--thumbs-rate", type=float, default=0.0, help="share of pairs with a thumb (ratings)"
     )
     s.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    s.add_argument(
+        "--keep",
+        default=str(REPO / "var" / "rm_sweep" / "models"),
+        help="save each trained reward model under this folder ('' = do not keep)",
+    )
     lab = sub.add_parser("labels", help="label ceilings per preference and answer limit")
     lab.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
     lab.add_argument("--model-dir", default="embedded")
