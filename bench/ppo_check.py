@@ -88,7 +88,9 @@ def main() -> None:
     fn = load_preference(args.preference)
     overrides = json.loads(args.ppo_config)
     config = PPOConfig(**{"max_new_tokens": args.max_tokens, "seed": args.seed} | overrides)
-    train = [(ChatMessage(role="user", content=q.prompt),) for q in load_prompts("train")]
+    train: list[tuple[ChatMessage, ...]] = [
+        (ChatMessage(role="user", content=q.prompt),) for q in load_prompts("train")
+    ]
     started = time.monotonic()
     result = run_ppo(model_dir, args.reward, train, config, args.work / "ppo")
     ppo_seconds = time.monotonic() - started
