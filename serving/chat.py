@@ -68,6 +68,27 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     return out
 
 
+def _check_stop(services: Services, body: ChatCompletionRequest) -> None:
+    """Stop strings are checked against every decoded token: bound how many and how long."""
+    s = services.settings
+    stops = body.stop_list()
+    if len(stops) > s.max_stop_sequences:
+        raise APIError(
+            400,
+            f"too many stop sequences: {len(stops)} > {s.max_stop_sequences}",
+            param="stop",
+            code="too_many_stop_sequences",
+        )
+    longest = max((len(stop) for stop in stops), default=0)
+    if longest > s.max_stop_chars:
+        raise APIError(
+            400,
+            f"a stop sequence of {longest} characters exceeds the limit {s.max_stop_chars}",
+            param="stop",
+            code="stop_sequence_too_long",
+        )
+
+
 def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
     """Refuse requests over the configured caps; the max_tokens to use."""
     s = services.settings
@@ -78,6 +99,7 @@ def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
             param="messages",
             code="too_many_messages",
         )
+    _check_stop(services, body)
     max_tokens = body.requested_max_tokens() or s.default_max_tokens
     if max_tokens > s.max_tokens_cap:
         raise APIError(

@@ -88,6 +88,12 @@ class ServingSettings(BaseSettings):
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
     max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
+    max_stop_sequences: int = Field(
+        4, ge=1, le=16, description="most stop strings a request may give (OpenAI allows 4)"
+    )
+    max_stop_chars: int = Field(
+        64, ge=1, le=1024, description="longest stop string a request may give, in characters"
+    )
     web_enabled: bool = Field(
         True,
         description="serve the voting web page at / ; it gets a "

@@ -183,6 +183,10 @@ async def _error(h, body, headers=None):
         ({"temperature": 5}, 400, "temperature"),
         ({"model": "gpt-4"}, 404, "model"),
         ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+        ({"stop": [f"s{i}" for i in range(5)]}, 400, "stop"),
+        ({"stop": [f"s{i}" for i in range(12_000)]}, 400, "stop"),
+        ({"stop": "x" * 65}, 400, "stop"),
+        ({"stop": ["ok", "y" * 65]}, 400, "stop"),
     ],
 )
 async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:
@@ -193,6 +197,16 @@ async def test_limits_and_validation_use_openai_error_shape(patch, status, param
         assert set(error) == {"message", "type", "param", "code"}
         assert error["message"] and "Traceback" not in error["message"]
         assert not h.events.events
+
+
+async def test_stop_sequences_up_to_the_caps_are_accepted() -> None:
+    async with harness() as h:
+        stop = ["x" * 64, "\n\n", "User:", "###"]
+        r = await h.http.post(
+            "/v1/chat/completions", json={"messages": HELLO, "stop": stop}, headers=auth()
+        )
+        assert r.status_code == 200, r.text
+        assert h.events.of_kind("response.served")[-1].sampling.stop == stop
 
 
 async def test_openai_client_sees_typed_errors() -> None:
