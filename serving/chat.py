@@ -130,6 +130,29 @@ def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
     return max_tokens
 
 
+def _check_web_scope(services: Services, body: ChatCompletionRequest, caller: Caller) -> None:
+    """A web session may ask only what the page asks: one two-answer comparison, not streamed,
+    at the default length; anything else needs an API key."""
+    if not caller.web:
+        return
+    max_tokens = body.requested_max_tokens()
+    page_like = (
+        body.pair is True
+        and body.k == 2
+        and body.n == 1
+        and not body.stream
+        and body.adapter_version is None
+        and (max_tokens is None or max_tokens <= services.settings.default_max_tokens)
+    )
+    if not page_like:
+        raise APIError(
+            403,
+            "a web session may only ask for the page's two-answer comparisons; "
+            "other requests need an API key",
+            code="web_session_scope",
+        )
+
+
 def _resolve_version(
     services: Services, body: ChatCompletionRequest, admin_token: str | None
 ) -> tuple[str, bool]:
@@ -160,6 +183,7 @@ def prepare(
     services: Services, body: ChatCompletionRequest, caller: Caller, admin_token: str | None
 ) -> ChatJob:
     max_tokens = _check_limits(services, body)
+    _check_web_scope(services, body, caller)
     version, pinned = _resolve_version(services, body, admin_token)
     paired = _wants_pair(services, body, pinned)
     messages = _messages(body)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from serving.deps import CallerDep, ServicesDep
+from serving.deps import FeedbackCallerDep, ServicesDep
 from serving.feedback import record_feedback
 from serving.protocol import FeedbackRequest, FeedbackResponse
 
@@ -21,7 +21,7 @@ router = APIRouter()
 async def feedback(
     body: FeedbackRequest,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: FeedbackCallerDep,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
     ] = None,
