@@ -90,6 +90,18 @@ def auth(key: str = API_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def inner_pair_id(h: Harness, token: str, user: str | None, key: str = API_KEY) -> str:
+    """The event-level pair id inside a signed API pair id (exact: compare with ==, never in)."""
+    services = h.app.state.services
+    return str(services.signer.verify_pair(token, services.user_hash(key, user)).pair_id)
+
+
+def inner_response_id(h: Harness, token: str, user: str | None, key: str = API_KEY) -> str:
+    """The event-level response id inside a signed API response id."""
+    services = h.app.state.services
+    return str(services.signer.verify_response(token, services.user_hash(key, user)).response_id)
+
+
 ORIGIN = "http://testserver"
 # What the web page asks: one two-answer comparison.
 PAGE_CHAT = {"messages": [{"role": "user", "content": "hi"}], "pair": True, "k": 2, "user": "web"}

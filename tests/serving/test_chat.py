@@ -7,7 +7,14 @@ import pytest
 
 from schemas.events import PairServed, ResponseServed
 from serving.engines.fake import FakeEngine, fake_words
-from tests.serving.conftest import ADMIN, auth, harness, make_settings
+from tests.serving.conftest import (
+    ADMIN,
+    auth,
+    harness,
+    inner_pair_id,
+    inner_response_id,
+    make_settings,
+)
 
 pytestmark = pytest.mark.anyio
 MODEL = "smollm2-135m-instruct"
@@ -31,7 +38,8 @@ async def test_plain_completion_records_response_served() -> None:
         assert event.response.text == choice.message.content
         assert event.response.adapter_version == "base"
         assert event.sampling.seed == 7 and event.sampling.max_tokens == 5
-        assert event.response.response_id in choice.model_extra["response_id"]
+        rid = inner_response_id(h, choice.model_extra["response_id"], "alice")
+        assert event.response.response_id == rid
         # Pseudonymous: neither the API key nor the user name appears in the event.
         dumped = event.model_dump_json()
         assert "test-api-key" not in dumped and "alice" not in dumped
@@ -48,13 +56,14 @@ async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:
         pair_id = r.model_extra["pair_id"]
         (event,) = h.events.events
         assert isinstance(event, PairServed)
-        assert event.pair_id in pair_id and len(event.responses) == 3
+        assert event.pair_id == inner_pair_id(h, pair_id, "bob") and len(event.responses) == 3
         for api_index, canonical in enumerate(event.shown_order):
             choice = r.choices[api_index]
             served = event.responses[canonical]
             assert choice.index == api_index
             assert choice.message.content == served.text
-            assert served.response_id in choice.model_extra["response_id"]
+            rid = inner_response_id(h, choice.model_extra["response_id"], "bob")
+            assert served.response_id == rid
             assert choice.model_extra["adapter_version"] == served.adapter_version == "policy@v1"
         assert [req.n for req in h.engine.requests] == [3]
 
