@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -177,20 +178,10 @@ class ScalarHead(nn.Module):
         return self.linear(hidden).squeeze(-1)  # (..., H) -> (...)
 
 
-def messages_as_dicts(prompt: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in prompt]
-
-
-def prompt_text(tokenizer: Any, prompt: Sequence[ChatMessage]) -> str:
-    """The chat-templated prompt up to and including the assistant header."""
-    text = tokenizer.apply_chat_template(
-        messages_as_dicts(prompt), add_generation_prompt=True, tokenize=False
-    )
-    return str(text)
-
-
 def encode_prompt(tokenizer: Any, prompt: Sequence[ChatMessage]) -> list[int]:
-    return list(tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+    """The chat-templated prompt up to and including the assistant header, as serving encodes it
+    (special-token text inside a message stays text: ``common.chat_encoding``)."""
+    return encode_chat(tokenizer, prompt)
 
 
 def encode_response(tokenizer: Any, response: str) -> list[int]:

@@ -21,6 +21,7 @@ from serving.deps import AdapterControl, EventSink, Services
 from serving.engines.protocol import Engine
 from serving.errors import install_error_handlers
 from serving.metrics import HTTPMetricsMiddleware
+from serving.ratelimit import RateLimits
 from serving.routes import admin, chat, feedback, health, metrics, models, web
 from serving.security import IdSigner, WebSessions
 from serving.settings import ServingSettings
@@ -65,6 +66,7 @@ def build_services(
         adapters=adapters,
         signer=IdSigner(key, settings.pair_ttl_seconds),
         web_sessions=WebSessions(key, settings.web_session_ttl_seconds),
+        limits=RateLimits(settings),
     )
 
 
@@ -118,6 +120,6 @@ def create_app(
     app.add_middleware(HTTPMetricsMiddleware, max_body_bytes=settings.max_request_bytes)
     for module in (chat, models, feedback, admin, health, metrics):
         app.include_router(module.router)
-    if settings.web_enabled:
+    if settings.web_active:
         app.include_router(web.router)
     return app

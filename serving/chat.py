@@ -68,6 +68,27 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     return out
 
 
+def _check_stop(services: Services, body: ChatCompletionRequest) -> None:
+    """Stop strings are checked against every decoded token: bound how many and how long."""
+    s = services.settings
+    stops = body.stop_list()
+    if len(stops) > s.max_stop_sequences:
+        raise APIError(
+            400,
+            f"too many stop sequences: {len(stops)} > {s.max_stop_sequences}",
+            param="stop",
+            code="too_many_stop_sequences",
+        )
+    longest = max((len(stop) for stop in stops), default=0)
+    if longest > s.max_stop_chars:
+        raise APIError(
+            400,
+            f"a stop sequence of {longest} characters exceeds the limit {s.max_stop_chars}",
+            param="stop",
+            code="stop_sequence_too_long",
+        )
+
+
 def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
     """Refuse requests over the configured caps; the max_tokens to use."""
     s = services.settings
@@ -78,6 +99,7 @@ def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
             param="messages",
             code="too_many_messages",
         )
+    _check_stop(services, body)
     max_tokens = body.requested_max_tokens() or s.default_max_tokens
     if max_tokens > s.max_tokens_cap:
         raise APIError(
@@ -106,6 +128,29 @@ def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
             code="model_not_found",
         )
     return max_tokens
+
+
+def _check_web_scope(services: Services, body: ChatCompletionRequest, caller: Caller) -> None:
+    """A web session may ask only what the page asks: one two-answer comparison, not streamed,
+    at the default length; anything else needs an API key."""
+    if not caller.web:
+        return
+    max_tokens = body.requested_max_tokens()
+    page_like = (
+        body.pair is True
+        and body.k == 2
+        and body.n == 1
+        and not body.stream
+        and body.adapter_version is None
+        and (max_tokens is None or max_tokens <= services.settings.default_max_tokens)
+    )
+    if not page_like:
+        raise APIError(
+            403,
+            "a web session may only ask for the page's two-answer comparisons; "
+            "other requests need an API key",
+            code="web_session_scope",
+        )
 
 
 def _resolve_version(
@@ -138,6 +183,7 @@ def prepare(
     services: Services, body: ChatCompletionRequest, caller: Caller, admin_token: str | None
 ) -> ChatJob:
     max_tokens = _check_limits(services, body)
+    _check_web_scope(services, body, caller)
     version, pinned = _resolve_version(services, body, admin_token)
     paired = _wants_pair(services, body, pinned)
     messages = _messages(body)

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+        # Whose X-Forwarded-For is believed: the client address the rate limits count by.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     uvicorn.Server(config).run()
     return 0

@@ -7,13 +7,16 @@ fakes injected (``serving.app.create_app``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
 from serving.engines.protocol import Engine
 from serving.errors import APIError
+from serving.ratelimit import RateLimits
 from serving.security import IdSigner, WebSessions, bearer, constant_time_in, user_hash
 from serving.settings import ServingSettings
 
@@ -50,6 +53,7 @@ class Services:
     adapters: AdapterControl
     signer: IdSigner
     web_sessions: WebSessions
+    limits: RateLimits
     engine_started: bool = False
 
     def user_hash(self, api_key: str, user: str | None) -> str:
@@ -70,19 +74,24 @@ class Caller:
     # or "" when auth is off. Never logged or put in an event.
     api_key: str
     web: bool = False
+    # What the rate limits count against: the API key, the web session, or (auth off) the
+    # client's address.
+    limit_key: str = ""
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the X-Forwarded-For one from a trusted proxy; see settings)."""
+    return request.client.host if request.client else "unknown"
 
 
 def get_caller(request: Request, services: ServicesDep) -> Caller:
+    """An API-key caller. Web sessions are not accepted here (``get_page_caller`` takes them)."""
     token = bearer(request.headers.get("authorization"))
-    if token and services.settings.web_enabled:
-        session = services.web_sessions.verify(token)
-        if session is not None:
-            return Caller(session, web=True)
     keys = [k.get_secret_value() for k in services.settings.api_keys]
     if not keys:
-        return Caller("")
+        return Caller("", limit_key=f"addr:{client_address(request)}")
     if token and constant_time_in(token, keys):
-        return Caller(token)
+        return Caller(token, limit_key=f"key:{token}")
     raise APIError(
         401,
         "missing or invalid API key: send 'Authorization: Bearer <key>'",
@@ -92,6 +101,59 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser sent this request from a page of this very origin.
+
+    Browsers send ``Origin`` with every POST and cannot be made to forge it; comparing it with
+    ``Host`` (not the scheme) keeps working behind a proxy that terminates TLS.
+    """
+    if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+        return False
+    origin, host = request.headers.get("origin"), request.headers.get("host")
+    if not origin or not host:
+        return False
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def get_page_caller(request: Request, services: ServicesDep) -> Caller:
+    """The web page's own session (its cookie, sent from its own origin), else an API key.
+
+    A bearer token always means an API key: a session is only ever accepted as the cookie the
+    page got, so it cannot be lifted into a script as a free API key for other routes.
+    """
+    cookie = request.cookies.get(WebSessions.COOKIE)
+    if not services.settings.web_active or not cookie or request.headers.get("authorization"):
+        return get_caller(request, services)
+    session = services.web_sessions.verify(cookie)
+    if session is None:
+        raise APIError(
+            401,
+            "the web session is invalid or has expired: reload the page",
+            code="invalid_session",
+        )
+    if not same_origin(request):
+        raise APIError(
+            403,
+            "a web session is accepted only from the page's own origin",
+            code="cross_origin_session",
+        )
+    return Caller(session, web=True, limit_key=session)
+
+
+def _rate_limited(route: str) -> Callable[[Request, Services], Caller]:
+    def caller(request: Request, services: ServicesDep) -> Caller:
+        who = get_page_caller(request, services)
+        services.limits.check(route, who.web, who.limit_key)
+        return who
+
+    return caller
+
+
+# The page's routes: a web session or an API key, each within its rate limit.
+ChatCallerDep = Annotated[Caller, Depends(_rate_limited("chat"))]
+FeedbackCallerDep = Annotated[Caller, Depends(_rate_limited("feedback"))]
 
 
 def is_admin(services: Services, token: str | None) -> bool:

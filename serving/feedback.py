@@ -1,17 +1,26 @@
 """Feedback handler: verify the signed ids, map API order to canonical order, emit the event.
 
 Only the user a pair was served to can vote on it: the ids are HMAC-signed over (id, user hash,
-expiry) (``serving.security``), so any replica checks a vote without shared state. Event ids
-are derived from (kind, target id, user, value), so the same vote sent twice yields the same
-``event_id`` and the learner's dedup makes it count once; a changed vote is a new event (the
-learner keeps the last per (pair, user)).
+expiry) (``serving.security``), so any replica checks a vote without shared state.
+
+Every vote is its own event with a fresh ``event_id``, so a vote changed back (a, b, a) is three
+events and the learner keeps the last per (pair, user). A client that may retry a request sends
+an ``Idempotency-Key`` header: the event id is then derived from (kind, target id, user, key), so
+the retry yields the same ``event_id`` and the learner's dedup makes it count once. The id is not
+derived from the vote's value: that is what made a vote changed back collide with the first one.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from schemas.events import EventBase, FeedbackCorrection, FeedbackPreference, FeedbackRating
+from schemas.events import (
+    EventBase,
+    FeedbackCorrection,
+    FeedbackPreference,
+    FeedbackRating,
+    new_event_id,
+)
 from serving import metrics
 from serving.deps import Caller, Services
 from serving.errors import APIError
@@ -21,8 +30,12 @@ from serving.security import PairToken, ResponseToken, TokenError
 _STATUS = {"malformed": 400, "forged": 403, "expired": 410}
 
 
-def feedback_event_id(kind: str, target: str, uhash: str, value: str) -> str:
-    return hashlib.sha256(f"{kind}|{target}|{uhash}|{value}".encode()).hexdigest()[:32]
+def feedback_event_id(kind: str, target: str, uhash: str, idempotency_key: str | None) -> str:
+    """Same key, same id (a retry); no key, a new id (each request is a vote of its own)."""
+    if idempotency_key is None:
+        return new_event_id()
+    message = f"{kind}|{target}|{uhash}|{idempotency_key}"
+    return hashlib.sha256(message.encode()).hexdigest()[:32]
 
 
 def _reject(exc: TokenError, param: str) -> APIError:
@@ -44,7 +57,9 @@ def _response(services: Services, token: str, uhash: str, param: str) -> Respons
         raise _reject(exc, param) from None
 
 
-def _preference(services: Services, body: FeedbackRequest, uhash: str) -> FeedbackPreference:
+def _preference(
+    services: Services, body: FeedbackRequest, uhash: str, key: str | None
+) -> FeedbackPreference:
     pair = _pair(services, body.pair_id or "", uhash)
     k = len(pair.shown_order)
     if body.choice is not None:
@@ -61,7 +76,7 @@ def _preference(services: Services, body: FeedbackRequest, uhash: str) -> Feedba
             shown = 0 if choice == "a" else 1
             choice = "ab"[pair.shown_order[shown]]  # type: ignore[assignment]
         return FeedbackPreference(
-            event_id=feedback_event_id("preference", pair.pair_id, uhash, choice),
+            event_id=feedback_event_id("preference", pair.pair_id, uhash, key),
             pair_id=pair.pair_id,
             user_id=uhash,
             choice=choice,
@@ -76,40 +91,41 @@ def _preference(services: Services, body: FeedbackRequest, uhash: str) -> Feedba
             code="invalid_ranking",
         )
     return FeedbackPreference(
-        event_id=feedback_event_id("preference", pair.pair_id, uhash, ",".join(ids)),
+        event_id=feedback_event_id("preference", pair.pair_id, uhash, key),
         pair_id=pair.pair_id,
         user_id=uhash,
         ranking=ids,
     )
 
 
-def _single(services: Services, body: FeedbackRequest, uhash: str) -> EventBase:
+def _single(services: Services, body: FeedbackRequest, uhash: str, key: str | None) -> EventBase:
     target = _response(services, body.response_id or "", uhash, "response_id")
     if body.rating is not None:
         return FeedbackRating(
-            event_id=feedback_event_id("rating", target.response_id, uhash, body.rating),
+            event_id=feedback_event_id("rating", target.response_id, uhash, key),
             response_id=target.response_id,
             pair_id=target.pair_id,
             user_id=uhash,
             rating=body.rating,
         )
-    text = body.correction or ""
-    digest = hashlib.sha256(text.encode()).hexdigest()
     return FeedbackCorrection(
-        event_id=feedback_event_id("correction", target.response_id, uhash, digest),
+        event_id=feedback_event_id("correction", target.response_id, uhash, key),
         response_id=target.response_id,
         pair_id=target.pair_id,
         user_id=uhash,
-        text=text,
+        text=body.correction or "",
     )
 
 
-def record_feedback(services: Services, body: FeedbackRequest, caller: Caller) -> FeedbackResponse:
+def record_feedback(
+    services: Services, body: FeedbackRequest, caller: Caller, idempotency_key: str | None = None
+) -> FeedbackResponse:
+    """Emit the vote. ``idempotency_key`` (the request's header) makes a retry the same event."""
     uhash = services.user_hash(caller.api_key, body.user)
     if body.kind() == "preference":
-        event: EventBase = _preference(services, body, uhash)
+        event: EventBase = _preference(services, body, uhash, idempotency_key)
     else:
-        event = _single(services, body, uhash)
+        event = _single(services, body, uhash, idempotency_key)
     services.events.emit(event)
     value = body.choice or body.rating or ("ranking" if body.ranking else "text")
     metrics.FEEDBACK.labels(body.kind(), value).inc()

@@ -115,13 +115,15 @@ class IdSigner:
 
 
 class WebSessions:
-    """Short-lived bearer tokens the web page gets embedded in its HTML.
+    """Short-lived session tokens the web page gets as an HttpOnly, SameSite=Strict cookie.
 
-    A token is ``web.<session id>.<expiry>.<mac>``; it stands in for an API key (the session id
-    plays the key's part in the user hash), so each page load is its own pseudonymous user.
+    A token is ``web.<session id>.<expiry>.<mac>``; it stands in for an API key on the page's
+    chat and feedback requests only (the session id plays the key's part in the user hash), so
+    each page load is its own pseudonymous user.
     """
 
     PREFIX = "web."
+    COOKIE = "rlhf_session"
 
     def __init__(self, key: str, ttl_seconds: int) -> None:
         self._key = key

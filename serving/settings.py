@@ -88,12 +88,53 @@ class ServingSettings(BaseSettings):
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
     max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
+    max_stop_sequences: int = Field(
+        4, ge=1, le=16, description="most stop strings a request may give (OpenAI allows 4)"
+    )
+    max_stop_chars: int = Field(
+        64, ge=1, le=1024, description="longest stop string a request may give, in characters"
+    )
     web_enabled: bool = Field(
         True,
-        description="serve the voting web page at / ; it gets a "
-        "short-lived signed session token instead of an API key",
+        description="serve the voting web page at / ; each load gets a short-lived signed "
+        "session cookie instead of an API key (off with require_auth unless web_with_auth)",
+    )
+    web_with_auth: bool = Field(
+        False,
+        description="serve the web page even with require_auth: its sessions are anonymous "
+        "(limited to the page's chat and feedback, and rate-limited)",
     )
     web_session_ttl_seconds: int = Field(12 * 3600, ge=60, description="web session lifetime")
+    web_sessions_per_minute: float = Field(
+        10.0, ge=0, description="new web sessions (page loads) per client address; 0 = no limit"
+    )
+    web_chat_per_minute: float = Field(
+        20.0, ge=0, description="chat requests per web session; 0 = no limit"
+    )
+    web_feedback_per_minute: float = Field(
+        60.0, ge=0, description="feedback requests per web session; 0 = no limit"
+    )
+    key_chat_per_minute: float = Field(
+        3000.0,
+        ge=0,
+        description="chat requests per API key (per client address with auth off); 0 = no limit",
+    )
+    key_feedback_per_minute: float = Field(
+        6000.0,
+        ge=0,
+        description="feedback requests per API key (per client address with auth off); "
+        "0 = no limit",
+    )
+    rate_limit_burst_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="a rate limit's burst: this many seconds of its rate at once (at least 1)",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies trusted for X-Forwarded-For (the client address rate limits "
+        "use): comma-separated addresses, or * when only the ingress can reach serving",
+    )
     fake_token_delay_seconds: float = Field(
         0.0, ge=0.0, description="fake engine: delay per generated word (tests only)"
     )
@@ -106,6 +147,11 @@ class ServingSettings(BaseSettings):
         le=1.0,
         description="share of web/chat requests answered with a pair when the client does not ask",
     )
+
+    @property
+    def web_active(self) -> bool:
+        """Whether the web page and its sessions are on: never silently beside required auth."""
+        return self.web_enabled and (self.web_with_auth or not self.require_auth)
 
     @model_validator(mode="after")
     def _safe_secrets(self) -> ServingSettings:

@@ -5,6 +5,10 @@ and emit the new suffix (the prefix/read offsets of Hugging Face text-generation
 ``decode_token``). Text that ends in an incomplete UTF-8 sequence (U+FFFD) is held back, and so
 is any tail that could still grow into a stop string, so a streamed client never sees text that
 a later stop match would have cut.
+
+Stop matching looks only at the tail that new text can complete (the new characters plus the
+longest stop's length), so a step costs the same however long the answer has grown; the API caps
+how many stop strings there are and how long (``max_stop_sequences``, ``max_stop_chars``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 class StreamDecoder:
     def __init__(self, tokenizer: Any, stop: list[str]) -> None:
         self._tok = tokenizer
-        self._stop = [s for s in stop if s]
+        self._stop = sorted({s for s in stop if s})
+        self._longest = max((len(s) for s in self._stop), default=0)
         self._ids: list[int] = []
         self._prefix = 0
         self._read = 0
@@ -52,11 +57,10 @@ class StreamDecoder:
         return self._take(final=True)
 
     def _match_stop(self, before: int) -> None:
-        longest = max((len(s) for s in self._stop), default=0)
-        if not longest:
+        if not self._longest:
             return
         # Only a window that includes new characters can hold a new match.
-        start = max(0, before - longest + 1)
+        start = max(0, before - self._longest + 1)
         hits = [pos for s in self._stop if (pos := self.text.find(s, start)) >= 0]
         if hits:
             self.text = self.text[: min(hits)]
@@ -64,12 +68,17 @@ class StreamDecoder:
 
     def _held_back(self) -> int:
         """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
+        # A proper prefix is shorter than the longest stop: only that tail of the text matters,
+        # and within it only positions holding a stop's first character can start one.
+        tail = self.text[max(0, len(self.text) - self._longest + 1) :]
         best = 0
         for s in self._stop:
-            for size in range(min(len(s) - 1, len(self.text)), best, -1):
-                if self.text.endswith(s[:size]):
-                    best = size
+            at = tail.find(s[0])
+            while at >= 0 and len(tail) - at > best:
+                if len(tail) - at < len(s) and s.startswith(tail[at:]):
+                    best = len(tail) - at
                     break
+                at = tail.find(s[0], at + 1)
         return best
 
     def _take(self, final: bool) -> str:

@@ -4,20 +4,11 @@ prompt and its judgement of a degenerate answer."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from schemas.events import ChatMessage
 from serving.engines.protocol import GenerationChunk, GenerationOutput, GenerationRequest
 
 SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
-
-
-def encode_chat(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
-    """Prompt token ids: the model's chat template with the generation prompt appended."""
-    text = tokenizer.apply_chat_template(
-        [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
-    )
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 async def collect_outputs(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
 from serving.engines.decode_loop import DecodeLoop, Submission
 from serving.engines.peft_adapters import AdapterSet
@@ -33,7 +34,6 @@ from serving.engines.shared import (
     BaseSmokeAnswer,
     collect_outputs,
     degenerate,
-    encode_chat,
 )
 
 if TYPE_CHECKING:

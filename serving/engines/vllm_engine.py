@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
 from serving.engines.identity_adapter import write_identity_adapter
 from serving.engines.protocol import (
@@ -41,7 +42,6 @@ from serving.engines.shared import (
     BaseSmokeAnswer,
     collect_outputs,
     degenerate,
-    encode_chat,
 )
 
 if TYPE_CHECKING:

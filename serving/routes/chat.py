@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from serving.chat import complete, prepare, replan_after_swap
-from serving.deps import CallerDep, ServicesDep
+from serving.deps import ChatCallerDep, ServicesDep
 from serving.engines.protocol import AdapterRejected, UnknownAdapter
 from serving.protocol import ChatCompletion, ChatCompletionRequest
 from serving.streaming import ChatStream
@@ -57,7 +57,7 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: ChatCallerDep,
     x_admin_token: Annotated[str | None, Header()] = None,
 ) -> ChatCompletion | Response:
     job = prepare(services, body, caller, x_admin_token)

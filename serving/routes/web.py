@@ -1,20 +1,24 @@
-"""The voting web page: ``/`` (HTML with a fresh session token) and its static assets.
+"""The voting web page: ``/`` (HTML plus a fresh session cookie) and its static assets.
 
-The page holds no API key. Each load of ``/`` embeds a short-lived signed web session token
-(``serving.security.WebSessions``) in a meta tag; the page sends it as its bearer token. That
-token is accepted for chat and feedback only, expires (``web_session_ttl_seconds``), and is
-its own pseudonymous user. A strict Content-Security-Policy allows only this origin's script.
+The page holds no API key. Each load of ``/`` sets a short-lived signed web session
+(``serving.security.WebSessions``) as an HttpOnly, SameSite=Strict cookie for ``/v1``, which the
+page's own requests carry. The session is accepted only as that cookie, from this origin, for
+the page's chat (two-answer comparisons) and feedback, within per-session rate limits; it
+expires (``web_session_ttl_seconds``) and is its own pseudonymous user. New sessions are
+rate-limited per client address. With ``require_auth`` the page is off unless
+``web_with_auth`` turns it on. A strict Content-Security-Policy allows only this origin's script.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from serving.deps import ServicesDep
+from serving.deps import ServicesDep, client_address
 from serving.errors import APIError
+from serving.security import WebSessions
 
 router = APIRouter()
 _WEB = Path(__file__).resolve().parent.parent / "web"
@@ -26,12 +30,12 @@ _CSP = (
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index(services: ServicesDep) -> HTMLResponse:
+async def index(request: Request, services: ServicesDep) -> HTMLResponse:
+    services.limits.check_new_session(client_address(request))
     html = (_WEB / "index.html").read_text(encoding="utf-8")
-    # Token and model name use only [A-Za-z0-9._:@-]: safe inside an attribute value.
-    html = html.replace("__SESSION_TOKEN__", services.web_sessions.issue())
+    # The model name uses only [A-Za-z0-9._:@-]: safe inside an attribute value.
     html = html.replace("__MODEL__", services.settings.model_name)
-    return HTMLResponse(
+    response = HTMLResponse(
         html,
         headers={
             "Cache-Control": "no-store",
@@ -39,6 +43,16 @@ async def index(services: ServicesDep) -> HTMLResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
+    response.set_cookie(
+        WebSessions.COOKIE,
+        services.web_sessions.issue(),
+        max_age=services.settings.web_session_ttl_seconds,
+        path="/v1",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
 
 
 @router.get("/web/{name}", include_in_schema=False)

@@ -1,9 +1,9 @@
 // Voting page: chat with the model, compare two answers, send a preference, a thumbs rating,
 // or a better answer. Plain browser JavaScript, no build step. Text is always inserted with
-// textContent (never innerHTML), so model output cannot inject markup.
+// textContent (never innerHTML), so model output cannot inject markup. The page's session is an
+// HttpOnly cookie the browser sends with these same-origin requests: no script ever reads it.
 "use strict";
 
-const SESSION = document.querySelector('meta[name="rlhf-session"]').content;
 const MODEL = document.querySelector('meta[name="rlhf-model"]').content;
 const USER = "web";
 const $ = (id) => document.getElementById(id);
@@ -15,7 +15,8 @@ function setStatus(text) { $("status").textContent = text; }
 async function call(path, body) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "Authorization": "Bearer " + SESSION },
+    headers: { "Content-Type": "application/json" },
+    credentials: "same-origin",
     body: JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({}));

@@ -110,6 +110,21 @@ def test_later_vote_replaces_earlier_and_offset_breaks_ts_ties(feeder: Feeder) -
     assert [c.target for c in feeder.store.comparisons()] == [0.5]
 
 
+@pytest.mark.parametrize("pair_first", [True, False])
+def test_a_vote_changed_back_ends_with_the_last_choice(feeder: Feeder, pair_first: bool) -> None:
+    # Three votes, three events (distinct ids): a, b, then a again. Delivered before their pair
+    # they are held and applied in (ts, offset) order, to the same end.
+    votes = [pref("p1", choice=c, t=t) for c, t in (("a", 1), ("b", 2), ("a", 3))]
+    if pair_first:
+        feeder.feed(pair("p1"), *votes)
+    else:
+        feeder.feed(*votes)
+        feeder.feed(pair("p1"))
+    (comp,) = feeder.store.comparisons()
+    assert comp.chosen == "answer 0 of p1"
+    assert feeder.store.counters()["dropped"] == {"superseded_vote": 2}
+
+
 def test_votes_of_different_users_on_a_pair_are_not_merged(tmp_path: Path) -> None:
     # The pair belongs to u1: u2's vote is someone else's and must be dropped.
     feeder = Feeder(new_store(tmp_path))

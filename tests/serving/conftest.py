@@ -88,3 +88,46 @@ def make_harness() -> Callable[..., Any]:
 
 def auth(key: str = API_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def inner_pair_id(h: Harness, token: str, user: str | None, key: str = API_KEY) -> str:
+    """The event-level pair id inside a signed API pair id (exact: compare with ==, never in)."""
+    services = h.app.state.services
+    return str(services.signer.verify_pair(token, services.user_hash(key, user)).pair_id)
+
+
+def inner_response_id(h: Harness, token: str, user: str | None, key: str = API_KEY) -> str:
+    """The event-level response id inside a signed API response id."""
+    services = h.app.state.services
+    return str(services.signer.verify_response(token, services.user_hash(key, user)).response_id)
+
+
+ORIGIN = "http://testserver"
+# What the web page asks: one two-answer comparison.
+PAGE_CHAT = {"messages": [{"role": "user", "content": "hi"}], "pair": True, "k": 2, "user": "web"}
+
+
+async def web_session(h: Harness) -> str:
+    """Load the web page; the session cookie it set (checked, and kept out of the client's jar)."""
+    from serving.security import WebSessions
+
+    page = await h.http.get("/")
+    assert page.status_code == 200, page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    cookie = page.headers["set-cookie"].lower()
+    for attribute in ("httponly", "samesite=strict", "path=/v1"):
+        assert attribute in cookie, cookie
+    token: str = page.cookies[WebSessions.COOKIE]
+    h.http.cookies.clear()
+    assert token not in page.text  # no script on the page can read it
+    return token
+
+
+def page_headers(token: str, origin: str | None = ORIGIN, **extra: str) -> dict[str, str]:
+    """The headers a browser sends with the web page's own fetch()."""
+    from serving.security import WebSessions
+
+    headers = {"Cookie": f"{WebSessions.COOKIE}={token}", **extra}
+    if origin is not None:
+        headers["Origin"] = origin
+    return headers

@@ -7,7 +7,14 @@ import pytest
 
 from schemas.events import PairServed, ResponseServed
 from serving.engines.fake import FakeEngine, fake_words
-from tests.serving.conftest import ADMIN, auth, harness, make_settings
+from tests.serving.conftest import (
+    ADMIN,
+    auth,
+    harness,
+    inner_pair_id,
+    inner_response_id,
+    make_settings,
+)
 
 pytestmark = pytest.mark.anyio
 MODEL = "smollm2-135m-instruct"
@@ -31,7 +38,8 @@ async def test_plain_completion_records_response_served() -> None:
         assert event.response.text == choice.message.content
         assert event.response.adapter_version == "base"
         assert event.sampling.seed == 7 and event.sampling.max_tokens == 5
-        assert event.response.response_id in choice.model_extra["response_id"]
+        rid = inner_response_id(h, choice.model_extra["response_id"], "alice")
+        assert event.response.response_id == rid
         # Pseudonymous: neither the API key nor the user name appears in the event.
         dumped = event.model_dump_json()
         assert "test-api-key" not in dumped and "alice" not in dumped
@@ -48,13 +56,14 @@ async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:
         pair_id = r.model_extra["pair_id"]
         (event,) = h.events.events
         assert isinstance(event, PairServed)
-        assert event.pair_id in pair_id and len(event.responses) == 3
+        assert event.pair_id == inner_pair_id(h, pair_id, "bob") and len(event.responses) == 3
         for api_index, canonical in enumerate(event.shown_order):
             choice = r.choices[api_index]
             served = event.responses[canonical]
             assert choice.index == api_index
             assert choice.message.content == served.text
-            assert served.response_id in choice.model_extra["response_id"]
+            rid = inner_response_id(h, choice.model_extra["response_id"], "bob")
+            assert served.response_id == rid
             assert choice.model_extra["adapter_version"] == served.adapter_version == "policy@v1"
         assert [req.n for req in h.engine.requests] == [3]
 
@@ -183,6 +192,10 @@ async def _error(h, body, headers=None):
         ({"temperature": 5}, 400, "temperature"),
         ({"model": "gpt-4"}, 404, "model"),
         ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+        ({"stop": [f"s{i}" for i in range(5)]}, 400, "stop"),
+        ({"stop": [f"s{i}" for i in range(12_000)]}, 400, "stop"),
+        ({"stop": "x" * 65}, 400, "stop"),
+        ({"stop": ["ok", "y" * 65]}, 400, "stop"),
     ],
 )
 async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:
@@ -193,6 +206,16 @@ async def test_limits_and_validation_use_openai_error_shape(patch, status, param
         assert set(error) == {"message", "type", "param", "code"}
         assert error["message"] and "Traceback" not in error["message"]
         assert not h.events.events
+
+
+async def test_stop_sequences_up_to_the_caps_are_accepted() -> None:
+    async with harness() as h:
+        stop = ["x" * 64, "\n\n", "User:", "###"]
+        r = await h.http.post(
+            "/v1/chat/completions", json={"messages": HELLO, "stop": stop}, headers=auth()
+        )
+        assert r.status_code == 200, r.text
+        assert h.events.of_kind("response.served")[-1].sampling.stop == stop
 
 
 async def test_openai_client_sees_typed_errors() -> None:

@@ -1,13 +1,16 @@
-"""POST /v1/feedback: API order -> canonical order, who may vote, idempotent event ids."""
+"""POST /v1/feedback: API order -> canonical order, who may vote, event ids (a new one per vote,
+the same one for a retry with the same Idempotency-Key)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRating, PairServed
 from serving.security import IdSigner
+from tests.learner.factories import Feeder, new_store
 from tests.serving.conftest import API_KEY, HMAC_KEY, auth, harness, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -29,6 +32,14 @@ async def _pair(
 
 async def _vote(h: Any, body: dict[str, Any], key: str = API_KEY) -> Any:
     return await h.http.post("/v1/feedback", json=body, headers=auth(key))
+
+
+async def _vote_with_key(h: Any, body: dict[str, Any], idempotency_key: str) -> str:
+    headers = {**auth(), "Idempotency-Key": idempotency_key}
+    r = await h.http.post("/v1/feedback", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    event_id: str = r.json()["event_id"]
+    return event_id
 
 
 async def test_choice_a_b_map_to_canonical_order() -> None:
@@ -120,18 +131,60 @@ async def test_unpaired_response_can_be_rated() -> None:
         assert h.events.events[-1].pair_id is None
 
 
-async def test_duplicate_votes_share_an_event_id() -> None:
+async def test_retry_with_the_same_idempotency_key_is_the_same_event() -> None:
     async with harness() as h:
         body, _ = await _pair(h)
         vote = {"pair_id": body["pair_id"], "choice": "a", "user": "alice"}
-        first = (await _vote(h, vote)).json()["event_id"]
-        again = (await _vote(h, vote)).json()["event_id"]
-        changed = (await _vote(h, {**vote, "choice": "tie"})).json()["event_id"]
-        assert first == again != changed
+        first = await _vote_with_key(h, vote, "retry-1")
+        again = await _vote_with_key(h, vote, "retry-1")
+        other = await _vote_with_key(h, vote, "retry-2")
+        assert first == again != other
         rid = body["choices"][0]["response_id"]
-        up1 = (await _vote(h, {"response_id": rid, "rating": "up", "user": "alice"})).json()
-        up2 = (await _vote(h, {"response_id": rid, "rating": "up", "user": "alice"})).json()
-        assert up1["event_id"] == up2["event_id"]
+        up = {"response_id": rid, "rating": "up", "user": "alice"}
+        assert await _vote_with_key(h, up, "k") == await _vote_with_key(h, up, "k")
+        # A key names a request of one user: another user's request with it is not a retry.
+        body_b, _ = await _pair(h, user="bob")
+        bob = await _vote_with_key(
+            h, {"pair_id": body_b["pair_id"], "choice": "a", "user": "bob"}, "retry-1"
+        )
+        assert bob != first
+
+
+async def test_without_a_key_every_vote_is_a_new_event() -> None:
+    async with harness() as h:
+        body, _ = await _pair(h)
+        vote = {"pair_id": body["pair_id"], "choice": "a", "user": "alice"}
+        ids = [(await _vote(h, {**vote, "choice": c})).json()["event_id"] for c in "aba"]
+        assert len(set(ids)) == 3  # a vote changed back is not a duplicate of the first one
+        rid = body["choices"][0]["response_id"]
+        up = {"response_id": rid, "rating": "up", "user": "alice"}
+        assert (await _vote(h, up)).json()["event_id"] != (await _vote(h, up)).json()["event_id"]
+
+
+async def test_a_vote_changed_back_wins_in_the_learner_store(tmp_path: Path) -> None:
+    async with harness() as h:
+        body, served = await _pair(h)
+        for choice in "aba":
+            vote = {"pair_id": body["pair_id"], "choice": choice, "user": "alice"}
+            assert (await _vote(h, vote)).status_code == 200
+        feeder = Feeder(new_store(tmp_path))
+        feeder.feed(*h.events.events)
+    (comparison,) = feeder.store.comparisons()
+    shown_first = served.responses[served.shown_order[0]].text
+    assert comparison.chosen == shown_first == body["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * 256, b"has space", "caf\u00e9".encode()])
+async def test_bad_idempotency_keys_are_refused(key: bytes) -> None:
+    async with harness() as h:
+        body, _ = await _pair(h)
+        r = await h.http.post(
+            "/v1/feedback",
+            json={"pair_id": body["pair_id"], "choice": "a", "user": "alice"},
+            headers={**auth(), "Idempotency-Key": key},
+        )
+        assert r.status_code == 400, r.text
+        assert not h.events.of_kind("feedback.preference")
 
 
 async def test_only_the_served_user_may_vote() -> None:

@@ -10,7 +10,7 @@ from common.broker import DevBroker
 from schemas.codec import decode_event
 from schemas.events import FeedbackPreference, PairServed
 from serving.events.logger import EventLogger
-from tests.serving.conftest import auth, harness, make_settings
+from tests.serving.conftest import auth, harness, inner_pair_id, make_settings
 from tests.support.kafka_read import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
@@ -35,6 +35,7 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
             json={"messages": [{"role": "user", "content": "kafka?"}], "pair": True, "user": "u"},
         )
         body = r.json()
+        pair_id = inner_pair_id(h, body["pair_id"], "u")
         v = await h.http.post(
             "/v1/feedback",
             headers=auth(),
@@ -51,7 +52,8 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
     served = [
         e
         for e in events_on(kafka_broker.bootstrap, settings.topic_interactions)
-        if isinstance(e, PairServed) and e.pair_id in body["pair_id"]
+        # The broker is shared with other tests: match this pair's exact id, never a substring.
+        if isinstance(e, PairServed) and e.pair_id == pair_id
     ]
     # At-least-once: under load a produce that timed out is re-sent from the spool, as the very
     # same event (consumers dedupe by event_id); one event, possibly more than one copy.

@@ -84,6 +84,54 @@ def test_stream_decoder_holds_back_a_possible_stop(tiny_model_dir: Path) -> None
     assert "".join(pieces) == "Hello! How can I "
 
 
+class CharTokenizer:
+    """One token per character: stop matching can be checked against plain string operations."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(map(chr, ids))
+
+
+def _stream(text: str, stop: list[str]) -> tuple[list[str], StreamDecoder]:
+    decoder = StreamDecoder(CharTokenizer(), stop)
+    pieces = []
+    for ch in text:
+        pieces.append(decoder.push(ord(ch)))
+        if decoder.stopped:
+            break
+    pieces.append(decoder.finish())
+    return pieces, decoder
+
+
+def _first_completed_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Reference: generation ends when a stop string first completes, and is cut where it began."""
+    for end in range(len(text) + 1):
+        cuts = [i for s in stop if (i := text[:end].find(s)) >= 0]
+        if cuts:
+            return text[: min(cuts)], True
+    return text, False
+
+
+def test_stream_decoder_cuts_at_the_earliest_stop_and_never_emits_past_it() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice("abc") for _ in range(rng.randrange(0, 40)))
+        stop = ["".join(rng.choice("abc") for _ in range(rng.randrange(1, 6))) for _ in range(4)]
+        expected, stopped = _first_completed_stop(text, stop)
+        pieces, decoder = _stream(text, stop)
+        assert "".join(pieces) == expected, (text, stop)
+        assert decoder.stopped == stopped
+
+
+def test_stream_decoder_holds_back_only_a_possible_start_of_a_stop() -> None:
+    decoder = StreamDecoder(CharTokenizer(), ["abcd", "xy"])
+    out = "".join(decoder.push(ord(c)) for c in "zzab")
+    assert out == "zz"  # "ab" may still become "abcd"
+    out += "".join(decoder.push(ord(c)) for c in "ce")
+    assert out == "zzabce"  # "abce" cannot: released
+    out += decoder.push(ord("x"))
+    assert out == "zzabce" and decoder.finish() == "x"  # the answer ended: nothing is a stop
+
+
 def test_degenerate() -> None:
     assert degenerate("   ") == "empty answer"
     assert degenerate("!!!!!!!!!!") == "one character repeated"
