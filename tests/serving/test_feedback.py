@@ -181,7 +181,8 @@ async def test_bad_idempotency_keys_are_refused(key: bytes) -> None:
         r = await h.http.post(
             "/v1/feedback",
             json={"pair_id": body["pair_id"], "choice": "a", "user": "alice"},
-            headers={**auth(), "Idempotency-Key": key},
+            headers=[(k.encode(), v.encode()) for k, v in auth().items()]
+            + [(b"Idempotency-Key", key)],
         )
         assert r.status_code == 400, r.text
         assert not h.events.of_kind("feedback.preference")
