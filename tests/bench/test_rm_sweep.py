@@ -1,0 +1,62 @@
+"""The sweep's simulation helpers: answer cuts, noise-free scoring, noisy votes and thumbs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import rm_sweep  # noqa: E402
+
+from loop.preferences import concise  # noqa: E402
+
+
+class WordTokenizer:
+    """One token per word: enough to test cutting answers at a token limit."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return " ".join(f"w{i}" for i in ids)
+
+
+def pool_pair(a: int, b: int, a_eos: bool = True, b_eos: bool = True) -> rm_sweep.PoolPair:
+    return rm_sweep.PoolPair("train", "Q?", list(range(a)), list(range(b)), a_eos, b_eos)
+
+
+def test_a_lower_limit_is_the_same_sample_cut_and_no_longer_ended() -> None:
+    tok = WordTokenizer()
+    assert rm_sweep.answer_text(tok, [1, 2, 3], True, 5) == ("w1 w2 w3", True)
+    assert rm_sweep.answer_text(tok, [1, 2, 3], True, 2) == ("w1 w2", False)
+    assert rm_sweep.answer_text(tok, [1, 2, 3], False, 5) == ("w1 w2 w3", False)
+
+
+def test_score_pool_uses_the_noise_free_utilities() -> None:
+    rows = rm_sweep.score_pool(
+        [pool_pair(10, 40), pool_pair(50, 60, False, False)], WordTokenizer(), concise, 45
+    )
+    assert rows[0].utilities == (
+        concise.utility("", rows[0].texts[0]),
+        concise.utility("", rows[0].texts[1]),
+    )
+    assert rows[0].utilities[0] > rows[0].utilities[1]  # shorter wins under concise
+    assert not rows[0].both_cut and rows[1].both_cut
+
+
+def test_noisy_votes_follow_bradley_terry_and_noise_zero_is_the_truth() -> None:
+    rows = rm_sweep.score_pool([pool_pair(5, 55)] * 2000, WordTokenizer(), concise, 100)
+    truth = rm_sweep.noisy_votes(rows, 0.0, 0)
+    assert all(c.chosen == rows[0].texts[0] for c in truth)
+    noisy = rm_sweep.noisy_votes(rows, 1.0, 0)
+    agree = sum(c.chosen == rows[0].texts[0] for c in noisy) / len(noisy)
+    # u = -words/25: a 50-word gap is 2 units, sigmoid(2) = 0.881
+    assert agree == pytest.approx(0.881, abs=0.03)
+
+
+def test_thumbs_come_at_the_rate_asked() -> None:
+    rows = rm_sweep.score_pool([pool_pair(5, 55)] * 1000, WordTokenizer(), concise, 100)
+    thumbs = rm_sweep.noisy_thumbs(rows, 0.1, concise.neutral, 1.0, 0)
+    assert 60 < len(thumbs) < 140
+    assert rm_sweep.noisy_thumbs(rows, 0.0, concise.neutral, 1.0, 0) == []
