@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,11 +125,16 @@ class ServiceClient:
         return ChatResult((resp.model_extra or {}).get("pair_id"), answers, tokens)
 
     async def feedback(self, body: dict[str, Any]) -> httpx.Response:
-        """POST /v1/feedback, retrying overload/unavailable answers with backoff."""
+        """POST /v1/feedback, retrying overload/unavailable answers with backoff.
+
+        Every retry carries the same ``Idempotency-Key``, so a request that reached the server
+        before its answer was lost is one event, not two (a correction would be stored twice).
+        """
         delay = 0.5
+        key = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(self.max_retries + 1):
             try:
-                resp = await self.http.post("/v1/feedback", json=body)
+                resp = await self.http.post("/v1/feedback", json=body, headers=key)
             except httpx.TransportError:
                 if attempt == self.max_retries:
                     raise

@@ -85,7 +85,11 @@ def test_sim_stops_on_request(service: FakeService) -> None:
 
     async def go() -> None:
         task = asyncio.ensure_future(sim.run())
-        await asyncio.sleep(0.3)
+        # Stop once it is under way (a fixed sleep failed on a loaded 2-core machine).
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if sim.stats.snapshot()["pairs"] > 0:
+                break
         sim.request_stop()
         await asyncio.wait_for(task, 5)
 
