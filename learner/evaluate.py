@@ -44,7 +44,7 @@ DEFAULT_SANITY_PROMPTS = (
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = option(64, "Response length limit.")
+    max_new_tokens: int = option(128, "Response length limit (serving's default).")
     temperature: float = option(
         1.0, "Sampling temperature for the reward and KL estimates (the serving default)."
     )

@@ -28,7 +28,9 @@ class PPOConfig(TrainOptions):
     mini_batch_size: int = option(8, "Rollouts (rows) per optimiser step during the update.")
     ppo_epochs: int = option(2, "Passes over each rollout batch.")
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
-    max_new_tokens: int = option(64, "Response length limit.")
+    # Serving's default answer length (SERVING_DEFAULT_MAX_TOKENS): the policy is optimised on
+    # answers as long as the ones users see and vote on.
+    max_new_tokens: int = option(128, "Response length limit.")
     # The serving default: the policy is optimised on the answers users will actually see, and
     # the reward model was trained on answers sampled at this temperature.
     temperature: float = option(1.0, "Sampling temperature; log-probs use the same scaling.")
