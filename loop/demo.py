@@ -192,7 +192,9 @@ class Demo:
                     "LEARNER_RM_GATE_CONFIDENCE": "0",
                     "LEARNER_KL_BUDGET": "1000000",
                     "LEARNER_SANITY_PROMPTS": "[]",
-                    "LEARNER_EVAL_CONFIG": json.dumps({"max_repeat_fraction": 1.0}),
+                    "LEARNER_EVAL_CONFIG": json.dumps(
+                        {"max_repeat_fraction": 1.0, "max_new_tokens": 16}
+                    ),
                     "LEARNER_REWARD_CONFIG": json.dumps({"learning_rate": 5e-3, "num_epochs": 4}),
                     "LEARNER_PPO_CONFIG": json.dumps(
                         {"learning_rate": 5e-3, "num_steps": 8, "max_new_tokens": 16}

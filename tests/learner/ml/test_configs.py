@@ -38,7 +38,9 @@ def test_ppo_refuses_bad_options(tiny_model_dir: Path, tmp_path: Path) -> None:
     for bad in (
         PPOConfig(kl_estimator="k2"),
         PPOConfig(temperature=0.0),
-        PPOConfig(batch_size=2, mini_batch_size=4),
+        PPOConfig(batch_size=2, mini_batch_size=5),  # 2 prompts x 2 samples = 4 rows < 5
+        PPOConfig(advantage_estimator="vtrace"),
+        PPOConfig(samples_per_prompt=1),  # RLOO needs a second sample per prompt
     ):
         with pytest.raises(ValueError):
             run_ppo(tiny_model_dir, tmp_path, prompts, bad, tmp_path)
