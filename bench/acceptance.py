@@ -34,7 +34,7 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_all import machine  # noqa: E402
+from bench_all import command_line, machine, repo_relative  # noqa: E402
 
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
@@ -297,7 +297,7 @@ def _markdown(
     lines = [
         "# Acceptance on SmolLM2-135M (CPU)",
         "",
-        f"Run {when}: `.venv/bin/python bench/acceptance.py {' '.join(sys.argv[1:])}`; "
+        f"Run {when}: `.venv/bin/python bench/acceptance.py {command_line()}`; "
         f"wall time {wall / 60:.1f} min in all.",
         f"Machine: {machine()}.",
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
@@ -350,7 +350,7 @@ def _markdown(
     lines += [
         "",
         f"Verdict: **{'PASSED' if verdict['passed'] else 'FAILED'}**. Events missing from Kafka "
-        f"at shutdown: {missing or 'none'}. Data: `{summary.get('data_dir')}`.",
+        f"at shutdown: {missing or 'none'}. Data: `{repo_relative(str(summary.get('data_dir')))}`.",
         "",
     ]
     return "\n".join(lines)

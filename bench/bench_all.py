@@ -33,6 +33,18 @@ import bench_loop  # noqa: E402
 import bench_serving  # noqa: E402
 
 
+def repo_relative(text: str) -> str:
+    """``text`` with absolute paths inside the repository made relative to it: results files
+    must not carry the paths of the machine that made them."""
+    root = str(Path(__file__).resolve().parents[1])
+    return text.replace(root + os.sep, "").replace(root, ".")
+
+
+def command_line() -> str:
+    """This process's arguments, repository paths relative (for a results table)."""
+    return repo_relative(" ".join(sys.argv[1:]))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -97,7 +109,7 @@ def main() -> int:
         [
             "# Benchmarks",
             "",
-            f"Run {when} by `.venv/bin/python bench/bench_all.py {' '.join(sys.argv[1:])}`"
+            f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
             f" in {(time.monotonic() - started) / 60:.1f} min.",
             f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), float32.",
             "",

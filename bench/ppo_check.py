@@ -28,7 +28,7 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_all import machine  # noqa: E402
+from bench_all import command_line, machine  # noqa: E402
 
 from learner.modeling import load_base_model, load_tokenizer, set_seed  # noqa: E402
 from learner.ppo.config import PPOConfig  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> None:
     hist = result.history
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/ppo_check.py "
-        f"{' '.join(sys.argv[1:])}`; PPO {ppo_seconds / 60:.1f} min.",
+        f"{command_line()}`; PPO {ppo_seconds / 60:.1f} min.",
         f"Machine: {machine()}.",
         "",
         f"Policy vs base on {len(held)} held-out answers judged by the noise-free "

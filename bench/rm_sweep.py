@@ -37,7 +37,7 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_all import machine  # noqa: E402
+from bench_all import command_line, machine  # noqa: E402
 
 from learner.data import Comparison, Rating  # noqa: E402
 from learner.rm.config import RewardConfig  # noqa: E402
@@ -242,7 +242,7 @@ def _sweep(args: argparse.Namespace) -> None:
     pool = load_pool(args.pool)
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
-        f"{' '.join(sys.argv[1:])}`",
+        f"{command_line()}`",
         f"Machine: {machine()}.",
         "",
         "| preference | max tokens | both cut | label ceiling | recipe | seed | votes | thumbs "
@@ -290,7 +290,7 @@ def _labels(args: argparse.Namespace) -> None:
     pool = [p for p in load_pool(args.pool) if p.split == "train"]
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
-        f"{' '.join(sys.argv[1:])}` ({len(pool)} base-model answer pairs, noise {args.noise})",
+        f"{command_line()}` ({len(pool)} base-model answer pairs, noise {args.noise})",
         "",
         "| preference | max tokens | pairs both cut off | pairs of equal utility | label ceiling |",
         "|---|---|---|---|---|",
