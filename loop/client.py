@@ -1,10 +1,10 @@
 """The service's public HTTP API as a chat app sees it: the official ``openai`` client for chat,
 plain HTTP (httpx) for ``POST /v1/feedback`` and the admin routes.
 
-The project's extensions travel as the API contract says (see /work/shared brief and
-docs/loop.md): request fields ``pair``, ``k``, ``adapter_version`` in ``extra_body``; the
-version pin needs the admin token in the ``X-Admin-Token`` header; responses carry ``pair_id``
-at top level and ``response_id`` / ``adapter_version`` per choice as extra fields.
+The project's extensions travel as the API contract says (docs/architecture.md, "HTTP API"): request
+fields ``pair``, ``k``, ``adapter_version`` in ``extra_body``; the version pin needs the admin token
+in the ``X-Admin-Token`` header; responses carry ``pair_id`` at top level and ``response_id`` /
+``adapter_version`` per choice as extra fields.
 """
 
 from __future__ import annotations

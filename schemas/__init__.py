@@ -1,6 +1,6 @@
 """Wire contracts shared by serving and learner: Kafka events, adapter manifest, topic names.
 
-This package depends on nothing of ours (see DESIGN.md). Every model here is versioned by
+This package depends on nothing of ours (docs/architecture.md). Every model here is versioned by
 ``SCHEMA_VERSION``; producers build models strictly (unknown fields rejected), consumers decode
 with :func:`schemas.codec.decode_event`, which tolerates and counts unknown fields.
 """

@@ -1,4 +1,4 @@
-"""Kafka event models (DESIGN.md, "Kafka topics and events").
+"""Kafka event models (docs/architecture.md, "Kafka topics and events").
 
 Every event carries ``schema_version``, a unique ``event_id`` (the idempotency key), a UTC
 ``ts`` and a ``kind`` discriminator. Models forbid unknown fields, so a producer cannot send
@@ -72,7 +72,7 @@ class EventBase(StrictModel):
         return value.astimezone(UTC)
 
     def key(self) -> str:
-        """Kafka message key (see the topic table in DESIGN.md)."""
+        """Kafka message key (see the topic table in docs/architecture.md)."""
         raise NotImplementedError
 
 

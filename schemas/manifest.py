@@ -1,4 +1,7 @@
-"""Adapter manifest: what a published adapter version is and how it was made (DESIGN.md)."""
+"""Adapter manifest: what a published adapter version is and how it was made.
+
+Field meanings: docs/architecture.md, "Adapter store and manifest".
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Owns what ``routes/chat.py`` delegates (vLLM's ``serving_chat.py`` split: thin r
 that owns the engine). Each answer records the exact adapter version the engine reports for it;
 after an answer is complete the handler emits ``pair.served`` (a comparison) or one
 ``response.served`` per answer through the event logger, whose ``emit`` never blocks, so
-logging costs the client nothing (DESIGN.md, "Event logging never blocks").
+logging costs the client nothing (docs/architecture.md, "Event logging never blocks").
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ async def _run(services: Services, job: ChatJob) -> tuple[list[GenerationOutput]
     async def one(request: GenerationRequest) -> tuple[list[GenerationOutput], float]:
         outputs = await services.engine.generate(request)
         if len(outputs) != request.n:
-            # vLLM was seen returning fewer than n outputs (DESIGN.md): never serve a short set.
+            # vLLM was seen returning fewer than n outputs (docs/architecture.md): never serve
+            # a short set.
             raise RuntimeError(f"engine returned {len(outputs)} answers, expected {request.n}")
         return outputs, time.perf_counter() - job.started
 

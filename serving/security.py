@@ -1,6 +1,6 @@
 """Credentials and signed ids: API keys, the admin token, web-page sessions, pair/response ids.
 
-Signed ids follow DESIGN.md ("Feedback integrity without shared state"): every id the API hands
+Signed ids (docs/architecture.md, "Feedback ids are signed"): every id the API hands
 out is ``<payload fields>.<expiry>.<mac>`` where ``mac = HMAC-SHA256(hmac_key, kind | fields |
 user_hash | expiry)`` truncated to 128 bits (RFC 2104; truncation as RFC 4868 section 2.6 allows).
 The user hash is *not* in the token: a verifier recomputes it from the request's API key and

@@ -1,6 +1,6 @@
 """Adapter manager: hot-swap of immutable adapter versions behind a serving alias.
 
-DESIGN.md ("Adapter versions are immutable"): ``policy@v17`` is never overwritten; "which
+Adapter versions are immutable (docs/architecture.md): ``policy@v17`` is never overwritten; "which
 version serves" is an alias flipped atomically after the new version loaded and passed a smoke
 generation; the previous version stays loaded for instant rollback. The pattern is vLLM's
 (``serving_models.py``: one lock around adapter loading, LoRA ids never reused) plus a

@@ -1,9 +1,9 @@
 """Find, fetch and verify one adapter version before it may reach the engine.
 
-Store layout (team brief): ``{adapter_store}/{adapter_name}/v{N}/`` with the PEFT files and
-``manifest.json`` (``schemas.manifest.AdapterManifest``). A directory may be a local path or
-any fsspec URL; remote directories are copied into a local cache first (the engines load from
-a path), into a temporary sibling renamed into place, so a half-copied version is never used.
+Store layout (docs/architecture.md): ``{adapter_store}/{adapter_name}/v{N}/`` with the PEFT files
+and ``manifest.json`` (``schemas.manifest.AdapterManifest``). A directory may be a local path or any
+fsspec URL; remote directories are copied into a local cache first (the engines load from a path),
+into a temporary sibling renamed into place, so a half-copied version is never used.
 
 Checks, each refused with its own reason label: the manifest exists and parses, its sha256
 equals the published ``manifest_sha256`` (when known), it names the requested version, every

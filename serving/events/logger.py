@@ -1,8 +1,8 @@
 """Event logger: non-blocking emit, background Kafka delivery, disk spool when Kafka is down.
 
-DESIGN.md: "Event logging never blocks or fails a chat request: asynchronous producer; if Kafka
-is unreachable, events go to a local disk spool and are re-sent in order when it is back; every
-event is counted produced / spooled / dropped, and dropped must stay 0."
+Event logging never blocks or fails a chat request: if Kafka is unreachable, events go to a local
+disk spool and are re-sent in order when it is back; every event is counted produced / spooled /
+dropped, and dropped must stay 0 (docs/architecture.md, "Invariants").
 
 How (one delivery thread owns the Kafka producer and the spool, so ordering needs no locks):
 

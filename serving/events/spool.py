@@ -1,4 +1,4 @@
-"""Append-only disk spool for events Kafka did not take (DESIGN.md, "Event logging never blocks").
+"""Append-only disk spool for events Kafka did not take (docs/architecture.md, "Event logging").
 
 Layout under ``spool_dir``: segment files ``seg-000000000001.log`` ... and ``cursor.json``.
 Each record is one line ``<crc32 hex> <json>\\n`` where the JSON holds topic, key and value.
