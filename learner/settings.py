@@ -63,7 +63,7 @@ class LearnerSettings(BaseSettings):
     )
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus port; 0 = off")
     seed: int = 0
-    # --- service around the ML (issue "Learner", parts 1, 5, 6, 7) ---
+    # --- service around the ML: ingestion, cycles, publishing, evaluation ---
     model_name: str = Field(
         "smollm2-135m-instruct",
         description="served model id: key of "

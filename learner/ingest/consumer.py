@@ -1,8 +1,8 @@
 """Manually assigned Kafka consumer that starts where the training store says.
 
 No consumer group (``group_id=None``, no auto-commit): the dev broker (Tansu) cannot run group
-joins, and the design keeps offsets in the learner's own store/checkpoints anyway (DESIGN.md,
-"Learner"; kafka-python ``KafkaConsumer.assign``/``seek``).
+joins, and the learner keeps its offsets in its own store/checkpoints anyway (docs/architecture.md,
+"The learner owns its offsets"; kafka-python ``KafkaConsumer.assign``/``seek``).
 
 Offset out of range is handled here, not by ``auto_offset_reset``: a memory-storage broker
 that restarted holds fewer messages than we had consumed, and seeking past its end raises no

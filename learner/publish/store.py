@@ -1,6 +1,6 @@
 """Versioned adapter store: ``{store}/{name}/v{N}/`` = adapter files + ``manifest.json``.
 
-Atomic visibility (team brief, "Adapter store layout"):
+Atomic visibility (docs/architecture.md, "Adapter store and manifest"):
 - local filesystem: files and then the manifest go into ``{store}/{name}/.tmp-*``, each fsynced,
   and the directory is renamed to ``v{N}`` (``rename(2)`` is atomic and fails if ``v{N}``
   exists, so a version is never overwritten);

@@ -1,6 +1,6 @@
 """Applying decoded events to the store: the learner-side join of feedback to served content.
 
-Rules (issue "Learner", part 1; DESIGN.md "Feedback events refer to ids only"):
+Rules (docs/architecture.md, "Kafka topics and events" and "Last vote wins"):
 - Feedback is joined to the content the *learner* logged from ``pair.served`` /
   ``response.served``; text sent with a vote is never trusted (a correction's own text is the
   demonstration, its prompt still comes from the served event).

@@ -1,4 +1,4 @@
-"""Crash safety of ``learner run`` (issue "Learner", part 4): real broker, real SIGKILL.
+"""Crash safety of ``learner run``: real broker, real SIGKILL.
 
 The learner runs as a subprocess with fast stand-in trainers (``LEARNER_TRAINERS=fake``: the
 service, not the ML, is under test). It is killed with SIGKILL first at every named fault

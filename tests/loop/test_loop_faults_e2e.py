@@ -1,4 +1,4 @@
-"""The closed loop survives faults (issue "Closed loop", item 5), in real processes on the tiny
+"""The closed loop survives faults (broker down, broker restart), in real processes on the tiny
 model: a real Kafka-protocol broker (Tansu, on disk through ``DevBroker(data_dir=...)``),
 ``serve`` and ``learner run`` started by their command lines, and simulated users calling the
 public HTTP API the whole time.

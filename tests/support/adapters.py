@@ -1,6 +1,6 @@
 """Build valid (or deliberately broken) adapter versions for tests, in the store layout.
 
-Layout (team brief, "Adapter store layout"; the learner writes the same):
+Layout (docs/architecture.md, "Adapter store and manifest"; the learner writes the same):
 ``{store}/{adapter_name}/v{N}/`` holding a PEFT LoRA adapter (``adapter_config.json``,
 ``adapter_model.safetensors``) and ``manifest.json`` (``schemas.manifest.AdapterManifest``)
 whose ``files`` maps each file name to its sha256 and whose ``base_model_sha256`` is

@@ -1,8 +1,7 @@
 """A small threaded TCP proxy on loopback that tests can cut, slow down and resume.
 
-DESIGN.md: "To test 'the broker is unreachable' without destroying its data, put a small TCP
-proxy between the services and the broker in tests and cut/slow/resume it". The idea is the
-one of Shopify's toxiproxy, reduced to what our tests need:
+Tests "the broker is unreachable" without destroying the broker's data (docs/architecture.md,
+"Dev broker"). The idea is the one of Shopify's toxiproxy, reduced to what our tests need:
 
 - ``cut()``: close every open connection and close new ones as soon as they are accepted
   (the client sees a reset/EOF, like a broker behind a dead network path);
