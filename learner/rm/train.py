@@ -128,6 +128,9 @@ def _loss(
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
     loss = pairwise_loss(chosen, rejected, batch["weights"], batch["targets"])
+    # The rating threshold takes part in every step's graph (with zero weight here): under
+    # DistributedDataParallel a parameter that gets no gradient in a step is an error.
+    loss = loss + 0.0 * _threshold(model)
     if config.center_rewards_coefficient is not None:
         loss = loss + config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
     return loss, chosen, rejected
@@ -135,8 +138,13 @@ def _loss(
 
 def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> torch.Tensor:
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (B,)
-    threshold = model.threshold if hasattr(model, "threshold") else model.module.threshold
+    threshold = _threshold(model)
     return config.rating_weight * rating_loss(rewards, batch["good"], threshold, batch["weights"])
+
+
+def _threshold(model: Any) -> torch.Tensor:
+    """The rating threshold of a reward model, wrapped for distributed training or not."""
+    return model.threshold if hasattr(model, "threshold") else model.module.threshold
 
 
 @torch.no_grad()
