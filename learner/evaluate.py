@@ -12,6 +12,7 @@ repetition. The learner's gates (KL budget, sanity) read these numbers.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,8 +90,6 @@ class EvalResult:
             "eval/reward_policy": self.reward_policy,
             "eval/reward_reference": self.reward_reference,
             "eval/reward_gain": self.reward_gain,
-            "eval/reward_gain_low": self.reward_gain_low,
-            "eval/reward_gain_high": self.reward_gain_high,
             "eval/win_rate": self.win_rate,
             "eval/kl": self.kl,
             "eval/length_mean": self.length_mean,
@@ -98,6 +97,16 @@ class EvalResult:
             "eval/length_max": self.length_max,
             "eval/reference_length_mean": self.reference_length_mean,
             "eval/sanity_passed": float(self.sanity_passed),
+        } | self._gain_interval()
+
+    def _gain_interval(self) -> dict[str, float]:
+        # Unbounded with fewer than two held-out samples: left out (manifests hold finite
+        # numbers only).
+        if not (math.isfinite(self.reward_gain_low) and math.isfinite(self.reward_gain_high)):
+            return {}
+        return {
+            "eval/reward_gain_low": self.reward_gain_low,
+            "eval/reward_gain_high": self.reward_gain_high,
         }
 
 
