@@ -30,22 +30,15 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine  # noqa: E402
 
+from common.embedded_model import resolve_model_dir  # noqa: E402
+from common.stats import wilson_interval  # noqa: E402
 from learner.modeling import load_base_model, load_tokenizer, set_seed  # noqa: E402
 from learner.ppo.config import PPOConfig  # noqa: E402
 from learner.ppo.rollout import sample  # noqa: E402
 from learner.ppo.train import run_ppo  # noqa: E402
-from loop.eval import wilson_interval  # noqa: E402
 from loop.preferences import load_preference, word_count  # noqa: E402
 from loop.prompts import load_prompts  # noqa: E402
 from schemas.events import ChatMessage  # noqa: E402
-
-
-def _model_dir(value: str) -> Path:
-    if value == "embedded":
-        from common.embedded_model import materialize_embedded_model
-
-        return materialize_embedded_model()
-    return Path(value)
 
 
 def answers(
@@ -84,7 +77,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "var" / "ppo_check")
     p.add_argument("--out", type=Path, default=None, help="append the report to this file")
     args = p.parse_args()
-    model_dir = _model_dir(args.model_dir)
+    model_dir = resolve_model_dir(args.model_dir)
     fn = load_preference(args.preference)
     overrides = json.loads(args.ppo_config)
     config = PPOConfig(**{"max_new_tokens": args.max_tokens, "seed": args.seed} | overrides)

@@ -39,6 +39,7 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine  # noqa: E402
 
+from common.embedded_model import resolve_model_dir  # noqa: E402
 from learner.data import Comparison, Rating  # noqa: E402
 from learner.rm.config import RewardConfig  # noqa: E402
 from learner.rm.model import RewardModel  # noqa: E402
@@ -88,7 +89,7 @@ def _generate(args: argparse.Namespace) -> None:
     from learner.ppo.config import PPOConfig
     from learner.ppo.rollout import sample
 
-    model_dir = _model_dir(args.model_dir)
+    model_dir = resolve_model_dir(args.model_dir)
     tokenizer = load_tokenizer(model_dir)
     # A LoRA with B = 0 is the base model; it gives ``sample`` the PEFT model it expects.
     model = with_lora(load_base_model(model_dir), PPOConfig(), None).eval()
@@ -123,14 +124,6 @@ def _generate(args: argparse.Namespace) -> None:
             made = start + n - first
             rate = made / max(time.monotonic() - started, 1e-9)
             print(f"generate: {start + n}/{len(jobs)} pairs ({rate:.2f} pairs/s)", flush=True)
-
-
-def _model_dir(value: str) -> Path:
-    if value == "embedded":
-        from common.embedded_model import materialize_embedded_model
-
-        return materialize_embedded_model()
-    return Path(value)
 
 
 def load_pool(path: Path) -> list[PoolPair]:
@@ -237,7 +230,7 @@ def _slug(name: str) -> str:
 def _sweep(args: argparse.Namespace) -> None:
     from learner.modeling import load_tokenizer
 
-    model_dir = _model_dir(args.model_dir)
+    model_dir = resolve_model_dir(args.model_dir)
     tokenizer = load_tokenizer(model_dir)
     pool = load_pool(args.pool)
     lines = [
@@ -286,7 +279,7 @@ def _labels(args: argparse.Namespace) -> None:
     """Label ceiling and how many pairs are both cut off, per preference and answer limit."""
     from learner.modeling import load_tokenizer
 
-    tokenizer = load_tokenizer(_model_dir(args.model_dir))
+    tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
     pool = [p for p in load_pool(args.pool) if p.split == "train"]
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from common.stats import Z_95
 from learner.modeling import (
     ScalarHead,
     load_base_model,
@@ -121,7 +122,7 @@ def degenerate_reason(tokens: Sequence[int], text: str, max_repeat_fraction: flo
     return None
 
 
-def mean_interval(values: torch.Tensor, z: float = 1.959963984540054) -> tuple[float, float]:
+def mean_interval(values: torch.Tensor, z: float = Z_95) -> tuple[float, float]:
     """95 % interval of the mean of ``values`` (N,): mean +/- z * sd / sqrt(N).
 
     The paired differences of one prompt's policy and reference samples are independent across

@@ -9,11 +9,11 @@ answers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from common.stats import wilson_interval
 from learner import metrics
 
 
@@ -26,14 +26,7 @@ class GateDecision:
 
 def wilson_lower_bound(successes: float, n: int, confidence: float) -> float:
     """One-sided Wilson score lower bound of a binomial proportion (Wilson 1927)."""
-    if n <= 0:
-        return 0.0
-    z = NormalDist().inv_cdf(confidence)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = p + z * z / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - half) / denom)
+    return wilson_interval(successes, n, NormalDist().inv_cdf(confidence))[0] if n > 0 else 0.0
 
 
 def reward_gate(

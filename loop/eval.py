@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import random
 import statistics
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.stats import wilson_interval
 from loop.client import ServiceClient
 from loop.preferences import (
     NoiseConfig,
@@ -46,29 +46,11 @@ from loop.prompts import Prompt, load_prompts
 
 logger = logging.getLogger(__name__)
 
-Z_95 = 1.959963984540054
 SERVING = "serving"  # no pin: whatever version the replica serves now
 
 
 class EvalError(Exception):
     """The evaluation cannot be trusted (e.g. the server did not honour a version pin)."""
-
-
-def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion.
-
-        centre = (p + z^2 / 2n) / (1 + z^2 / n)
-        half   = z * sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n)
-
-    ``successes`` may be fractional (ties counted half).
-    """
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass

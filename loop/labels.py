@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loop.eval import wilson_interval
+from common.stats import wilson_interval
 from loop.preferences import sigmoid
 
 

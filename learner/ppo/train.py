@@ -173,6 +173,8 @@ def _update(
             vf, vf_clipfrac = value_loss(
                 vpred, exp.values[rows], exp.returns[rows], mask, config.clip_range_value
             )
+            # A switched-off term stays in the graph with weight 0: under DistributedDataParallel
+            # a parameter without a gradient in a step is an error.
             loss = (pg.loss if policy_on else 0.0 * pg.loss) + (
                 config.vf_coef * vf if use_critic else 0.0 * vf
             )

@@ -234,8 +234,9 @@ def train_reward_model(
     model = RewardModel.create(base_model_dir, config, init_adapter, config.head_init)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
+    train_encoded = _encode(tokenizer, train_set, config.max_length)
     train_loader: DataLoader[Any] = DataLoader(
-        _encode(tokenizer, train_set, config.max_length),  # type: ignore[arg-type]
+        train_encoded,  # type: ignore[arg-type]
         batch_size=config.batch_size,
         shuffle=True,
         collate_fn=collate,
@@ -285,7 +286,7 @@ def train_reward_model(
     metrics = _evaluate(model, eval_loader, accelerator, config)
     norm_loader = accelerator.prepare(
         DataLoader(
-            _encode(tokenizer, train_set[: config.norm_sample], config.max_length),  # type: ignore[arg-type]
+            train_encoded[: config.norm_sample],  # type: ignore[arg-type]
             batch_size=config.eval_batch_size,
             collate_fn=collate,
         )
