@@ -21,6 +21,7 @@ from serving.deps import AdapterControl, EventSink, Services
 from serving.engines.protocol import Engine
 from serving.errors import install_error_handlers
 from serving.metrics import HTTPMetricsMiddleware
+from serving.openapi import install_openapi
 from serving.ratelimit import RateLimits
 from serving.routes import admin, chat, feedback, health, metrics, models, web
 from serving.security import IdSigner, WebSessions
@@ -117,6 +118,7 @@ def create_app(
     )
     app.state.services = build_services(settings, engine, events, adapters)
     install_error_handlers(app)
+    install_openapi(app, settings)
     app.add_middleware(HTTPMetricsMiddleware, max_body_bytes=settings.max_request_bytes)
     for module in (chat, models, feedback, admin, health, metrics):
         app.include_router(module.router)

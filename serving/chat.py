@@ -89,6 +89,68 @@ def _check_stop(services: Services, body: ChatCompletionRequest) -> None:
         )
 
 
+# Neutral values of OpenAI parameters this server does not implement: anything else would be
+# silently ignored, so it is refused instead.
+def _unsupported(body: ChatCompletionRequest) -> str | None:
+    fmt = body.response_format
+    checks = {
+        "logprobs": bool(body.logprobs),
+        "top_logprobs": bool(body.top_logprobs),
+        "response_format": fmt is not None and fmt.get("type", "text") != "text",
+        "tools": bool(body.tools),
+        "tool_choice": body.tool_choice not in (None, "none"),
+        "functions": bool(body.functions),
+        "function_call": body.function_call not in (None, "none"),
+        "frequency_penalty": bool(body.frequency_penalty),
+        "presence_penalty": bool(body.presence_penalty),
+        "logit_bias": bool(body.logit_bias),
+    }
+    return next((name for name, used in checks.items() if used), None)
+
+
+def _check_supported(body: ChatCompletionRequest) -> None:
+    name = _unsupported(body)
+    if name is not None:
+        raise APIError(
+            400,
+            f"{name} is not supported by this server; leave it unset",
+            param=name,
+            code="unsupported_parameter",
+        )
+
+
+def _check_model(services: Services, body: ChatCompletionRequest) -> None:
+    name = services.settings.model_name
+    base, _, version = body.model.partition(":")
+    if not body.model or (base == name and (not version or version == body.adapter_version)):
+        return
+    if base == name and body.adapter_version is not None:
+        raise APIError(
+            400,
+            f"model {body.model!r} pins {version!r} but adapter_version is "
+            f"{body.adapter_version!r}; give one",
+            param="model",
+            code="conflicting_versions",
+        )
+    if base == name:
+        return  # "name:version" is a version pin, checked like adapter_version
+    raise APIError(
+        404,
+        f"model {body.model!r} does not exist; GET /v1/models lists {name!r}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _pinned_version(services: Services, body: ChatCompletionRequest) -> str | None:
+    """The version a request pins: ``adapter_version``, or the id ``name:version`` that
+    ``GET /v1/models`` lists for each loaded adapter."""
+    if body.adapter_version is not None:
+        return body.adapter_version
+    _, _, version = body.model.partition(":")
+    return version or None
+
+
 def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
     """Refuse requests over the configured caps; the max_tokens to use."""
     s = services.settings
@@ -120,13 +182,8 @@ def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
         raise APIError(
             400, "a pair request sets k (answers to compare), not n", param="n", code="n_with_pair"
         )
-    if body.model and body.model != s.model_name:
-        raise APIError(
-            404,
-            f"model {body.model!r} does not exist; GET /v1/models lists {s.model_name!r}",
-            param="model",
-            code="model_not_found",
-        )
+    _check_supported(body)
+    _check_model(services, body)
     return max_tokens
 
 
@@ -141,7 +198,7 @@ def _check_web_scope(services: Services, body: ChatCompletionRequest, caller: Ca
         and body.k == 2
         and body.n == 1
         and not body.stream
-        and body.adapter_version is None
+        and _pinned_version(services, body) is None
         and (max_tokens is None or max_tokens <= services.settings.default_max_tokens)
     )
     if not page_like:
@@ -156,16 +213,18 @@ def _check_web_scope(services: Services, body: ChatCompletionRequest, caller: Ca
 def _resolve_version(
     services: Services, body: ChatCompletionRequest, admin_token: str | None
 ) -> tuple[str, bool]:
-    if body.adapter_version is None:
+    pinned = _pinned_version(services, body)
+    if pinned is None:
         return services.adapters.serving_version(), False
     if not is_admin(services, admin_token):
+        param = "adapter_version" if body.adapter_version is not None else "model"
         raise APIError(
             403,
-            "adapter_version may only be pinned with a valid X-Admin-Token",
-            param="adapter_version",
+            f"{param} may only pin a version with a valid X-Admin-Token",
+            param=param,
             code="pin_requires_admin",
         )
-    return body.adapter_version, True
+    return pinned, True
 
 
 def _wants_pair(services: Services, body: ChatCompletionRequest, pinned: bool) -> bool:
@@ -256,6 +315,15 @@ def replan_after_swap(services: Services, job: ChatJob) -> bool:
     return True
 
 
+def drop_comparison_if_same(job: ChatJob, outputs: list[GenerationOutput]) -> None:
+    """Identical answers (a temperature-0 pair on one version, say) compare nothing: a vote on
+    them would teach the reward model noise, so they are served and logged as plain answers."""
+    if not job.paired or len({o.text for o in outputs}) > 1:
+        return
+    job.paired = False
+    metrics.PAIRS_IDENTICAL.inc()
+
+
 async def complete(services: Services, job: ChatJob) -> ChatCompletion:
     try:
         outputs, latencies = await _run(services, job)
@@ -267,6 +335,9 @@ async def complete(services: Services, job: ChatJob) -> ChatCompletion:
             [r.adapter for r in job.plan.requests],
         )
         outputs, latencies = await _run(services, job)
+    drop_comparison_if_same(job, outputs)
+    if not job.paired:
+        job.pair_id = None  # not sent yet: the client gets no pair to vote on
     emit_served(services, job, outputs, latencies)
     return build_completion(services, job, outputs)
 

@@ -85,9 +85,16 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    # Drop the "body" prefix FastAPI adds, keep the field path the client sent.
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    errors = exc.errors()
+    # A union field reports one error per member; our own validators' value errors say what
+    # is actually wrong (e.g. a lone surrogate), so they go first.
+    first = next(
+        (e for e in errors if e.get("type") == "value_error"),
+        errors[0] if errors else {"loc": (), "msg": "invalid request"},
+    )
+    # Drop the "body" prefix FastAPI adds and pydantic's union member tags ("list[TextPart]"),
+    # keep the field path the client sent.
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p)]
     message = str(first.get("msg", "invalid request"))
     if loc:
         message = f"{'.'.join(loc)}: {message}"

@@ -64,8 +64,10 @@ def _preference(
     k = len(pair.shown_order)
     if body.choice is not None:
         if k != 2:
+            # Well-formed, but not what this pair takes: a conflict with the pair, like 409s
+            # elsewhere, so a schema-valid body is never a 400.
             raise APIError(
-                400,
+                409,
                 f"this comparison has {k} answers: send a ranking, not a choice",
                 param="choice",
                 code="ranking_required",
@@ -85,7 +87,7 @@ def _preference(
     ids = [r.response_id for r in ranking]
     if any(r.pair_id != pair.pair_id for r in ranking) or len(set(ids)) != k or len(ids) != k:
         raise APIError(
-            400,
+            409,
             f"ranking must list each of the pair's {k} response ids once",
             param="ranking",
             code="invalid_ranking",

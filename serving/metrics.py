@@ -32,6 +32,10 @@ LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("rlhf_serving_http_requests_in_flight", "HTTP requests being answered")
 PAIRS_SERVED = Counter("rlhf_serving_pairs_served_total", "comparisons (pairs of K) served")
+PAIRS_IDENTICAL = Counter(
+    "rlhf_serving_pairs_identical_total",
+    "pairs whose answers were all the same text, served and logged as plain answers",
+)
 RESPONSES_SERVED = Counter("rlhf_serving_responses_served_total", "answers served")
 COMPLETION_TOKENS = Counter("rlhf_serving_completion_tokens_total", "tokens generated and served")
 PROMPT_TOKENS = Counter("rlhf_serving_prompt_tokens_total", "prompt tokens of served requests")

@@ -5,29 +5,44 @@ body ``{"error": {"message", "type", "param", "code"}}``) closely enough that th
 ``openai`` client works unchanged; layout after vLLM's ``vllm/entrypoints/openai/protocol.py``.
 Extensions (sent by the openai client through ``extra_body``): ``pair``, ``k``,
 ``adapter_version``; responses add ``pair_id`` and, per choice, ``response_id`` and
-``adapter_version``. Request models ignore OpenAI parameters this server does not implement
-(penalties, logprobs, tools...) rather than rejecting clients that send them by default.
+``adapter_version``. OpenAI parameters this server does not implement (logprobs, tools,
+response_format, penalties...) are accepted at their neutral values and refused with a 400
+otherwise (``serving.chat``), so a client never gets a silently different answer; unknown
+fields are ignored. Every string must be valid Unicode: a lone surrogate (``"\\ud800"`` in the
+JSON) cannot be encoded for the model or the log, so it is a 400 here, not a 500 later.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: lone surrogate at position {exc.start}") from None
+    return value
+
+
+# JSON allows escaped lone surrogates that no UTF-8 text can hold.
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class RequestMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     # "developer" is OpenAI's newer name for a system message.
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: Text | list[TextPart]
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -43,7 +58,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = ""
+    model: Text = ""
     messages: list[RequestMessage] = Field(..., min_length=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -51,15 +66,26 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    user: Text | None = Field(None, max_length=256)
+    # OpenAI parameters not implemented: neutral values only (checked in serving.chat).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
     # Extensions.
     pair: bool | None = None
     k: int = Field(2, ge=2)
-    adapter_version: str | None = Field(None, min_length=1, max_length=256)
-    conversation_id: str | None = Field(None, min_length=1, max_length=256)
+    adapter_version: Text | None = Field(None, min_length=1, max_length=256)
+    conversation_id: Text | None = Field(None, min_length=1, max_length=256)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -158,13 +184,13 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pair_id: str | None = Field(None, min_length=1, max_length=512)
-    response_id: str | None = Field(None, min_length=1, max_length=512)
+    pair_id: Text | None = Field(None, min_length=1, max_length=512)
+    response_id: Text | None = Field(None, min_length=1, max_length=512)
     choice: Literal["a", "b", "tie", "both_bad"] | None = None
-    ranking: list[str] | None = Field(None, min_length=2, max_length=16)
+    ranking: list[Text] | None = Field(None, min_length=2, max_length=16)
     rating: Literal["up", "down"] | None = None
-    correction: str | None = Field(None, min_length=1, max_length=32_000)
-    user: str | None = Field(None, max_length=256)
+    correction: Text | None = Field(None, min_length=1, max_length=32_000)
+    user: Text | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FeedbackRequest:

@@ -142,10 +142,11 @@ class ServingSettings(BaseSettings):
         30.0, gt=0.0, description="on SIGTERM: how long in-flight requests may take to drain"
     )
     pair_fraction: float = Field(
-        1.0,
+        0.0,
         ge=0.0,
         le=1.0,
-        description="share of web/chat requests answered with a pair when the client does not ask",
+        description="share of plain requests (no pair field, n=1, not streamed) answered with a "
+        "pair the client did not ask for; 0 answers what the client asked, as OpenAI does",
     )
 
     @property

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from serving.chat import ChatJob, emit_served, pair_token
+from serving.chat import ChatJob, drop_comparison_if_same, emit_served, pair_token
 from serving.deps import Services
 from serving.engines.protocol import GenerationChunk, GenerationOutput, GenerationRequest
 from serving.errors import error_body
@@ -156,7 +156,11 @@ class ChatStream:
         ]
 
     def _emit(self) -> None:
-        emit_served(self.services, self.job, self._outputs(), self.latencies)
+        # The pair id went out with the first chunk; identical answers are still logged as
+        # plain answers, and a vote on them never finds its pair (the learner expires it).
+        outputs = self._outputs()
+        drop_comparison_if_same(self.job, outputs)
+        emit_served(self.services, self.job, outputs, self.latencies)
 
     def _usage(self) -> str:
         prompt = self.services.engine.count_prompt_tokens(self.job.messages)

@@ -30,6 +30,8 @@ from serving.adapters.errors import AdapterNotFound, AdapterRefused, AdapterStat
 
 logger = logging.getLogger(__name__)
 
+# "<name>@v<N>"; the admin API states it in its schema.
+VERSION_PATTERN = r"^[A-Za-z0-9_.-]+@v[0-9]+$"
 _VERSION = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)@v(?P<number>[0-9]+)$")
 
 

@@ -1,5 +1,6 @@
 """``/admin/adapters``: list, load, promote, roll back, canary. Thin: the AdapterManager
-decides; this maps its outcomes to HTTP (AdapterRejected -> 422, unknown version -> 404)."""
+decides; this maps its outcomes to HTTP (AdapterRejected -> 422, unknown version -> 404, a
+request the current state does not allow, e.g. nothing to roll back to -> 409)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,35 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.adapters.errors import AdapterStateError
+from serving.adapters.store import VERSION_PATTERN
 from serving.deps import AdminDep, ServicesDep
 from serving.engines.protocol import AdapterRejected
 from serving.errors import APIError
+from serving.protocol import ErrorResponse
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/admin", dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[AdminDep],
+    responses={422: {"model": ErrorResponse, "description": "the adapter failed its checks"}},
+)
 
 
 class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(..., min_length=1, max_length=256)
+    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
     uri: str | None = Field(None, min_length=1, max_length=2048)
 
 
 class VersionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(..., min_length=1, max_length=256)
+    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
 
 
 class CanaryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str | None = Field(None, min_length=1, max_length=256)
+    version: str | None = Field(None, max_length=256, pattern=VERSION_PATTERN)
 
 
 def _state(services: ServicesDep) -> dict[str, Any]:
@@ -58,6 +66,8 @@ def _mapped(action: str) -> Iterator[None]:
         raise APIError(
             404, f"{action}: unknown adapter version ({exc})", code="adapter_not_found"
         ) from None
+    except AdapterStateError as exc:
+        raise APIError(409, f"{action}: {exc}", code="adapter_state_conflict") from None
     except ValueError as exc:
         raise APIError(400, f"{action}: {exc}", code="invalid_adapter_request") from None
     logger.info("admin %s done", action)

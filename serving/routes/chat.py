@@ -52,7 +52,31 @@ async def _unless_disconnected(
         watcher.cancel()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletion,
+            # OpenAPI 3.1 reads an event stream's schema as one event's.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "string",
+                                "description": "a JSON chat.completion.chunk, or [DONE]",
+                            }
+                        },
+                    }
+                }
+            },
+            "description": "the answer(s); with stream=true, server-sent chunks",
+        }
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,

@@ -11,7 +11,16 @@ from serving.deps import ServicesDep
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition",
+        }
+    },
+)
 async def prometheus(services: ServicesDep) -> Response:
     metrics.refresh(services)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

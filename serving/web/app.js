@@ -56,8 +56,9 @@ async function ask(event) {
     $("answer-b").textContent = data.choices[1].message.content;
     $("pair").hidden = false;
     $("correction").hidden = true;
-    setVoting(true);
-    setStatus("Which answer is better?");
+    // Serving sends no pair id when both answers came out the same: nothing to compare.
+    setVoting(Boolean(data.pair_id));
+    setStatus(data.pair_id ? "Which answer is better?" : "Both answers are the same; nothing to vote on.");
   } catch (err) {
     setStatus("Error: " + err.message);
   } finally {

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import EventBase
+from serving.adapters.errors import AdapterStateError
 from serving.engines.protocol import BASE, AdapterRejected, Engine
 
 
@@ -87,7 +88,7 @@ class FakeAdapters:
     async def rollback(self) -> str:
         self.calls.append(("rollback", None))
         if self.previous is None:
-            raise ValueError("nothing to roll back to")
+            raise AdapterStateError("no_previous", "nothing to roll back to")
         self.serving, self.previous = self.previous, None
         return self.serving
 

@@ -74,6 +74,8 @@ async def test_manager_errors_map_to_4xx(tmp_path) -> None:
         )
         assert r.status_code == 404
         r = await h.http.post("/admin/adapters/rollback", headers=admin)
-        assert r.status_code == 400
+        assert r.status_code == 409 and r.json()["error"]["code"] == "adapter_state_conflict"
         r = await h.http.post("/admin/adapters/promote", headers=admin, json={})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "version"
+        r = await h.http.post("/admin/adapters/promote", headers=admin, json={"version": "v1"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "version"

@@ -7,8 +7,11 @@ import pytest
 
 from schemas.events import PairServed, ResponseServed
 from serving.engines.fake import FakeEngine, fake_words
+from serving.settings import ServingSettings
 from tests.serving.conftest import (
     ADMIN,
+    API_KEY,
+    HMAC_KEY,
     auth,
     harness,
     inner_pair_id,
@@ -196,6 +199,15 @@ async def _error(h, body, headers=None):
         ({"stop": [f"s{i}" for i in range(12_000)]}, 400, "stop"),
         ({"stop": "x" * 65}, 400, "stop"),
         ({"stop": ["ok", "y" * 65]}, 400, "stop"),
+        ({"logprobs": True}, 400, "logprobs"),
+        ({"top_logprobs": 3}, 400, "top_logprobs"),
+        ({"response_format": {"type": "json_object"}}, 400, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+        ({"tool_choice": "auto"}, 400, "tool_choice"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty"),
+        ({"logit_bias": {"50256": -100}}, 400, "logit_bias"),
+        ({"model": "gpt-4:policy@v1"}, 404, "model"),
+        ({"model": f"{MODEL}:policy@v1", "adapter_version": "policy@v2"}, 400, "model"),
     ],
 )
 async def test_limits_and_validation_use_openai_error_shape(patch, status, param) -> None:
@@ -277,3 +289,111 @@ async def test_models_list() -> None:
         assert ids[0] == MODEL
         unauth = await h.http.get("/v1/models")
         assert unauth.status_code == 401
+
+
+async def test_neutral_values_of_unsupported_parameters_are_accepted() -> None:
+    async with harness() as h:
+        neutral = {
+            "logprobs": False,
+            "response_format": {"type": "text"},
+            "tools": [],
+            "tool_choice": "none",
+            "frequency_penalty": 0,
+            "presence_penalty": 0.0,
+            "logit_bias": {},
+        }
+        body = {"model": MODEL, "messages": HELLO, **neutral}
+        r = await h.http.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}',
+        b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "user": "\\ud800"}',
+    ],
+)
+async def test_lone_surrogate_is_a_400_not_a_500(body: bytes) -> None:
+    async with harness() as h:
+        r = await h.http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={**auth(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert "surrogate" in r.json()["error"]["message"]
+        assert not h.events.events
+
+
+async def test_feedback_lone_surrogate_is_a_400() -> None:
+    async with harness() as h:
+        r = await h.http.post(
+            "/v1/feedback",
+            content=b'{"response_id": "a.b.1.c", "correction": "\\ud800"}',
+            headers={**auth(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "correction"
+
+
+async def test_listed_adapter_ids_are_admin_pins(tmp_path) -> None:
+    async with harness() as h:
+        await h.engine.load_adapter("policy@v2", tmp_path)
+        ids = [m.id for m in (await h.openai().models.list()).data]
+        listed = f"{MODEL}:policy@v2"
+        assert listed in ids
+        body = {"model": listed, "messages": HELLO}
+        refused = await h.http.post("/v1/chat/completions", json=body, headers=auth())
+        assert refused.status_code == 403 and refused.json()["error"]["param"] == "model"
+        ok = await h.http.post(
+            "/v1/chat/completions", json=body, headers={**auth(), "X-Admin-Token": ADMIN}
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["choices"][0]["adapter_version"] == "policy@v2"
+        assert h.engine.requests[-1].adapter == "policy@v2"
+
+
+async def test_identical_pair_answers_are_not_logged_as_a_comparison() -> None:
+    async with harness() as h:
+        # Temperature 0 on one version: both answers are the same text.
+        r = await h.http.post(
+            "/v1/chat/completions",
+            json={"messages": HELLO, "pair": True, "temperature": 0},
+            headers=auth(),
+        )
+        body = r.json()
+        texts = {c["message"]["content"] for c in body["choices"]}
+        assert r.status_code == 200 and len(body["choices"]) == 2 and len(texts) == 1
+        assert body["pair_id"] is None
+        assert [type(e) for e in h.events.events] == [ResponseServed, ResponseServed]
+        # At temperature 1 the answers differ and the pair is a comparison.
+        r = await h.http.post(
+            "/v1/chat/completions", json={"messages": HELLO, "pair": True}, headers=auth()
+        )
+        assert r.json()["pair_id"] and isinstance(h.events.events[-1], PairServed)
+
+
+async def test_identical_streamed_pair_is_logged_as_plain_answers() -> None:
+    async with harness() as h:
+        stream = await h.openai().chat.completions.create(
+            model=MODEL, messages=HELLO, stream=True, temperature=0, extra_body={"pair": True}
+        )
+        texts: dict[int, str] = {}
+        async for chunk in stream:
+            for c in chunk.choices:
+                texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+        assert len(texts) == 2 and len(set(texts.values())) == 1
+        assert [type(e) for e in h.events.events] == [ResponseServed, ResponseServed]
+
+
+async def test_by_default_a_plain_request_gets_what_it_asked_for() -> None:
+    # The shipped default pair_fraction, not the harness's explicit 0.
+    settings = ServingSettings(
+        engine="fake", kafka_enabled=False, api_keys=[API_KEY], admin_token=ADMIN, hmac_key=HMAC_KEY
+    )
+    async with harness(settings) as h:
+        r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO)
+        assert len(r.choices) == 1 and r.model_extra.get("pair_id") is None
+        assert r.usage.completion_tokens == len(r.choices[0].message.content.split())

@@ -87,13 +87,13 @@ async def test_ranking_of_k() -> None:
         ]
         # A choice cannot express a 3-way comparison; a partial ranking is refused.
         r = await _vote(h, {"pair_id": body["pair_id"], "choice": "a", "user": "alice"})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "ranking_required"
+        assert r.status_code == 409 and r.json()["error"]["code"] == "ranking_required"
         r = await _vote(h, {"pair_id": body["pair_id"], "ranking": ranking[:2], "user": "alice"})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "ranking"
+        assert r.status_code == 409 and r.json()["error"]["param"] == "ranking"
         other, _ = await _pair(h, k=3)
         mixed = [*ranking[:2], other["choices"][0]["response_id"]]
         r = await _vote(h, {"pair_id": body["pair_id"], "ranking": mixed, "user": "alice"})
-        assert r.status_code == 400
+        assert r.status_code == 409
 
 
 async def test_rating_and_correction() -> None:
