@@ -41,6 +41,7 @@ from learner.store import Snapshot, TrainingStore
 from learner.store.queries import Prompt, is_heldout
 from learner.trainers import Trainers
 from schemas.events import AdapterPublished
+from schemas.manifest import PromotedRecord
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +386,15 @@ class CycleRunner:
 
     def _announce(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.version and ckpt.uri and ckpt.manifest_sha256
+        # The store's record first: a replica starting while Kafka is down serves it.
+        self.adapters.record_promoted(
+            PromotedRecord(
+                model_name=self.s.model_name,
+                version=ckpt.version,
+                uri=ckpt.uri,
+                manifest_sha256=ckpt.manifest_sha256,
+            )
+        )
         faults.hit("publish.before_event")
         if self.s.publish_to_kafka:
             # Deterministic event id: a re-announce after a crash is the same event to consumers.

@@ -55,3 +55,23 @@ class AdapterManifest(BaseModel):
     @property
     def number(self) -> int:
         return int(self.version.rsplit("@v", 1)[1])
+
+
+PROMOTED_FILENAME = "promoted.json"
+
+
+class PromotedRecord(BaseModel):
+    """``{store}/{name}/promoted.json``: the version the learner last promoted.
+
+    The adapters topic is the source of truth (it also holds operators' promotions and
+    rollbacks); this record lets a replica that starts while Kafka is down serve the learner's
+    latest promoted version instead of the base, until the topic is readable again.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model_name: str = Field(..., min_length=1)
+    version: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+@v[0-9]+$")
+    uri: str = Field(..., min_length=1)
+    manifest_sha256: Sha256
+    promoted_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))

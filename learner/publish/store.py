@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 
 from learner import faults
-from schemas.manifest import MANIFEST_FILENAME, AdapterManifest
+from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,19 @@ class AdapterStore:
             self._publish_object_store(number, files, data)
         logger.info("published %s at %s", manifest.version, self.uri(number))
         return self.uri(number), hashlib.sha256(data).hexdigest()
+
+    def record_promoted(self, record: PromotedRecord) -> None:
+        """Replace ``promoted.json`` in one step: a reader sees the old record or the new one."""
+        data = record.model_dump_json(indent=2).encode("utf-8")
+        target = f"{self.family}/{PROMOTED_FILENAME}"
+        if self.local:
+            tmp = Path(self.family) / f".tmp-promoted-{uuid.uuid4().hex}"
+            _write_synced(tmp, data)
+            os.replace(tmp, target)
+            _fsync_dir(Path(self.family))
+        else:
+            self.fs.pipe_file(target, data)  # one object: written whole or not at all
+        logger.info("recorded %s as the promoted version in the store", record.version)
 
     def _publish_local(self, number: int, files: dict[str, bytes], manifest: bytes) -> None:
         final = Path(self.version_dir(number))

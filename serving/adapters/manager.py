@@ -48,7 +48,7 @@ from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["admin", "topic", "catchup"]
+Source = Literal["admin", "topic", "catchup", "store"]
 
 
 class ManifestSummary(BaseModel):
@@ -119,6 +119,8 @@ class AdapterManager:
         self._seen_events: set[str] = set()
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
+        self._caught_up = False  # the adapters topic has been read to its end once
+        self._degraded = False  # serving without the topic (see _serve_from_store)
         self._inbox: asyncio.Queue[tuple[list[EventBase], bool]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker: asyncio.Task[None] | None = None
@@ -155,10 +157,38 @@ class AdapterManager:
         try:
             await asyncio.wait_for(self._ready.wait(), self._settings.adapter_start_timeout_seconds)
         except TimeoutError:
-            logger.warning(
-                "adapters topic not caught up after %.0fs; not ready yet, still trying",
-                self._settings.adapter_start_timeout_seconds,
-            )
+            await self._serve_from_store()
+
+    async def _serve_from_store(self) -> None:
+        """Kafka is unreachable at start-up: serve the learner's latest promoted version that
+        the adapter store records (or the base) rather than nothing, report degraded, and keep
+        following; the topic's catch-up converges when the broker is back."""
+        assert self._fetcher is not None
+        logger.warning(
+            "adapters topic not caught up after %.0fs; serving from the adapter store "
+            "(degraded) and still trying the topic",
+            self._settings.adapter_start_timeout_seconds,
+        )
+        try:
+            record = await asyncio.to_thread(self._fetcher.promoted)
+        except Exception as exc:  # an unreachable store must not keep the replica down
+            logger.warning("adapter store unreadable (%s); serving the base", exc)
+            record = None
+        async with self._lock:
+            if self._caught_up:
+                return  # the topic arrived meanwhile
+            if record is not None and record.model_name == self._settings.model_name:
+                try:
+                    await self._promote(record.version, "store", record.uri, record.manifest_sha256)
+                except (AdapterRefused, AdapterNotFound, AdapterStateError) as exc:
+                    logger.warning("store's promoted %s not usable (%s)", record.version, exc)
+            self._set_degraded(True)
+            self._ready.set()
+        logger.warning("serving %s without the adapters topic (degraded)", self._serving)
+
+    def _set_degraded(self, degraded: bool) -> None:
+        self._degraded = degraded
+        metrics.DEGRADED.set(1 if degraded else 0)
 
     async def stop(self) -> None:
         if self._follower is not None:
@@ -171,6 +201,9 @@ class AdapterManager:
 
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def degraded(self) -> bool:
+        return self._degraded
 
     # ---- reads (no lock: one attribute read each) ----------------------------------------
     def serving_version(self) -> str:
@@ -394,8 +427,12 @@ class AdapterManager:
         while True:
             events, caught_up = await self._inbox.get()
             try:
-                if caught_up and not self._ready.is_set():
+                if caught_up and not self._caught_up:
                     await self._catch_up(events)
+                    self._caught_up = True
+                    if self._degraded:
+                        logger.info("adapters topic readable again: no longer degraded")
+                    self._set_degraded(False)
                     self._ready.set()
                 else:
                     for event in events:
@@ -414,10 +451,12 @@ class AdapterManager:
         """Replay the topic's history as a fold; load only the final target (falling back
         through earlier serving versions if it fails its checks), not every intermediate one."""
         chain = [BASE]
+        decided = False  # whether the topic says anything about this family at all
         for event in events:
             self._seen_events.add(event.event_id)
             if not self._relevant(event):
                 continue
+            decided = True
             if isinstance(event, AdapterPublished):
                 self._known_uris[event.version] = (event.uri, event.manifest_sha256)
                 if event.promote:
@@ -427,10 +466,17 @@ class AdapterManager:
             elif isinstance(event, AdapterRolledBack):
                 chain = [v for v in chain if v != event.from_version] + [event.to_version]
         async with self._lock:
+            if not decided:
+                # An empty topic (a broker that lost its data) says nothing: keep what the
+                # store's record gave a degraded start, if anything.
+                logger.info("adapters topic has no history; serving %s", self._serving)
+                return
             for target in reversed(chain):
                 try:
                     if target != BASE:
                         await self._promote(target, "catchup")
+                    elif self._serving != BASE:
+                        await self._rollback("catchup", BASE, "the adapters topic says base")
                     logger.info("caught up with the adapters topic: serving %s", self._serving)
                     return
                 except (AdapterRefused, AdapterNotFound, AdapterStateError) as exc:

@@ -28,3 +28,8 @@ TOPIC_RESETS = Counter(
     "rlhf_serving_adapter_topic_resets_total",
     "Times the adapters topic ended before our position (broker lost its data); re-read.",
 )
+DEGRADED = Gauge(
+    "rlhf_serving_adapters_degraded",
+    "1 while this replica serves without having read the adapters topic (Kafka unreachable at "
+    "start-up: it serves the store's latest promoted version, or the base), 0 otherwise.",
+)

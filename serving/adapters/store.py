@@ -25,7 +25,7 @@ from pathlib import Path
 import fsspec
 from pydantic import ValidationError
 
-from schemas.manifest import MANIFEST_FILENAME, AdapterManifest
+from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
 from serving.adapters.errors import AdapterNotFound, AdapterRefused, AdapterStateError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,19 @@ class AdapterFetcher:
         self.adapter_name = adapter_name
         self.cache_dir = Path(cache_dir)
         self.base_model_sha256 = base_model_sha256
+
+    def promoted(self) -> PromotedRecord | None:
+        """The learner's record of its latest promoted version, or None if there is none or it
+        cannot be read (the caller then serves what it has)."""
+        fs, root = fsspec.core.url_to_fs(self.store)
+        path = f"{root.rstrip('/')}/{self.adapter_name}/{PROMOTED_FILENAME}"
+        try:
+            return PromotedRecord.model_validate_json(fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError) as exc:
+            logger.warning("cannot read %s: %s", path, exc)
+            return None
 
     def fetch(
         self, version: str, uri: str | None = None, manifest_sha256: str | None = None

@@ -15,6 +15,7 @@ from learner.publish import AdapterStore
 from learner.settings import LearnerSettings
 from learner.store import TrainingStore
 from learner.trainers import FakeTrainers
+from schemas.manifest import PROMOTED_FILENAME, PromotedRecord
 from tests.learner.factories import Feeder, correction, new_store, pair, pref
 
 
@@ -81,6 +82,11 @@ def test_cycle_publishes_a_complete_version(tmp_path: Path, store: TrainingStore
     assert list((tmp_path / "data" / "reports").glob("*.png"))
     assert not runner.due()  # nothing new since this cycle
     assert store.cycles(1)[0]["outcome"] == "published"
+    # The store records the promotion for replicas that start while Kafka is down.
+    promoted = PromotedRecord.model_validate_json(
+        (Path(runner.adapters.family) / PROMOTED_FILENAME).read_text()
+    )
+    assert (promoted.version, promoted.uri) == ("policy@v1", runner.adapters.uri(1))
 
 
 @pytest.mark.parametrize(

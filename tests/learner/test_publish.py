@@ -13,7 +13,7 @@ from learner.publish import AdapterStore, VersionExistsError, build_manifest
 from learner.publish.manifest import code_revision, offset_ranges
 from learner.store.records import PartitionPosition, Snapshot
 from learner.trainers import write_fake_adapter
-from schemas.manifest import AdapterManifest, OffsetRange
+from schemas.manifest import PROMOTED_FILENAME, AdapterManifest, OffsetRange, PromotedRecord
 
 
 class Crash(Exception):
@@ -116,3 +116,16 @@ def test_offset_ranges_continue_from_the_previous_version() -> None:
 def test_code_revision_is_a_git_sha_or_package_version() -> None:
     rev = code_revision()
     assert len(rev) == 40 or rev.startswith("rlhf-service==")
+
+
+def test_promoted_record_is_replaced_whole(store: AdapterStore, adapter: Path) -> None:
+    uri, sha = store.publish(adapter, manifest_for(adapter, 1))
+    for version in ("policy@v1", "policy@v2"):
+        store.record_promoted(
+            PromotedRecord(model_name="m", version=version, uri=uri, manifest_sha256=sha)
+        )
+    raw = store.fs.cat_file(f"{store.family}/{PROMOTED_FILENAME}")
+    assert PromotedRecord.model_validate_json(raw).version == "policy@v2"
+    assert store.versions() == [1]  # the record is not a version
+    leftovers = [e for e in store.fs.ls(store.family, detail=False) if ".tmp-" in e]
+    assert leftovers == []

@@ -19,6 +19,7 @@ class RecordingEvents:
     def __init__(self) -> None:
         self.events: list[EventBase] = []
         self.started = False
+        self.without_topic = False
         self.stopped = False
 
     async def start(self) -> None:
@@ -46,6 +47,7 @@ class FakeAdapters:
         self.previous: str | None = None
         self.canary: str | None = None
         self.started = False
+        self.without_topic = False
         self.calls: list[tuple[str, Any]] = []
 
     async def start(self) -> None:
@@ -56,6 +58,9 @@ class FakeAdapters:
 
     def ready(self) -> bool:
         return self.started
+
+    def degraded(self) -> bool:
+        return self.without_topic
 
     def serving_version(self) -> str:
         return self.serving

@@ -31,6 +31,11 @@ async def test_ready_only_after_engine_and_adapter() -> None:
         await starting
         r = await http.get("/readyz")
         assert r.status_code == 200 and r.json()["serving_version"] == "base"
+        adapters.without_topic = True  # started during a Kafka outage: serves, degraded
+        r = await http.get("/readyz")
+        assert r.status_code == 200 and r.json()["status"] == "degraded"
+        assert r.json()["degraded"] is True
+        adapters.without_topic = False
         adapters.started = False  # e.g. the serving adapter failed to load
         assert (await http.get("/readyz")).status_code == 503
         await lifespan.__aexit__(None, None, None)

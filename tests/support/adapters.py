@@ -20,7 +20,7 @@ import fsspec
 
 from common.embedded_model import file_sha256, model_dir_sha256
 from schemas.events import AdapterPublished
-from schemas.manifest import MANIFEST_FILENAME, AdapterManifest
+from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
 
 
 @dataclass(frozen=True)
@@ -111,4 +111,20 @@ def write_version(
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     return BuiltAdapter(
         version, final if local else fs.unstrip_protocol(final), hashlib.sha256(data).hexdigest()
+    )
+
+
+def write_promoted(
+    store: str | Path, adapter_name: str, built: BuiltAdapter, model_name: str
+) -> None:
+    """What the learner's store records after a promotion (``promoted.json``)."""
+    record = PromotedRecord(
+        model_name=model_name,
+        version=built.version,
+        uri=built.uri,
+        manifest_sha256=built.manifest_sha256,
+    )
+    fs, root = fsspec.core.url_to_fs(str(store))
+    fs.pipe_file(
+        f"{root.rstrip('/')}/{adapter_name}/{PROMOTED_FILENAME}", record.model_dump_json().encode()
     )

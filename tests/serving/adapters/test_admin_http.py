@@ -62,12 +62,12 @@ async def test_admin_routes_drive_the_manager(tiny_model_dir: Path, tmp_path: Pa
         r = await http.post("/admin/adapters/promote", json={"version": "policy@v7"})
         assert r.status_code == 404
         r = await http.post("/admin/adapters/load", json={"version": "other@v1"})
-        assert r.status_code == 400
+        assert r.status_code == 409
 
         r = await http.post("/admin/adapters/rollback")
         assert r.status_code == 200 and r.json()["serving_version"] == "base"
         r = await http.post("/admin/adapters/rollback")
-        assert r.status_code == 400
+        assert r.status_code == 409
         listed = (await http.get("/admin/adapters")).json()["adapters"]
         assert {a["version"]: a["state"] for a in listed} == {
             "base": "serving",

@@ -138,3 +138,59 @@ async def test_follows_published_adapter_and_admin_changes_propagate(
         await replica_a.stop()
         await replica_b.stop()
         await events_a.stop()
+
+
+async def test_starts_during_a_kafka_outage_from_the_store_and_converges(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A replica (re)started while the broker is down serves the learner's latest promoted
+    version from the store, degraded, and converges to the topic's decision when it returns."""
+    from serving.adapters import metrics as adapter_metrics
+    from tests.support.adapters import write_promoted
+
+    store = tmp_path / "store"
+    v1 = write_version(store, "policy", 1, tiny_model_dir, model_name="tiny")
+    v2 = write_version(store, "policy", 2, tiny_model_dir, model_name="tiny")
+    write_promoted(store, "policy", v2, "tiny")
+    broker = DevBroker(log_path=tmp_path / "tansu.log")  # not started: Kafka is down
+    topic = f"adapters-{uuid.uuid4().hex[:8]}"
+    settings = _settings(broker, tiny_model_dir, tmp_path, topic).model_copy(
+        update={"adapter_start_timeout_seconds": 2.0}
+    )
+    engine = RecordingEngine()
+    manager = AdapterManager(settings, engine, None)
+    started = time.monotonic()
+    await manager.start()
+    try:
+        assert time.monotonic() - started < 15
+        assert manager.ready() and manager.degraded()
+        assert manager.serving_version() == "policy@v2"
+        assert adapter_metrics.DEGRADED._value.get() == 1
+        # The broker comes back; the topic says an operator rolled v2 back to v1.
+        broker.start()
+        create_topics(broker.bootstrap, [topic])
+        rolled_back = AdapterRolledBack(
+            model_name="tiny", from_version="policy@v2", to_version="policy@v1"
+        )
+        _produce(broker, topic, [v1.published("tiny"), v2.published("tiny"), rolled_back])
+        await _until(lambda: not manager.degraded(), timeout=60)
+        assert manager.serving_version() == "policy@v1"
+        assert adapter_metrics.DEGRADED._value.get() == 0
+    finally:
+        await manager.stop()
+        broker.stop()
+
+
+async def test_outage_without_a_store_record_serves_the_base(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    broker = DevBroker(log_path=tmp_path / "tansu.log")  # never started
+    settings = _settings(broker, tiny_model_dir, tmp_path, "adapters-none").model_copy(
+        update={"adapter_start_timeout_seconds": 1.0}
+    )
+    manager = AdapterManager(settings, RecordingEngine(), None)
+    await manager.start()
+    try:
+        assert manager.ready() and manager.degraded() and manager.serving_version() == BASE
+    finally:
+        await manager.stop()
