@@ -87,6 +87,19 @@ class ServingSettings(BaseSettings):
     max_messages: int = Field(64, ge=1)
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
+    kv_cache_budget_mib: float = Field(
+        2048.0,
+        ge=0,
+        description="transformers engine: KV cache the running batch may reserve (rows x final "
+        "length, left-padded); requests that do not fit wait, one that never fits is a 400; "
+        "0 = no limit",
+    )
+    prefill_chunk_tokens: int = Field(
+        512,
+        ge=16,
+        description="transformers engine: longer prompts are prefilled this many tokens at a "
+        "time between decode steps, so they do not stall running answers",
+    )
     max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
     max_stop_sequences: int = Field(
         4, ge=1, le=16, description="most stop strings a request may give (OpenAI allows 4)"

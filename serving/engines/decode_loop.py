@@ -5,6 +5,14 @@ requests that arrived meanwhile (prefill, then join the running batch's KV cache
 decode step for all running rows with ``logits_to_keep=1``, samples each row with its own
 parameters, and drops the rows that finished. Requests never wait for a whole batch to end.
 Control work that mutates the model (adapter load/unload) runs between steps on the same thread.
+
+Memory and fairness (the batch's KV cache is left-padded, so every row costs the longest row's
+length): a request is admitted only while the running batch, the prompts being prefilled and it
+fit the KV budget at their final length (``KVBudget``); what does not fit waits in the queue, in
+order, and a request that could never fit is refused before it queues. Prompts longer than one
+prefill chunk are prefilled a chunk per iteration, between decode steps (chunked prefill, as in
+Sarathi, Agrawal et al., OSDI 2024), so one long prompt delays the running answers by at most a
+chunk's worth of compute per step instead of stalling them for its whole prefill.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from prometheus_client import Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from transformers import DynamicCache
 
 from serving.engines import kv_batch
@@ -43,6 +51,24 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 STEP_SECONDS = Histogram("rlhf_serving_engine_step_seconds", "duration of one engine step")
+KV_RESERVED = Gauge(
+    "rlhf_serving_engine_kv_reserved_bytes",
+    "KV cache the running and prefilling answers may grow to (their final length x rows)",
+)
+PREFILL_CHUNKS = Counter(
+    "rlhf_serving_engine_prefill_chunks_total", "prompt chunks prefilled between decode steps"
+)
+
+
+@dataclass(frozen=True)
+class KVBudget:
+    """KV cache bytes per token and row, and the most the batch may reserve."""
+
+    bytes_per_token: int
+    limit_bytes: int
+
+    def need(self, rows: int, length: int) -> int:
+        return rows * length * self.bytes_per_token
 
 
 @dataclass(eq=False)
@@ -55,6 +81,20 @@ class Submission:
     emit: Callable[[list[GenerationChunk] | BaseException], None]
     cancelled: bool = False
     open_rows: int = 0
+
+    @property
+    def final_length(self) -> int:
+        """Tokens each of its rows may reach: what the KV budget reserves per row."""
+        return len(self.prompt_ids) + self.max_new
+
+
+@dataclass(eq=False)
+class _Prefill:
+    """A long prompt being prefilled a chunk at a time into its own cache."""
+
+    sub: Submission
+    cache: DynamicCache = field(default_factory=DynamicCache)
+    done: int = 0
 
 
 @dataclass(eq=False)
@@ -88,6 +128,8 @@ class DecodeLoop:
         max_queue: int,
         max_positions: int,
         device: torch.device | str = "cpu",
+        kv_budget: KVBudget | None = None,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         self._adapters = adapters
         self._device = torch.device(device)  # where the model's weights, KV cache and logits live
@@ -97,6 +139,9 @@ class DecodeLoop:
         self._max_batch = max_batch_size
         self._max_queue = max_queue
         self._max_positions = max_positions
+        self._budget = kv_budget or KVBudget(bytes_per_token=0, limit_bytes=0)
+        self._chunk = prefill_chunk_tokens
+        self._prefilling: list[_Prefill] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: collections.deque[Submission] = collections.deque()
@@ -119,6 +164,13 @@ class DecodeLoop:
             self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
+
+    def fits_alone(self, sub: Submission) -> bool:
+        """Whether ``sub`` could ever be admitted (an empty batch, the whole budget)."""
+        if not self._budget.limit_bytes:
+            return True
+        need = self._budget.need(sub.request.n, sub.final_length)
+        return need <= self._budget.limit_bytes
 
     def submit(self, sub: Submission) -> None:
         with self._lock:
@@ -145,7 +197,8 @@ class DecodeLoop:
         """Adapter versions of running or queued requests (read on the loop thread)."""
         with self._lock:
             queued = {s.request.adapter for s in self._pending}
-        return queued | {r.sub.request.adapter for r in self._rows}
+        prefilling = {p.sub.request.adapter for p in self._prefilling}
+        return queued | prefilling | {r.sub.request.adapter for r in self._rows}
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -162,6 +215,7 @@ class DecodeLoop:
                     self._run_commands()
                     try:
                         self._admit()
+                        self._prefill_chunk()
                         if self._rows:
                             self._step()
                     except Exception as exc:
@@ -171,7 +225,7 @@ class DecodeLoop:
                             len(self._rows) + len(self._admitting),
                         )
                         self._fail_running(EngineFailure(f"engine step failed: {exc}"))
-                    if not self._rows:
+                    if not self._rows and not self._prefilling:
                         self._wake.wait(timeout=0.5)
                         self._wake.clear()
         except BaseException as exc:  # the loop must never die silently
@@ -200,20 +254,40 @@ class DecodeLoop:
             with self._lock:
                 self._commands[:0] = waiting
 
+    def _reserved(self, extra: list[Submission]) -> tuple[int, int]:
+        """(rows, longest final length) of the running batch, the prefills and ``extra``."""
+        subs = {r.sub: None for r in self._rows} | {p.sub: None for p in self._prefilling}
+        subs |= {s: None for s in extra}
+        rows = len(self._rows) + sum(p.sub.request.n for p in self._prefilling)
+        rows += sum(s.request.n for s in extra)
+        return rows, max((s.final_length for s in subs), default=0)
+
+    def _fits(self, taken: list[Submission], sub: Submission) -> bool:
+        rows, longest = self._reserved([*taken, sub])
+        if rows > self._max_batch:
+            return False
+        return not self._budget.limit_bytes or (
+            self._budget.need(rows, longest) <= self._budget.limit_bytes
+        )
+
     def _take_pending(self) -> list[Submission]:
-        room = self._max_batch - len(self._rows)
+        """Queued requests that fit beside the running ones, in arrival order (the head waits
+        rather than being overtaken, so a long request is not starved by short ones)."""
         taken: list[Submission] = []
         with self._lock:
-            while self._pending and self._pending[0].request.n <= room:
+            while self._pending and (
+                self._pending[0].cancelled or self._fits(taken, self._pending[0])
+            ):
                 sub = self._pending.popleft()
-                if sub.cancelled:
-                    continue
-                room -= sub.request.n
-                taken.append(sub)
+                if not sub.cancelled:
+                    taken.append(sub)
+        KV_RESERVED.set(self._budget.need(*self._reserved(taken)))
         return taken
 
     def _admit(self) -> None:
-        subs = self._admitting = self._take_pending()
+        taken = self._take_pending()
+        self._prefilling += [_Prefill(s) for s in taken if len(s.prompt_ids) > self._chunk]
+        subs = self._admitting = [s for s in taken if len(s.prompt_ids) <= self._chunk]
         if not subs:
             return
         width = max(len(s.prompt_ids) for s in subs)
@@ -233,11 +307,47 @@ class DecodeLoop:
             logits_to_keep=1,
             **self._adapters.forward_kwargs([s.request.adapter for s in subs]),
         )
+        self._start_rows(subs, out.logits[:, -1, :], out.past_key_values, mask)
+        self._admitting = []
+
+    def _prefill_chunk(self) -> None:
+        """Prefill the next chunk of the oldest long prompt; start its rows when it is done."""
+        self._prefilling = [p for p in self._prefilling if not p.sub.cancelled]
+        if not self._prefilling:
+            return
+        job = self._prefilling[0]
+        prompt = job.sub.prompt_ids
+        end = min(job.done + self._chunk, len(prompt))
+        ids = self._index([prompt[job.done : end]])  # (1, C)
+        out = self._adapters.model(
+            input_ids=ids,
+            attention_mask=torch.ones((1, end), dtype=torch.long, device=self._device),
+            position_ids=self._index([list(range(job.done, end))]),
+            past_key_values=job.cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapters.forward_kwargs([job.sub.request.adapter]),
+        )
+        PREFILL_CHUNKS.inc()
+        job.cache, job.done = out.past_key_values, end
+        if end < len(prompt):
+            return
+        self._prefilling.pop(0)
+        self._admitting = [job.sub]
+        mask = torch.ones((1, end), dtype=torch.long, device=self._device)
+        self._start_rows([job.sub], out.logits[:, -1, :], job.cache, mask)
+        self._admitting = []
+
+    def _start_rows(
+        self, subs: list[Submission], last_logits: torch.Tensor, cache: Any, mask: torch.Tensor
+    ) -> None:
+        """Turn prefilled prompts into running rows: sample each row's first token and join
+        the running batch. ``last_logits`` (S, V) and ``mask`` (S, T) have a row per prompt."""
         # One prefill per request; its n answers share it (repeat the row n times).
         repeat = torch.tensor([s.request.n for s in subs])
         expand = torch.repeat_interleave(torch.arange(len(subs)), repeat).to(self._device)  # (R,)
-        logits = out.logits[:, -1, :][expand]  # (R, V)
-        kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(out.past_key_values)]
+        logits = last_logits[expand]  # (R, V)
+        kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(cache)]
         new_rows = [
             Row(
                 sub=s,
@@ -261,7 +371,6 @@ class DecodeLoop:
                 self._rows += kept
             else:
                 self._kv, self._mask, self._rows = kv, new_mask, kept
-        self._admitting = []
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -364,7 +473,9 @@ class DecodeLoop:
         )
 
     def _fail_running(self, exc: BaseException) -> None:
-        for sub in self._admitting + list({r.sub: None for r in self._rows}):
+        prefilling = [p.sub for p in self._prefilling]
+        self._prefilling = []
+        for sub in self._admitting + prefilling + list({r.sub: None for r in self._rows}):
             if sub.open_rows >= 0:
                 sub.open_rows = -1
                 sub.cancelled = True

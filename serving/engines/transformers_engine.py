@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
-from serving.engines.decode_loop import DecodeLoop, Submission
+from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
     BASE,
@@ -53,6 +53,8 @@ class TransformersEngine:
         max_batch_size: int = 64,
         max_queue: int | None = None,
         smoke_tokens: int = 16,
+        kv_cache_budget_mib: float = 2048.0,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.device = device
@@ -60,6 +62,8 @@ class TransformersEngine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
         self.smoke_tokens = smoke_tokens
+        self.kv_cache_budget_mib = kv_cache_budget_mib
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self._loop: DecodeLoop | None = None
         self._adapters: AdapterSet | None = None
         self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
@@ -76,6 +80,8 @@ class TransformersEngine:
             device=settings.device,
             dtype=settings.dtype,
             max_batch_size=settings.max_batch_size,
+            kv_cache_budget_mib=settings.kv_cache_budget_mib,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
         )
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -109,6 +115,11 @@ class TransformersEngine:
             max_queue=self.max_queue,
             max_positions=self._max_positions,
             device=device,
+            kv_budget=KVBudget(
+                bytes_per_token=_kv_bytes_per_token(model),
+                limit_bytes=int(self.kv_cache_budget_mib * 1024 * 1024),
+            ),
+            prefill_chunk_tokens=self.prefill_chunk_tokens,
         )
         logger.info(
             "transformers engine: %s (%s, %s), max batch %d",
@@ -159,6 +170,13 @@ class TransformersEngine:
                 sub.cancelled = True
 
         sub = Submission(request=request, prompt_ids=prompt, max_new=max_new, emit=emit)
+        if not loop.fits_alone(sub):
+            raise InvalidRequest(
+                f"n={request.n} answers of up to {sub.final_length} tokens (prompt "
+                f"{len(prompt)} + max_tokens {max_new}) need more KV cache than this server's "
+                f"budget of {self.kv_cache_budget_mib:g} MiB: shorten the prompt or lower "
+                "max_tokens or n"
+            )
         loop.submit(sub)
         yield len(prompt)
         open_answers = request.n
@@ -253,3 +271,13 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 def _pad_id(tokenizer: Any) -> int:
     pad = tokenizer.pad_token_id
     return int(pad if pad is not None else tokenizer.eos_token_id)
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """KV cache bytes one token of one row takes: layers x (K and V) x KV heads x head dim."""
+    config = model.config
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = next(model.parameters()).element_size()
+    return int(config.num_hidden_layers * 2 * kv_heads * head_dim * element)

@@ -256,3 +256,62 @@ async def test_smoke_check_judges_degeneration_against_the_base(
         await engine.smoke_check("a@v1")
     await engine.smoke_check("b@v1") if not refused else None
     assert asked.count(BASE) <= 1  # the base answer is computed once, and only when needed
+
+
+LONG_PROMPT = " ".join(f"word{i}" for i in range(60))
+
+
+async def test_chunked_prefill_gives_the_same_answers(
+    lively_model_dir: Path, adapter_dirs: dict[str, Path]
+) -> None:
+    from serving.engines.decode_loop import PREFILL_CHUNKS
+
+    whole = TransformersEngine(lively_model_dir, max_batch_size=16)
+    chunked = TransformersEngine(lively_model_dir, max_batch_size=16, prefill_chunk_tokens=16)
+    await whole.start()
+    await chunked.start()
+    try:
+        for eng in (whole, chunked):
+            await eng.load_adapter("a@v1", adapter_dirs["a@v1"])
+        requests = [req(LONG_PROMPT, n=2), req(LONG_PROMPT, adapter="a@v1"), req("Hello there")]
+        lengths = [chunked.count_prompt_tokens(r.messages) for r in requests]
+        assert lengths[0] > 3 * 16
+        before = PREFILL_CHUNKS._value.get()
+        expected = [await texts(whole, r) for r in requests]
+        assert PREFILL_CHUNKS._value.get() == before  # short enough for one prefill there
+        # Together: the long prompts are prefilled a chunk at a time beside running answers.
+        got = await asyncio.gather(*(texts(chunked, r) for r in requests))
+        assert got == expected
+        chunks = sum(-(-n // 16) for n in lengths if n > 16)
+        assert PREFILL_CHUNKS._value.get() - before == chunks
+    finally:
+        await whole.stop()
+        await chunked.stop()
+
+
+async def test_kv_budget_queues_what_does_not_fit_and_refuses_what_never_can(
+    lively_model_dir: Path,
+) -> None:
+    probe = TransformersEngine(lively_model_dir)
+    await probe.start()
+    assert probe._loop is not None
+    per_token = probe._loop._budget.bytes_per_token
+    prompt = probe.count_prompt_tokens(req(PROMPTS[1]).messages)
+    await probe.stop()
+    n, max_tokens = 4, 24
+    one = n * per_token * (prompt + max_tokens)
+    # One request's rows fit the budget, two requests' do not.
+    eng = TransformersEngine(
+        lively_model_dir, max_batch_size=16, kv_cache_budget_mib=1.5 * one / 2**20
+    )
+    await eng.start()
+    try:
+        results = await asyncio.gather(
+            *(eng.generate(req(PROMPTS[1], n=n, max_tokens=max_tokens)) for _ in range(3))
+        )
+        assert [len(r) for r in results] == [n, n, n]  # all served, one after the other
+        assert eng.stats().max_batch_size_seen == n
+        with pytest.raises(InvalidRequest, match="KV cache"):
+            await eng.generate(req(PROMPTS[1], n=2 * n, max_tokens=max_tokens))
+    finally:
+        await eng.stop()
