@@ -20,7 +20,7 @@ import random
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from loop.preferences import (
 from loop.prompts import Prompt, load_prompts
 
 logger = logging.getLogger(__name__)
+PAIR_VOTES_KEPT = 100_000
 
 
 @dataclass
@@ -85,8 +86,11 @@ class SimStats:
         self.head_to_head: dict[tuple[str, str], list[float]] = {}
         self.last_version: str | None = None
         # Pairwise votes as (noise-free utilities of the two answers, index voted best or None):
-        # the label ceiling and the votes' agreement with the truth (loop.labels).
-        self.pair_votes: list[tuple[tuple[float, float], int | None]] = []
+        # the label ceiling and the votes' agreement with the truth (loop.labels). The latest
+        # PAIR_VOTES_KEPT only, so a demo left running for days does not grow without bound.
+        self.pair_votes: deque[tuple[tuple[float, float], int | None]] = deque(
+            maxlen=PAIR_VOTES_KEPT
+        )
 
     def record_answers(self, answers: list[Answer], utilities: tuple[float, ...] | None) -> None:
         with self._lock:

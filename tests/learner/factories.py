@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from learner.store import RawRecord, TrainingStore
 from learner.store.records import BatchStats
 from schemas.codec import encode_event
+
+if TYPE_CHECKING:
+    from learner.evaluate import EvalResult
 from schemas.events import (
     ChatMessage,
     EventBase,
@@ -118,3 +122,23 @@ def raw_json(**fields: object) -> bytes:
 
 def new_store(tmp_path: Path, window: float = 3600.0) -> TrainingStore:
     return TrainingStore(tmp_path / "store.sqlite", window)
+
+
+def eval_result(gain_low: float = 0.0, gain_high: float = 0.0) -> EvalResult:
+    """A neutral evaluation result (no gain, no KL, sanity passed) for tests of its users."""
+    from learner.evaluate import EvalResult  # torch: only for the tests that need it
+
+    return EvalResult(
+        reward_policy=0.0,
+        reward_reference=0.0,
+        reward_gain=0.0,
+        reward_gain_low=gain_low,
+        reward_gain_high=gain_high,
+        win_rate=0.5,
+        kl=0.0,
+        length_mean=0.0,
+        length_min=0.0,
+        length_max=0.0,
+        reference_length_mean=0.0,
+        sanity_passed=True,
+    )

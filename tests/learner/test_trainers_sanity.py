@@ -10,6 +10,7 @@ import pytest
 
 from learner import evaluate as ev
 from learner.trainers import RealTrainers
+from tests.learner.factories import eval_result
 
 
 def _captured_config(
@@ -20,20 +21,7 @@ def _captured_config(
     def fake_evaluate(*args: Any) -> ev.EvalResult:
         config = args[-1]
         seen["config"] = config
-        return ev.EvalResult(
-            reward_policy=0.0,
-            reward_reference=0.0,
-            reward_gain=0.0,
-            reward_gain_low=0.0,
-            reward_gain_high=0.0,
-            win_rate=0.5,
-            kl=0.0,
-            length_mean=0.0,
-            length_min=0.0,
-            length_max=0.0,
-            reference_length_mean=0.0,
-            sanity_passed=True,
-        )
+        return eval_result()
 
     monkeypatch.setattr(ev, "evaluate_policy", fake_evaluate)
     trainers = RealTrainers({}, {}, {}, eval_cfg, 0)

@@ -126,3 +126,16 @@ def test_eval_refuses_an_unhonoured_pin(service: FakeService) -> None:
     config = EvalConfig(base_url=service.url, admin_token="wrong", version_a="policy@v1", limit=2)
     with pytest.raises(EvalError, match="asked for 'policy@v1'"):
         asyncio.run(run_eval(config))
+
+
+def test_sim_stats_keep_a_bounded_window_of_pair_votes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loop import sim
+    from loop.preferences import PreferenceOutcome
+
+    monkeypatch.setattr(sim, "PAIR_VOTES_KEPT", 5)
+    stats = sim.SimStats()
+    for i in range(12):
+        outcome = PreferenceOutcome(kind="choice", choice=0, utilities=(float(i), 0.0))
+        stats.record_vote([], outcome)
+    assert len(stats.pair_votes) == 5
+    assert stats.pair_votes[-1][0] == (11.0, 0.0)

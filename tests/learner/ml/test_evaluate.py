@@ -54,29 +54,14 @@ def test_degenerate_answers_are_caught() -> None:
 
 
 def test_gain_interval_is_left_out_of_the_metrics_when_unbounded() -> None:
-    from learner.evaluate import EvalResult, mean_interval
+    from learner.evaluate import mean_interval
+    from tests.learner.factories import eval_result
 
     assert mean_interval(torch.tensor([1.0])) == (float("-inf"), float("inf"))
     low, high = mean_interval(torch.tensor([1.0, 3.0]))
     assert low < 2.0 < high
 
-    def result(low: float, high: float) -> EvalResult:
-        return EvalResult(
-            reward_policy=0.0,
-            reward_reference=0.0,
-            reward_gain=0.0,
-            reward_gain_low=low,
-            reward_gain_high=high,
-            win_rate=0.5,
-            kl=0.0,
-            length_mean=0.0,
-            length_min=0.0,
-            length_max=0.0,
-            reference_length_mean=0.0,
-            sanity_passed=True,
-        )
-
-    unbounded = result(-math.inf, math.inf)
+    unbounded = eval_result(-math.inf, math.inf)
     assert "eval/reward_gain_low" not in unbounded.metrics()
-    bounded = result(-0.5, 0.5)
+    bounded = eval_result(-0.5, 0.5)
     assert bounded.metrics()["eval/reward_gain_high"] == 0.5
