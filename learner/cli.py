@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--init-adapter", type=Path, help="start from this policy adapter")
     ppo.add_argument("--out", type=Path, help="output directory")
     ppo.add_argument("--num-prompts", type=int, default=None, help="prompts to sample")
+    erase = sub.add_parser(
+        "erase",
+        help="forget a user: emit user.erased; the running learner deletes their stored data",
+    )
+    _add(erase, _COMMON)
+    erase.add_argument("user_id", help="the user's pseudonymous id (user_id in the events)")
+    erase.add_argument("--reason", default="", help="free text kept with the event")
     status = sub.add_parser("status", help="store counts, offsets, lag, versions, gates")
     _add(status, _COMMON)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "train-reward": _cmd_reward,
         "ppo": _cmd_ppo,
         "status": _cmd_status,
+        "erase": _cmd_erase,
     }[args.command]
     return handler(settings, args)
 
@@ -200,6 +208,17 @@ def _cmd_ppo(settings: LearnerSettings, args: argparse.Namespace) -> int:
         svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter
     )
     print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
+    return 0
+
+
+def _cmd_erase(settings: LearnerSettings, args: argparse.Namespace) -> int:
+    from learner.publish.announce import produce_event
+    from schemas.events import UserErased
+
+    event = UserErased(user_id=args.user_id, requested_by="learner-cli", reason=args.reason)
+    # The running learner applies it in order with the feedback it consumes.
+    produce_event(settings.kafka_bootstrap, settings.topic_feedback, event)
+    print(json.dumps({"event_id": event.event_id, "user_id": event.user_id}))
     return 0
 
 

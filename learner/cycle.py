@@ -363,8 +363,12 @@ class CycleRunner:
         return self.adapters.manifest(number).config.get("cycle_id") == ckpt.cycle_id
 
     def _manifest_config(self, ckpt: CycleCheckpoint) -> dict[str, Any]:
+        max_seq = int(ckpt.snapshot["max_seq"])
         return {
             "cycle_id": ckpt.cycle_id,
+            # Every erasure consumed before this snapshot was honoured: the data this version
+            # trained on holds none of those users' rows.
+            "erasures_honoured": self.store.erasures(0, max_seq),
             "store_snapshot": ckpt.snapshot,
             "offset_epochs": {
                 f"{p['topic']}[{p['partition']}]": p["epoch"] for p in ckpt.snapshot["positions"]

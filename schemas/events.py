@@ -211,6 +211,20 @@ class AdapterRolledBack(EventBase):
         return self.model_name
 
 
+class UserErased(EventBase):
+    """A user (by pseudonymous id) asked to be forgotten: the learner deletes what it stored of
+    them and ignores their later events. Keyed by the user so all erasures of one user stay in
+    order on the feedback topic."""
+
+    kind: Literal["user.erased"] = "user.erased"
+    user_id: NonEmptyStr
+    requested_by: Literal["admin-api", "learner-cli"]
+    reason: str = Field("", max_length=1000)
+
+    def key(self) -> str:
+        return self.user_id
+
+
 Event = Annotated[
     PairServed
     | ResponseServed
@@ -219,7 +233,8 @@ Event = Annotated[
     | FeedbackCorrection
     | AdapterPublished
     | AdapterPromoted
-    | AdapterRolledBack,
+    | AdapterRolledBack
+    | UserErased,
     Field(discriminator="kind"),
 ]
 
@@ -234,5 +249,6 @@ EVENT_TYPES: dict[str, type[EventBase]] = {
         AdapterPublished,
         AdapterPromoted,
         AdapterRolledBack,
+        UserErased,
     )
 }

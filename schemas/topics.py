@@ -22,6 +22,8 @@ class Topics(BaseModel):
             "pair": self.interactions,
             "response": self.interactions,
             "feedback": self.feedback,
+            # Erasures travel with the feedback, which the learner reads in order with it.
+            "user": self.feedback,
             "adapter": self.adapters,
         }
         if prefix not in by_prefix:

@@ -64,6 +64,7 @@ def install_openapi(app: FastAPI, settings: ServingSettings) -> None:
             describe_errors(schema)
             describe_chat_rules(schema["components"]["schemas"], settings)
             describe_feedback_rule(schema["components"]["schemas"])
+            describe_erase_rule(schema["components"]["schemas"])
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -144,6 +145,21 @@ def describe_chat_rules(components: Schema, settings: ServingSettings) -> None:
     ]
 
 
+def _branches(component: Schema, branches: list[tuple[list[str], list[str]]]) -> None:
+    """``oneOf`` over (fields that must be given, fields that must be absent or null)."""
+    props = component["properties"]
+    out = []
+    for given, absent in branches:
+        branch: Schema = {"required": given, "properties": {}}
+        for field in given:
+            members = _not_null(props[field])
+            branch["properties"][field] = members[0] if len(members) == 1 else {"anyOf": members}
+        for field in absent:
+            branch["properties"][field] = {"type": "null"}
+        out.append(branch)
+    component["oneOf"] = out
+
+
 def describe_feedback_rule(components: Schema) -> None:
     """Exactly one of choice / ranking / rating / correction, each with the id it needs; ids
     are the signed tokens the chat response gave (``serving.security``)."""
@@ -152,13 +168,18 @@ def describe_feedback_rule(components: Schema) -> None:
         _cap_pattern(props[field], "string")
     for member in _not_null(props["ranking"]):
         _cap_pattern(member["items"], "string")
-    branches = []
-    for kind, needs in _FEEDBACK_KINDS.items():
-        branch: Schema = {"required": [kind, needs], "properties": {}}
-        for other in _FEEDBACK_KINDS:
-            given = _not_null(props[other]) if other == kind else [{"type": "null"}]
-            branch["properties"][other] = given[0] if len(given) == 1 else {"anyOf": given}
-        needed = _not_null(props[needs])
-        branch["properties"][needs] = needed[0] if len(needed) == 1 else {"anyOf": needed}
-        branches.append(branch)
-    components["FeedbackRequest"]["oneOf"] = branches
+    _branches(
+        components["FeedbackRequest"],
+        [
+            ([kind, needs], [other for other in _FEEDBACK_KINDS if other != kind])
+            for kind, needs in _FEEDBACK_KINDS.items()
+        ],
+    )
+
+
+def describe_erase_rule(components: Schema) -> None:
+    """A user by ``user_id``, or by ``user`` with ``api_key``."""
+    _branches(
+        components["EraseRequest"],
+        [(["user_id"], ["user", "api_key"]), (["user", "api_key"], ["user_id"])],
+    )

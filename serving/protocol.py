@@ -215,3 +215,31 @@ class FeedbackResponse(BaseModel):
     event_id: str
     kind: str
     accepted: bool = True
+
+
+class EraseRequest(BaseModel):
+    """``POST /admin/users/erase``: the user by pseudonymous id, or by the ``user`` field an
+    application sends together with that application's API key (serving derives the id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Text | None = Field(None, min_length=1, max_length=256)
+    user: Text | None = Field(None, min_length=1, max_length=256)
+    api_key: Text | None = Field(None, min_length=1, max_length=512)
+    reason: Text = Field("", max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> EraseRequest:
+        by_id = self.user_id is not None
+        by_name = self.user is not None or self.api_key is not None
+        if by_id == by_name:
+            raise ValueError("give either user_id, or user with api_key")
+        if by_name and (self.user is None or self.api_key is None):
+            raise ValueError("user and api_key go together")
+        return self
+
+
+class EraseResponse(BaseModel):
+    object: Literal["erasure"] = "erasure"
+    event_id: str
+    user_id: str

@@ -4,7 +4,8 @@ Exactly-once ingestion: ``ingest_batch`` writes the decoded events *and* the nex
 every partition they came from in one transaction, so after any crash the stored offsets name
 exactly the first message not yet in the store (SQLite docs, "Atomic Commit In SQLite").
 Training cycles read a ``Snapshot`` (``seq`` high-water mark + offsets), which the cycle
-checkpoint records, so a resumed cycle trains on exactly the same rows.
+checkpoint records, so a resumed cycle trains on exactly the same rows (less any a user's
+erasure deleted meanwhile: erasure wins, ``learner.store.erasure``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from learner.store import joins, queries
+from learner.store import erasure, joins, queries
 from learner.store.records import BatchStats, PartitionPosition, RawRecord, Snapshot
 from learner.store.schema import DDL, SCHEMA_VERSION
 from schemas.codec import decode_event
-from schemas.events import EventBase, PairServed, ResponseServed
+from schemas.events import EventBase, PairServed, ResponseServed, UserErased
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,13 @@ class TrainingStore:
     def _dispatch(
         self, cur: sqlite3.Cursor, ev: EventBase, rec: RawRecord, seq: int, stats: BatchStats
     ) -> str | None:
+        if isinstance(ev, UserErased):
+            n = erasure.erase_user(cur, ev, seq)
+            logger.info("erased user %s: %d stored rows deleted", ev.user_id, n)
+            return None
+        user_id = getattr(ev, "user_id", None)
+        if user_id is not None and erasure.is_erased(cur, user_id):
+            return "user_erased"
         if isinstance(ev, PairServed | ResponseServed):
             added = (
                 joins.add_pair(cur, ev, seq)
@@ -238,6 +246,10 @@ class TrainingStore:
 
     def ratings(self, max_seq: int | None = None, min_seq: int = 0) -> list[Any]:
         return queries.ratings(self.conn, min_seq, max_seq)
+
+    def erasures(self, min_seq: int, max_seq: int) -> list[dict[str, Any]]:
+        with self.transaction() as cur:
+            return erasure.erasures(cur, min_seq, max_seq)
 
     def count_new_comparisons(self, since_seq: int) -> int:
         """Comparisons usable since ``since_seq`` (same rules as ``comparisons``, in SQL)."""

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS ratings (
 CREATE TABLE IF NOT EXISTS corrections (
     event_id TEXT PRIMARY KEY, response_id TEXT NOT NULL, user_id TEXT NOT NULL,
     messages TEXT NOT NULL, text TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_users (
+    user_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, ts REAL NOT NULL, seq INTEGER NOT NULL,
+    rows_deleted INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (name, label));

@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.events import UserErased
 from serving.adapters.errors import AdapterStateError
 from serving.adapters.store import VERSION_PATTERN
 from serving.deps import AdminDep, ServicesDep
 from serving.engines.protocol import AdapterRejected
 from serving.errors import APIError
-from serving.protocol import ErrorResponse
+from serving.protocol import EraseRequest, EraseResponse, ErrorResponse
 
 logger = logging.getLogger(__name__)
 router = APIRouter(
@@ -106,3 +107,14 @@ async def canary(body: CanaryRequest, services: ServicesDep) -> dict[str, Any]:
         if inspect.isawaitable(result):
             await result
     return _state(services)
+
+
+@router.post("/users/erase", status_code=202)
+async def erase_user(body: EraseRequest, services: ServicesDep) -> EraseResponse:
+    """Emit ``user.erased``; the learner deletes the user's stored data when it reads it (the
+    event goes through the spool like every event, so a broker outage delays, never loses it)."""
+    user_id = body.user_id or services.user_hash(body.api_key or "", body.user)
+    event = UserErased(user_id=user_id, requested_by="admin-api", reason=body.reason)
+    services.events.emit(event)
+    logger.info("erasure of user %s requested (event %s)", user_id, event.event_id)
+    return EraseResponse(event_id=event.event_id, user_id=user_id)

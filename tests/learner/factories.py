@@ -103,7 +103,7 @@ class Feeder:
     def record(self, value: EventBase | bytes, topic: str | None = None) -> RawRecord:
         if topic is None:
             assert isinstance(value, EventBase)
-            topic = FEEDBACK if value.kind.startswith("feedback") else INTERACTIONS
+            topic = FEEDBACK if value.kind.startswith(("feedback", "user")) else INTERACTIONS
         raw = value if isinstance(value, bytes) else encode_event(value)
         rec = RawRecord(topic, 0, self.next[topic], raw)
         self.next[topic] += 1

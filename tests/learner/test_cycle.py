@@ -254,3 +254,20 @@ def test_evaluation_scores_with_a_reward_model_ppo_did_not_optimise(
     else:
         assert "reward-eval" not in names and ckpt.reward_eval_adapter is None
         assert ckpt.metrics["eval/independent_reward_model"] == 0.0
+
+
+def test_manifest_records_the_erasures_honoured(tmp_path: Path, store: TrainingStore) -> None:
+    from schemas.events import UserErased
+    from tests.learner.factories import at
+
+    feeder = Feeder(store)
+    feed_votes(feeder, 0, 4)
+    feeder.feed(pair("gone", user="erased-user", t=10), pref("gone", user="erased-user", t=11))
+    erased = UserErased(user_id="erased-user", requested_by="admin-api", ts=at(12))
+    feeder.feed(erased)
+    runner = make_runner(tmp_path, store)
+    ckpt = runner.run()
+    assert ckpt.outcome == "published"
+    honoured = runner.adapters.manifest(1).config["erasures_honoured"]
+    assert [(e["event_id"], e["user_id"]) for e in honoured] == [(erased.event_id, "erased-user")]
+    assert all(c.pair_id != "gone" for c in store.comparisons())

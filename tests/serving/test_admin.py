@@ -79,3 +79,29 @@ async def test_manager_errors_map_to_4xx(tmp_path) -> None:
         assert r.status_code == 400 and r.json()["error"]["param"] == "version"
         r = await h.http.post("/admin/adapters/promote", headers=admin, json={"version": "v1"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "version"
+
+
+async def test_erase_user_emits_user_erased() -> None:
+    from schemas.events import UserErased
+
+    async with harness() as h:
+        admin = auth(ADMIN)
+        r = await h.http.post("/admin/users/erase", headers=admin, json={"user_id": "abc123"})
+        assert r.status_code == 202 and r.json()["user_id"] == "abc123"
+        by_name = {"user": "alice", "api_key": API_KEY, "reason": "user request"}
+        r = await h.http.post("/admin/users/erase", headers=admin, json=by_name)
+        assert r.status_code == 202
+        first, second = h.events.events
+        assert isinstance(first, UserErased) and first.requested_by == "admin-api"
+        # The same pseudonymous id chat events carry for alice under that key.
+        assert (
+            second.user_id
+            == h.app.state.services.user_hash(API_KEY, "alice")
+            == r.json()["user_id"]
+        )
+        for bad in ({}, {"user": "alice"}, {"user_id": "x", "user": "alice", "api_key": API_KEY}):
+            r = await h.http.post("/admin/users/erase", headers=admin, json=bad)
+            assert r.status_code == 400, bad
+        r = await h.http.post("/admin/users/erase", headers=auth(), json={"user_id": "x"})
+        assert r.status_code == 401
+        assert len(h.events.events) == 2
