@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from common.embedded_model import model_dir_sha256
 from learner import faults, gates, metrics
+from learner.canary import start_canary
 from learner.checkpoint import (
     STAGES,
     CycleCheckpoint,
@@ -42,6 +43,8 @@ from learner.store.queries import Prompt, is_heldout
 from learner.trainers import Trainers
 from schemas.events import AdapterPublished
 from schemas.manifest import PromotedRecord
+
+BASE_VERSION = "base"  # serving's name for the base model without an adapter
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,11 @@ class CycleRunner:
         snap = self.store.snapshot()
         prev = self.adapters.latest()
         prev_snap = prev.config.get("store_snapshot") if prev else None
+        parent = prev.version if prev else None
+        if self.s.canary:
+            # Train on from what the users accepted: a rolled-back canary is not a parent.
+            record = self.adapters.promoted()
+            parent = record.version if record else None
         last = load_checkpoint(self.data_dir)
         cycle_id = max(self.store.next_cycle_id(), (last.cycle_id + 1) if last else 1)
         ckpt = CycleCheckpoint(
@@ -97,7 +105,7 @@ class CycleRunner:
             snapshot=snap.to_json(),
             previous_snapshot=prev_snap,
             previous_max_seq=int(prev_snap["max_seq"]) if prev_snap else 0,
-            parent_version=prev.version if prev else None,
+            parent_version=parent,
         )
         save_checkpoint(self.data_dir, ckpt)
         logger.info(
@@ -390,15 +398,21 @@ class CycleRunner:
 
     def _announce(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.version and ckpt.uri and ckpt.manifest_sha256
-        # The store's record first: a replica starting while Kafka is down serves it.
-        self.adapters.record_promoted(
-            PromotedRecord(
-                model_name=self.s.model_name,
-                version=ckpt.version,
-                uri=ckpt.uri,
-                manifest_sha256=ckpt.manifest_sha256,
+        if self.s.canary:
+            # The users' votes promote it (learner.canary); until then the parent serves.
+            record = self.adapters.promoted()
+            baseline = record.version if record else BASE_VERSION
+            start_canary(self.store, ckpt.version, baseline)
+        else:
+            # The store's record first: a replica starting while Kafka is down serves it.
+            self.adapters.record_promoted(
+                PromotedRecord(
+                    model_name=self.s.model_name,
+                    version=ckpt.version,
+                    uri=ckpt.uri,
+                    manifest_sha256=ckpt.manifest_sha256,
+                )
             )
-        )
         faults.hit("publish.before_event")
         if self.s.publish_to_kafka:
             # Deterministic event id: a re-announce after a crash is the same event to consumers.
@@ -412,7 +426,8 @@ class CycleRunner:
                     version=ckpt.version,
                     uri=ckpt.uri,
                     manifest_sha256=ckpt.manifest_sha256,
-                    promote=True,
+                    promote=not self.s.canary,
+                    canary=self.s.canary,
                 ),
             )
         metrics.LAST_VERSION.set(int(ckpt.version.rsplit("@v", 1)[1]))

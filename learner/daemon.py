@@ -23,13 +23,16 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from common.embedded_model import resolve_model_dir
+from learner.canary import CanaryController
 from learner.checkpoint import CycleCheckpoint
 from learner.cycle import CycleRunner
 from learner.ingest import Ingestor, KafkaSource
 from learner.publish import AdapterStore
+from learner.publish.announce import produce_event
 from learner.settings import LearnerSettings
 from learner.store import TrainingStore
 from learner.trainers import make_trainers
+from schemas.events import EventBase
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ def run_daemon(
         logger.info("resuming cycle %d at stage %s", pending.cycle_id, pending.stage)
         _run_cycle(svc.runner, stop, pending)
     ingestor = connect_ingestor(settings, svc.store, stop)
+    canary = canary_controller(svc) if settings.canary else None
     cycles = 0
     last_gauges = last_due = 0.0
     while ingestor is not None and not stop.is_set():
@@ -106,7 +110,10 @@ def run_daemon(
         # topic must not postpone training forever).
         if n == 0 or time.monotonic() - last_due > 5.0:
             last_due = time.monotonic()
-            if svc.runner.due():
+            # While a canary is undecided no cycle starts: the next version trains on from
+            # what the users accept.
+            waiting = canary is not None and _canary_pending(canary)
+            if not waiting and svc.runner.due():
                 _run_cycle(svc.runner, stop)
                 cycles += 1
                 if max_cycles is not None and cycles >= max_cycles:
@@ -118,6 +125,29 @@ def run_daemon(
         ingestor.source.close()
     svc.store.close()
     return 0
+
+
+def canary_controller(svc: Services) -> CanaryController:
+    s = svc.settings
+
+    def emit(event: EventBase) -> None:
+        if s.publish_to_kafka:
+            produce_event(s.kafka_bootstrap, s.topic_adapters, event)
+
+    def promoted(version: str) -> None:
+        number = int(version.rsplit("@v", 1)[1])
+        svc.adapters.record_promoted(svc.adapters.record_for(number, s.model_name))
+
+    return CanaryController(s, svc.store, emit, promoted)
+
+
+def _canary_pending(canary: CanaryController) -> bool:
+    """Decide the running canary if the votes allow; whether one is still undecided."""
+    try:
+        canary.tick()
+    except (KafkaError, OSError) as exc:  # the decision is re-derived next time, same event
+        logger.warning("canary decision could not be sent (%s); retrying", exc)
+    return canary.active() is not None
 
 
 def run_until_stopped(

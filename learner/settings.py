@@ -86,6 +86,41 @@ class LearnerSettings(BaseSettings):
         description="prompts whose answers must pass the sanity checks before publishing",
     )
     publish_to_kafka: bool = Field(True, description="produce adapter.published after publish")
+    # --- canary: the users' votes decide (learner.canary) ---
+    canary: bool = Field(
+        False,
+        description="publish each new version as a canary beside the serving one; promote or "
+        "roll it back by the users' canary-vs-serving votes (sequential test)",
+    )
+    canary_alpha: float = Field(
+        0.05, gt=0, lt=1, description="error rate of the anytime-valid win-rate interval"
+    )
+    canary_margin: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="promote when the win rate's lower bound is above 0.5 - this (0: better)",
+    )
+    canary_min_votes: int = Field(20, ge=1, description="decisive votes before any decision")
+    canary_max_votes: int = Field(
+        1000, ge=1, description="undecided after this many decisive votes: roll back"
+    )
+    canary_max_seconds: float = Field(
+        86400.0, gt=0, description="undecided after this long: roll back"
+    )
+    canary_guard_min_answers: int = Field(
+        20, ge=1, description="canary answers before the guard may act"
+    )
+    canary_guard_max_empty_share: float = Field(
+        0.2, gt=0, le=1, description="roll back at once above this share of empty canary answers"
+    )
+    canary_guard_max_down_excess: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="roll back at once when the canary's thumbs-down rate exceeds the serving "
+        "version's by more than this (10 thumbs each at least)",
+    )
     trainers: Literal["real", "fake"] = Field(
         "real", description="'fake' = tiny stand-in trainers (tests of the service only)"
     )

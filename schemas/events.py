@@ -185,9 +185,22 @@ class AdapterPublished(EventBase):
     uri: NonEmptyStr  # directory (local path or fsspec URL) holding files + manifest.json
     manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     promote: bool = True  # ask serving to make it the serving version once it passes its checks
+    # Ask serving to load it as the canary: one answer of a share of pairs comes from it, until
+    # the users' votes promote it or roll it back (adapter.promoted / adapter.rolled_back).
+    canary: bool = False
+
+    @model_validator(mode="after")
+    def _promote_or_canary(self) -> AdapterPublished:
+        if self.promote and self.canary:
+            raise ValueError("a version is published either promoted or as a canary, not both")
+        return self
 
     def key(self) -> str:
         return self.model_name
+
+
+# The numbers behind an automatic decision (votes, win rate, its interval, guard figures).
+Evidence = dict[str, float | int | str]
 
 
 class AdapterPromoted(EventBase):
@@ -195,6 +208,7 @@ class AdapterPromoted(EventBase):
     model_name: NonEmptyStr
     version: NonEmptyStr
     previous_version: NonEmptyStr | None = None
+    evidence: Evidence | None = None
 
     def key(self) -> str:
         return self.model_name
@@ -206,6 +220,7 @@ class AdapterRolledBack(EventBase):
     from_version: NonEmptyStr
     to_version: NonEmptyStr
     reason: str = ""
+    evidence: Evidence | None = None
 
     def key(self) -> str:
         return self.model_name

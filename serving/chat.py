@@ -265,6 +265,8 @@ def prepare(
     )
     if paired:
         canary = None if pinned else services.adapters.canary_version()
+        if canary is not None and random.random() >= services.settings.canary_share:
+            canary = None  # this pair compares the serving version with itself
         plan = plan_pair(base, body.k, version, canary)
     else:
         plan = PairPlan([base], list(range(body.n)))

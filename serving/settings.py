@@ -154,6 +154,13 @@ class ServingSettings(BaseSettings):
     graceful_timeout_seconds: float = Field(
         30.0, gt=0.0, description="on SIGTERM: how long in-flight requests may take to drain"
     )
+    canary_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of pairs that compare the canary with the serving version while a "
+        "canary is set (one answer each, sides shuffled)",
+    )
     pair_fraction: float = Field(
         0.0,
         ge=0.0,

@@ -130,6 +130,24 @@ class AdapterStore:
         logger.info("published %s at %s", manifest.version, self.uri(number))
         return self.uri(number), hashlib.sha256(data).hexdigest()
 
+    def promoted(self) -> PromotedRecord | None:
+        """The record of the latest promoted version, if any was written."""
+        try:
+            return PromotedRecord.model_validate_json(
+                self.fs.cat_file(f"{self.family}/{PROMOTED_FILENAME}")
+            )
+        except FileNotFoundError:
+            return None
+
+    def record_for(self, number: int, model_name: str) -> PromotedRecord:
+        manifest = self.manifest(number)
+        return PromotedRecord(
+            model_name=model_name,
+            version=manifest.version,
+            uri=self.uri(number),
+            manifest_sha256=hashlib.sha256(self.manifest_bytes(number)).hexdigest(),
+        )
+
     def record_promoted(self, record: PromotedRecord) -> None:
         """Replace ``promoted.json`` in one step: a reader sees the old record or the new one."""
         data = record.model_dump_json(indent=2).encode("utf-8")

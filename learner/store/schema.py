@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS corrections (
 CREATE TABLE IF NOT EXISTS erased_users (
     user_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, ts REAL NOT NULL, seq INTEGER NOT NULL,
     rows_deleted INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS canaries (
+    version TEXT PRIMARY KEY, baseline TEXT NOT NULL, started REAL NOT NULL, decided REAL,
+    outcome TEXT, evidence TEXT);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (name, label));

@@ -451,6 +451,7 @@ class AdapterManager:
         """Replay the topic's history as a fold; load only the final target (falling back
         through earlier serving versions if it fails its checks), not every intermediate one."""
         chain = [BASE]
+        canary: str | None = None  # a canary the topic has not decided yet
         decided = False  # whether the topic says anything about this family at all
         for event in events:
             self._seen_events.add(event.event_id)
@@ -461,10 +462,45 @@ class AdapterManager:
                 self._known_uris[event.version] = (event.uri, event.manifest_sha256)
                 if event.promote:
                     chain.append(event.version)
+                elif event.canary:
+                    canary = event.version
             elif isinstance(event, AdapterPromoted):
                 chain.append(event.version)
+                canary = None if canary == event.version else canary
             elif isinstance(event, AdapterRolledBack):
+                if event.from_version == canary:
+                    canary = None
+                    continue
                 chain = [v for v in chain if v != event.from_version] + [event.to_version]
+        try:
+            await self._fold_chain(chain, decided)
+        finally:
+            if canary is not None:
+                await self._resume_canary(canary)
+
+    async def _resume_canary(self, version: str) -> None:
+        async with self._lock:
+            try:
+                await self._ensure_loaded(version)
+                self._start_canary(version)
+            except (AdapterRefused, AdapterNotFound, AdapterStateError) as exc:
+                logger.warning("catch-up: canary %s not usable (%s)", version, exc)
+
+    def _start_canary(self, version: str) -> None:
+        if version == self._serving:
+            return
+        self._canary = version
+        logger.info("canary %s beside serving %s", version, self._serving)
+        self._evict()
+
+    def _end_canary(self, reason: str) -> None:
+        logger.info(
+            "canary %s rolled back (%s); serving stays %s", self._canary, reason, self._serving
+        )
+        self._canary = None
+        self._evict()
+
+    async def _fold_chain(self, chain: Sequence[str], decided: bool) -> None:
         async with self._lock:
             if not decided:
                 # An empty topic (a broker that lost its data) says nothing: keep what the
@@ -498,10 +534,15 @@ class AdapterManager:
                         )
                     else:
                         await self._ensure_loaded(event.version, event.uri, event.manifest_sha256)
+                        if event.canary:
+                            self._start_canary(event.version)
                 elif isinstance(event, AdapterPromoted):
                     await self._promote(event.version, "topic")
                 elif isinstance(event, AdapterRolledBack):
-                    await self._rollback("topic", event.to_version, event.reason)
+                    if event.from_version == self._canary:
+                        self._end_canary(event.reason)  # the serving version never changed
+                    else:
+                        await self._rollback("topic", event.to_version, event.reason)
             except (AdapterRefused, AdapterNotFound, AdapterStateError) as exc:
                 logger.warning(
                     "%s %s not applied: %s",

@@ -33,11 +33,11 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def served(rid: str, text: str) -> ServedResponse:
+def served(rid: str, text: str, version: str = "base") -> ServedResponse:
     return ServedResponse(
         response_id=rid,
         text=text,
-        adapter_version="base",
+        adapter_version=version,
         finish_reason="stop",
         prompt_tokens=3,
         completion_tokens=2,
@@ -141,4 +141,21 @@ def eval_result(gain_low: float = 0.0, gain_high: float = 0.0) -> EvalResult:
         length_max=0.0,
         reference_length_mean=0.0,
         sanity_passed=True,
+    )
+
+
+def ab_pair(pair_id: str, first: str, second: str, user: str = "u1", t: float = 0.0) -> PairServed:
+    """A two-answer pair whose answers came from versions ``first`` and ``second``."""
+    return PairServed(
+        pair_id=pair_id,
+        user_id=user,
+        model="m",
+        ts=at(t),
+        messages=[ChatMessage(role="user", content=f"prompt of {pair_id}")],
+        responses=[
+            served(f"{pair_id}-r0", f"answer of {first}", first),
+            served(f"{pair_id}-r1", f"answer of {second}", second),
+        ],
+        shown_order=[0, 1],
+        sampling=SamplingParams(max_tokens=8),
     )

@@ -29,13 +29,16 @@ class BuiltAdapter:
     uri: str
     manifest_sha256: str
 
-    def published(self, model_name: str, promote: bool = True) -> AdapterPublished:
+    def published(
+        self, model_name: str, promote: bool = True, canary: bool = False
+    ) -> AdapterPublished:
         return AdapterPublished(
             model_name=model_name,
             version=self.version,
             uri=self.uri,
             manifest_sha256=self.manifest_sha256,
-            promote=promote,
+            promote=promote and not canary,
+            canary=canary,
         )
 
 

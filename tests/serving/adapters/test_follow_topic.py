@@ -194,3 +194,37 @@ async def test_outage_without_a_store_record_serves_the_base(
         assert manager.ready() and manager.degraded() and manager.serving_version() == BASE
     finally:
         await manager.stop()
+
+
+async def test_canary_from_the_topic_then_its_decisions(
+    kafka_broker: DevBroker, tiny_model_dir: Path, topic: str, tmp_path: Path
+) -> None:
+    from schemas.events import AdapterPromoted
+
+    store = tmp_path / "store"
+    v = {n: write_version(store, "policy", n, tiny_model_dir, model_name="tiny") for n in (1, 2, 3)}
+    _produce(kafka_broker, topic, [v[1].published("tiny"), v[2].published("tiny", canary=True)])
+    manager = AdapterManager(
+        _settings(kafka_broker, tiny_model_dir, tmp_path, topic), RecordingEngine(), None
+    )
+    await manager.start()
+    try:
+        # Caught up: v1 serves, the undecided v2 runs as the canary.
+        assert manager.serving_version() == "policy@v1"
+        assert manager.canary_version() == "policy@v2"
+        # The votes rolled the canary back: serving is unchanged, the canary is gone.
+        back = AdapterRolledBack(
+            model_name="tiny", from_version="policy@v2", to_version="policy@v1", reason="canary"
+        )
+        _produce(kafka_broker, topic, [back])
+        await _until(lambda: manager.canary_version() is None)
+        assert manager.serving_version() == "policy@v1"
+        # The next canary wins: promoted everywhere.
+        _produce(kafka_broker, topic, [v[3].published("tiny", canary=True)])
+        await _until(lambda: manager.canary_version() == "policy@v3")
+        promoted = AdapterPromoted(model_name="tiny", version="policy@v3")
+        _produce(kafka_broker, topic, [promoted])
+        await _until(lambda: manager.serving_version() == "policy@v3")
+        assert manager.canary_version() is None
+    finally:
+        await manager.stop()
