@@ -20,9 +20,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _worth_showing(action: argparse.Action) -> bool:
-    """A default that is a value: not "not given" (None), not a flag's off state, not an empty
-    list an ``append`` option starts from, not a positional's."""
+    """A default that is a value: not "not given" (None, ""), not a flag's off state, not an
+    empty list an ``append`` option starts from, not a positional's."""
     default = action.default
-    if default is None or default is False or default == argparse.SUPPRESS or default == []:
+    if default is None or default is False or default in (argparse.SUPPRESS, "", []):
         return False
     return action.nargs != 0 and bool(action.option_strings)
