@@ -29,6 +29,7 @@ import os
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,12 @@ class EvalReport:
 
 
 async def run_eval(
-    config: EvalConfig, preference: PreferenceFn | None = None, prompts: list[Prompt] | None = None
+    config: EvalConfig,
+    preference: PreferenceFn | None = None,
+    prompts: list[Prompt] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
+    """``progress(done, total)`` is called as each prompt's pair is judged (long runs show it)."""
     base_pref = preference or load_preference(config.preference)
     voter = NoisyPreference(base_pref, config.noise, random.Random(config.seed + 1))
     prompts = prompts or load_prompts(config.prompts)
@@ -188,6 +193,8 @@ async def run_eval(
             )
             # "serving" resolves to the concrete version the replica answered with.
             report.a.version, report.b.version = ver_a, ver_b
+            if progress is not None:
+                progress(report.n, len(prompts))
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     finally:
