@@ -33,8 +33,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # The CPU wheel first, so the project's `torch==2.13.0` pin is already met by 2.13.0+cpu and pip
-# never fetches the multi-GB CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# never fetches the multi-GB CUDA build: from PyTorch's CPU index when it answers a 5 s probe,
+# else pip's own resolution (a mirror set with PIP_INDEX_URL). The build log says which build
+# went in. --gpu no: this image is for CPU machines whatever the build host has.
+COPY scripts/torch_install.py /tmp/torch_install.py
+RUN python /tmp/torch_install.py --version 2.13.0 --gpu no
 COPY --from=requirements /src/requirements.txt /src/requirements-nodeps.txt /tmp/
 RUN pip install -r /tmp/requirements.txt \
     && pip install --no-deps -r /tmp/requirements-nodeps.txt

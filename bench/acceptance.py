@@ -24,10 +24,12 @@ import asyncio
 import dataclasses
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "bench"):
@@ -36,8 +38,11 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine, repo_relative  # noqa: E402
 
+from common.cli import HelpFormatter  # noqa: E402
+from common.signals import StopSignals, stop_reason  # noqa: E402
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
+from loop.dashboard import running_stage  # noqa: E402
 from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
@@ -48,6 +53,110 @@ from loop.preferences import NoiseConfig  # noqa: E402
 # at each round's last comparison and never on the clock: on a slow machine the one-hour
 # period would otherwise start a cycle at whatever count the hour reached.
 LEARNER_ENV = {"LEARNER_CYCLE_PERIOD_SECONDS": "0"}
+
+
+@dataclasses.dataclass
+class Progress:
+    """What the run is doing, written by the main flow and read by the reporter thread."""
+
+    target: int  # comparisons in all rounds
+    phase: str = "starting the services"
+    eval_done: int = 0
+    eval_total: int = 0
+
+    def eval_progress(self, done: int, total: int) -> None:
+        self.eval_done, self.eval_total = done, total
+
+
+class ProgressReporter:
+    """One line to ``out`` (stderr) every ``interval`` seconds, and at once when the learner's
+    stage or the run's phase changes: the run takes about an hour and is otherwise silent until
+    its report. Reads the comparisons accepted so far and the learner's stage through the given
+    callables (the simulated users' counters and the learner's ``/metrics``)."""
+
+    def __init__(
+        self,
+        progress: Progress,
+        comparisons: Callable[[], int],
+        learner_stage: Callable[[], str | None],
+        interval: float,
+        out: TextIO = sys.stderr,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.progress = progress
+        self.comparisons = comparisons
+        self.learner_stage = learner_stage
+        self.interval = interval
+        self.out = out
+        self.clock = clock
+        self.started = clock()
+        self._last: tuple[float, int, str, str] | None = None  # time, count, stage, phase
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def poll(self) -> str | None:
+        """Write a line if one is due; the line written, or None."""
+        now, count = self.clock(), self.comparisons()
+        stage, phase = self.learner_stage(), self.progress.phase
+        # A new stage is news; its step count moving on is not (it shows at the interval).
+        changes = ((stage or "").split(" step ")[0], phase)
+        last = self._last
+        if last is not None and now - last[0] < self.interval and changes == last[2:]:
+            return None
+        rate = (count - last[1]) / (now - last[0]) if last and now > last[0] else None
+        line = progress_line(now - self.started, count, self.progress, rate, stage)
+        print(line, file=self.out, flush=True)
+        self._last = (now, count, *changes)
+        return line
+
+    def start(self) -> ProgressReporter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        # Checked every 2 s so a stage change shows promptly; lines only as described above.
+        while True:
+            try:
+                self.poll()
+            except Exception as exc:  # progress lines must never end the run
+                print(f"progress: {exc!r}", file=self.out, flush=True)
+            if self._stop.wait(2.0):
+                return
+
+
+def progress_line(
+    elapsed: float, comparisons: int, progress: Progress, rate: float | None, stage: str | None
+) -> str:
+    """``[0:12:04] round 1/2: collecting · comparisons 123/500 (+4.1/min) · learner idle``"""
+    minutes, seconds = divmod(int(elapsed), 60)
+    parts = [
+        f"[{minutes // 60}:{minutes % 60:02d}:{seconds:02d}] {progress.phase}",
+        f"comparisons {comparisons}/{progress.target}"
+        + ("" if rate is None else f" ({rate * 60:+.1f}/min)"),
+        f"learner {_learner_doing(stage)}",
+    ]
+    if progress.eval_total:
+        parts.append(f"eval {progress.eval_done}/{progress.eval_total} prompts")
+    return " · ".join(parts)
+
+
+def _learner_doing(stage: str | None) -> str:
+    if stage is None:
+        return "-"  # its /metrics did not answer (starting, or stopped)
+    return f"training: {stage}" if stage else "idle"
+
+
+def _accepted_comparisons(demo: Demo) -> int:
+    return int(demo.sim.stats.snapshot()["feedback_ok"].get("preference", 0)) if demo.sim else 0
+
+
+def _learner_stage(demo: Demo) -> str | None:
+    metrics = scrape(f"http://127.0.0.1:{demo.metrics_port}/metrics")
+    return running_stage(metrics) if metrics else None
 
 
 @dataclasses.dataclass
@@ -112,19 +221,21 @@ def _wait_serving(demo: Demo, version: str, timeout: float) -> None:
     raise TimeoutError(f"serving did not promote {version} within {timeout:.0f}s")
 
 
-def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
+def run_rounds(demo: Demo, args: argparse.Namespace, progress: Progress) -> list[Round]:
     store = AdapterStore(str(demo.data_dir / "adapters"), "policy")
     per_round = args.comparisons // args.rounds
     rounds: list[Round] = []
     for number in range(1, args.rounds + 1):
         t0 = time.monotonic()
         before = _cycles(demo)
+        progress.phase = f"round {number}/{args.rounds}: users voting"
         if number > 1:  # round 1's users were started by Demo.start()
             _collect(demo, per_round * number)
         else:
             assert demo._sim_thread is not None
             demo._sim_thread.join()
         t_n = time.monotonic()
+        progress.phase = f"round {number}/{args.rounds}: learner cycle"
         outcome = _wait_cycle(demo, before, args.cycle_timeout)
         r = Round(number, per_round * number, t_n - t0, outcome)
         # The finished cycle's checkpoint: its metrics and gate reason, rejected cycles too.
@@ -134,6 +245,7 @@ def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
         if outcome == "published" and versions:
             r.version = store.manifest(versions[-1]).version
             r.to_published_seconds = time.monotonic() - t_n
+            progress.phase = f"round {number}/{args.rounds}: serving loads {r.version}"
             _wait_serving(demo, r.version, 300)
             r.to_serving_seconds = time.monotonic() - t_n
             r.manifest_metrics |= dict(store.manifest(versions[-1]).metrics)
@@ -145,7 +257,7 @@ def run_rounds(demo: Demo, args: argparse.Namespace) -> list[Round]:
     return rounds
 
 
-def evaluate(demo: Demo, version: str, args: argparse.Namespace) -> Any:
+def evaluate(demo: Demo, version: str, args: argparse.Namespace, progress: Progress) -> Any:
     config = EvalConfig(
         base_url=demo.root,
         api_key=demo.api_key,
@@ -160,7 +272,8 @@ def evaluate(demo: Demo, version: str, args: argparse.Namespace) -> Any:
         concurrency=4,
         adapter_store=str(demo.data_dir / "adapters"),
     )
-    report = asyncio.run(run_eval(config))
+    progress.phase = f"blind eval of {version} vs base"
+    report = asyncio.run(run_eval(config, progress=progress.eval_progress))
     write_outputs(report, demo.data_dir / "eval", config)
     return report
 
@@ -170,13 +283,15 @@ def _preference(name: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else "", formatter_class=HelpFormatter
+    )
     p.add_argument("--preference", default="concise", help="built-in name or module:function")
-    p.add_argument("--comparisons", type=int, default=500)
+    p.add_argument("--comparisons", type=int, default=500, help="comparisons in all rounds")
     p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
     p.add_argument("--noise", type=float, default=1.0, help="users' Bradley-Terry temperature")
     p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=8, help="simultaneous simulated users")
     p.add_argument(
         "--max-tokens",
         type=int,
@@ -191,13 +306,34 @@ def main() -> int:
         help="off: users never send rewritten answers, so the loop learns from votes alone",
     )
     p.add_argument("--thumbs-rate", type=float, default=0.1, help="share of votes with a thumb")
-    p.add_argument("--target", type=float, default=0.70)
-    p.add_argument("--cycle-timeout", type=float, default=3 * 3600.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--target", type=float, default=0.70, help="win rate the eval must reach")
+    p.add_argument(
+        "--cycle-timeout", type=float, default=3 * 3600.0, help="seconds one cycle may take"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the blind evaluation")
+    p.add_argument(
+        "--learner-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra LEARNER_* setting (repeatable)",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="run directory (default: var/demo/run-<time>)"
+    )
     p.add_argument("--tiny", action="store_true", help="tiny random model: checks the script only")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "acceptance.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "acceptance.md",
+        help="where the report goes",
+    )
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=60.0,
+        help="seconds between progress lines on stderr (also one at each stage change)",
+    )
     args = p.parse_args()
     learner_env = dict(LEARNER_ENV)
     learner_env.update(env_pairs(args.learner_env))
@@ -221,23 +357,42 @@ def main() -> int:
     started = time.monotonic()
     demo = Demo(config)
     verdict: dict[str, Any] = {"passed": False}
-    try:
-        demo.start()
-        rounds = run_rounds(demo, args)
-        published = [r for r in rounds if r.version]
-        if published:
-            report = evaluate(demo, published[-1].version or "", args)
-            verdict = _verdict(report, published[-1], learner_env, args)
-        assert demo.sim is not None
-        votes = list(demo.sim.stats.pair_votes)
-        verdict["labels"] = (
-            label_ceiling([u for u, _ in votes], args.noise),
-            vote_agreement(votes),
-        )
-        summary = demo.shutdown("acceptance finished")
-    except BaseException:
-        demo.shutdown("acceptance failed")
-        raise
+    progress = Progress(target=per_round * args.rounds)
+    reporter = ProgressReporter(
+        progress,
+        lambda: _accepted_comparisons(demo),
+        lambda: _learner_stage(demo),
+        args.progress_every,
+    ).start()
+    # SIGTERM and SIGHUP, like Ctrl-C, end in demo.shutdown: no service outlives the run.
+    with StopSignals("the acceptance run") as signals:
+        try:
+            demo.start()
+            rounds = run_rounds(demo, args, progress)
+            published = [r for r in rounds if r.version]
+            if published:
+                report = evaluate(demo, published[-1].version or "", args, progress)
+                verdict = _verdict(report, published[-1], learner_env, args)
+            assert demo.sim is not None
+            votes = list(demo.sim.stats.pair_votes)
+            verdict["labels"] = (
+                label_ceiling([u for u, _ in votes], args.noise),
+                vote_agreement(votes),
+            )
+            signals.stopping()
+            progress.phase = "stopping the services"
+            summary = demo.shutdown("acceptance finished")
+        except KeyboardInterrupt as exc:
+            signals.stopping()
+            demo.shutdown(f"acceptance stopped: {stop_reason(exc)}")
+            print(f"acceptance stopped ({stop_reason(exc)}); no report written", file=sys.stderr)
+            return 130
+        except BaseException:
+            signals.stopping()
+            demo.shutdown("acceptance failed")
+            raise
+        finally:
+            reporter.stop()
     wall = time.monotonic() - started
     text = _markdown(rounds, verdict, summary, args, learner_env, wall)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -192,4 +192,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # SIGTERM and SIGHUP, like Ctrl-C, unwind through the finally blocks that stop the broker
+    # and the services this started.
+    from common.signals import StopSignals
+
+    with StopSignals("the loop benchmark"):
+        sys.exit(main())

@@ -466,4 +466,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # SIGTERM and SIGHUP, like Ctrl-C, unwind through the finally blocks that stop the broker
+    # and the services this started.
+    from common.signals import StopSignals
+
+    with StopSignals("the serving benchmark"):
+        sys.exit(main())

@@ -27,7 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from common.cli import HelpFormatter
 from common.local_s3 import LocalS3Server
+from common.signals import StopSignals, stop_reason
 from schemas.topics import DEFAULT_TOPICS
 
 logger = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ class DevBroker:
         try:
             wait_for_kafka(self.bootstrap, timeout)
             create_topics(self.bootstrap, self.topics, self.partitions)
-        except Exception:
+        except BaseException:  # a Ctrl-C or SIGTERM while starting too: no orphaned tansu
             self.stop()
             raise
         logger.info("broker up at %s (pid %d)", self.bootstrap, self._proc.pid)
@@ -195,25 +197,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rlhf-broker",
         description="Run the development Kafka broker (Tansu, memory storage unless --data-dir) "
-        "with the project's topics until Ctrl-C.",
+        "with the project's topics until Ctrl-C, SIGTERM or SIGHUP, then stop it.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=9092, help="loopback port (default 9092)")
+    parser.add_argument("--port", type=int, default=9092, help="loopback port")
     parser.add_argument("--partitions", type=int, default=1, help="partitions per topic")
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="keep the topics on disk here across restarts"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the topics on disk here across restarts (default: in memory, lost on stop)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    broker = DevBroker(port=args.port, partitions=args.partitions, data_dir=args.data_dir).start()
-    print(f"broker ready at {broker.bootstrap}; topics: {', '.join(broker.topics)}", flush=True)
-    try:
-        while broker.running:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
-    return 0
+    broker = DevBroker(port=args.port, partitions=args.partitions, data_dir=args.data_dir)
+    # tansu runs in its own session (a terminal's Ctrl-C reaches only us), so whatever ends
+    # this process must stop it first: Ctrl-C, SIGTERM and SIGHUP all end up in the finally.
+    status = 0
+    with StopSignals("the broker") as signals:
+        try:
+            broker.start()
+            topics = ", ".join(broker.topics)
+            print(f"broker ready at {broker.bootstrap}; topics: {topics}", flush=True)
+            while broker.running:
+                time.sleep(0.5)
+            logger.error("tansu exited on its own")
+            status = 1
+        except KeyboardInterrupt as exc:
+            logger.info("%s: stopping the broker", stop_reason(exc))
+        finally:
+            signals.stopping()
+            broker.stop()
+    return status
 
 
 if __name__ == "__main__":

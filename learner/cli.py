@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.cli import HelpFormatter
 from common.logs import quiet_kafka_logging
 from learner.settings import LearnerSettings
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 _COMMON = {
     "data_dir": (str, "training store, checkpoints, reports"),
     "adapter_store": (str, "adapter store: directory or fsspec URL"),
-    "adapter_name": (str, "adapter family (default policy)"),
+    "adapter_name": (str, "adapter family"),
     "model_dir": (str, "'embedded' or a local model directory"),
     "kafka_bootstrap": (str, "host:port of the Kafka broker"),
     "trainers": (str, "'real' or 'fake' (service tests only)"),
@@ -34,7 +35,10 @@ _COMMON = {
 }
 _RUN = {
     "min_new_comparisons": (int, "start a cycle after this many new comparisons"),
-    "cycle_period_seconds": (float, "... or after this long with at least one"),
+    "cycle_period_seconds": (
+        float,
+        "or after this many seconds with at least one new comparison (0 = by count only)",
+    ),
     "rm_min_accuracy": (float, "reward-model held-out accuracy gate"),
     "rm_gate_confidence": (float, "RM must beat chance at this confidence (0 = off)"),
     "kl_budget": (float, "max mean KL to the reference"),
@@ -46,51 +50,79 @@ _RUN = {
 
 def _add(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]]) -> None:
     for name, (kind, help_text) in flags.items():
+        # Unset flags keep the environment's value; the help names the setting's own default.
+        default = LearnerSettings.model_fields[name].default
+        help_text = f"{help_text} (default: {default}; env LEARNER_{name.upper()})"
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=kind,
             default=None,
-            help=f"{help_text} (env LEARNER_{name.upper()})",
+            help=help_text.replace("%", "%%"),  # argparse formats help with %
         )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learner", description="RLHF learner service.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser = argparse.ArgumentParser(
+        prog="learner", description="RLHF learner service.", formatter_class=HelpFormatter
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="consume events and run training cycles (daemon)")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
+
+    run = command("run", "consume events and run training cycles (daemon)")
     _add(run, _COMMON | _RUN)
-    run.add_argument("--max-cycles", type=int, default=None, help="exit after N cycles")
-    sft = sub.add_parser("sft", help="supervised fine-tuning on a JSONL file or the corrections")
+    run.add_argument(
+        "--max-cycles",
+        type=int,
+        default=None,
+        help="exit after N cycles (default: run until SIGTERM or Ctrl-C)",
+    )
+    sft = command("sft", "supervised fine-tuning on a JSONL file or the corrections")
     _add(sft, _COMMON)
     sft.add_argument(
         "--jsonl",
         type=Path,
         help="demonstrations, one chat per line (default: every correction in the store)",
     )
-    sft.add_argument("--out", type=Path, help="output directory (default DATA_DIR/sft/<time>)")
-    sft.add_argument("--init-adapter", type=Path, help="start from this adapter")
+    sft.add_argument("--out", type=Path, help="output directory (default: DATA_DIR/sft/<time>)")
+    sft.add_argument(
+        "--init-adapter", type=Path, help="start from this adapter (default: a fresh LoRA)"
+    )
     sft.add_argument(
         "--publish", action="store_true", help="publish the result as the next policy version"
     )
-    rm = sub.add_parser("train-reward", help="train a reward model on all stored comparisons")
+    rm = command("train-reward", "train a reward model on all stored comparisons")
     _add(rm, _COMMON)
-    rm.add_argument("--out", type=Path, help="output directory (default DATA_DIR/manual/...)")
-    ppo = sub.add_parser("ppo", help="one PPO run on the stored prompts against a reward model")
+    rm.add_argument(
+        "--out", type=Path, help="output directory (default: DATA_DIR/manual/reward-<time>)"
+    )
+    ppo = command("ppo", "one PPO run on the stored prompts against a reward model")
     _add(ppo, _COMMON)
     ppo.add_argument("--reward-adapter", type=Path, required=True, help="reward model dir")
-    ppo.add_argument("--init-adapter", type=Path, help="start from this policy adapter")
-    ppo.add_argument("--out", type=Path, help="output directory")
-    ppo.add_argument("--num-prompts", type=int, default=None, help="prompts to sample")
-    erase = sub.add_parser(
-        "erase",
-        help="forget a user: emit user.erased; the running learner deletes their stored data",
+    ppo.add_argument(
+        "--init-adapter", type=Path, help="start from this policy adapter (default: a fresh LoRA)"
+    )
+    ppo.add_argument(
+        "--out", type=Path, help="output directory (default: DATA_DIR/manual/ppo-<time>)"
+    )
+    ppo.add_argument(
+        "--num-prompts",
+        type=int,
+        default=None,
+        help="prompts to sample (default: LEARNER_PPO_NUM_PROMPTS)",
+    )
+    erase = command(
+        "erase", "forget a user: emit user.erased; the running learner deletes their stored data"
     )
     _add(erase, _COMMON)
     erase.add_argument("user_id", help="the user's pseudonymous id (user_id in the events)")
     erase.add_argument("--reason", default="", help="free text kept with the event")
-    status = sub.add_parser("status", help="store counts, offsets, lag, versions, gates")
+    status = command("status", "store counts, offsets, lag, versions, gates")
     _add(status, _COMMON)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

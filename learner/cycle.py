@@ -48,6 +48,8 @@ BASE_VERSION = "base"  # serving's name for the base model without an adapter
 
 logger = logging.getLogger(__name__)
 
+_RUNNABLE_STAGES: tuple[str, ...] = STAGES[:-1]  # "done" is where a cycle ends, not a stage
+
 
 class CycleRunner:
     def __init__(
@@ -66,6 +68,8 @@ class CycleRunner:
         self.data_dir = Path(settings.data_dir)
         self._base_sha: str | None = None
         self.started_at = time.time()
+        metrics.CYCLE_TRIGGER.set(settings.min_new_comparisons)
+        metrics.set_running_stage(None, _RUNNABLE_STAGES)
 
     # ---- when -------------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class CycleRunner:
     def due(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         new = self.new_comparisons()
+        metrics.NEW_COMPARISONS.set(new)
         if new >= self.s.min_new_comparisons:
             return True
         finished = [c["finished"] for c in self.store.cycles(1) if c["finished"]]
@@ -132,6 +137,7 @@ class CycleRunner:
             while ckpt.stage != "done":
                 stage: Stage = ckpt.stage
                 bar.set_postfix_str(stage)
+                metrics.set_running_stage(stage, _RUNNABLE_STAGES)
                 logger.info("cycle %d: stage %s", ckpt.cycle_id, stage)
                 t0 = time.perf_counter()
                 ckpt = self._run_stage(stage, ckpt)
@@ -140,6 +146,7 @@ class CycleRunner:
                 bar.update(STAGES.index(ckpt.stage) - bar.n)
         finally:
             bar.close()
+            metrics.set_running_stage(None, _RUNNABLE_STAGES)
         metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
         logger.info("cycle %d %s: %s", ckpt.cycle_id, ckpt.outcome, ckpt.reason)
         return ckpt

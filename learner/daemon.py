@@ -5,9 +5,10 @@ the buffer), so the store never changes under a running stage and a crash leaves
 durable things to reconcile: the store (events + offsets, transactional) and the cycle
 checkpoint (learner.checkpoint).
 
-SIGTERM / SIGINT while a cycle trains abort the running stage at once (``StopRequested``): a
-stage is already safe to lose at any instant (SIGKILL-tested), and resuming redoes it from its
-start on the same snapshot, so waiting minutes for it to finish would only delay a restart.
+SIGTERM / SIGINT / SIGHUP while a cycle trains abort the running stage at once
+(``StopRequested``): a stage is already safe to lose at any instant (SIGKILL-tested), and
+resuming redoes it from its start on the same snapshot, so waiting minutes for it to finish
+would only delay a restart.
 Outside a cycle they stop the loop after the current poll.
 """
 
@@ -186,5 +187,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
             raise StopRequested
         logger.info("signal %d: stopping after the current poll", signum)
 
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    # SIGHUP too (its terminal closed): a launched stage's process group (learner.launch) is
+    # only taken down on the way out of a handled stop.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _handler)

@@ -6,9 +6,9 @@ adapter store, and serves ``/metrics``. With ``LEARNER_TRAIN_LAUNCHER`` set (for
 SFT) runs as ``<launcher> -m learner.stage_worker REQUEST``: the launcher starts N data-parallel
 processes of the same trainer code, the main one writes the adapter and ``result.json``, and the
 daemon reads the result back. So there is still one writer of every durable thing. When the
-daemon stops by exception or signal (SIGTERM, Ctrl-C) it kills the stage's process group; after
-a SIGKILL of the daemon alone the launched group is left running (a pod restart ends it; on a
-bare host kill it by hand before restarting).
+daemon stops by exception or signal (SIGTERM, SIGHUP, Ctrl-C) it kills the stage's process
+group; after a SIGKILL of the daemon alone the launched group is left running (a pod restart
+ends it; on a bare host kill it by hand before restarting).
 
 The request holds everything the stage needs as JSON (examples, directories, config overrides,
 seed); nothing travels through the environment except what the launcher itself sets.

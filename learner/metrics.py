@@ -61,6 +61,38 @@ LAST_REWARD_GAIN = Gauge(
     "rlhf_learner_reward_gain", "Held-out reward gain of the last candidate over its parent"
 )
 LAST_VERSION = Gauge("rlhf_learner_published_version_number", "Number N of the last policy@vN")
+# Where the learner is between and inside cycles, for dashboards (``rlhf-demo``) and progress
+# lines (``bench/acceptance.py``): how far the next cycle is, which stage runs, how far it got.
+NEW_COMPARISONS = Gauge(
+    "rlhf_learner_new_comparisons", "Comparisons stored since the last cycle's snapshot"
+)
+CYCLE_TRIGGER = Gauge(
+    "rlhf_learner_cycle_trigger_comparisons",
+    "New comparisons that start a cycle (LEARNER_MIN_NEW_COMPARISONS)",
+)
+CYCLE_STAGE = Gauge(
+    "rlhf_learner_cycle_stage", "1 for the stage the running cycle is in, else 0", ["stage"]
+)
+STAGE_STEP = Gauge("rlhf_learner_stage_step", "Optimiser steps done in the running stage")
+STAGE_STEPS = Gauge(
+    "rlhf_learner_stage_steps", "Optimiser steps the running stage will take (0 = not known)"
+)
+
+
+def set_running_stage(stage: str | None, stages: tuple[str, ...]) -> None:
+    """Mark ``stage`` as the running one (None: no cycle runs); its step count starts over."""
+    for name in stages:
+        CYCLE_STAGE.labels(name).set(1.0 if name == stage else 0.0)
+    STAGE_STEP.set(0)
+    STAGE_STEPS.set(0)
+
+
+def stage_progress(step: int, total: int) -> None:
+    """Called by the training loops after each optimiser step. In a launched stage
+    (``LEARNER_TRAIN_LAUNCHER``) it runs in the worker process, whose metrics nobody serves: the
+    stage then shows without its step count."""
+    STAGE_STEP.set(step)
+    STAGE_STEPS.set(total)
 
 
 def serve_metrics(port: int) -> None:

@@ -7,11 +7,11 @@ and simulated users voting under a preference function; a terminal dashboard sho
 feedback by kind, events produced / spooled / dropped, the learner's cycles and gates, adapter
 versions published and swapped in, and how the serving version does against the base.
 
-Ctrl-C (SIGINT) stops it in the order that loses no event: simulated users stop starting
-comparisons and finish the ones in flight; serving gets SIGTERM and drains (its event logger
-flushes last); the learner gets SIGTERM; then every event in the broker is counted and compared
-with what the users were served and said; then the broker stops. The verdict and all numbers are
-written to ``{data_dir}/summary.json``.
+Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops it in the order that loses no
+event: simulated users stop starting comparisons and finish the ones in flight; serving gets
+SIGTERM and drains (its event logger flushes last); the learner gets SIGTERM; then every event
+in the broker is counted and compared with what the users were served and said; then the broker
+stops. The verdict and all numbers are written to ``{data_dir}/summary.json``.
 """
 
 from __future__ import annotations
@@ -21,27 +21,33 @@ import asyncio
 import json
 import logging
 import secrets
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from common.cli import HelpFormatter
 
-from common.broker import DevBroker, free_port
-from loop.dashboard import render_rich, render_text
-from loop.eval import EvalConfig, run_eval, write_outputs
-from loop.monitor import AdapterEvent, AdapterWatcher, admin_adapters, count_events, scrape
-from loop.preferences import NoiseConfig
-from loop.processes import ManagedProcess, entry_point
-from loop.sim import SimConfig, Simulator
-from schemas.topics import DEFAULT_TOPICS
+# The rest is imported where it is used: ``rlhf-demo --help`` must answer at once, and the
+# clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
+# schemas) take a noticeable part of a second to import, more on a busy machine.
+if TYPE_CHECKING:
+    from common.broker import DevBroker
+    from loop.monitor import AdapterEvent, AdapterWatcher
+    from loop.processes import ManagedProcess
+    from loop.sim import Simulator
 
 logger = logging.getLogger(__name__)
+
+
+# What one learner cycle took in observed runs (docs/loop.md, "Observed runs"): about 3 minutes
+# on the tiny model, about 30 on SmolLM2 on 2 CPU cores with the users still voting. Only for
+# the outlook shown before the learner finished its first cycle; then its own time is used.
+TINY_CYCLE_SECONDS = 180.0
+EMBEDDED_CPU_CYCLE_SECONDS = 1800.0
 
 
 @dataclass
@@ -79,6 +85,10 @@ class Observation:
     adapter_events: list[AdapterEvent]
     learner_state: str
     eval_line: str
+    root: str = ""  # serving's root URL
+    data_dir: str = ""
+    cycle_comparisons: int = 0  # what the demo asked for, until the learner reports its own
+    expected_cycle_seconds: float = 0.0  # until the learner finished a cycle
 
 
 class Demo:
@@ -86,6 +96,8 @@ class Demo:
         self.config = config
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.data_dir = (config.data_dir or Path("var/demo") / f"run-{stamp}").resolve()
+        from common.broker import free_port
+
         self.api_key = "sim-" + secrets.token_hex(8)
         self.admin_token = secrets.token_hex(16)
         self.serving_port = free_port()
@@ -102,9 +114,20 @@ class Demo:
         self.eval_line = ""
         self.started = time.monotonic()
 
+    @property
+    def expected_cycle_seconds(self) -> float:
+        return TINY_CYCLE_SECONDS if self.config.tiny else EMBEDDED_CPU_CYCLE_SECONDS
+
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        from common.broker import DevBroker
+        from loop.monitor import AdapterWatcher
+        from loop.preferences import NoiseConfig
+        from loop.processes import ManagedProcess, entry_point
+        from loop.sim import SimConfig, Simulator
+        from schemas.topics import DEFAULT_TOPICS
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         model_dir = self._model_dir()
         self.broker = DevBroker(log_path=self.data_dir / "broker.log").start()
@@ -204,6 +227,8 @@ class Demo:
         return {**env, **self.config.learner_env}
 
     def _wait_ready(self) -> None:
+        import httpx
+
         assert self.serving is not None
         deadline = time.monotonic() + self.config.ready_timeout
         while time.monotonic() < deadline:
@@ -224,6 +249,8 @@ class Demo:
     # -- observe -------------------------------------------------------------------------------
 
     def observe(self) -> Observation:
+        from loop.monitor import admin_adapters, scrape
+
         assert self.sim is not None and self.learner is not None and self.watcher is not None
         adapters = admin_adapters(self.root, self.admin_token)
         self._maybe_eval(adapters)
@@ -238,10 +265,16 @@ class Demo:
             adapter_events=self.watcher.snapshot(),
             learner_state=learner_state,
             eval_line=self.eval_line,
+            root=self.root,
+            data_dir=str(self.data_dir),
+            cycle_comparisons=self.config.cycle_comparisons,
+            expected_cycle_seconds=self.expected_cycle_seconds,
         )
 
     def _maybe_eval(self, adapters: dict[str, Any] | None) -> None:
         """Blind eval of each newly serving version against the base, in the background."""
+        from loop.eval import EvalConfig, run_eval, write_outputs
+
         version = (adapters or {}).get("serving_version")
         if (
             not self.config.eval_prompts
@@ -339,6 +372,9 @@ class Demo:
         return summary
 
     def _loss_check(self, sim: dict[str, Any]) -> dict[str, Any]:
+        from loop.monitor import count_events
+        from schemas.topics import DEFAULT_TOPICS
+
         assert self.broker is not None
         found = count_events(
             self.broker.bootstrap, [DEFAULT_TOPICS.interactions, DEFAULT_TOPICS.feedback]
@@ -359,29 +395,58 @@ class Demo:
 
 
 def run(config: DemoConfig, plain: bool = False) -> dict[str, Any]:
+    from common.signals import StopSignals, stop_reason
+
     demo = Demo(config)
     _log_to_file(demo.data_dir)
-    reason = "Ctrl-C"
-    try:
-        demo.start()
-        reason = _dashboard_loop(demo, plain)
-    except KeyboardInterrupt:
-        reason = "Ctrl-C"
-    except Exception as exc:
-        logger.exception("demo failed")
-        reason = f"error: {exc}"
-    previous = signal.signal(signal.SIGINT, lambda *_: logger.warning("already shutting down"))
-    try:
-        print(
-            f"stopping ({reason}): users, serving (drain), learner, then counting events...",
-            flush=True,
-        )
+    # The children run in their own sessions (a terminal's Ctrl-C reaches only the demo), so
+    # whatever ends the demo must stop them first: Ctrl-C, SIGTERM (kill) and SIGHUP (terminal
+    # closed) all raise here and go through the same no-loss shutdown; a second signal during
+    # it is only logged.
+    with StopSignals("the demo") as signals:
+        try:
+            _say("\n".join(banner(demo)))
+            demo.start()
+            reason = _dashboard_loop(demo, plain)
+        except KeyboardInterrupt as exc:
+            reason = stop_reason(exc)
+        except Exception as exc:
+            logger.exception("demo failed")
+            reason = f"error: {exc}"
+        finally:
+            signals.stopping()
+        _say(f"stopping ({reason}): users, serving (drain), learner, then counting events...")
         return demo.shutdown(reason)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+
+
+def banner(demo: Demo) -> list[str]:
+    """What the person starting the demo needs before the dashboard appears (serving takes a
+    while to load the model)."""
+    from loop.dashboard import display_path, first_adapter_estimate
+
+    return [
+        f"rlhf-demo: preference {demo.config.preference}",
+        f"  chat API      {demo.root}/v1 (OpenAI-compatible)",
+        f"  voting page   {demo.root}/ (open it in a browser to vote too)",
+        f"  data and logs {display_path(str(demo.data_dir))}",
+        "  " + first_adapter_estimate(demo.config.cycle_comparisons, demo.expected_cycle_seconds),
+        f"starting the broker, serving and the learner; serving may take up to "
+        f"{demo.config.ready_timeout:.0f} s to load the model...",
+    ]
+
+
+def _say(text: str) -> None:
+    """Print for the person watching; after SIGHUP the terminal may be gone, and a failed print
+    must not stop the shutdown (logs go to the data dir anyway)."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        logger.info("terminal gone; not shown: %s", text)
 
 
 def _dashboard_loop(demo: Demo, plain: bool) -> str:
+    from loop.dashboard import render_rich, render_text
+
     if not plain and sys.stdout.isatty():
         try:
             from rich.live import Live
@@ -389,11 +454,12 @@ def _dashboard_loop(demo: Demo, plain: bool) -> str:
             plain = True
         else:
             obs = demo.observe()
-            with Live(render_rich(obs), refresh_per_second=4, screen=False) as live:
+            # Redrawn once per observation (the view fits itself to the terminal on each draw).
+            with Live(render_rich(obs), auto_refresh=False, screen=False) as live:
                 while (reason := demo.done(obs)) is None:
                     time.sleep(demo.config.refresh)
                     obs = demo.observe()
-                    live.update(render_rich(obs))
+                    live.update(render_rich(obs), refresh=True)
             return reason
     last_print = 0.0
     while True:
@@ -429,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rlhf-demo",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--preference",
@@ -437,20 +503,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="module:function or concise | friendly | format",
     )
     p.add_argument("--comparisons", type=int, default=0, help="pairs to vote on (0 = no limit)")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds (0 = until Ctrl-C)")
+    p.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)"
+    )
     p.add_argument(
         "--until-swapped",
         type=int,
         default=0,
         help="stop once answers came from N new adapter versions (0 = off)",
     )
-    p.add_argument("--model-dir", default="embedded", help="embedded or a model directory")
+    p.add_argument(
+        "--model-dir", default="embedded", help="'embedded' (SmolLM2-135M) or a model directory"
+    )
     p.add_argument("--tiny", action="store_true", help="tiny random model (tests, CI)")
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="logs, store, adapters, summary (default var/demo/run-<time>)",
+        help="logs, store, adapters, summary (default: var/demo/run-<time>)",
     )
     p.add_argument("--concurrency", type=int, default=4, help="simultaneous simulated users")
     p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
@@ -468,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="held-out prompts for the automatic eval of each new version (0 = off)",
     )
-    p.add_argument("--ready-timeout", type=float, default=600.0)
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        help="seconds serving may take to load the model and answer /readyz",
+    )
     p.add_argument(
         "--learner-stop-timeout",
         type=float,
@@ -515,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         learner_env=env_pairs(args.learner_env),
     )
     summary = run(config, plain=args.plain)
-    print(
+    _say(
         json.dumps(
             {
                 k: summary.get(k)

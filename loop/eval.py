@@ -29,10 +29,12 @@ import os
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cli import HelpFormatter
 from common.stats import wilson_interval
 from loop.client import ServiceClient
 from loop.preferences import (
@@ -147,8 +149,12 @@ class EvalReport:
 
 
 async def run_eval(
-    config: EvalConfig, preference: PreferenceFn | None = None, prompts: list[Prompt] | None = None
+    config: EvalConfig,
+    preference: PreferenceFn | None = None,
+    prompts: list[Prompt] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
+    """``progress(done, total)`` is called as each prompt's pair is judged (long runs show it)."""
     base_pref = preference or load_preference(config.preference)
     voter = NoisyPreference(base_pref, config.noise, random.Random(config.seed + 1))
     prompts = prompts or load_prompts(config.prompts)
@@ -187,6 +193,8 @@ async def run_eval(
             )
             # "serving" resolves to the concrete version the replica answered with.
             report.a.version, report.b.version = ver_a, ver_b
+            if progress is not None:
+                progress(report.n, len(prompts))
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     finally:
@@ -355,16 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rlhf-eval",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--base-url", default="http://127.0.0.1:8000")
-    p.add_argument("--api-key", default=os.environ.get("RLHF_API_KEY", "none"))
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="serving root URL")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("RLHF_API_KEY", "none"),
+        help="chat API key, sent as Bearer (default: $RLHF_API_KEY, else none)",
+    )
     p.add_argument(
         "--admin-token",
         default=os.environ.get("RLHF_ADMIN_TOKEN"),
-        help="admin token for version pins (env RLHF_ADMIN_TOKEN)",
+        help="admin token for version pins (default: $RLHF_ADMIN_TOKEN)",
     )
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="model id (default: first of /v1/models)")
     p.add_argument(
         "--a",
         dest="version_a",
@@ -372,18 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="version under test, e.g. policy@v2; 'serving' = unpinned",
     )
     p.add_argument("--b", dest="version_b", default="base", help="version compared against")
-    p.add_argument("--preference", default="loop.preferences:concise")
+    p.add_argument(
+        "--preference",
+        default="loop.preferences:concise",
+        help="module:function, or a built-in: concise, friendly, format",
+    )
     p.add_argument("--noise", type=float, default=0.0, help="Bradley-Terry temperature (0 = off)")
     p.add_argument("--prompts", default="eval", help="eval | train | path to JSONL")
     p.add_argument("--limit", type=int, default=0, help="use the first N prompts (0 = all)")
-    p.add_argument("--max-tokens", type=int, default=96)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=96, help="max tokens per answer")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both sides")
+    p.add_argument("--concurrency", type=int, default=4, help="prompts evaluated at once")
     p.add_argument(
         "--adapter-store",
         default=os.environ.get("SERVING_ADAPTER_STORE"),
-        help="adapter store (dir or fsspec URL) to read manifest KL from",
+        help="adapter store (dir or fsspec URL) to read manifest KL from "
+        "(default: $SERVING_ADAPTER_STORE)",
     )
     p.add_argument("--out-dir", type=Path, default=None, help="write eval.md/json/png here")
     return p

@@ -26,8 +26,13 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
         resp.raise_for_status()
     except httpx.HTTPError:
         return {}
+    return parse_metrics(resp.text)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus exposition text -> {'name{label="v",...}': value}."""
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(resp.text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value

@@ -1,13 +1,17 @@
 """Child services as real processes: started through their command-line entry points
 (``serve``, ``learner run``), configured only by their ``SERVING_*`` / ``LEARNER_*`` settings,
-stopped with SIGTERM (which they handle by draining) and, only past a timeout, SIGKILL.
+stopped with SIGTERM (which they handle by draining) and, only past a timeout, SIGKILL of the
+child's whole process group.
 
 Each child gets its own session (``start_new_session``) so a Ctrl-C in the terminal reaches
-only the demo, which then stops the children in the order that loses no event.
+only the demo, which then stops the children in the order that loses no event. The other side
+of that choice: nothing stops them but their launcher, so a launcher must stop them on any
+terminating signal (``common.signals.StopSignals``), not only on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -85,10 +89,17 @@ class ManagedProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 logger.error("%s did not stop within %.0f s: killing it", self.name, timeout)
-                self.proc.kill()
+                self._kill_group()
                 self.proc.wait()
         logger.info("%s exited with %s", self.name, self.proc.returncode)
         return self.proc.returncode
+
+    def _kill_group(self) -> None:
+        """SIGKILL the child and whatever it started in its session (it leads its own process
+        group, see ``start_new_session``); called while it is alive, so the group is ours."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

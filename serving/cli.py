@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.cli import HelpFormatter
 from common.logs import quiet_kafka_logging
 from serving.settings import ServingSettings
 
@@ -42,21 +43,31 @@ _FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+def _setting_help(field: str, help_text: str) -> str:
+    """The flag's help with the setting it overrides and that setting's default."""
+    default = ServingSettings.model_fields[field].default
+    text = f"{help_text} (default: {default}; env SERVING_{field.upper()})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serve",
         description="Serve the OpenAI-compatible chat API with paired answers, "
         "feedback logging to Kafka and adapter hot-swap. Flags override SERVING_* settings.",
+        formatter_class=HelpFormatter,
     )
     for flag, field, kind, help_text in _FLAGS:
-        parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
+        parser.add_argument(
+            flag, dest=field, type=kind, default=None, help=_setting_help(field, help_text)
+        )
     kafka = parser.add_mutually_exclusive_group()
     kafka.add_argument(
         "--kafka",
         dest="kafka_enabled",
         action="store_true",
         default=None,
-        help="log events to Kafka (default)",
+        help="log events to Kafka (default; env SERVING_KAFKA_ENABLED)",
     )
     kafka.add_argument(
         "--no-kafka",
@@ -65,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not log events (development only)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level of the service and uvicorn",
     )
     return parser
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from learner.metrics import stage_progress
 from learner.modeling import (
     ScalarHead,
     load_base_model,
@@ -324,6 +325,7 @@ def run_ppo(
             }
         )
         history.append(metrics)
+        stage_progress(step, config.num_steps)
         if step % config.log_every == 0:
             logger.info(
                 "ppo step %d: score %.3f kl %.4f rlhf_reward %.3f clipfrac %.3f "

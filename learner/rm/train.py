@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from learner.data import Comparison, Rating
+from learner.metrics import stage_progress
 from learner.modeling import (
     encode_pair,
     make_accelerator,
@@ -280,6 +281,7 @@ def train_reward_model(
             optimizer.zero_grad()
             step += 1
             history.append(row | {"step": float(step), "epoch": float(epoch)})
+            stage_progress(step, total)
             if step % config.log_every == 0:
                 logger.info("reward step %d/%d %s", step, total, _fmt_row(row))
     seconds = time.perf_counter() - started

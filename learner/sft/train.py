@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from learner.data import SFTExample
+from learner.metrics import stage_progress
 from learner.modeling import (
     encode_pair,
     load_base_model,
@@ -94,6 +95,7 @@ def run_sft(
         weight_decay=config.weight_decay,
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total_steps = len(loader) * config.num_epochs
     model.train()
     history: list[dict[str, float]] = []
     epoch_losses: list[float] = []
@@ -111,6 +113,7 @@ def run_sft(
             value = accelerator.gather(loss.detach()).mean().item()
             losses.append(value)
             history.append({"step": float(len(history) + 1), "epoch": float(epoch), "loss": value})
+            stage_progress(len(history), total_steps)
             if len(history) % config.log_every == 0:
                 logger.info("sft step %d loss %.4f", len(history), value)
         epoch_losses.append(sum(losses) / len(losses))

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from learner import faults
-from learner.checkpoint import load_checkpoint
+from learner import faults, metrics
+from learner.checkpoint import STAGES, load_checkpoint
 from learner.cycle import CycleRunner
 from learner.publish import AdapterStore
 from learner.settings import LearnerSettings
@@ -271,3 +272,43 @@ def test_manifest_records_the_erasures_honoured(tmp_path: Path, store: TrainingS
     honoured = runner.adapters.manifest(1).config["erasures_honoured"]
     assert [(e["event_id"], e["user_id"]) for e in honoured] == [(erased.event_id, "erased-user")]
     assert all(c.pair_id != "gone" for c in store.comparisons())
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def _running_stages() -> dict[str, float | None]:
+    return {stage: _gauge("rlhf_learner_cycle_stage", stage=stage) for stage in STAGES[:-1]}
+
+
+def test_metrics_say_how_far_the_next_cycle_is_and_which_stage_runs(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feeder = Feeder(store)
+    feed_votes(feeder, 0, 2)
+    runner = make_runner(tmp_path, store)  # a cycle starts at 3 new comparisons
+    assert not runner.due()
+    assert _gauge("rlhf_learner_new_comparisons") == 2
+    assert _gauge("rlhf_learner_cycle_trigger_comparisons") == 3
+    assert set(_running_stages().values()) == {0.0}  # idle: every stage reads 0, none missing
+
+    seen: dict[str, Any] = {}
+    train_reward = runner.trainers.reward
+
+    def reward(*args: Any, **kwargs: Any) -> Any:
+        metrics.stage_progress(5, 8)  # what the real training loop reports after each step
+        seen["stages"] = _running_stages()
+        seen["steps"] = (_gauge("rlhf_learner_stage_step"), _gauge("rlhf_learner_stage_steps"))
+        return train_reward(*args, **kwargs)
+
+    runner.trainers.reward = reward  # type: ignore[method-assign]
+    feed_votes(feeder, 2, 2)
+    assert runner.due() and _gauge("rlhf_learner_new_comparisons") == 4
+    runner.run()
+    assert {stage for stage, on in seen["stages"].items() if on} == {"reward"}
+    assert seen["steps"] == (5.0, 8.0)
+    assert set(_running_stages().values()) == {0.0}  # the cycle ended: nothing runs
+    assert _gauge("rlhf_learner_stage_steps") == 0
+    runner.due()
+    assert _gauge("rlhf_learner_new_comparisons") == 0  # counted from the new snapshot

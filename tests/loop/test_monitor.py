@@ -62,8 +62,9 @@ def test_render_text_shows_the_loop_state() -> None:
         eval_line="policy@v1: win rate 0.75",
     )
     text = render_text(obs)
-    assert "3 / 3" in text and "policy@v1" in text and "0.050" in text
+    assert "3 (serving counts 3)" in text and "answers policy@v1" in text
     assert "base vs policy@v1: 0.25 of 4" in text
+    assert "KL - nats" in text  # a gauge's 0 before any cycle finished is no figure yet
 
 
 def test_env_pairs() -> None:

@@ -106,7 +106,9 @@ def test_eval_pins_versions_and_finds_the_concise_one(service: FakeService, tmp_
         limit=12,
         seed=3,
     )
-    report = asyncio.run(run_eval(config))
+    progress: list[tuple[int, int]] = []
+    report = asyncio.run(run_eval(config, progress=lambda *done: progress.append(done)))
+    assert progress == [(i, 12) for i in range(1, 13)]  # one call per judged prompt
     assert (report.wins, report.losses, report.ties) == (12, 0, 0)
     assert report.interval()[0] > 0.7
     assert 0 < report.a_shown_first < 12  # sides were randomised
