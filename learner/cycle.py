@@ -43,8 +43,7 @@ from learner.store.queries import Prompt, is_heldout
 from learner.trainers import Trainers
 from schemas.events import AdapterPublished
 from schemas.manifest import PromotedRecord
-
-BASE_VERSION = "base"  # serving's name for the base model without an adapter
+from schemas.versions import BASE, AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +178,7 @@ class CycleRunner:
             return None
         dest = self.workdir(ckpt) / "parent"
         if not (dest / "adapter_config.json").exists():
-            self.adapters.download(int(ckpt.parent_version.rsplit("@v", 1)[1]), dest)
+            self.adapters.download(AdapterVersion.parse(ckpt.parent_version).number, dest)
         return dest
 
     def _max_seq(self, ckpt: CycleCheckpoint) -> int:
@@ -254,7 +253,7 @@ class CycleRunner:
                 "stage": "ppo",
                 "reward_adapter": str(kept),
                 "reward_eval_adapter": judge,
-                "reward_version": f"reward@v{ckpt.cycle_id}",
+                "reward_version": str(AdapterVersion("reward", ckpt.cycle_id)),
             }
         )
 
@@ -330,7 +329,7 @@ class CycleRunner:
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.policy_adapter is not None
         number = self._reserve_version(ckpt)
-        version = f"{self.s.adapter_name}@v{number}"
+        version = str(AdapterVersion(self.s.adapter_name, number))
         if number in self.adapters.versions():  # published before a crash: keep it as is
             logger.info("cycle %d: %s already in the store", ckpt.cycle_id, version)
             data = self.adapters.manifest_bytes(number)
@@ -365,12 +364,12 @@ class CycleRunner:
     def _reserve_version(self, ckpt: CycleCheckpoint) -> int:
         """N = last visible version + 1, written to the checkpoint before any file is."""
         if ckpt.version is not None:
-            number = int(ckpt.version.rsplit("@v", 1)[1])
+            number = AdapterVersion.parse(ckpt.version).number
             if number not in self.adapters.versions() or self._is_ours(number, ckpt):
                 return number
         visible = self.adapters.versions()
         number = (visible[-1] if visible else 0) + 1
-        ckpt.version = f"{self.s.adapter_name}@v{number}"
+        ckpt.version = str(AdapterVersion(self.s.adapter_name, number))
         save_checkpoint(self.data_dir, ckpt)
         return number
 
@@ -408,7 +407,7 @@ class CycleRunner:
         if self.s.canary:
             # The users' votes promote it (learner.canary); until then the parent serves.
             record = self.adapters.promoted()
-            baseline = record.version if record else BASE_VERSION
+            baseline = record.version if record else BASE
             start_canary(self.store, ckpt.version, baseline)
         else:
             # The store's record first: a replica starting while Kafka is down serves it.
@@ -437,7 +436,7 @@ class CycleRunner:
                     canary=self.s.canary,
                 ),
             )
-        metrics.LAST_VERSION.set(int(ckpt.version.rsplit("@v", 1)[1]))
+        metrics.LAST_VERSION.set(AdapterVersion.parse(ckpt.version).number)
         return self._finish(ckpt, "published", f"published {ckpt.version}")
 
     def _reject(self, ckpt: CycleCheckpoint, reason: str) -> CycleCheckpoint:

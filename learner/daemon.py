@@ -34,6 +34,7 @@ from learner.settings import LearnerSettings
 from learner.store import TrainingStore
 from learner.trainers import make_trainers
 from schemas.events import EventBase
+from schemas.versions import AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def canary_controller(svc: Services) -> CanaryController:
             produce_event(s.kafka_bootstrap, s.topic_adapters, event)
 
     def promoted(version: str) -> None:
-        number = int(version.rsplit("@v", 1)[1])
+        number = AdapterVersion.parse(version).number
         svc.adapters.record_promoted(svc.adapters.record_for(number, s.model_name))
 
     return CanaryController(s, svc.store, emit, promoted)

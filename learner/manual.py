@@ -8,6 +8,7 @@ from typing import Any
 from learner.publish import build_manifest
 from learner.publish.announce import announce_published
 from schemas.events import AdapterPublished
+from schemas.versions import AdapterVersion
 
 
 def publish_manual(
@@ -16,7 +17,7 @@ def publish_manual(
     s = svc.settings
     prev = svc.adapters.latest()
     number = (prev.number if prev else 0) + 1
-    version = f"{s.adapter_name}@v{number}"
+    version = str(AdapterVersion(s.adapter_name, number))
     manifest = build_manifest(
         adapter_dir=adapter_dir,
         model_name=s.model_name,

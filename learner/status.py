@@ -10,6 +10,7 @@ from learner.checkpoint import load_checkpoint
 from learner.publish import AdapterStore
 from learner.settings import LearnerSettings
 from learner.store import TrainingStore
+from schemas.versions import AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def collect_status(settings: LearnerSettings) -> dict[str, Any]:
             "offsets": positions,
             "end_offsets": ends,
             "lag": lag,
-            "published_versions": [f"{settings.adapter_name}@v{n}" for n in versions[-5:]],
+            "published_versions": [
+                str(AdapterVersion(settings.adapter_name, n)) for n in versions[-5:]
+            ],
             "cycles": store.cycles(5),
             "checkpoint": ckpt.model_dump(
                 mode="json", include={"cycle_id", "stage", "version", "outcome", "reason"}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loop.monitor import metric_labels, metric_sum
+from schemas.versions import BASE, AdapterVersion
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -184,10 +185,11 @@ def _serving_versions(adapters: dict[str, Any] | None) -> str:
 
 def _version_key(version: str) -> tuple[int, str]:
     """base first, then policy@v1, policy@v2, ... by number (v10 after v9)."""
-    if version == "base":
+    if version == BASE:
         return (-1, "")
-    _, _, number = version.rpartition("@v")
-    return (int(number), version) if number.isdigit() else (10**9, version)
+    if not AdapterVersion.is_version(version):
+        return (10**9, version)
+    return (AdapterVersion.parse(version).number, version)
 
 
 def _learner_rows(obs: Observation) -> list[Row]:

@@ -45,6 +45,7 @@ from loop.preferences import (
     word_count,
 )
 from loop.prompts import Prompt, load_prompts
+from schemas.versions import BASE, AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -259,12 +260,11 @@ def _record(
 
 def manifest_kl(version: str, adapter_store: str | None) -> tuple[float | None, str]:
     """KL(policy || reference) recorded in the version's manifest, and where it came from."""
-    if version == "base":
+    if version == BASE:
         return 0.0, "base (is the reference)"
-    if "@v" not in version or not adapter_store:
+    if not AdapterVersion.is_version(version) or not adapter_store:
         return None, "n/a"
-    name, number = version.rsplit("@v", 1)
-    url = f"{adapter_store.rstrip('/')}/{name}/v{number}/manifest.json"
+    url = f"{AdapterVersion.parse(version).store_dir(adapter_store)}/manifest.json"
     try:
         import fsspec
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from schemas.versions import VERSION_PATTERN, AdapterVersion
+
 MANIFEST_FILENAME = "manifest.json"
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -36,7 +38,7 @@ class AdapterManifest(BaseModel):
 
     schema_version: int = 1
     model_name: str = Field(..., min_length=1)
-    version: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+@v[0-9]+$")  # "policy@v17"
+    version: str = Field(..., pattern=VERSION_PATTERN)  # "policy@v17"
     parent_version: str | None = None
     kind: str = Field("policy", pattern=r"^(policy|reward|sft)$")
     base_model: str = Field(..., min_length=1)
@@ -54,7 +56,7 @@ class AdapterManifest(BaseModel):
 
     @property
     def number(self) -> int:
-        return int(self.version.rsplit("@v", 1)[1])
+        return AdapterVersion.parse(self.version).number
 
 
 PROMOTED_FILENAME = "promoted.json"
@@ -71,7 +73,7 @@ class PromotedRecord(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     model_name: str = Field(..., min_length=1)
-    version: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+@v[0-9]+$")
+    version: str = Field(..., pattern=VERSION_PATTERN)
     uri: str = Field(..., min_length=1)
     manifest_sha256: Sha256
     promoted_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))

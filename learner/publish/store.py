@@ -26,6 +26,7 @@ import fsspec
 
 from learner import faults
 from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
+from schemas.versions import AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class AdapterStore:
                 problems.append(f"{name}: missing")
             elif hashlib.sha256(self.fs.cat_file(path)).hexdigest() != digest:
                 problems.append(f"{name}: sha256 mismatch")
-        if manifest.version != f"{self.name}@v{number}":
+        if manifest.version != str(AdapterVersion(self.name, number)):
             problems.append(f"manifest names {manifest.version}, directory is v{number}")
         return problems
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from schemas.events import AdapterPromoted, AdapterPublished, AdapterRolledBack, EventBase
 from schemas.manifest import AdapterManifest
+from schemas.versions import AdapterVersion
 from serving.adapters import metrics
 from serving.adapters.errors import (
     AdapterError,
@@ -444,8 +445,14 @@ class AdapterManager:
         if getattr(event, "model_name", None) != self._settings.model_name:
             return False
         versions = [getattr(event, a, None) for a in ("version", "from_version", "to_version")]
-        prefix = f"{self._settings.adapter_name}@v"
-        return all(v is None or v == BASE or v.startswith(prefix) for v in versions)
+        return all(v is None or v == BASE or self._ours(v) for v in versions)
+
+    def _ours(self, version: str) -> bool:
+        """Whether ``version`` is a version of the family this replica serves."""
+        try:
+            return AdapterVersion.parse(version).name == self._settings.adapter_name
+        except ValueError:
+            return False
 
     async def _catch_up(self, events: Sequence[EventBase]) -> None:
         """Replay the topic's history as a fold; load only the final target (falling back

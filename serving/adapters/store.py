@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -26,13 +25,10 @@ import fsspec
 from pydantic import ValidationError
 
 from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
+from schemas.versions import AdapterVersion
 from serving.adapters.errors import AdapterNotFound, AdapterRefused, AdapterStateError
 
 logger = logging.getLogger(__name__)
-
-# "<name>@v<N>"; the admin API states it in its schema.
-VERSION_PATTERN = r"^[A-Za-z0-9_.-]+@v[0-9]+$"
-_VERSION = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)@v(?P<number>[0-9]+)$")
 
 
 @dataclass(frozen=True)
@@ -45,18 +41,19 @@ class VerifiedAdapter:
 
 def parse_version(version: str, adapter_name: str) -> int:
     """The N of ``"{adapter_name}@v{N}"``; AdapterStateError for anything else."""
-    match = _VERSION.match(version)
-    if not match:
-        raise AdapterStateError("bad_version", f"{version!r} is not '<name>@v<N>'")
-    if match.group("name") != adapter_name:
+    try:
+        parsed = AdapterVersion.parse(version)
+    except ValueError as exc:
+        raise AdapterStateError("bad_version", str(exc)) from None
+    if parsed.name != adapter_name:
         raise AdapterStateError(
             "wrong_family", f"{version} is not a version of {adapter_name!r} (this replica)"
         )
-    return int(match.group("number"))
+    return parsed.number
 
 
 def default_uri(store: str, adapter_name: str, number: int) -> str:
-    return f"{store.rstrip('/')}/{adapter_name}/v{number}"
+    return AdapterVersion(adapter_name, number).store_dir(store)
 
 
 def _sha256(data: bytes) -> str:

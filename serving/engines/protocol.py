@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from schemas.events import ChatMessage
+from schemas.versions import BASE
 
-BASE = "base"
+__all__ = ["BASE"]  # re-exported: the engines and the HTTP layer name the base model by it
+
 FinishReason = Literal["stop", "length"]
 
 

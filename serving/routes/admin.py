@@ -14,8 +14,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import UserErased
+from schemas.versions import VERSION_PATTERN
 from serving.adapters.errors import AdapterStateError
-from serving.adapters.store import VERSION_PATTERN
 from serving.deps import AdminDep, ServicesDep
 from serving.engines.protocol import AdapterRejected
 from serving.errors import APIError
