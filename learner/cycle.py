@@ -269,8 +269,9 @@ class CycleRunner:
             len(prompts),
             "SFT adapter" if ckpt.sft_adapter else ckpt.parent_version or "base",
         )
+        steps = self._ppo_steps(ckpt)
         res = self.trainers.ppo(
-            self.base, Path(ckpt.reward_adapter), prompts, self._fresh(ckpt, "ppo"), init
+            self.base, Path(ckpt.reward_adapter), prompts, self._fresh(ckpt, "ppo"), init, steps
         )
         faults.hit("cycle.after_ppo")
         return ckpt.model_copy(
@@ -283,6 +284,23 @@ class CycleRunner:
                 "history": ckpt.history | {"ppo": res.history},
             }
         )
+
+    def _ppo_steps(self, ckpt: CycleCheckpoint) -> int | None:
+        """PPO iterations in proportion to the new comparisons (None: the configured count).
+
+        A cycle on little new feedback moves the policy a little: its reward model knows
+        less, and optimising a weak reward model hard over-optimises it (Gao, Schulman, Hilton,
+        "Scaling Laws for Reward Model Overoptimization", ICML 2023); it also keeps the time
+        from the N-th comparison to the new version short when N is small.
+        """
+        per_step = self.s.ppo_comparisons_per_step
+        if per_step <= 0:
+            return None
+        from learner.ppo.config import PPOConfig  # here: it imports torch
+
+        new = len(self.store.comparisons(self._max_seq(ckpt), ckpt.previous_max_seq))
+        cap = int(self.s.ppo_config.get("num_steps", PPOConfig.num_steps))
+        return max(min(self.s.ppo_min_steps, cap), min(cap, -(-new // per_step)))
 
     def _prompt_split(self, ckpt: CycleCheckpoint) -> tuple[list[Prompt], list[Prompt]]:
         """Logged real prompts split by a stable hash: PPO never sees the held-out ones."""

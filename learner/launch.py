@@ -123,7 +123,13 @@ class LaunchedTrainers(RealTrainers):
         return self._launch("reward", out_dir, inputs)
 
     def ppo(
-        self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None
+        self,
+        base: Path,
+        reward_dir: Path,
+        prompts: list[Prompt],
+        out_dir: Path,
+        init: Path | None,
+        num_steps: int | None = None,
     ) -> TrainOutcome:
         return self._launch(
             "ppo",
@@ -133,6 +139,7 @@ class LaunchedTrainers(RealTrainers):
                 "reward_dir": str(reward_dir),
                 "prompts": [encode_prompt(p) for p in prompts],
                 "init": str(init) if init else None,
+                "num_steps": num_steps,
             },
         )
 

@@ -74,6 +74,13 @@ class LearnerSettings(BaseSettings):
     idle_sleep_seconds: float = Field(1.0, ge=0, description="daemon sleep when nothing to do")
     sft_on_corrections: bool = Field(True, description="run SFT on new corrections each cycle")
     ppo_num_prompts: int = Field(64, ge=1, description="logged prompts sampled for PPO")
+    ppo_comparisons_per_step: int = Field(
+        32,
+        ge=0,
+        description="one PPO iteration per this many new comparisons, up to the configured "
+        "num_steps (0: always num_steps)",
+    )
+    ppo_min_steps: int = Field(4, ge=1, description="PPO iterations of a cycle at least")
     eval_num_prompts: int = Field(16, ge=1, description="held-out prompts for evaluation")
     eval_prompt_fraction: float = Field(
         0.2,

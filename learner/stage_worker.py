@@ -46,7 +46,8 @@ def run_request(request: dict[str, Any]) -> TrainOutcome:
     if stage == "ppo":
         prompts = [decode_prompt(p) for p in inputs["prompts"]]
         init = _optional_path(inputs["init"])
-        return trainers.ppo(base, Path(inputs["reward_dir"]), prompts, out_dir, init)
+        steps = inputs.get("num_steps")
+        return trainers.ppo(base, Path(inputs["reward_dir"]), prompts, out_dir, init, steps)
     if stage == "sft":
         examples = decode_examples(inputs["examples"])
         return trainers.sft(base, examples, out_dir, _optional_path(inputs["init"]))

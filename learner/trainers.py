@@ -50,7 +50,13 @@ class Trainers(Protocol):
     ) -> TrainOutcome: ...
 
     def ppo(
-        self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None
+        self,
+        base: Path,
+        reward_dir: Path,
+        prompts: list[Prompt],
+        out_dir: Path,
+        init: Path | None,
+        num_steps: int | None = None,
     ) -> TrainOutcome: ...
 
     def sft(
@@ -123,12 +129,19 @@ class RealTrainers(_StageConfigs):
         )
 
     def ppo(
-        self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None
+        self,
+        base: Path,
+        reward_dir: Path,
+        prompts: list[Prompt],
+        out_dir: Path,
+        init: Path | None,
+        num_steps: int | None = None,
     ) -> TrainOutcome:
         from learner.ppo.config import PPOConfig
         from learner.ppo.train import run_ppo
 
-        config = _config(PPOConfig, self.overrides["ppo"], self.seed, self.device)
+        overrides = self.overrides["ppo"] | ({"num_steps": num_steps} if num_steps else {})
+        config = _config(PPOConfig, overrides, self.seed, self.device)
         res = run_ppo(base, reward_dir, prompts, config, out_dir, init_adapter=init)
         return TrainOutcome(
             Path(res.adapter_dir), dict(res.metrics), list(res.history), _asdict(config)
@@ -232,12 +245,18 @@ class FakeTrainers(_StageConfigs):
         )
 
     def ppo(
-        self, base: Path, reward_dir: Path, prompts: list[Prompt], out_dir: Path, init: Path | None
+        self,
+        base: Path,
+        reward_dir: Path,
+        prompts: list[Prompt],
+        out_dir: Path,
+        init: Path | None,
+        num_steps: int | None = None,
     ) -> TrainOutcome:
         adapter = self._stage("ppo", out_dir, len(prompts), init)
         history = [
             {"step": float(i + 1), "objective/kl": 0.01 * i, "objective/scores": 0.1 * i}
-            for i in range(4)
+            for i in range(num_steps or 4)
         ]
         return TrainOutcome(adapter, dict(history[-1]), history)
 

@@ -312,3 +312,15 @@ def test_metrics_say_how_far_the_next_cycle_is_and_which_stage_runs(
     assert _gauge("rlhf_learner_stage_steps") == 0
     runner.due()
     assert _gauge("rlhf_learner_new_comparisons") == 0  # counted from the new snapshot
+
+
+@pytest.mark.parametrize(("per_step", "steps"), [(1, 6), (2, 3), (32, 2), (0, 4)])
+def test_ppo_iterations_follow_the_new_comparisons(
+    tmp_path: Path, store: TrainingStore, per_step: int, steps: int
+) -> None:
+    feed_votes(Feeder(store), 0, 6)
+    runner = make_runner(tmp_path, store, ppo_comparisons_per_step=per_step, ppo_min_steps=2)
+    ckpt = runner.run()
+    # 6 new comparisons: one iteration per `per_step` of them, at least 2; 0 = the configured
+    # count (the fake trainer's 4).
+    assert len(ckpt.history["ppo"]) == steps
