@@ -170,9 +170,30 @@ def _adapter_rows(obs: Observation) -> list[Row]:
         priority = HIGH if version in ("base", newest) else LOW
         value = f"{r['answers']} · {r['mean_words']:.0f} words · utility {r['mean_utility']:+.2f}"
         rows.append(Row(f"answers {version}", value, priority))
+    canary = _canary_row(obs)
+    if canary is not None:
+        rows.append(canary)
     rows.append(Row("eval vs base", obs.eval_line or "-", HIGH))
     rows.append(Row("mixed-pair votes", _h2h(obs.sim.get("head_to_head", {})), MEDIUM))
     return rows
+
+
+def _canary_row(obs: Observation) -> Row | None:
+    """The running canary's votes and interval (the learner decides from them), or its last
+    decisions; nothing when canaries are off."""
+    learner = obs.learner_metrics
+    decisions = metric_labels(learner, "rlhf_learner_canary_decisions_total", "outcome")
+    canary = (obs.adapters or {}).get("canary_version")
+    if canary is None and not decisions:
+        return None
+    if canary is None:
+        return Row("canary", f"none running · decided {_kv(decisions)}", HIGH)
+    votes = learner.get("rlhf_learner_canary_decisive_votes")
+    if votes is None:
+        return Row("canary", f"{canary} · - votes", ALWAYS)
+    low = learner.get("rlhf_learner_canary_win_rate_low", 0.0)
+    high = learner.get("rlhf_learner_canary_win_rate_high", 1.0)
+    return Row("canary", f"{canary} · {votes:.0f} votes · win rate [{low:.2f}, {high:.2f}]", ALWAYS)
 
 
 def _serving_versions(adapters: dict[str, Any] | None) -> str:

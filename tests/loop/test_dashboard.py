@@ -222,3 +222,25 @@ def test_reads_what_the_learner_exports(learner_registry: Any) -> None:
     assert "learner            running · training: ppo step 3/8" in text
     learner_metrics.set_running_stage(None, STAGES[:-1])
     assert running_stage(parse_metrics(generate_latest().decode())) == ""
+
+
+def test_a_running_canary_shows_its_votes_and_interval_at_80x24() -> None:
+    learner = dict(BUSY_LEARNER) | {
+        "rlhf_learner_canary_decisive_votes": 37.0,
+        "rlhf_learner_canary_win_rate_low": 0.41,
+        "rlhf_learner_canary_win_rate_high": 0.83,
+    }
+    obs = _busy(
+        learner_metrics=learner,
+        adapters={"serving_version": "policy@v1", "canary_version": "policy@v2"},
+    )
+    lines = _draw(obs, 80, 24)
+    assert len(lines) <= 24
+    assert any("canary" in line and "37 votes" in line and "[0.41, 0.83]" in line for line in lines)
+    # Decided and none running: the tally of decisions instead.
+    done = dict(BUSY_LEARNER) | {
+        'rlhf_learner_canary_decisions_total{outcome="promoted"}': 2.0,
+    }
+    text = render_text(_busy(learner_metrics=done))
+    assert "none running" in text and "promoted=2" in text
+    assert "canary" not in render_text(_busy())  # canaries off: no row
