@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from schemas.topics import DEFAULT_TOPICS, Topics
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -40,3 +42,27 @@ def check_model_dir(value: str) -> str:
 # Field types for the settings classes: the check runs wherever the type is used.
 BootstrapServers = Annotated[str, AfterValidator(check_bootstrap_servers)]
 ModelDir = Annotated[str, AfterValidator(check_model_dir)]
+
+
+class TopicSettings(BaseModel):
+    """The three topic names, one group in both services' settings (``*_TOPIC_INTERACTIONS``,
+    ``*_TOPIC_FEEDBACK``, ``*_TOPIC_ADAPTERS``), defaulted from ``schemas.topics`` and checked
+    to differ: two kinds of event on one topic would reach consumers that do not expect them."""
+
+    topic_interactions: str = Field(DEFAULT_TOPICS.interactions, min_length=1)
+    topic_feedback: str = Field(DEFAULT_TOPICS.feedback, min_length=1)
+    topic_adapters: str = Field(DEFAULT_TOPICS.adapters, min_length=1)
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Self:
+        names = [self.topic_interactions, self.topic_feedback, self.topic_adapters]
+        if len(set(names)) != len(names):
+            raise ValueError("the interactions, feedback and adapters topics must differ")
+        return self
+
+    def topics(self) -> Topics:
+        return Topics(
+            interactions=self.topic_interactions,
+            feedback=self.topic_feedback,
+            adapters=self.topic_adapters,
+        )

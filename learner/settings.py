@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings_checks import BootstrapServers, ModelDir
+from common.settings_checks import BootstrapServers, ModelDir, TopicSettings
 
 
-class LearnerSettings(BaseSettings):
+class LearnerSettings(BaseSettings, TopicSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNER_", extra="forbid")
 
     model_dir: ModelDir = Field(
@@ -22,9 +22,6 @@ class LearnerSettings(BaseSettings):
         description="training/evaluation device: auto (CUDA when present), cpu, cuda[:N]",
     )
     kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
-    topic_interactions: str = "rlhf.interactions"
-    topic_feedback: str = "rlhf.feedback"
-    topic_adapters: str = "rlhf.adapters"
     data_dir: str = Field("var/learner", description="training store, checkpoints, reports")
     adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")
     adapter_name: str = Field("policy", description="adapter family to train and publish")
@@ -142,10 +139,3 @@ class LearnerSettings(BaseSettings):
     ppo_config: dict[str, Any] = Field(default_factory=dict, description="PPOConfig overrides")
     sft_config: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides")
     eval_config: dict[str, Any] = Field(default_factory=dict, description="EvalConfig overrides")
-
-    @model_validator(mode="after")
-    def _topics_distinct(self) -> LearnerSettings:
-        topics = [self.topic_interactions, self.topic_feedback, self.topic_adapters]
-        if len(set(topics)) != len(topics):
-            raise ValueError("the interactions, feedback and adapters topics must differ")
-        return self

@@ -7,12 +7,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings_checks import BootstrapServers, ModelDir
+from common.settings_checks import BootstrapServers, ModelDir, TopicSettings
 
 _DEV_SECRET = "dev-insecure-change-me"
 
 
-class ServingSettings(BaseSettings):
+class ServingSettings(BaseSettings, TopicSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVING_", extra="forbid", env_nested_delimiter="__"
     )
@@ -35,9 +35,6 @@ class ServingSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
     kafka_enabled: bool = Field(True, description="log events to Kafka (spool when down)")
-    topic_interactions: str = "rlhf.interactions"
-    topic_feedback: str = "rlhf.feedback"
-    topic_adapters: str = "rlhf.adapters"
     spool_dir: str = Field("var/serving/spool", description="disk spool for undelivered events")
     kafka_delivery_timeout_seconds: float = Field(
         10.0, gt=0, description="how long an event may wait for Kafka's ack before it is spooled"

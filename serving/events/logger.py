@@ -39,7 +39,6 @@ from typing import Any
 
 from schemas.codec import encode_event
 from schemas.events import EventBase
-from schemas.topics import Topics
 from serving.events import metrics
 from serving.events.spool import DiskSpool, SpoolPosition, SpoolRecord
 from serving.settings import ServingSettings
@@ -50,20 +49,12 @@ _TAKE_WAIT_SECONDS = 0.05  # how long the idle thread sleeps waiting for the nex
 _FIRST_BACKOFF_SECONDS = 0.25
 
 
-def topics_from_settings(settings: ServingSettings) -> Topics:
-    return Topics(
-        interactions=settings.topic_interactions,
-        feedback=settings.topic_feedback,
-        adapters=settings.topic_adapters,
-    )
-
-
 class EventLogger:
     """Asynchronous, order-preserving, spool-backed Kafka event producer."""
 
     def __init__(self, settings: ServingSettings) -> None:
         self._settings = settings
-        self._topics = topics_from_settings(settings)
+        self._topics = settings.topics()
         self._queue: queue.SimpleQueue[SpoolRecord] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")

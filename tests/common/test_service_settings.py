@@ -61,3 +61,13 @@ def test_bootstrap_list_is_normalised():
         check_bootstrap_servers(" a:1, b.example:9092 ,[::1]:9093")
         == "a:1,b.example:9092,[::1]:9093"
     )
+
+
+@pytest.mark.parametrize("service", ["serving", "learner"])
+def test_both_services_refuse_one_topic_for_two_kinds(service: str) -> None:
+    cls: type[ServingSettings] | type[LearnerSettings] = (
+        ServingSettings if service == "serving" else LearnerSettings
+    )
+    with pytest.raises(ValueError, match="topics must differ"):
+        cls(topic_adapters="rlhf.feedback")
+    assert cls().topics().all() == ["rlhf.interactions", "rlhf.feedback", "rlhf.adapters"]
