@@ -15,9 +15,13 @@ JSON) cannot be encoded for the model or the log, so it is a 400 here, not a 500
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from schemas.manifest import AdapterManifest
+from schemas.versions import VERSION_PATTERN
 
 
 def _encodable(value: str) -> str:
@@ -243,3 +247,64 @@ class EraseResponse(BaseModel):
     object: Literal["erasure"] = "erasure"
     event_id: str
     user_id: str
+
+
+# ---- admin API (``/admin/adapters``) ----------------------------------------------------------
+
+
+class ManifestSummary(BaseModel):
+    parent_version: str | None
+    kind: str
+    base_model: str
+    reward_model_version: str | None
+    event_count: int
+    metrics: dict[str, float]
+    created_at: datetime
+    code_revision: str
+
+    @classmethod
+    def of(cls, m: AdapterManifest) -> ManifestSummary:
+        return cls(
+            parent_version=m.parent_version,
+            kind=m.kind,
+            base_model=m.base_model,
+            reward_model_version=m.reward_model_version,
+            event_count=m.event_count,
+            metrics=m.metrics,
+            created_at=m.created_at,
+            code_revision=m.code_revision,
+        )
+
+
+class AdapterInfo(BaseModel):
+    version: str
+    state: Literal["serving", "canary", "previous", "loaded", "unloading"]
+    loaded_at: datetime | None
+    uri: str | None = None
+    manifest: ManifestSummary | None = None
+    is_serving: bool
+    is_canary: bool
+
+
+class AdapterState(BaseModel):
+    """What every ``/admin/adapters`` call answers: the versions and their states."""
+
+    serving_version: str
+    canary_version: str | None
+    adapters: list[AdapterInfo]
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
+    uri: str | None = Field(None, min_length=1, max_length=2048)
+
+
+class VersionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
+
+
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str | None = Field(None, max_length=256, pattern=VERSION_PATTERN)

@@ -30,10 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from schemas.events import AdapterPromoted, AdapterPublished, AdapterRolledBack, EventBase
-from schemas.manifest import AdapterManifest
 from schemas.versions import AdapterVersion
 from serving.adapters import metrics
 from serving.adapters.errors import (
@@ -45,45 +42,12 @@ from serving.adapters.errors import (
 from serving.adapters.follower import TopicFollower
 from serving.adapters.store import AdapterFetcher, VerifiedAdapter, parse_version
 from serving.engines.protocol import BASE, AdapterRejected, Engine
+from serving.protocol import AdapterInfo, ManifestSummary
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
 Source = Literal["admin", "topic", "catchup", "store"]
-
-
-class ManifestSummary(BaseModel):
-    parent_version: str | None
-    kind: str
-    base_model: str
-    reward_model_version: str | None
-    event_count: int
-    metrics: dict[str, float]
-    created_at: datetime
-    code_revision: str
-
-    @classmethod
-    def of(cls, m: AdapterManifest) -> ManifestSummary:
-        return cls(
-            parent_version=m.parent_version,
-            kind=m.kind,
-            base_model=m.base_model,
-            reward_model_version=m.reward_model_version,
-            event_count=m.event_count,
-            metrics=m.metrics,
-            created_at=m.created_at,
-            code_revision=m.code_revision,
-        )
-
-
-class AdapterInfo(BaseModel):
-    version: str
-    state: Literal["serving", "canary", "previous", "loaded", "unloading"]
-    loaded_at: datetime | None
-    uri: str | None = None
-    manifest: ManifestSummary | None = None
-    is_serving: bool
-    is_canary: bool
 
 
 @dataclass

@@ -4,22 +4,26 @@ request the current state does not allow, e.g. nothing to roll back to -> 409)."
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import UserErased
-from schemas.versions import VERSION_PATTERN
 from serving.adapters.errors import AdapterStateError
 from serving.deps import AdminDep, ServicesDep
 from serving.engines.protocol import AdapterRejected
 from serving.errors import APIError
-from serving.protocol import EraseRequest, EraseResponse, ErrorResponse
+from serving.protocol import (
+    AdapterState,
+    CanaryRequest,
+    EraseRequest,
+    EraseResponse,
+    ErrorResponse,
+    LoadRequest,
+    VersionRequest,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(
@@ -29,32 +33,12 @@ router = APIRouter(
 )
 
 
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
-    uri: str | None = Field(None, min_length=1, max_length=2048)
-
-
-class VersionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str = Field(..., max_length=256, pattern=VERSION_PATTERN)
-
-
-class CanaryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str | None = Field(None, max_length=256, pattern=VERSION_PATTERN)
-
-
-def _state(services: ServicesDep) -> dict[str, Any]:
-    adapters = [
-        a.model_dump(mode="json") if isinstance(a, BaseModel) else a
-        for a in services.adapters.list()
-    ]
-    return {
-        "serving_version": services.adapters.serving_version(),
-        "canary_version": services.adapters.canary_version(),
-        "adapters": adapters,
-    }
+def _state(services: ServicesDep) -> AdapterState:
+    return AdapterState(
+        serving_version=services.adapters.serving_version(),
+        canary_version=services.adapters.canary_version(),
+        adapters=services.adapters.list(),
+    )
 
 
 @contextmanager
@@ -75,37 +59,35 @@ def _mapped(action: str) -> Iterator[None]:
 
 
 @router.get("/adapters")
-async def list_adapters(services: ServicesDep) -> dict[str, Any]:
+async def list_adapters(services: ServicesDep) -> AdapterState:
     return _state(services)
 
 
 @router.post("/adapters/load")
-async def load(body: LoadRequest, services: ServicesDep) -> dict[str, Any]:
+async def load(body: LoadRequest, services: ServicesDep) -> AdapterState:
     with _mapped(f"load {body.version}"):
         await services.adapters.load(body.version, body.uri)
     return _state(services)
 
 
 @router.post("/adapters/promote")
-async def promote(body: VersionRequest, services: ServicesDep) -> dict[str, Any]:
+async def promote(body: VersionRequest, services: ServicesDep) -> AdapterState:
     with _mapped(f"promote {body.version}"):
         await services.adapters.promote(body.version)
     return _state(services)
 
 
 @router.post("/adapters/rollback")
-async def rollback(services: ServicesDep) -> dict[str, Any]:
+async def rollback(services: ServicesDep) -> AdapterState:
     with _mapped("rollback"):
         await services.adapters.rollback()
     return _state(services)
 
 
 @router.post("/adapters/canary")
-async def canary(body: CanaryRequest, services: ServicesDep) -> dict[str, Any]:
+async def canary(body: CanaryRequest, services: ServicesDep) -> AdapterState:
     with _mapped(f"canary {body.version}"):
-        result = services.adapters.set_canary(body.version)
-        if inspect.isawaitable(result):
-            await result
+        services.adapters.set_canary(body.version)
     return _state(services)
 
 

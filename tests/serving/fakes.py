@@ -13,6 +13,7 @@ from typing import Any
 from schemas.events import EventBase
 from serving.adapters.errors import AdapterStateError
 from serving.engines.protocol import BASE, AdapterRejected, Engine
+from serving.protocol import AdapterInfo
 
 
 class RecordingEvents:
@@ -68,9 +69,15 @@ class FakeAdapters:
     def canary_version(self) -> str | None:
         return self.canary
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[AdapterInfo]:
         return [
-            {"version": v, "state": "serving" if v == self.serving else "loaded"}
+            AdapterInfo(
+                version=v,
+                state="serving" if v == self.serving else "loaded",
+                loaded_at=None,
+                is_serving=v == self.serving,
+                is_canary=v == self.canary,
+            )
             for v in self.engine.loaded_adapters()
         ]
 

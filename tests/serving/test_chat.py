@@ -72,7 +72,7 @@ async def test_pair_returns_k_answers_in_shown_order(tmp_path) -> None:
 
 
 async def test_canary_pair_serves_both_versions(tmp_path) -> None:
-    async with harness() as h:
+    async with harness(make_settings(canary_share=1.0)) as h:
         for v in ("policy@v1", "policy@v2"):
             await h.engine.load_adapter(v, tmp_path)
         h.adapters.serving, h.adapters.canary = "policy@v1", "policy@v2"
@@ -397,3 +397,17 @@ async def test_by_default_a_plain_request_gets_what_it_asked_for() -> None:
         r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO)
         assert len(r.choices) == 1 and r.model_extra.get("pair_id") is None
         assert r.usage.completion_tokens == len(r.choices[0].message.content.split())
+
+
+async def test_canary_share_splits_only_that_share_of_pairs(tmp_path) -> None:
+    async with harness(make_settings(canary_share=0.25)) as h:
+        for v in ("policy@v1", "policy@v2"):
+            await h.engine.load_adapter(v, tmp_path)
+        h.adapters.serving, h.adapters.canary = "policy@v1", "policy@v2"
+        mixed = 0
+        for _ in range(200):
+            r = await h.http.post(
+                "/v1/chat/completions", json={"messages": HELLO, "pair": True}, headers=auth()
+            )
+            mixed += len({c["adapter_version"] for c in r.json()["choices"]}) == 2
+        assert 30 <= mixed <= 75  # 50 expected
