@@ -29,6 +29,7 @@ from learner import faults
 from learner.publish import AdapterStore
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, EventBase
+from schemas.manifest import PROMOTED_FILENAME
 from tests.learner.kafka_helpers import produce, voted_pairs
 from tests.learner.test_cycle import fake_model_dir
 from tests.support.kafka_read import read_topic
@@ -171,9 +172,12 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
     versions = store.versions()
     assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2
     assert all(store.verify(n) == [] for n in versions)
+    # Beside the versions only the record of the latest promotion, naming the newest.
     assert sorted(p.name for p in (learner.adapters / "policy").iterdir()) == sorted(
-        f"v{n}" for n in versions
+        [*(f"v{n}" for n in versions), PROMOTED_FILENAME]
     )
+    promoted = store.promoted()
+    assert promoted is not None and promoted.version == f"policy@v{versions[-1]}"
 
     # Manifests tile each partition's offsets exactly once, and count every event once.
     manifests = [store.manifest(n) for n in versions]

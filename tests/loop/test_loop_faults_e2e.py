@@ -406,7 +406,8 @@ def test_loop_survives_broker_restart_and_learner_sigkill(loop: Loop) -> None:
     max_seq = int(cycles[0][3])
     store = AdapterStore(str(loop.adapters), "policy")
     assert store.versions() == [1] and store.verify(1) == []
-    assert loop.adapter_entries() == ["v1"]  # no temporary directory left behind
+    # v1 and the record of its promotion; no temporary directory left behind.
+    assert loop.adapter_entries() == ["promoted.json", "v1"]
     manifest = store.manifest(1)
     in_snapshot = loop.query(
         f"SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events WHERE seq <= {max_seq}"
