@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from learner import faults
@@ -39,6 +40,13 @@ def _spool_empty(world: World, replica: Replica) -> bool:
     )
 
 
+def _wait_spool_empty(world: World, replica: Replica) -> None:
+    def drained() -> bool:
+        return _spool_empty(world, replica)
+
+    world.wait_for(f"{replica.name} spool drained", drained, 90)
+
+
 def _running_replicas(world: World) -> list[Replica]:
     return [r for r in world.replicas if r.process is not None and r.process.running]
 
@@ -47,9 +55,7 @@ def settle_and_tally(world: World) -> EventTally:
     """Stop the users, wait until every event reached Kafka and the learner, and count."""
     world.stop_users()
     for replica in _running_replicas(world):
-        world.wait_for(
-            f"{replica.name} spool drained", lambda r=replica: _spool_empty(world, r), 90
-        )
+        _wait_spool_empty(world, replica)
     pairs, feedback = world.ledger.snapshot()
     topics = [DEFAULT_TOPICS.interactions, DEFAULT_TOPICS.feedback]
     records = read_all(world.broker.bootstrap, topics, at_least=len(pairs) + len(feedback))
@@ -214,7 +220,7 @@ def two_replicas_swapping(world: World) -> FaultRow:
         ):
             t0 = time.monotonic()
             resp = world.admin_post(replica, path, body)
-            world.wait_for(f"both replicas on {want}", lambda w=want: both_on(w), 60)
+            world.wait_for(f"both replicas on {want}", partial(both_on, want), 60)
             steps.append(
                 f"{path.rsplit('/', 1)[1]} on {replica.name} -> {resp.status_code}, "
                 f"both on {want} in {time.monotonic() - t0:.1f}s"

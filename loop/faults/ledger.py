@@ -39,6 +39,7 @@ class ServedPair:
 class Ledger:
     pairs: list[ServedPair] = field(default_factory=list)
     feedback: list[tuple[str, str]] = field(default_factory=list)  # (event kind, referenced id)
+    latencies: list[float] = field(default_factory=list)  # seconds per answered chat request
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def served(self, result: ChatResult) -> None:
@@ -79,7 +80,9 @@ class RecordingClient(ServiceClient):
         self.ledger = ledger
 
     async def chat(self, prompt: str, **kwargs: Any) -> ChatResult:
+        t0 = time.perf_counter()
         result = await super().chat(prompt, **kwargs)
+        self.ledger.latencies.append(time.perf_counter() - t0)
         self.ledger.served(result)
         return result
 

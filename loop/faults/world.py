@@ -206,13 +206,16 @@ class World:
         ).start()
         return self.learner
 
-    def start_users(self, replica: Replica | None = None, seed: int = 11) -> Users:
+    def start_users(
+        self, replica: Replica | None = None, seed: int = 11, clients: int = 2
+    ) -> Users:
+        """``clients`` concurrent users; two are paced (2 comparisons/s), more are not (load)."""
         config = SimConfig(
             base_url=(replica or self.replicas[0]).root,
             api_key=self.api_key,
             comparisons=0,  # until stopped
-            concurrency=2,
-            rate=2.0,
+            concurrency=clients,
+            rate=2.0 if clients <= 2 else 0.0,
             noise=NoiseConfig(0.5),
             max_tokens=16,
             thumbs_rate=0.3,
