@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "kafka"):  # one line per request / reconnect otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.monotonic()
     rows: list[FaultRow] = []

@@ -294,7 +294,7 @@ def learner_sigkill_every_stage(world: World, timeout: float = 240) -> list[Faul
             _resumed(world, start + 1),
             passed=True,
         )
-        for point, start in fired
+        for point, start in sorted(fired, key=lambda f: faults.STAGE_POINTS.index(f[0]))
     ]
     missing = [p for p in faults.STAGE_POINTS if p not in dict(fired)]
     rows += [

@@ -116,7 +116,7 @@ def adapter_rows(world: World, replica: Replica) -> list[FaultRow]:
         ("manifest file name leaves the version", "files lists ../../../outside.safetensors",
          {"version": "policy@v6"}),
         ("version name with ../", "version ../../policy@v1", {"version": "../../policy@v1"}),
-        ("version name .. ", "version ..@v1", {"version": "..@v1"}),
+        ("version name ..", "version ..@v1", {"version": "..@v1"}),
         ("version name with /", "version policy/../../x@v1", {"version": "policy/../../x@v1"}),
         ("uri outside the store", "a valid adapter outside the store, named by uri",
          {"version": "policy@v7", "uri": outside.uri}),
@@ -169,7 +169,8 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
     def oversized() -> tuple[bool, str]:
         prompt = "word " * 300  # fits the context window; eight answers to it do not fit
         resp = replica.chat(prompt, n=8, max_tokens=64)
-        return resp.status_code == 400, f"{resp.status_code}: {_reason(resp)}"
+        message = str(resp.json().get("error", {}).get("message", ""))[:90]
+        return resp.status_code == 400 and "KV" in message, f"{resp.status_code}: {message}"
 
     def many_stops() -> tuple[bool, str]:
         resp = replica.chat("hi", stop=[f"s{i}" for i in range(12_000)])
