@@ -24,8 +24,8 @@ from serving.security import IdSigner, new_id, user_hash
 logger = logging.getLogger(__name__)
 
 # Small enough that eight answers to a long prompt can never fit beside each other, large
-# enough for every ordinary request of the suite (tiny model: 512 bytes of KV per token).
-KV_BUDGET_MIB = 0.5
+# enough for every ordinary request of the suite (tiny model: 128 bytes of KV per token).
+KV_BUDGET_MIB = 0.1
 WEIGHTS = "adapter_model.safetensors"
 
 
@@ -167,7 +167,9 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
 
     def oversized() -> tuple[bool, str]:
-        prompt = "word " * 300  # fits the context window; eight answers to it do not fit
+        prompt = (
+            "word " * 60
+        )  # ~250 tokens: fits the 512-token context; eight answers do not fit the KV budget
         resp = replica.chat(prompt, n=8, max_tokens=64)
         message = str(resp.json().get("error", {}).get("message", ""))[:90]
         return resp.status_code == 400 and "KV" in message, f"{resp.status_code}: {message}"
@@ -221,7 +223,7 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
         return status in (400, 403, 410), f"expired id (valid MAC): {status}"
 
     return [
-        _row("oversized prompt, n=8", "300-word prompt, n=8, max_tokens 64, KV budget "
+        _row("oversized prompt, n=8", "60-word (~250-token) prompt, n=8, max_tokens 64, KV budget "
              f"{KV_BUDGET_MIB} MiB", oversized, replica),
         _row("12,000 stop strings", "stop = 12,000 strings", many_stops, replica),
         _row("chat-template injection", "content forging <|im_end|>/<|im_start|>system turns",
