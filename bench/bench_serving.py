@@ -379,7 +379,7 @@ def load_row(name: str, r: LoadResult) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> str:
     from common.broker import DevBroker, free_port
     from common.embedded_model import materialize_embedded_model
-    from tests.support.adapters import write_version
+    from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()
     prompts = make_prompts(args.clients)

@@ -192,6 +192,7 @@ class CycleRunner:
         res = self.trainers.sft(
             self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt)
         )
+        faults.hit("cycle.after_sft")
         return ckpt.model_copy(
             update={
                 "stage": "reward",
@@ -342,6 +343,7 @@ class CycleRunner:
         failed = gates.first_failure(decisions)
         if failed:
             return self._reject(ckpt, failed.reason)
+        faults.hit("cycle.after_evaluate")
         return ckpt.model_copy(update={"stage": "publish"})
 
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:

@@ -26,6 +26,22 @@ POINTS = (
     "cycle.before_done",
 )
 
+# Every stage of a cycle, in the order a cycle reaches them: POINTS plus the end of SFT (runs only
+# when the snapshot holds new corrections) and of evaluation. The fault suite
+# (loop/faults/kafka_faults.py) kills the learner at each.
+STAGE_POINTS = (
+    "ingest.before_commit",
+    "cycle.after_snapshot",
+    "cycle.after_sft",
+    "cycle.after_reward",
+    "cycle.after_ppo",
+    "cycle.after_evaluate",
+    "publish.after_files",
+    "publish.after_rename",
+    "publish.before_event",
+    "cycle.before_done",
+)
+
 
 def hit(point: str) -> None:
     wanted = os.environ.get("RLHF_LEARNER_FAULT_AT", "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -54,6 +55,15 @@ def parse_version(version: str, adapter_name: str) -> int:
 
 def default_uri(store: str, adapter_name: str, number: int) -> str:
     return AdapterVersion(adapter_name, number).store_dir(store)
+
+
+def _normalized(uri: str) -> str:
+    """``protocol://`` + the path with ``.``/``..`` resolved (local paths made absolute)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    if protocol in ("file", "local"):
+        return "file://" + os.path.abspath(path)
+    return f"{protocol}://" + posixpath.normpath("/" + path.lstrip("/"))
 
 
 def _sha256(data: bytes) -> str:
@@ -98,6 +108,7 @@ class AdapterFetcher:
     ) -> VerifiedAdapter:
         number = parse_version(version, self.adapter_name)
         uri = uri or default_uri(self.store, self.adapter_name, number)
+        self._check_inside_store(version, uri)
         fs, root = fsspec.core.url_to_fs(uri)
         root = root.rstrip("/")
         try:
@@ -110,6 +121,15 @@ class AdapterFetcher:
         local = self._local_copy(fs, root, uri, manifest, raw)
         self._check_files(local, manifest)
         return VerifiedAdapter(version=version, path=local, uri=uri, manifest=manifest)
+
+    def _check_inside_store(self, version: str, uri: str) -> None:
+        """Only versions of this replica's family in its own store are loaded: a uri from an
+        event or an admin request cannot point serving at files anywhere else."""
+        family = _normalized(default_uri(self.store, self.adapter_name, 0)).rsplit("/", 1)[0]
+        if not _normalized(uri).startswith(family + "/"):
+            raise AdapterRefused(
+                "outside_store", f"{version}: {uri} is not under {family} (the adapter store)"
+            )
 
     def _check_manifest(
         self, version: str, uri: str, raw: bytes, expected_sha256: str | None

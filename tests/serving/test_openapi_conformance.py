@@ -5,46 +5,30 @@ documented)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from loop.faults.conformance import run_schemathesis
 from serving.app import create_app
 from serving.openapi import SIGNED_ID_PATTERN
 from tests.serving.conftest import ADMIN, API_KEY, harness, make_settings
 from tests.serving.live import live_server
 
-ST = Path(sys.executable).parent / "st"
 
-
-def _schemathesis(port: int, token: str, paths: str, examples: int, cwd: Path) -> str:
-    run = subprocess.run(
-        [
-            str(ST), "run", f"http://127.0.0.1:{port}/openapi.json",
-            "--checks", "all", "--workers", "1", "--max-examples", str(examples),
-            "--include-path-regex", paths, "--continue-on-failure", "--seed", "1",
-            "-H", f"Authorization: Bearer {token}",
-        ],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    return run.stdout
-
-
-def _cases(report: str) -> tuple[int, int]:
-    found = re.search(r"(\d+) generated, (\d+) passed", report)
-    assert found, report[-3000:]
-    return int(found.group(1)), int(found.group(2))
+def _cases(port: int, token: str, paths: str, examples: int, cwd: Path) -> tuple[int, int]:
+    generated, passed, report = run_schemathesis(
+        f"http://127.0.0.1:{port}", token, paths, examples, cwd
+    )
+    assert generated, report
+    return generated, passed
 
 
 def test_schema_matches_server_for_over_a_thousand_cases(tmp_path: Path) -> None:
     app = create_app(make_settings())
     with live_server(app) as (_, port):
-        api = _cases(_schemathesis(port, API_KEY, "^/(v1|healthz|readyz|metrics)", 150, tmp_path))
-        admin = _cases(_schemathesis(port, ADMIN, "^/admin", 60, tmp_path))
+        api = _cases(port, API_KEY, "^/(v1|healthz|readyz|metrics)", 150, tmp_path)
+        admin = _cases(port, ADMIN, "^/admin", 60, tmp_path)
     generated = api[0] + admin[0]
     assert generated >= 1000
     assert api[0] == api[1] and admin[0] == admin[1]

@@ -273,3 +273,13 @@ async def test_unreachable_store_is_a_clear_refusal(tiny_model_dir: Path, tmp_pa
     assert exc.value.reason == "fetch_failed"
     assert manager.refusals == {"fetch_failed": 1}
     assert engine.calls == []
+
+
+async def test_a_uri_outside_the_store_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    outside = write_version(tmp_path / "elsewhere", "policy", 1, tiny_model_dir)
+    manager, engine, _ = await _manager(tiny_model_dir, tmp_path)
+    for uri in (outside.uri, f"{tmp_path / 'store'}/policy/../../elsewhere/policy/v1"):
+        with pytest.raises(AdapterRefused) as exc:
+            await manager.load("policy@v1", uri)
+        assert exc.value.reason == "outside_store"
+    assert engine.calls == [] and manager.serving_version() == BASE
