@@ -82,7 +82,12 @@ class AdapterManager:
         self._loaded: dict[str, _Loaded] = {}
         self._known_uris: dict[str, tuple[str, str | None]] = {}  # from adapter.published
         self._seen_events: set[str] = set()
+        # Two locks: _lock guards the alias state (serving, canary, history) and is only ever
+        # held for instant changes, so a rollback or a promote of a loaded version never waits
+        # behind a load; _load_lock serialises the slow engine work (fetch, load, smoke check,
+        # unload drains) that happens beside it.
         self._lock = asyncio.Lock()
+        self._load_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._caught_up = False  # the adapters topic has been read to its end once
         self._degraded = False  # serving without the topic (see _serve_from_store)
@@ -208,11 +213,11 @@ class AdapterManager:
 
     # ---- admin API ---------------------------------------------------------------------------
     async def load(self, version: str, uri: str | None = None) -> AdapterInfo:
-        async with self._lock:
-            await self._ensure_loaded(version, uri)
+        await self._ensure_loaded(version, uri)
         return self._info(version)
 
     async def promote(self, version: str) -> None:
+        await self._ensure_loaded(version)  # the slow part, outside the state lock
         async with self._lock:
             await self._promote(version, "admin")
 
@@ -232,6 +237,14 @@ class AdapterManager:
     ) -> None:
         if version == BASE or self._usable(version) is not None:
             return
+        async with self._load_lock:
+            if self._usable(version) is not None:
+                return  # loaded by a concurrent caller meanwhile
+            await self._fetch_and_load(version, uri, manifest_sha256)
+
+    async def _fetch_and_load(
+        self, version: str, uri: str | None, manifest_sha256: str | None
+    ) -> None:
         assert self._fetcher is not None, "start() first"
         parse_version(version, self._settings.adapter_name)
         if uri is None and version in self._known_uris:
@@ -372,7 +385,9 @@ class AdapterManager:
     async def _unload_later(self, version: str) -> None:
         # Requests that read the alias just before a flip may still be about to use it.
         await asyncio.sleep(self._settings.adapter_unload_grace_seconds)
-        async with self._lock:
+        # The drain can take as long as the version's longest running answer: under the load
+        # lock, never the state lock.
+        async with self._load_lock:
             entry = self._loaded.get(version)
             if entry is None or not entry.unloading:
                 return
@@ -495,6 +510,11 @@ class AdapterManager:
         if event.event_id in self._seen_events or not self._relevant(event):
             return
         self._seen_events.add(event.event_id)
+        try:
+            await self._preload(event)
+        except (AdapterRefused, AdapterNotFound, AdapterStateError) as exc:
+            logger.warning("%s %s not applied: %s", event.kind, getattr(event, "version", ""), exc)
+            return
         async with self._lock:
             try:
                 if isinstance(event, AdapterPublished):
@@ -521,6 +541,15 @@ class AdapterManager:
                     getattr(event, "version", ""),
                     exc,
                 )
+
+    async def _preload(self, event: EventBase) -> None:
+        """Load the version an event is about before taking the state lock (the swap itself
+        is then instant, and rollbacks meanwhile do not wait)."""
+        if isinstance(event, AdapterPublished):
+            self._known_uris[event.version] = (event.uri, event.manifest_sha256)
+            await self._ensure_loaded(event.version, event.uri, event.manifest_sha256)
+        elif isinstance(event, AdapterPromoted):
+            await self._ensure_loaded(event.version)
 
     # ---- helpers -------------------------------------------------------------------------
     def _info(self, version: str) -> AdapterInfo:

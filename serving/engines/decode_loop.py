@@ -177,9 +177,12 @@ class DecodeLoop:
             if self._stopping:
                 raise EngineFailure("engine is stopped")
             queued = sum(s.request.n for s in self._pending)
-            if queued + sub.request.n > self._max_queue:
+            if sub.request.priority:
+                self._pending.appendleft(sub)  # next in, as soon as a row is free
+            elif queued + sub.request.n > self._max_queue:
                 raise EngineOverloaded(f"engine queue full ({queued} answers waiting)")
-            self._pending.append(sub)
+            else:
+                self._pending.append(sub)
         self._wake.set()
 
     def call(self, fn: Callable[[], Any], ready: Callable[[], bool] = lambda: True) -> Future[Any]:

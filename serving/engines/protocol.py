@@ -53,6 +53,9 @@ class GenerationRequest:
     n: int = 1
     # Adapter version to generate with; BASE for the plain base model.
     adapter: str = BASE
+    # Ahead of queued user requests (an adapter's smoke check: a swap must not wait behind
+    # the traffic it is about to serve).
+    priority: bool = False
 
 
 @dataclass(frozen=True)

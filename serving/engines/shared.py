@@ -68,7 +68,7 @@ class BaseSmokeAnswer:
     ) -> str:
         if self._text is None:
             request = GenerationRequest(
-                messages=SMOKE_MESSAGES, max_tokens=self.max_tokens, temperature=0.0
+                messages=SMOKE_MESSAGES, max_tokens=self.max_tokens, temperature=0.0, priority=True
             )
             self._text = (await generate(request))[0].text
         return self._text

@@ -231,7 +231,11 @@ class TransformersEngine:
 
     async def smoke_check(self, version: str) -> None:
         request = GenerationRequest(
-            messages=SMOKE_MESSAGES, max_tokens=self.smoke_tokens, temperature=0.0, adapter=version
+            messages=SMOKE_MESSAGES,
+            max_tokens=self.smoke_tokens,
+            temperature=0.0,
+            adapter=version,
+            priority=True,
         )
         try:
             answer = (await self.generate(request))[0]

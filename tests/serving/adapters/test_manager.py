@@ -283,3 +283,40 @@ async def test_a_uri_outside_the_store_is_refused(tiny_model_dir: Path, tmp_path
             await manager.load("policy@v1", uri)
         assert exc.value.reason == "outside_store"
     assert engine.calls == [] and manager.serving_version() == BASE
+
+
+async def test_rollback_is_instant_while_another_version_loads(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import time
+
+    class SlowLoads(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def smoke_check(self, version: str) -> None:
+            if version == "policy@v3":
+                await self.gate.wait()  # a smoke check stuck behind heavy traffic
+            await super().smoke_check(version)
+
+    for n in (1, 2, 3):
+        write_version(tmp_path / "store", "policy", n, tiny_model_dir, model_name="tiny")
+    engine = SlowLoads()
+    manager, _, _ = await _manager(tiny_model_dir, tmp_path, engine=engine)
+    try:
+        await manager.promote("policy@v1")
+        await manager.promote("policy@v2")
+        loading = asyncio.create_task(manager.load("policy@v3"))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        # Before the state lock was split from the load lock, these waited for the load.
+        assert await asyncio.wait_for(manager.rollback(), 2.0) == "policy@v1"
+        await asyncio.wait_for(manager.promote("policy@v2"), 2.0)  # loaded: a flip
+        assert time.perf_counter() - started < 0.5
+        assert not loading.done()
+        engine.gate.set()
+        await loading
+        assert "policy@v3" in engine.loaded_adapters()
+    finally:
+        await manager.stop()

@@ -315,3 +315,27 @@ async def test_kv_budget_queues_what_does_not_fit_and_refuses_what_never_can(
             await eng.generate(req(PROMPTS[1], n=2 * n, max_tokens=max_tokens))
     finally:
         await eng.stop()
+
+
+async def test_a_smoke_check_does_not_wait_behind_queued_traffic(
+    lively_model_dir: Path, adapter_dirs: dict[str, Path]
+) -> None:
+    # One row at a time: user requests queue; the smoke check goes in next, ahead of them.
+    eng = TransformersEngine(lively_model_dir, max_batch_size=1, max_queue=16)
+    await eng.start()
+    try:
+        await eng.load_adapter("a@v1", adapter_dirs["a@v1"])
+        finished: list[str] = []
+
+        async def user(i: int) -> None:
+            await eng.generate(req(PROMPTS[i % len(PROMPTS)], max_tokens=40))
+            finished.append(f"user{i}")
+
+        users = [asyncio.create_task(user(i)) for i in range(6)]
+        await asyncio.sleep(0.05)  # the users are queued (one running)
+        await eng.smoke_check("a@v1")
+        finished.append("smoke")
+        await asyncio.gather(*users)
+        assert finished.index("smoke") <= 2, finished
+    finally:
+        await eng.stop()
