@@ -52,6 +52,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"[{tier} tier] {reason}"))
 
 
+# Most specific first: a test marked kafka and e2e counts as e2e.
+_TIER_ORDER = ("gpu", "browser", "vllm", "e2e", "slow", "kafka", "unit")
+_tier_seconds: dict[str, float] = {}
+_tier_tests: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Time per tier (setup + call + teardown), shown at the end of every run."""
+    tier = next((t for t in _TIER_ORDER if t in report.keywords), "unit")
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+    if report.when == "call":
+        _tier_tests[tier] = _tier_tests.get(tier, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _tier_seconds:
+        return
+    terminalreporter.section("time per tier")
+    for tier in _TIER_ORDER:
+        if tier in _tier_seconds:
+            terminalreporter.write_line(
+                f"{tier:>8}: {_tier_seconds[tier]:7.1f} s  ({_tier_tests.get(tier, 0)} tests run)"
+            )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama causal LM + ChatML tokenizer saved as a model directory."""
