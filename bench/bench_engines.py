@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device (not vLLM): cpu, cuda...")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    from common.logs import configure_logging
+
+    configure_logging(logging.WARNING)
     model_dir = resolve_model_dir(args.model_dir)
     scenarios = {"32 prompts x n=2": (prompts(32), 2), "64 prompts x n=1": (prompts(64), 1)}
     runners = {"transformers engine (this)": run_engine, "model.generate (one batch)": run_generate}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import random
 import sys
 import tempfile
@@ -179,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-gflops", type=float, default=179.0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging()
     if args.model_dir is None:
         from common.embedded_model import materialize_embedded_model
 

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true", help="also run the 64-client load test")
     parser.add_argument("--soak-minutes", type=float, default=5.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging()
     for chatty in ("httpx", "httpx2", "kafka"):  # one line per request / reconnect otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the topics on disk here across restarts (default: in memory, lost on stop)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging()
     broker = DevBroker(port=args.port, partitions=args.partitions, data_dir=args.data_dir)
     # tansu runs in its own session (a terminal's Ctrl-C reaches only us), so whatever ends
     # this process must stop it first: Ctrl-C, SIGTERM and SIGHUP all end up in the finally.

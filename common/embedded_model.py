@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="convert again even if cached")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging()
     print(materialize_embedded_model(args.cache_dir, force=args.force))
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.cli import HelpFormatter
-from common.logs import quiet_kafka_logging
+from common.logs import configure_logging
 from learner.settings import LearnerSettings
 
 logger = logging.getLogger(__name__)
@@ -136,12 +136,7 @@ def settings_from(args: argparse.Namespace) -> LearnerSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    quiet_kafka_logging()
+    configure_logging(args.log_level)
     try:
         settings = settings_from(args)
     except ValidationError as exc:

@@ -8,7 +8,6 @@ the data and synchronise gradients through ``accelerate``); only the main proces
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -59,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m learner.stage_worker REQUEST.json", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from common.logs import configure_logging
+
+    configure_logging()
     request_path = Path(args[0])
     request = json.loads(request_path.read_text())
     outcome = run_request(request)

@@ -474,11 +474,9 @@ def _dashboard_loop(demo: Demo, plain: bool) -> str:
 
 def _log_to_file(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        filename=str(data_dir / "demo.log"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from common.logs import configure_logging
+
+    configure_logging(file=data_dir / "demo.log")
 
 
 def env_pairs(values: list[str]) -> dict[str, str]:

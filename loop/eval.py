@@ -408,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging(logging.WARNING)
     config = EvalConfig(
         base_url=args.base_url,
         api_key=args.api_key,

@@ -459,7 +459,9 @@ def summary_lines(snap: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    from common.logs import configure_logging
+
+    configure_logging(logging.WARNING)
     try:
         sim = Simulator(config_from_args(args))
     except ValueError as exc:

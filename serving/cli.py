@@ -10,14 +10,13 @@ and flushes the event logger (``serving.app``).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
 from common.cli import HelpFormatter
-from common.logs import quiet_kafka_logging
+from common.logs import configure_logging
 from serving.settings import ServingSettings
 
 # flag -> settings field; flags left unset keep the environment's (or the default) value.
@@ -98,10 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    quiet_kafka_logging()
+    configure_logging(args.log_level)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
