@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ from learner.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from learner.data import Prompt
 from learner.publish import AdapterStore, announce_published, build_manifest
 from learner.publish.manifest import offset_ranges
 from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
-from learner.store.queries import Prompt, is_heldout
+from learner.store.queries import is_heldout
 from learner.trainers import Trainers
 from schemas.events import AdapterPublished
 from schemas.manifest import PromotedRecord
@@ -150,9 +152,20 @@ class CycleRunner:
         logger.info("cycle %d %s: %s", ckpt.cycle_id, ckpt.outcome, ckpt.reason)
         return ckpt
 
+    def _stages(self) -> dict[Stage, Callable[[CycleCheckpoint], CycleCheckpoint]]:
+        """Each stage and the step that runs it (``STAGES`` gives the order)."""
+        return {
+            "sft": self._sft,
+            "reward": self._reward,
+            "ppo": self._ppo,
+            "evaluate": self._evaluate,
+            "publish": self._publish,
+            "announce": self._announce,
+        }
+
     def _run_stage(self, stage: Stage, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         try:
-            return getattr(self, f"_{stage}")(ckpt)
+            return self._stages()[stage](ckpt)
         except Exception as exc:
             if stage == "announce":
                 raise  # the version is published; only the event is missing: retry later

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from schemas.events import ChatMessage
 
+# A logged prompt: the conversation up to the answer (PPO and the evaluation sample from these).
+Prompt = tuple[ChatMessage, ...]
+
 
 @dataclass(frozen=True)
 class Comparison:

@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from learner.data import Comparison, Rating, SFTExample
-from learner.trainers import Prompt, RealTrainers, TrainOutcome
+from learner.data import Comparison, Prompt, Rating, SFTExample
+from learner.trainers import RealTrainers, TrainOutcome
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)

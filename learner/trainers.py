@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from learner.data import Comparison, Rating, SFTExample
-from schemas.events import ChatMessage
-
-Prompt = tuple[ChatMessage, ...]
+from learner.data import Comparison, Prompt, Rating, SFTExample
 
 
 @dataclass

@@ -15,10 +15,8 @@ import json
 import sqlite3
 from itertools import combinations
 
-from learner.data import Comparison, Rating, SFTExample
+from learner.data import Comparison, Prompt, Rating, SFTExample
 from schemas.events import ChatMessage
-
-Prompt = tuple[ChatMessage, ...]
 
 
 def _prompt(messages_json: str) -> Prompt:
