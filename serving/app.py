@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from serving.deps import AdapterControl, EventSink, Services
+from serving.engines import create_engine
 from serving.engines.protocol import Engine
 from serving.errors import install_error_handlers
 from serving.metrics import HTTPMetricsMiddleware
@@ -30,27 +31,13 @@ from serving.settings import ServingSettings
 logger = logging.getLogger(__name__)
 
 
-def build_engine(settings: ServingSettings) -> Engine:
-    if settings.engine == "fake":
-        from serving.engines.fake import FakeEngine
-
-        return FakeEngine(token_delay=settings.fake_token_delay_seconds)
-    if settings.engine == "vllm":
-        from serving.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine.from_settings(settings)
-    from serving.engines.transformers_engine import TransformersEngine
-
-    return TransformersEngine.from_settings(settings)
-
-
 def build_services(
     settings: ServingSettings,
     engine: Engine | None = None,
     events: EventSink | None = None,
     adapters: AdapterControl | None = None,
 ) -> Services:
-    engine = engine or build_engine(settings)
+    engine = engine or create_engine(settings)
     if events is None:
         from serving.events.logger import EventLogger
 

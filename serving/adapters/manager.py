@@ -22,7 +22,6 @@ the latest promoted version that passes its checks is loaded; ``ready()`` turns 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -110,7 +109,6 @@ class AdapterManager:
             self._settings.adapter_cache_dir,
             base_hash,
         )
-        self._set_serving_metric(None, self._serving)
         if not (self._settings.adapter_follow_topic and self._settings.kafka_enabled):
             self._ready.set()
             return
@@ -324,7 +322,6 @@ class AdapterManager:
         # The version rolled back from must not come back by a later plain rollback.
         self._history = [v for v in self._history if v not in (target, current)]
         self._serving = target
-        self._set_serving_metric(current, target)
         metrics.SWAPS.labels("rollback", source).inc()
         metrics.SWAP_SECONDS.observe(time.perf_counter() - started)
         logger.info("rolled back from %s to %s (source %s)", current, target, source)
@@ -346,7 +343,6 @@ class AdapterManager:
         self._serving = version  # the atomic alias flip: one reference assignment
         if self._canary == version:
             self._canary = None
-        self._set_serving_metric(previous, version)
         self._evict()
         return previous
 
@@ -563,10 +559,3 @@ class AdapterManager:
     def _count_refusal(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
         metrics.REFUSALS.labels(reason).inc()
-
-    @staticmethod
-    def _set_serving_metric(old: str | None, new: str) -> None:
-        if old is not None and old != new:
-            with contextlib.suppress(KeyError):
-                metrics.SERVING_VERSION.remove(old)
-        metrics.SERVING_VERSION.labels(new).set(1)

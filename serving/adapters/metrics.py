@@ -18,11 +18,6 @@ REFUSALS = Counter(
     "Adapter versions refused, by reason.",
     ["reason"],
 )
-SERVING_VERSION = Gauge(
-    "rlhf_serving_adapter_serving_version_info",
-    "1 for the adapter version this replica serves (label), absent otherwise.",
-    ["version"],
-)
 LOADED = Gauge("rlhf_serving_adapters_loaded", "Adapter versions resident in the engine.")
 TOPIC_RESETS = Counter(
     "rlhf_serving_adapter_topic_resets_total",

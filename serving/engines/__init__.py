@@ -25,5 +25,5 @@ def create_engine(settings: ServingSettings) -> Engine:
     if settings.engine == "fake":
         from serving.engines.fake import FakeEngine
 
-        return FakeEngine(token_delay=getattr(settings, "fake_token_delay_seconds", 0.0))
+        return FakeEngine(token_delay=settings.fake_token_delay_seconds)
     raise ValueError(f"unknown engine {settings.engine!r}")
