@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--soak", action="store_true", help="also run the 64-client load test")
     parser.add_argument("--soak-minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--only",
+        choices=["event-path", "spool-disk", "serving", "schemathesis", "soak"],
+        help="run one part (the report then holds only its rows)",
+    )
     args = parser.parse_args(argv)
     from common.logs import configure_logging
 
@@ -119,15 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         ("serving", run_serving_faults),
         ("schemathesis", lambda tmp: [schemathesis_row(tmp)]),
     ]
-    if args.soak:
+    if args.soak or args.only == "soak":
         parts.append(("soak", lambda tmp: [run_soak(tmp, args.soak_minutes * 60)]))
+    if args.only:
+        parts = [p for p in parts if p[0] == args.only]
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         for name, run in parts:
             logger.info("== %s", name)
             (Path(tmp) / name).mkdir()
             rows += run(Path(tmp) / name)
-    command = "python bench/reliability.py" + (
-        f" --soak --soak-minutes {args.soak_minutes:g}" if args.soak else ""
+    command = (
+        "python bench/reliability.py"
+        + (f" --soak --soak-minutes {args.soak_minutes:g}" if args.soak else "")
+        + (f" --only {args.only}" if args.only else "")
     )
     write_report(rows, command, time.monotonic() - started, args.soak)
     print(markdown_table(rows))
