@@ -57,8 +57,13 @@ def settle_and_tally(world: World) -> EventTally:
     for replica in _running_replicas(world):
         _wait_spool_empty(world, replica)
     pairs, feedback = world.ledger.snapshot()
+    expected = len(pairs) + len(feedback)
+    # A big backlog (the soak's tens of thousands of events) takes the learner and the reader
+    # a while on a busy machine; a loss still shows, as a shortfall once the budget is spent.
+    budget = max(60.0, expected / 50.0)
+    _wait_quietly(lambda: world.stored_count() >= expected, budget)
     topics = [DEFAULT_TOPICS.interactions, DEFAULT_TOPICS.feedback]
-    records = read_all(world.broker.bootstrap, topics, at_least=len(pairs) + len(feedback))
+    records = read_all(world.broker.bootstrap, topics, at_least=expected, timeout=budget)
     ids = {r.event.event_id for r in records if r.event is not None}
     world.wait_for(
         "the learner to store every event",
@@ -66,6 +71,12 @@ def settle_and_tally(world: World) -> EventTally:
         timeout=120,
     )
     return tally(world.ledger, records, world.stored_event_ids())
+
+
+def _wait_quietly(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def _users_ok(world: World, since: int = 0) -> tuple[bool, str]:
