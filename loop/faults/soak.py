@@ -73,7 +73,7 @@ def run_soak(tmp: Path, seconds: float) -> FaultRow:
     try:
         world.broker.start()
         replica = world.start_serving()
-        world.start_learner(NO_CYCLES)
+        world.start_learner(NO_CYCLES, LEARNER_CYCLE_PERIOD_SECONDS="0")  # by count only
         world.wait_for("serving ready", lambda: world.ready(replica), 180)
         write_version(world.adapters, "policy", 1, world.model_dir, model_name=SERVING_MODEL_NAME)
         sampler = threading.Thread(target=_sample_rss, args=(world, stop, rss), daemon=True)
