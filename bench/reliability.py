@@ -144,4 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # SIGTERM and SIGHUP, like Ctrl-C, unwind through the scenarios' finally blocks that stop
+    # the broker, serving and learner processes they started.
+    from common.signals import StopSignals
+
+    with StopSignals("the fault suite"):
+        sys.exit(main())
