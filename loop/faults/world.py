@@ -62,6 +62,49 @@ class Users:
     thread: threading.Thread
 
 
+def tiny_learner_env(
+    model_dir: Path,
+    bootstrap: str,
+    data_dir: Path,
+    adapter_store: Path,
+    min_new_comparisons: int,
+) -> dict[str, str]:
+    """The demo's tiny learner settings (loop/demo.py), smaller still, and gates that always
+    pass: fault scenarios are about faults, not about what a random model learns."""
+    return {
+        "LEARNER_MODEL_DIR": str(model_dir),
+        "LEARNER_KAFKA_BOOTSTRAP": bootstrap,
+        "LEARNER_DATA_DIR": str(data_dir),
+        "LEARNER_ADAPTER_STORE": str(adapter_store),
+        "LEARNER_MIN_NEW_COMPARISONS": str(min_new_comparisons),
+        "LEARNER_METRICS_PORT": "0",
+        "LEARNER_POLL_TIMEOUT_MS": "200",
+        "LEARNER_IDLE_SLEEP_SECONDS": "0.2",
+        "LEARNER_RM_MIN_ACCURACY": "0.0",
+        "LEARNER_RM_GATE_CONFIDENCE": "0",
+        "LEARNER_MIN_REWARD_GAIN": "-1000000000",
+        "LEARNER_KL_BUDGET": "1000000",
+        "LEARNER_SANITY_PROMPTS": "[]",
+        "LEARNER_SFT_ON_CORRECTIONS": "false",
+        "LEARNER_PPO_NUM_PROMPTS": "8",
+        "LEARNER_EVAL_NUM_PROMPTS": "4",
+        "LEARNER_EVAL_CONFIG": json.dumps(
+            {"max_repeat_fraction": 1.0, "max_new_tokens": 8, "batch_size": 4}
+        ),
+        "LEARNER_REWARD_CONFIG": json.dumps({"learning_rate": 5e-3, "num_epochs": 1}),
+        "LEARNER_PPO_CONFIG": json.dumps(
+            {
+                "learning_rate": 5e-3,
+                "num_steps": 12,
+                "batch_size": 4,
+                "mini_batch_size": 2,
+                "ppo_epochs": 1,
+                "max_new_tokens": 8,
+            }
+        ),
+    }
+
+
 @dataclass
 class WorldOptions:
     proxied: bool = False  # the broker only behind a cuttable TCP proxy
@@ -152,39 +195,14 @@ class World:
     def learner_env(self, min_new_comparisons: int) -> dict[str, str]:
         # The demo's tiny settings (loop/demo.py), smaller still, and gates that always pass:
         # the scenarios are about faults, not about what a random model learns.
-        env = {
-            "LEARNER_MODEL_DIR": str(self.model_dir),
-            "LEARNER_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "LEARNER_DATA_DIR": str(self.learner_data),
-            "LEARNER_ADAPTER_STORE": str(self.learner_adapters or self.adapters),
-            "LEARNER_MODEL_NAME": SERVING_MODEL_NAME,
-            "LEARNER_MIN_NEW_COMPARISONS": str(min_new_comparisons),
-            "LEARNER_METRICS_PORT": "0",
-            "LEARNER_POLL_TIMEOUT_MS": "200",
-            "LEARNER_IDLE_SLEEP_SECONDS": "0.2",
-            "LEARNER_RM_MIN_ACCURACY": "0.0",
-            "LEARNER_RM_GATE_CONFIDENCE": "0",
-            "LEARNER_MIN_REWARD_GAIN": "-1000000000",
-            "LEARNER_KL_BUDGET": "1000000",
-            "LEARNER_SANITY_PROMPTS": "[]",
-            "LEARNER_SFT_ON_CORRECTIONS": "false",
-            "LEARNER_PPO_NUM_PROMPTS": "8",
-            "LEARNER_EVAL_NUM_PROMPTS": "4",
-            "LEARNER_EVAL_CONFIG": json.dumps(
-                {"max_repeat_fraction": 1.0, "max_new_tokens": 8, "batch_size": 4}
-            ),
-            "LEARNER_REWARD_CONFIG": json.dumps({"learning_rate": 5e-3, "num_epochs": 1}),
-            "LEARNER_PPO_CONFIG": json.dumps(
-                {
-                    "learning_rate": 5e-3,
-                    "num_steps": 12,
-                    "batch_size": 4,
-                    "mini_batch_size": 2,
-                    "ppo_epochs": 1,
-                    "max_new_tokens": 8,
-                }
-            ),
-        }
+        env = tiny_learner_env(
+            self.model_dir,
+            self.broker.bootstrap,
+            self.learner_data,
+            self.learner_adapters or self.adapters,
+            min_new_comparisons,
+        )
+        env["LEARNER_MODEL_NAME"] = SERVING_MODEL_NAME
         if self.options.fake_trainers:
             env |= {
                 "LEARNER_TRAINERS": "fake",

@@ -36,6 +36,7 @@ import pytest
 from common.broker import DevBroker, free_port
 from common.tiny_model import write_tiny_model_dir
 from learner.publish import AdapterStore
+from loop.faults.world import tiny_learner_env
 from loop.monitor import admin_adapters, metric_sum, scrape
 from loop.preferences import NoiseConfig
 from loop.processes import ManagedProcess, entry_point
@@ -97,40 +98,13 @@ class Loop:
         ).start()
 
     def start_learner(self, min_new_comparisons: int) -> None:
-        # The demo's tiny settings (loop/demo.py), smaller still, and gates that always pass:
-        # this test is about faults, not about what a random model learns.
-        env = {
-            "LEARNER_MODEL_DIR": str(self.model_dir),
-            "LEARNER_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "LEARNER_DATA_DIR": str(self.learner_data),
-            "LEARNER_ADAPTER_STORE": str(self.adapters),
-            "LEARNER_MIN_NEW_COMPARISONS": str(min_new_comparisons),
-            "LEARNER_METRICS_PORT": "0",
-            "LEARNER_POLL_TIMEOUT_MS": "200",
-            "LEARNER_IDLE_SLEEP_SECONDS": "0.2",
-            "LEARNER_RM_MIN_ACCURACY": "0.0",
-            "LEARNER_RM_GATE_CONFIDENCE": "0",
-            "LEARNER_MIN_REWARD_GAIN": "-1000000000",
-            "LEARNER_KL_BUDGET": "1000000",
-            "LEARNER_SANITY_PROMPTS": "[]",
-            "LEARNER_SFT_ON_CORRECTIONS": "false",
-            "LEARNER_PPO_NUM_PROMPTS": "8",
-            "LEARNER_EVAL_NUM_PROMPTS": "4",
-            "LEARNER_EVAL_CONFIG": json.dumps(
-                {"max_repeat_fraction": 1.0, "max_new_tokens": 8, "batch_size": 4}
-            ),
-            "LEARNER_REWARD_CONFIG": json.dumps({"learning_rate": 5e-3, "num_epochs": 1}),
-            "LEARNER_PPO_CONFIG": json.dumps(
-                {
-                    "learning_rate": 5e-3,
-                    "num_steps": 12,
-                    "batch_size": 4,
-                    "mini_batch_size": 2,
-                    "ppo_epochs": 1,
-                    "max_new_tokens": 8,
-                }
-            ),
-        }
+        env = tiny_learner_env(
+            self.model_dir,
+            self.broker.bootstrap,
+            self.learner_data,
+            self.adapters,
+            min_new_comparisons,
+        )
         self.learner_starts += 1
         self.learner = ManagedProcess(
             "learner",
