@@ -227,13 +227,14 @@ class CanaryController:
         WIN_HIGH.set(high)
         if outcome is None:
             return None
-        self.emit(self._event(canary, outcome, reason, ev.as_event(self.rules.alpha)))
+        evidence = ev.as_event(self.rules.alpha)
+        self.emit(self._event(canary, outcome, reason, evidence))
         if outcome == "promoted":
             self.on_promoted(canary.version)
         with self.store.transaction() as cur:
             cur.execute(
                 "UPDATE canaries SET decided=?, outcome=?, evidence=? WHERE version=?",
-                (now, outcome, json.dumps(ev.as_event(self.rules.alpha)), canary.version),
+                (now, outcome, json.dumps(evidence), canary.version),
             )
         DECISIONS.labels(outcome).inc()
         logger.info("canary %s %s: %s", canary.version, outcome.replace("_", " "), reason)

@@ -73,13 +73,9 @@ def install_openapi(app: FastAPI, settings: ServingSettings) -> None:
 
 def describe_errors(schema: Schema) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(
-        ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"]
-    )
-    components["ErrorResponse"] = ErrorResponse.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    components["ErrorResponse"].pop("$defs", None)
+    error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(error.pop("$defs", {}))
+    components["ErrorResponse"] = error
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     for path in schema.get("paths", {}).values():

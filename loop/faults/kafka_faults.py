@@ -61,7 +61,7 @@ def settle_and_tally(world: World) -> EventTally:
     # A big backlog (the soak's tens of thousands of events) takes the learner and the reader
     # a while on a busy machine; a loss still shows, as a shortfall once the budget is spent.
     budget = max(60.0, expected / 50.0)
-    _wait_quietly(lambda: world.stored_count() >= expected, budget)
+    _wait_quietly(lambda: world.store_events() >= expected, budget)
     topics = [DEFAULT_TOPICS.interactions, DEFAULT_TOPICS.feedback]
     records = read_all(world.broker.bootstrap, topics, at_least=expected, timeout=budget)
     ids = {r.event.event_id for r in records if r.event is not None}

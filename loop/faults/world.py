@@ -341,10 +341,6 @@ class World:
         rows = self.query("SELECT COUNT(*) FROM events")
         return int(rows[0][0]) if rows else 0
 
-    def stored_count(self) -> int:
-        rows = self.query("SELECT COUNT(*) FROM events")
-        return int(rows[0][0]) if rows else 0
-
     def stored_event_ids(self) -> list[str]:
         return [str(r[0]) for r in self.query("SELECT event_id FROM events")]
 
