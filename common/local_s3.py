@@ -18,12 +18,14 @@ written to a temporary file and renamed into place; the ETag is the MD5 of the c
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
 import os
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,12 +49,28 @@ def _iso(mtime: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
+@dataclass
+class _Meta:
+    size: int
+    mtime: float
+    etag: str | None  # None until first needed (objects found on disk at start-up)
+
+
 class _Store:
-    """Buckets are directories under ``root``; objects are files named by the quoted key."""
+    """Buckets are directories under ``root``; objects are files named by the quoted key.
+
+    Listing is served from an in-memory index (keys sorted, with size, mtime and ETag), built
+    once per bucket from its directory: Tansu lists a partition's whole ``records/`` prefix on
+    every fetch, so a listing that scanned and hashed the directory made each fetch cost the
+    whole log and a consumer with a backlog of 20,000 batches stopped making progress (its
+    fetches outlived the request timeout). With the index a page costs its own keys only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.lock = threading.Lock()  # conditional writes: check and replace as one step
+        self._index_lock = threading.Lock()
+        self._keys: dict[str, list[str]] = {}  # bucket -> sorted keys
+        self._meta: dict[str, dict[str, _Meta]] = {}
 
     def bucket(self, name: str, create: bool = True) -> Path:
         path = self.root / urllib.parse.quote(name, safe="")
@@ -78,21 +96,77 @@ class _Store:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        meta = _Meta(len(data), path.stat().st_mtime, _etag(data))
+        with self._index_lock:
+            keys, metas = self._bucket_index(bucket)
+            if key not in metas:
+                bisect.insort(keys, key)
+            metas[key] = meta
 
     def delete(self, bucket: str, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(bucket, key).unlink()
+        with self._index_lock:
+            keys, metas = self._bucket_index(bucket)
+            if metas.pop(key, None) is not None:
+                del keys[bisect.bisect_left(keys, key)]
 
-    def keys(self, bucket: str) -> list[str]:
-        folder = self.bucket(bucket)
-        return sorted(
-            urllib.parse.unquote(p.name) for p in folder.iterdir() if not p.name.startswith(".")
-        )
+    def page(
+        self, bucket: str, prefix: str, after: str, limit: int, delimiter: str
+    ) -> tuple[list[tuple[str, _Meta]], list[str], bool, str]:
+        """One ListObjectsV2 page: (objects, common prefixes, truncated, last key listed)."""
+        objects: list[tuple[str, _Meta]] = []
+        prefixes: list[str] = []
+        truncated, last = False, ""
+        with self._index_lock:
+            keys, metas = self._bucket_index(bucket)
+            i = (
+                bisect.bisect_right(keys, after)
+                if after >= prefix
+                else bisect.bisect_left(keys, prefix)
+            )
+            while i < len(keys) and keys[i].startswith(prefix):
+                key = keys[i]
+                if len(objects) + len(prefixes) >= limit:
+                    truncated = True
+                    break
+                cut = key.find(delimiter, len(prefix)) if delimiter else -1
+                if cut >= 0:
+                    common = key[: cut + len(delimiter)]
+                    prefixes.append(common)
+                    # Skip the rest of this common prefix; the token is its last key.
+                    i = bisect.bisect_left(keys, common + "\U0010ffff")
+                    last = keys[i - 1]
+                    continue
+                objects.append((key, metas[key]))
+                last = key
+                i += 1
+        for key, meta in objects:
+            if meta.etag is None:
+                found = self.read(bucket, key)
+                meta.etag = _etag(found[0]) if found is not None else '""'
+        return objects, prefixes, truncated, last
+
+    def _bucket_index(self, bucket: str) -> tuple[list[str], dict[str, _Meta]]:
+        """Caller holds ``_index_lock``."""
+        if bucket not in self._keys:
+            metas: dict[str, _Meta] = {}
+            for p in self.bucket(bucket).iterdir():
+                if p.name.startswith("."):
+                    continue
+                st = p.stat()
+                metas[urllib.parse.unquote(p.name)] = _Meta(st.st_size, st.st_mtime, None)
+            self._keys[bucket] = sorted(metas)
+            self._meta[bucket] = metas
+        return self._keys[bucket], self._meta[bucket]
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: without TCP_NODELAY each response waits for the
+    # client's delayed ACK (about 40 ms), and Tansu GETs every record batch one by one.
+    disable_nagle_algorithm = True
 
     # ---- plumbing ----------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:
@@ -261,52 +335,29 @@ class _Handler(BaseHTTPRequestHandler):
         def arg(name: str) -> str:
             return query.get(name, [""])[0]
 
-        prefix, delimiter = arg("prefix"), arg("delimiter")
+        prefix = arg("prefix")
         after = arg("continuation-token") or arg("start-after") or arg("marker")
         limit = int(arg("max-keys") or 1000)
-        store = self.server.store
-        contents: list[str] = []
-        prefixes: list[str] = []
-        seen_prefixes: set[str] = set()
-        truncated = False
-        last = ""
-        for key in store.keys(bucket):
-            if not key.startswith(prefix) or (after and key <= after):
-                continue
-            if delimiter:
-                cut = key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = key[: cut + len(delimiter)]
-                    if common not in seen_prefixes:
-                        if len(contents) + len(prefixes) >= limit:
-                            truncated = True
-                            break
-                        seen_prefixes.add(common)
-                        prefixes.append(f"<CommonPrefixes><Prefix>{escape(common)}</Prefix>")
-                        prefixes[-1] += "</CommonPrefixes>"
-                    last = key
-                    continue
-            if len(contents) + len(prefixes) >= limit:
-                truncated = True
-                break
-            found = store.read(bucket, key)
-            if found is None:
-                continue
-            data, mtime = found
-            contents.append(
-                f"<Contents><Key>{escape(key)}</Key><LastModified>{_iso(mtime)}</LastModified>"
-                f"<ETag>{escape(_etag(data))}</ETag><Size>{len(data)}</Size>"
-                "<StorageClass>STANDARD</StorageClass></Contents>"
-            )
-            last = key
+        objects, prefixes, truncated, last = self.server.store.page(
+            bucket, prefix, after, limit, arg("delimiter")
+        )
+        contents = [
+            f"<Contents><Key>{escape(key)}</Key><LastModified>{_iso(meta.mtime)}</LastModified>"
+            f"<ETag>{escape(meta.etag or '')}</ETag><Size>{meta.size}</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+            for key, meta in objects
+        ]
+        common = [
+            f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in prefixes
+        ]
         token = (
             f"<NextContinuationToken>{escape(last)}</NextContinuationToken>" if truncated else ""
         )
         self._xml(
             f'<ListBucketResult xmlns="{_NS}"><Name>{escape(bucket)}</Name>'
-            f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(prefixes)}</KeyCount>"
+            f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(common)}</KeyCount>"
             f"<MaxKeys>{limit}</MaxKeys><IsTruncated>{'true' if truncated else 'false'}"
-            f"</IsTruncated>{token}{''.join(contents)}{''.join(prefixes)}</ListBucketResult>"
+            f"</IsTruncated>{token}{''.join(contents)}{''.join(common)}</ListBucketResult>"
         )
 
 
