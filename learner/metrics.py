@@ -40,6 +40,11 @@ OFFSET_RESETS = Counter(
 CONSUMER_LAG = Gauge(
     "rlhf_learner_consumer_lag_messages", "End offset minus next offset", ["topic", "partition"]
 )
+CONSUMER_STALLED = Gauge(
+    "rlhf_learner_consumer_stalled_seconds",
+    "How long the consumer has been behind the broker's end while its fetches return nothing "
+    "(0 while it reads or is caught up)",
+)
 STORE_ROWS = Gauge("rlhf_learner_store_rows", "Rows in the training store", ["table"])
 STORE_SIZE = Gauge("rlhf_learner_store_size_bytes", "Size of the SQLite training store file")
 CYCLE_SECONDS = Histogram(

@@ -76,6 +76,9 @@ class SimStats:
         self.started = time.monotonic()
         self.requests = 0
         self.pairs = 0
+        # Pairs whose two answers came out identical: serving answers them unpaired (nothing to
+        # compare), which is not an error.
+        self.unpaired = 0
         self.votes: Counter[str] = Counter()  # choice / ranking / tie / both_bad
         self.feedback_ok: Counter[str] = Counter()  # preference / rating / correction
         self.feedback_failed: Counter[str] = Counter()
@@ -133,6 +136,7 @@ class SimStats:
                 "elapsed_seconds": round(time.monotonic() - self.started, 2),
                 "requests": self.requests,
                 "pairs": self.pairs,
+                "unpaired": self.unpaired,
                 "votes": dict(self.votes),
                 "feedback_ok": dict(self.feedback_ok),
                 "feedback_failed": dict(self.feedback_failed),
@@ -256,6 +260,9 @@ class Simulator:
             max_tokens=cfg.max_tokens,
             temperature=cfg.temperature,
         )
+        if result.pair_id is None and len({a.text for a in result.answers}) == 1:
+            self.stats.bump("unpaired")
+            return
         if result.pair_id is None or len(result.answers) < 2:
             self.stats.count("errors", "not_a_pair")
             return

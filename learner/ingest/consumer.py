@@ -71,6 +71,9 @@ class KafkaSource:
         self.bootstrap = bootstrap
         self.assigned: list[TopicPartition] = []
         self._last_check = 0.0
+        # Messages between our positions and the broker's reported ends at the last check
+        # (a lower bound on Tansu, see above): > 0 means there is something to read.
+        self.lag = 0
         self._prober: KafkaConsumer | None = None
 
     def close(self) -> None:
@@ -144,15 +147,17 @@ class KafkaSource:
         self.refresh_assignment(saved, on_reset)
         begin = self.consumer.beginning_offsets(self.assigned)
         end = self.consumer.end_offsets(self.assigned)
-        resets = 0
+        resets = lag = 0
         for tp in self.assigned:
             pos = saved.get((tp.topic, tp.partition))
             nxt = pos.next_offset if pos else begin[tp]
             # Lower bound on Tansu (see module docstring), exact on Apache Kafka.
+            lag += max(0, end[tp] - nxt)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end[tp] - nxt))
             if pos is not None and not self._still_held(tp, pos, begin[tp], end[tp]):
                 self._reset(tp, nxt, begin[tp], end[tp], on_reset)
                 resets += 1
+        self.lag = lag
         return resets
 
     def _still_held(self, tp: TopicPartition, pos: PartitionPosition, lo: int, hi: int) -> bool:

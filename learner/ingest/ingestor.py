@@ -20,10 +20,18 @@ from learner.store.records import BatchStats
 logger = logging.getLogger(__name__)
 
 
+# A consumer behind the broker whose polls keep coming back empty this long is reported:
+# the broker answers its fetches too slowly or not at all, and the learner would otherwise
+# look merely idle (found by the 64-client soak, docs/faults.md).
+STALL_WARNING_SECONDS = 60.0
+
+
 class Ingestor:
     def __init__(self, store: TrainingStore, source: KafkaSource) -> None:
         self.store = store
         self.source = source
+        self._empty_behind_since: float | None = None
+        self._last_stall_warning = 0.0
 
     def start(self) -> None:
         self.source.assign_all()
@@ -36,6 +44,7 @@ class Ingestor:
             records = self.source.poll(timeout_ms)
             if not records:
                 self.source.check_out_of_range(self.store.positions(), self.store.reset_partition)
+                self._note_empty_poll()
                 return 0
         except KafkaError as exc:  # broker away: keep the process, try again next step
             logger.warning("kafka poll failed: %s", exc)
@@ -43,7 +52,29 @@ class Ingestor:
             return 0
         stats = self.store.ingest_batch(records, fault_hook=faults.hit)
         _publish_stats(stats)
+        self._empty_behind_since = None
+        metrics.CONSUMER_STALLED.set(0)
         return len(records)
+
+    def _note_empty_poll(self) -> None:
+        """Track empty polls while the broker says there is more to read; warn once a minute."""
+        now = time.monotonic()
+        if self.source.lag <= 0:
+            self._empty_behind_since = None
+            metrics.CONSUMER_STALLED.set(0)
+            return
+        if self._empty_behind_since is None:
+            self._empty_behind_since = now
+        stalled = now - self._empty_behind_since
+        metrics.CONSUMER_STALLED.set(stalled)
+        if stalled >= STALL_WARNING_SECONDS and now - self._last_stall_warning >= 60.0:
+            self._last_stall_warning = now
+            logger.warning(
+                "consumer stalled: %d message(s) behind the broker's end, but its fetches have "
+                "returned nothing for %.0f s (broker slow or failing to serve fetches?)",
+                self.source.lag,
+                stalled,
+            )
 
     def drain(self, idle_polls: int = 2, timeout_ms: int = 500, max_seconds: float = 60.0) -> int:
         """Read until ``idle_polls`` consecutive empty polls (or ``max_seconds``)."""

@@ -70,7 +70,10 @@ def settle_and_tally(world: World) -> EventTally:
         lambda: ids <= set(world.stored_event_ids()),
         timeout=120,
     )
-    return tally(world.ledger, records, world.stored_event_ids())
+    counted = tally(world.ledger, records, world.stored_event_ids())
+    if counted.examples:
+        logger.warning("event tally: %s", "; ".join(counted.examples))
+    return counted
 
 
 def _wait_quietly(check: Callable[[], bool], timeout: float) -> None:

@@ -31,6 +31,8 @@ class EventTally:
     lost: int
     duplicated: int
     resent: int
+    # A few of the items counted as lost or duplicated, to start a diagnosis from.
+    examples: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -82,8 +84,14 @@ def tally(ledger: Ledger, records: Iterable[TopicRecord], stored_ids: Iterable[s
     in_kafka: Counter[tuple[str, str]] = Counter(_item(r) for r in first.values())
     stored_list = list(stored_ids)
     stored = set(stored_list)
-    lost = sum((served - in_kafka).values()) + len(set(first) - stored)
-    duplicated = sum((in_kafka - served).values()) + (len(stored_list) - len(stored))
+    missing, extra, unstored = served - in_kafka, in_kafka - served, set(first) - stored
+    lost = sum(missing.values()) + len(unstored)
+    duplicated = sum(extra.values()) + (len(stored_list) - len(stored))
+    examples = (
+        [f"not in Kafka: {k}" for k in list(missing)[:3]]
+        + [f"not stored: {e}" for e in sorted(unstored)[:3]]
+        + [f"in Kafka, not served: {k}" for k in list(extra)[:3]]
+    )
     return EventTally(
         served=sum(served.values()),
         in_kafka=len(first),
@@ -91,6 +99,7 @@ def tally(ledger: Ledger, records: Iterable[TopicRecord], stored_ids: Iterable[s
         lost=lost,
         duplicated=duplicated,
         resent=copies,
+        examples=tuple(examples),
     )
 
 
