@@ -29,6 +29,9 @@ class Comparison:
     rejected: str
     weight: float = 1.0
     target: float = 1.0
+    # Pseudonymous id of the voter: the reward model weights users by their reliability
+    # (learner.rm.reliability). None for comparisons of unknown origin (files, tests).
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,10 @@ class SimConfig:
     users: int = 20
     prompts: str = "train"
     seed: int = 0
+    # The OpenAI client's automatic retries of a failed chat request. A retry after the server
+    # answered (a lost response) serves the request twice; load tests set 0 so that a failure
+    # is counted in the errors, not hidden.
+    client_retries: int = 3
 
 
 class SimStats:
@@ -216,7 +220,9 @@ class Simulator:
 
     def make_client(self) -> ServiceClient:
         """The API client the users share (a test may record through a subclass)."""
-        return ServiceClient(self.config.base_url, self.config.api_key)
+        return ServiceClient(
+            self.config.base_url, self.config.api_key, max_retries=self.config.client_retries
+        )
 
     async def run(self) -> SimStats:
         client = self.make_client()

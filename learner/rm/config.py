@@ -36,4 +36,20 @@ class RewardConfig(TrainOptions):
     head_init: str = option(
         "zero", "Score head start: 'zero' (every reward 0 before training) or 'normal'."
     )
+    # learner.rm.reliability: bench/results/user_reliability.md measures it with a share of
+    # random voters, and with none (where it must not cost accuracy).
+    user_reliability: bool = option(
+        True,
+        "Weight each user's comparisons by their agreement with the reward model's "
+        "prequential predictions (random voters down to reliability_floor).",
+    )
+    reliability_floor: float = option(0.1, "Lowest weight a user's comparisons can get.")
+    reliability_prior_votes: float = option(
+        10.0, "Pseudo-votes at the pooled agreement added to each user's count (shrinkage)."
+    )
+    reliability_warmup: float = option(
+        0.25,
+        "Share of the first epoch's comparison steps trained unweighted before the "
+        "reliability weights apply (the model must first beat chance).",
+    )
     log_every: int = option(10, "Log progress every this many optimiser steps.")

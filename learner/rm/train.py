@@ -38,6 +38,7 @@ from learner.modeling import (
 from learner.rm.config import RewardConfig
 from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
 from learner.rm.model import RewardModel, RewardNorm
+from learner.rm.reliability import ReliabilityTracker
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class _Encoded:
     rejected: list[int]
     weight: float
     target: float
+    user: str | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def _encode(tokenizer: Any, items: Sequence[Comparison], max_length: int) -> lis
             rejected=encode_pair(tokenizer, c.prompt, c.rejected, max_length)[0],
             weight=c.weight,
             target=c.target,
+            user=c.user_id,
         )
         for c in items
     ]
@@ -108,7 +111,14 @@ def _collate(pad_id: int) -> Any:
         ids, mask = pad_right([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
         weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
         targets = torch.tensor([b.target for b in batch], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "weights": weights, "targets": targets}
+        # Users stay a list (strings): the training loop turns them into reliability weights.
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "weights": weights,
+            "targets": targets,
+            "users": [b.user for b in batch],  # type: ignore[dict-item]
+        }
 
     return collate
 
@@ -124,17 +134,47 @@ def _collate_ratings(pad_id: int) -> Any:
 
 
 def _loss(
-    model: Any, batch: dict[str, torch.Tensor], config: RewardConfig
+    model: Any,
+    batch: dict[str, Any],
+    config: RewardConfig,
+    reliability: _Reliability | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
-    loss = pairwise_loss(chosen, rejected, batch["weights"], batch["targets"])
+    weights = batch["weights"]
+    if reliability is not None:
+        weights = weights * reliability.before_step(batch, chosen.detach() - rejected.detach())
+    loss = pairwise_loss(chosen, rejected, weights, batch["targets"])
     # The rating threshold takes part in every step's graph (with zero weight here): under
     # DistributedDataParallel a parameter that gets no gradient in a step is an error.
     loss = loss + 0.0 * _threshold(model)
     if config.center_rewards_coefficient is not None:
         loss = loss + config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
     return loss, chosen, rejected
+
+
+class _Reliability:
+    """Per-user reliability weights during training (learner.rm.reliability): agreement is
+    observed in the first epoch only (each vote scored before it is trained on), and the
+    weights apply once ``warmup_steps`` comparison steps have passed."""
+
+    def __init__(self, config: RewardConfig, steps_per_epoch: int) -> None:
+        self.tracker = ReliabilityTracker(config.reliability_floor, config.reliability_prior_votes)
+        self.warmup_steps = math.ceil(config.reliability_warmup * steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+    def before_step(self, batch: dict[str, Any], margins: torch.Tensor) -> torch.Tensor:
+        users = batch["users"]
+        weights = (
+            self.tracker.batch_weights(users).to(margins.device)
+            if self.step >= self.warmup_steps
+            else torch.ones(len(users), device=margins.device)
+        )
+        if self.step < self.steps_per_epoch:
+            self.tracker.observe(users, margins, batch["targets"])
+        self.step += 1
+        return weights
 
 
 def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> torch.Tensor:
@@ -262,6 +302,7 @@ def train_reward_model(
     rating_batches = len(rating_loader) if rating_loader is not None else 0
     total = (len(train_loader) + rating_batches) * config.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
+    reliability = _Reliability(config, len(train_loader)) if config.user_reliability else None
     history: list[dict[str, float]] = []
     step, started = 0, time.perf_counter()
     model.train()
@@ -272,7 +313,7 @@ def train_reward_model(
                 loss = _rating_loss(model, next(ratings_iter), config)
                 row = {"rating_loss": accelerator.gather(loss.detach()).mean().item()}
             else:
-                loss, chosen, rejected = _loss(model, next(pairs_iter), config)
+                loss, chosen, rejected = _loss(model, next(pairs_iter), config, reliability)
                 row = _step_row(accelerator, loss, chosen, rejected)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -306,6 +347,7 @@ def train_reward_model(
             "train_pairs_per_second": len(train_set) * config.num_epochs / max(seconds, 1e-9),
             "train_loss": pair_rows[-1]["loss"] if pair_rows else float("nan"),
         }
+        | (reliability.tracker.summary() if reliability is not None else {})
     )
     adapter_dir = out_dir / "adapter"
     accelerator.wait_for_everyone()

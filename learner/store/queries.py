@@ -32,13 +32,13 @@ def _seq_filter(min_seq: int, max_seq: int | None, col: str = "seq") -> tuple[st
 def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[Comparison]:
     where, params = _seq_filter(min_seq, max_seq, "v.seq")
     rows = conn.execute(
-        "SELECT v.pair_id, v.choice, v.ranking, p.messages, p.response_ids FROM votes v "
-        f"JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} ORDER BY v.seq, v.pair_id, "
-        "v.user_id",
+        "SELECT v.pair_id, v.choice, v.ranking, p.messages, p.response_ids, v.user_id "
+        f"FROM votes v JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} "
+        "ORDER BY v.seq, v.pair_id, v.user_id",
         params,
     ).fetchall()
     out: list[Comparison] = []
-    for pair_id, choice, ranking_json, msgs, ids_json in rows:
+    for pair_id, choice, ranking_json, msgs, ids_json, user in rows:
         ids = json.loads(ids_json)
         if ranking_json is not None:
             order = json.loads(ranking_json)
@@ -46,7 +46,9 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
             order = [ids[0], ids[1]] if choice == "a" else [ids[1], ids[0]]
         elif choice == "tie" and len(ids) == 2:
             texts = _texts(conn, ids)
-            out.append(Comparison(pair_id, _prompt(msgs), texts[ids[0]], texts[ids[1]], 1.0, 0.5))
+            out.append(
+                Comparison(pair_id, _prompt(msgs), texts[ids[0]], texts[ids[1]], 1.0, 0.5, user)
+            )
             continue
         else:
             continue  # both_bad: a rating of each answer, see ratings()
@@ -54,7 +56,7 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
         weight = 1.0 / (len(order) * (len(order) - 1) / 2)
         prompt = _prompt(msgs)
         for better, worse in combinations(order, 2):
-            out.append(Comparison(pair_id, prompt, texts[better], texts[worse], weight))
+            out.append(Comparison(pair_id, prompt, texts[better], texts[worse], weight, 1.0, user))
     return out
 
 

@@ -78,7 +78,7 @@ def run_soak(tmp: Path, seconds: float) -> FaultRow:
         write_version(world.adapters, "policy", 1, world.model_dir, model_name=SERVING_MODEL_NAME)
         sampler = threading.Thread(target=_sample_rss, args=(world, stop, rss), daemon=True)
         sampler.start()
-        world.start_users(clients=CLIENTS)
+        world.start_users(clients=CLIENTS, retries=0)
         t0 = time.monotonic()
         time.sleep(seconds / 3)
         swap = world.admin_post(replica, "/admin/adapters/promote", {"version": "policy@v1"})

@@ -225,9 +225,10 @@ class World:
         return self.learner
 
     def start_users(
-        self, replica: Replica | None = None, seed: int = 11, clients: int = 2
+        self, replica: Replica | None = None, seed: int = 11, clients: int = 2, retries: int = 3
     ) -> Users:
-        """``clients`` concurrent users; two are paced (2 comparisons/s), more are not (load)."""
+        """``clients`` concurrent users; two are paced (2 comparisons/s), more are not (load).
+        ``retries``: the client's automatic retries of a failed chat (0: every failure counts)."""
         config = SimConfig(
             base_url=(replica or self.replicas[0]).root,
             api_key=self.api_key,
@@ -239,6 +240,7 @@ class World:
             thumbs_rate=0.3,
             correction_rate=0.2,
             seed=seed + len(self.users) + len(self.user_stats),
+            client_retries=retries,
         )
         sim = RecordingSimulator(config, self.ledger)
         thread = threading.Thread(

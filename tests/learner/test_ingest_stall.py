@@ -41,7 +41,7 @@ class Clock:
 
 
 def stalled_seconds() -> float:
-    return metrics.CONSUMER_STALLED._value.get()  # type: ignore[attr-defined]
+    return float(metrics.CONSUMER_STALLED._value.get())
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""Per-user reliability: weight each user's comparisons by how often they agree with the rest.
+
+Users disagree and some click at random. A user who votes with accuracy p (probability of
+siding with the population's ordering) is worth log(p / (1 - p)) in an optimal weighted vote
+(Nitzan & Paroush 1982, "Optimal decision rules in uncertain dichotomous choice situations";
+the weighting that the Dawid & Skene 1979 model of annotators, "Maximum likelihood estimation of
+observer error-rates using the EM algorithm", implies): a random voter (p = 0.5) is worth 0.
+
+The reference ordering is the reward model being trained, read *prequentially* (Dawid 1984):
+during the first epoch every comparison is scored by the forward pass that is about to train on
+it, so the prediction has not seen that vote. The agreement of a user's votes with those
+predictions estimates p up to the reward model's own error, which is the same for every user,
+so users are compared with the pooled agreement p0 of everybody:
+
+    p_u = (agree_u + m * p0) / (n_u + m)          (shrunk towards p0: few votes say little)
+    w_u = clip(logit(p_u) / logit(p0), floor, 1)
+
+A typical user gets about 1, a random voter the floor; nobody is weighted above 1, so a lucky
+streak cannot make one user dominate. While the reference is no better than chance (p0 <= 0.5,
+e.g. the first steps from a zero-initialised head) every weight stays 1. Ties and predictions of
+exactly equal reward count as half an agreement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import torch
+
+# The pooled agreement must beat chance by this much before anybody is down-weighted: below it
+# the logit ratio divides by almost zero.
+MIN_POOLED_EDGE = 0.02
+
+
+def reliability_weights(
+    agreements: Mapping[str, tuple[float, float]], floor: float, prior_votes: float
+) -> dict[str, float]:
+    """``{user: (agreements, votes)}`` -> ``{user: weight in [floor, 1]}`` (module doc)."""
+    total_agree = sum(a for a, _ in agreements.values())
+    total_votes = sum(n for _, n in agreements.values())
+    if total_votes <= 0:
+        return {user: 1.0 for user in agreements}
+    pooled = total_agree / total_votes
+    if pooled <= 0.5 + MIN_POOLED_EDGE:
+        return {user: 1.0 for user in agreements}
+    pooled_logit = _logit(pooled)
+    weights = {}
+    for user, (agree, votes) in agreements.items():
+        p = (agree + prior_votes * pooled) / (votes + prior_votes)
+        weights[user] = min(1.0, max(floor, _logit(max(p, 0.5)) / pooled_logit))
+    return weights
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+class ReliabilityTracker:
+    """Prequential agreement counts per user, and the weights they imply (module doc)."""
+
+    def __init__(self, floor: float, prior_votes: float) -> None:
+        self.floor = floor
+        self.prior_votes = prior_votes
+        self.counts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    def observe(
+        self, users: Sequence[str | None], margins: torch.Tensor, targets: torch.Tensor
+    ) -> None:
+        """Record predictions made *before* training on these votes. ``margins`` = reward of
+        the chosen minus the rejected answer, ``targets`` the votes' soft labels; (N,) each."""
+        for user, margin, target in zip(users, margins.tolist(), targets.tolist(), strict=True):
+            if user is None or target == 0.5:
+                continue  # anonymous, or a tie: no side to agree with
+            sided = margin * (2 * target - 1)
+            row = self.counts[user]
+            row[0] += 1.0 if sided > 0 else 0.5 if sided == 0 else 0.0
+            row[1] += 1.0
+
+    def weights(self) -> dict[str, float]:
+        return reliability_weights(
+            {u: (a, n) for u, (a, n) in self.counts.items()}, self.floor, self.prior_votes
+        )
+
+    def batch_weights(self, users: Sequence[str | None]) -> torch.Tensor:
+        """Per-row multipliers for a batch (1 for anonymous or not yet seen users)."""
+        table = self.weights()
+        return torch.tensor([table.get(u, 1.0) if u else 1.0 for u in users], dtype=torch.float32)
+
+    def summary(self) -> dict[str, float]:
+        """For the reward model's metrics: users seen, how many are down-weighted, pooled
+        agreement, mean weight."""
+        table = self.weights()
+        weights = list(table.values())
+        votes = sum(n for _, n in self.counts.values())
+        agree = sum(a for a, _ in self.counts.values())
+        return {
+            "reliability/users": float(len(table)),
+            "reliability/downweighted_users": float(sum(w < 0.999 for w in table.values())),
+            "reliability/at_floor_users": float(sum(w <= self.floor + 1e-9 for w in weights)),
+            "reliability/pooled_agreement": agree / votes if votes else float("nan"),
+            "reliability/mean_weight": sum(table.values()) / len(table) if table else 1.0,
+        }
