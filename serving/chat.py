@@ -26,6 +26,7 @@ from serving.engines.protocol import (
     UnknownAdapter,
 )
 from serving.errors import APIError
+from serving.informative import show_pair
 from serving.pairing import PairPlan, plan_pair
 from serving.protocol import (
     AssistantMessage,
@@ -326,6 +327,25 @@ def drop_comparison_if_same(job: ChatJob, outputs: list[GenerationOutput]) -> No
     metrics.PAIRS_IDENTICAL.inc()
 
 
+def keep_pair_if_informative(
+    services: Services, job: ChatJob, outputs: list[GenerationOutput], latencies: list[float]
+) -> tuple[list[GenerationOutput], list[float]]:
+    """Informative pairing (serving.informative): a same-version pair whose answers differ
+    little is served as its first shown answer alone. Canary pairs are always shown."""
+    s = services.settings
+    if not job.paired or len(job.plan.requests) > 1:
+        return outputs, latencies
+    shown = [outputs[i].text for i in job.plan.shown_order]
+    if show_pair(shown, s.pair_show_floor, s.pair_difference_full, random.Random()):
+        return outputs, latencies
+    metrics.PAIRS_NOT_SHOWN.inc()
+    first = job.plan.shown_order[0]
+    job.paired = False
+    job.response_ids = [job.response_ids[first]]
+    job.plan = PairPlan([replace(job.plan.requests[0], n=1)], [0])
+    return [outputs[first]], [latencies[first]]
+
+
 async def complete(services: Services, job: ChatJob) -> ChatCompletion:
     try:
         outputs, latencies = await _run(services, job)
@@ -338,6 +358,7 @@ async def complete(services: Services, job: ChatJob) -> ChatCompletion:
         )
         outputs, latencies = await _run(services, job)
     drop_comparison_if_same(job, outputs)
+    outputs, latencies = keep_pair_if_informative(services, job, outputs, latencies)
     if not job.paired:
         job.pair_id = None  # not sent yet: the client gets no pair to vote on
     emit_served(services, job, outputs, latencies)

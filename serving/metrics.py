@@ -36,6 +36,11 @@ PAIRS_IDENTICAL = Counter(
     "rlhf_serving_pairs_identical_total",
     "pairs whose answers were all the same text, served and logged as plain answers",
 )
+PAIRS_NOT_SHOWN = Counter(
+    "rlhf_serving_pairs_not_shown_total",
+    "pairs whose answers differed too little to ask for a vote (informative pairing): the "
+    "first answer was served alone",
+)
 RESPONSES_SERVED = Counter("rlhf_serving_responses_served_total", "answers served")
 COMPLETION_TOKENS = Counter("rlhf_serving_completion_tokens_total", "tokens generated and served")
 PROMPT_TOKENS = Counter("rlhf_serving_prompt_tokens_total", "prompt tokens of served requests")

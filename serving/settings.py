@@ -166,6 +166,24 @@ class ServingSettings(BaseSettings, TopicSettings):
         "pair the client did not ask for; 0 answers what the client asked, as OpenAI does",
     )
 
+    # serving.informative: off (1.0) by default, because fewer, more informative comparisons
+    # have not yet been shown to train a better adapter than the same traffic paired uniformly.
+    pair_show_floor: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="informative pairing: the chance of showing a pair whose two answers are "
+        "identical in wording; pairs that differ more are shown more often, up to always at "
+        "pair_difference_full; 1 shows every pair (canary and streamed pairs always are)",
+    )
+    pair_difference_full: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="informative pairing: word-level difference (1 - similarity) of the two "
+        "answers at and above which a pair is always shown",
+    )
+
     @property
     def web_active(self) -> bool:
         """Whether the web page and its sessions are on: never silently beside required auth."""

@@ -103,3 +103,31 @@ class ReliabilityTracker:
             "reliability/pooled_agreement": agree / votes if votes else float("nan"),
             "reliability/mean_weight": sum(table.values()) / len(table) if table else 1.0,
         }
+
+
+class PrequentialWeights:
+    """The training loop's side: agreement is observed in the first epoch only (each vote
+    scored by the forward pass about to train on it), and the weights apply once a share
+    ``warmup`` of the first epoch's steps has passed (the model must beat chance first)."""
+
+    def __init__(
+        self, floor: float, prior_votes: float, warmup: float, steps_per_epoch: int
+    ) -> None:
+        self.tracker = ReliabilityTracker(floor, prior_votes)
+        self.warmup_steps = math.ceil(warmup * steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+    def before_step(
+        self, users: Sequence[str | None], margins: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-row weights for this step's comparisons; records their agreement first time."""
+        weights = (
+            self.tracker.batch_weights(users).to(margins.device)
+            if self.step >= self.warmup_steps
+            else torch.ones(len(users), device=margins.device)
+        )
+        if self.step < self.steps_per_epoch:
+            self.tracker.observe(users, margins, targets)
+        self.step += 1
+        return weights

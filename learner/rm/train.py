@@ -38,7 +38,7 @@ from learner.modeling import (
 from learner.rm.config import RewardConfig
 from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
 from learner.rm.model import RewardModel, RewardNorm
-from learner.rm.reliability import ReliabilityTracker
+from learner.rm.reliability import PrequentialWeights
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,14 @@ def _loss(
     model: Any,
     batch: dict[str, Any],
     config: RewardConfig,
-    reliability: _Reliability | None = None,
+    reliability: PrequentialWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
     weights = batch["weights"]
     if reliability is not None:
-        weights = weights * reliability.before_step(batch, chosen.detach() - rejected.detach())
+        margins = chosen.detach() - rejected.detach()
+        weights = weights * reliability.before_step(batch["users"], margins, batch["targets"])
     loss = pairwise_loss(chosen, rejected, weights, batch["targets"])
     # The rating threshold takes part in every step's graph (with zero weight here): under
     # DistributedDataParallel a parameter that gets no gradient in a step is an error.
@@ -151,30 +152,6 @@ def _loss(
     if config.center_rewards_coefficient is not None:
         loss = loss + config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
     return loss, chosen, rejected
-
-
-class _Reliability:
-    """Per-user reliability weights during training (learner.rm.reliability): agreement is
-    observed in the first epoch only (each vote scored before it is trained on), and the
-    weights apply once ``warmup_steps`` comparison steps have passed."""
-
-    def __init__(self, config: RewardConfig, steps_per_epoch: int) -> None:
-        self.tracker = ReliabilityTracker(config.reliability_floor, config.reliability_prior_votes)
-        self.warmup_steps = math.ceil(config.reliability_warmup * steps_per_epoch)
-        self.steps_per_epoch = steps_per_epoch
-        self.step = 0
-
-    def before_step(self, batch: dict[str, Any], margins: torch.Tensor) -> torch.Tensor:
-        users = batch["users"]
-        weights = (
-            self.tracker.batch_weights(users).to(margins.device)
-            if self.step >= self.warmup_steps
-            else torch.ones(len(users), device=margins.device)
-        )
-        if self.step < self.steps_per_epoch:
-            self.tracker.observe(users, margins, batch["targets"])
-        self.step += 1
-        return weights
 
 
 def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> torch.Tensor:
@@ -302,7 +279,16 @@ def train_reward_model(
     rating_batches = len(rating_loader) if rating_loader is not None else 0
     total = (len(train_loader) + rating_batches) * config.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
-    reliability = _Reliability(config, len(train_loader)) if config.user_reliability else None
+    reliability = (
+        PrequentialWeights(
+            config.reliability_floor,
+            config.reliability_prior_votes,
+            config.reliability_warmup,
+            len(train_loader),
+        )
+        if config.user_reliability
+        else None
+    )
     history: list[dict[str, float]] = []
     step, started = 0, time.perf_counter()
     model.train()

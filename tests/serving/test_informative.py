@@ -1,0 +1,83 @@
+"""Informative pairing (serving.informative): pairs whose answers differ little are asked about
+less often, down to a floor; canary pairs always."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from schemas.events import PairServed, ResponseServed
+from serving import chat
+from serving.informative import answer_difference, show_pair, show_probability
+from tests.serving.conftest import auth, harness, inner_response_id, make_settings
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.mark.unit
+def test_difference_is_zero_for_the_same_words_and_one_for_none_in_common() -> None:
+    assert answer_difference(["a b c", "a b c"]) == 0.0
+    assert answer_difference(["a b c", "x y z"]) == 1.0
+    # A longer answer with the same start differs by its extra words.
+    longer = ["one two three four", "one two three four five six"]
+    assert answer_difference(longer) == pytest.approx(0.2)
+    # K answers: the least similar one counts.
+    assert answer_difference(["a b", "a b", "x y"]) == 1.0
+
+
+@pytest.mark.unit
+def test_show_probability_rises_from_the_floor_to_one() -> None:
+    assert show_probability(0.0, 0.2, 0.5) == pytest.approx(0.2)
+    assert show_probability(0.25, 0.2, 0.5) == pytest.approx(0.6)
+    assert show_probability(0.9, 0.2, 0.5) == 1.0
+
+
+@pytest.mark.unit
+def test_show_pair_frequencies_follow_the_probability() -> None:
+    rng = random.Random(0)
+    similar = ["the cat sat on the mat today", "the cat sat on the mat"]
+    shown = sum(show_pair(similar, 0.1, 0.5, rng) for _ in range(4000)) / 4000
+    expected = show_probability(answer_difference(similar), 0.1, 0.5)
+    assert abs(shown - expected) < 0.03
+    assert all(show_pair(similar, 1.0, 0.5, rng) for _ in range(100))  # floor 1: always
+    assert all(show_pair(["a", "b"], 0.0, 0.5, rng) for _ in range(100))  # very different
+
+
+@pytest.mark.anyio
+async def test_a_pair_not_shown_serves_its_first_answer_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(chat, "show_pair", lambda *args: False)
+    async with harness(make_settings(pair_show_floor=0.0)) as h:
+        r = await h.http.post(
+            "/v1/chat/completions", json={"messages": HELLO, "pair": True}, headers=auth()
+        )
+        body = r.json()
+        assert r.status_code == 200 and body["pair_id"] is None
+        (choice,) = body["choices"]
+        (event,) = h.events.events
+        assert isinstance(event, ResponseServed)
+        assert event.response.text == choice["message"]["content"]
+        rid = inner_response_id(h, choice["response_id"], None)
+        assert event.response.response_id == rid
+        # A thumb on the answer served alone is accepted.
+        fb = await h.http.post(
+            "/v1/feedback",
+            json={"response_id": choice["response_id"], "rating": "up"},
+            headers=auth(),
+        )
+        assert fb.status_code == 200, fb.text
+
+
+@pytest.mark.anyio
+async def test_canary_pairs_are_always_shown(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(chat, "show_pair", lambda *args: False)
+    async with harness(make_settings(pair_show_floor=0.0, canary_share=1.0)) as h:
+        for v in ("policy@v1", "policy@v2"):
+            await h.engine.load_adapter(v, tmp_path)
+        h.adapters.serving, h.adapters.canary = "policy@v1", "policy@v2"
+        r = await h.http.post(
+            "/v1/chat/completions", json={"messages": HELLO, "pair": True}, headers=auth()
+        )
+        assert r.json()["pair_id"] and isinstance(h.events.events[-1], PairServed)
