@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import sys
@@ -302,6 +303,56 @@ def _labels(args: argparse.Namespace) -> None:
             sink.write("\n".join(lines) + "\n\n")
 
 
+def _pairing(args: argparse.Namespace) -> None:
+    """Signal per vote with uniform pairing (every pair asked) and informative pairing
+    (``serving.informative``: pairs shown with a probability that rises with the answers'
+    difference), from the same base-model pairs: the expected agreement of one noisy vote with
+    the noise-free ordering over the pairs asked, and its margin over chance (2a - 1, the
+    signal a vote carries; pairs of equal utility carry none)."""
+    from learner.modeling import load_tokenizer
+    from serving.informative import answer_difference, show_probability
+
+    tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
+    pool = [p for p in load_pool(args.pool) if p.split == "train"]
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"{command_line()}` ({len(pool)} base-model answer pairs, noise {args.noise}, "
+        f"max tokens {args.max_tokens}).",
+        "",
+        "| preference | pairing | share of pairs asked | vote agrees with truth | signal per vote "
+        "(2a - 1) | votes for the signal of 100 uniform votes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in args.preferences.split(","):
+        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+        agree = [sigmoid_gap(r.utilities, args.noise) for r in rows]
+        diffs = [answer_difference(r.texts) for r in rows]
+        uniform_signal = sum(2 * a - 1 for a in agree) / len(agree)
+        for floor in args.floors:
+            shown = [show_probability(d, floor, args.full_at) for d in diffs]
+            mass = sum(shown)
+            a_mean = sum(p * a for p, a in zip(shown, agree, strict=True)) / mass
+            signal = 2 * a_mean - 1
+            label = "uniform" if floor >= 1 else f"informative (floor {floor:g})"
+            votes = 100 * uniform_signal / signal if signal > 0 else float("inf")
+            lines.append(
+                f"| {name} | {label} | {mass / len(rows):.2f} | {a_mean:.3f} | {signal:.3f} | "
+                f"{votes:.0f} |"
+            )
+            print(lines[-1], flush=True)
+    if args.out:
+        with args.out.open("a") as sink:
+            sink.write("\n".join(lines) + "\n\n")
+
+
+def sigmoid_gap(utilities: tuple[float, float], noise: float) -> float:
+    """Chance that one noisy vote agrees with the noise-free order (0.5 for equal utilities)."""
+    gap = abs(utilities[0] - utilities[1])
+    if gap <= 1e-9:
+        return 0.5
+    return 1.0 / (1.0 + math.exp(-gap / noise)) if noise > 0 else 1.0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     sub = p.add_subparsers(dest="command", required=True)
@@ -338,8 +389,18 @@ def main() -> None:
     lab.add_argument("--max-tokens", type=int, nargs="+", default=[64, 96, 128])
     lab.add_argument("--noise", type=float, default=1.0)
     lab.add_argument("--out", type=Path, default=None)
+    pair = sub.add_parser("pairing", help="signal per vote: uniform vs informative pairing")
+    pair.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
+    pair.add_argument("--model-dir", default="embedded")
+    pair.add_argument("--preferences", default="concise,friendly,format")
+    pair.add_argument("--max-tokens", type=int, default=128)
+    pair.add_argument("--noise", type=float, default=1.0)
+    pair.add_argument("--floors", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.05])
+    pair.add_argument("--full-at", type=float, default=0.5, help="SERVING_PAIR_DIFFERENCE_FULL")
+    pair.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    {"generate": _generate, "sweep": _sweep, "labels": _labels}[args.command](args)
+    commands = {"generate": _generate, "sweep": _sweep, "labels": _labels, "pairing": _pairing}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -107,19 +107,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.app import create_app
 
-    config = uvicorn.Config(
-        create_app(settings),
+    config = uvicorn_config(settings, create_app(settings), args.log_level)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def uvicorn_config(settings: ServingSettings, app: Any, log_level: str) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level,
+        log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+        timeout_keep_alive=int(settings.keep_alive_seconds),
         # Whose X-Forwarded-For is believed: the client address the rate limits count by.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    uvicorn.Server(config).run()
-    return 0
 
 
 if __name__ == "__main__":

@@ -151,6 +151,13 @@ class ServingSettings(BaseSettings, TopicSettings):
     graceful_timeout_seconds: float = Field(
         30.0, gt=0.0, description="on SIGTERM: how long in-flight requests may take to drain"
     )
+    # Longer than any client's or load balancer's idle timeout (httpx 5 s, AWS ALB 60 s): the
+    # side that closes an idle connection must be the client, or a request sent on it just as
+    # the server closes it fails with "server disconnected" (uvicorn's default is 5 s, the same
+    # as httpx's, and the soak's clients hit that race).
+    keep_alive_seconds: float = Field(
+        75.0, gt=0.0, description="how long an idle HTTP keep-alive connection is kept open"
+    )
     canary_share: float = Field(
         0.5,
         ge=0.0,

@@ -40,10 +40,14 @@ class Ledger:
     pairs: list[ServedPair] = field(default_factory=list)
     feedback: list[tuple[str, str]] = field(default_factory=list)  # (event kind, referenced id)
     latencies: list[float] = field(default_factory=list)  # seconds per answered chat request
+    # Answers served without a pair (a pair whose answers came out identical): response ids.
+    unpaired: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def served(self, result: ChatResult) -> None:
         if result.pair_id is None:
+            with self._lock:
+                self.unpaired += [plain_id(a.response_id or "") for a in result.answers]
             return
         answers = tuple(
             (plain_id(a.response_id or ""), a.adapter_version or "?") for a in result.answers
@@ -65,6 +69,10 @@ class Ledger:
         with self._lock:
             return list(self.pairs), list(self.feedback)
 
+    def unpaired_answers(self) -> list[str]:
+        with self._lock:
+            return list(self.unpaired)
+
     def voted_pairs(self) -> int:
         with self._lock:
             return sum(1 for kind, _ in self.feedback if kind == "feedback.preference")
@@ -75,8 +83,8 @@ class Ledger:
 
 
 class RecordingClient(ServiceClient):
-    def __init__(self, base_url: str, api_key: str, ledger: Ledger) -> None:
-        super().__init__(base_url, api_key)
+    def __init__(self, base_url: str, api_key: str, ledger: Ledger, max_retries: int = 3) -> None:
+        super().__init__(base_url, api_key, max_retries=max_retries)
         self.ledger = ledger
 
     async def chat(self, prompt: str, **kwargs: Any) -> ChatResult:
@@ -99,7 +107,9 @@ class RecordingSimulator(Simulator):
         self.ledger = ledger
 
     def make_client(self) -> ServiceClient:
-        return RecordingClient(self.config.base_url, self.config.api_key, self.ledger)
+        return RecordingClient(
+            self.config.base_url, self.config.api_key, self.ledger, self.config.client_retries
+        )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 ``EventTally`` compares three views of the same events:
 
 - *served*: what the simulated users were answered and said (the ledger): one
-  ``pair.served`` per answered pair, one ``feedback.*`` per accepted vote;
+  ``pair.served`` per answered pair, one ``response.served`` per answer served without a
+  pair (its two answers came out identical), one ``feedback.*`` per accepted vote;
 - *in Kafka*: distinct events (by ``event_id``) on the interactions and feedback topics;
   byte-identical re-sends of one event (the spool is at-least-once) are counted as ``resent``;
 - *stored*: distinct events in the learner's training store.
@@ -20,7 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loop.faults.ledger import Ledger, TopicRecord
-from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRating, PairServed
+from schemas.events import (
+    FeedbackCorrection,
+    FeedbackPreference,
+    FeedbackRating,
+    PairServed,
+    ResponseServed,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ def _item(record: TopicRecord) -> tuple[str, str]:
     event = record.event
     if isinstance(event, PairServed):
         return ("pair.served", event.pair_id)
+    if isinstance(event, ResponseServed):
+        return ("response.served", event.response.response_id)
     if isinstance(event, FeedbackPreference):
         return (event.kind, event.pair_id)
     if isinstance(event, FeedbackRating | FeedbackCorrection):
@@ -72,6 +81,7 @@ def tally(ledger: Ledger, records: Iterable[TopicRecord], stored_ids: Iterable[s
     pairs, feedback = ledger.snapshot()
     served: Counter[tuple[str, str]] = Counter(("pair.served", p.pair_id) for p in pairs)
     served.update(feedback)
+    served.update(("response.served", rid) for rid in ledger.unpaired_answers())
     first: dict[str, TopicRecord] = {}
     copies = 0
     for record in records:

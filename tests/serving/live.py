@@ -12,20 +12,28 @@ import uvicorn
 from fastapi import FastAPI
 
 from common.broker import free_port
+from serving.cli import uvicorn_config
+from serving.settings import ServingSettings
 
 
 @contextmanager
-def live_server(app: FastAPI, graceful_timeout: int = 10) -> Iterator[tuple[uvicorn.Server, int]]:
+def live_server(
+    app: FastAPI, graceful_timeout: int = 10, settings: ServingSettings | None = None
+) -> Iterator[tuple[uvicorn.Server, int]]:
+    """``settings``: configure uvicorn as ``serve`` does (``serving.cli.uvicorn_config``)."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
+    if settings is not None:
+        local = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+        config = uvicorn_config(local, app, "error")
+    else:
+        config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=port,
             log_level="error",
             timeout_graceful_shutdown=graceful_timeout,
         )
-    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

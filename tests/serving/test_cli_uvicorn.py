@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import openai
 import pytest
@@ -140,3 +141,44 @@ def test_client_hang_up_cancels_generation() -> None:
         # 1.5-6 s would have elapsed, and nothing was logged as served.
         assert engine.stats().running == 0
         assert not s.events.events
+
+
+def test_idle_keep_alive_connection_outlives_the_clients_expiry() -> None:
+    """An idle connection stays open longer than httpx's 5 s keep-alive expiry, so the client
+    (not the server) closes it and a request sent on it cannot race the server's close."""
+    import socket
+
+    engine = FakeEngine()
+    settings = make_settings()
+    app = create_app(
+        settings, engine=engine, events=RecordingEvents(), adapters=FakeAdapters(engine)
+    )
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+    with (
+        live_server(app, settings=settings) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(request)
+        assert _read_response(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6.0)  # longer than uvicorn's default keep-alive (5 s)
+        sock.sendall(request)
+        assert _read_response(sock).startswith(b"HTTP/1.1 200")
+
+
+def _read_response(sock: Any) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length body (b"" if the server closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return data
