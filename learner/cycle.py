@@ -42,7 +42,7 @@ from learner.publish.manifest import offset_ranges
 from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
 from learner.store.queries import is_heldout
-from learner.trainers import Trainers
+from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
 from schemas.events import AdapterPublished
 from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
@@ -202,9 +202,8 @@ class CycleRunner:
         if not (self.s.sft_on_corrections and examples):
             return ckpt.model_copy(update={"stage": "reward"})
         logger.info("cycle %d: SFT on %d new correction(s)", ckpt.cycle_id, len(examples))
-        res = self.trainers.sft(
-            self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt)
-        )
+        job = SFTJob(self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt))
+        res = self.trainers.sft(job)
         faults.hit("cycle.after_sft")
         return ckpt.model_copy(
             update={
@@ -226,7 +225,9 @@ class CycleRunner:
             len(comparisons),
             len(ratings),
         )
-        res = self.trainers.reward(self.base, comparisons, self._fresh(ckpt, "reward"), ratings)
+        res = self.trainers.reward(
+            RewardJob(self.base, comparisons, self._fresh(ckpt, "reward"), ratings)
+        )
         accuracy = res.metrics.get("accuracy")
         if accuracy is not None:
             metrics.LAST_RM_ACCURACY.set(accuracy)
@@ -255,7 +256,9 @@ class CycleRunner:
         judge: str | None = None
         if self.s.eval_reward_model == "independent":
             out = self._fresh(ckpt, "reward-eval")
-            other = self.trainers.reward(self.base, comparisons, out, ratings, seed_offset=1)
+            other = self.trainers.reward(
+                RewardJob(self.base, comparisons, out, ratings, seed_offset=1)
+            )
             dest = self.data_dir / "reward" / f"v{ckpt.cycle_id}-eval"
             judge = str(_install(other.adapter_dir, dest))
             ckpt = ckpt.model_copy(
@@ -284,8 +287,9 @@ class CycleRunner:
             "SFT adapter" if ckpt.sft_adapter else ckpt.parent_version or "base",
         )
         steps = self._ppo_steps(ckpt)
+        out = self._fresh(ckpt, "ppo")
         res = self.trainers.ppo(
-            self.base, Path(ckpt.reward_adapter), prompts, self._fresh(ckpt, "ppo"), init, steps
+            PPOJob(self.base, Path(ckpt.reward_adapter), prompts, out, init, steps)
         )
         faults.hit("cycle.after_ppo")
         return ckpt.model_copy(
@@ -332,11 +336,13 @@ class CycleRunner:
         train, held = self._prompt_split(ckpt)
         prompts = held[: self.s.eval_num_prompts]
         out = self.trainers.evaluate(
-            self.base,
-            Path(ckpt.policy_adapter),
-            Path(ckpt.reward_eval_adapter or ckpt.reward_adapter),
-            prompts,
-            self.s.sanity_prompts,
+            EvalJob(
+                self.base,
+                Path(ckpt.policy_adapter),
+                Path(ckpt.reward_eval_adapter or ckpt.reward_adapter),
+                prompts,
+                self.s.sanity_prompts,
+            )
         )
         metrics.LAST_KL.set(out.kl)
         metrics.LAST_REWARD_GAIN.set(out.reward_gain)

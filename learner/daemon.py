@@ -188,7 +188,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
             raise StopRequested
         logger.info("signal %d: stopping after the current poll", signum)
 
-    # SIGHUP too (its terminal closed): a launched stage's process group (learner.launch) is
-    # only taken down on the way out of a handled stop.
+    # SIGHUP too (its terminal closed): a launched stage's process group
+    # (learner.trainers.launched) is only taken down on the way out of a handled stop.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _handler)
