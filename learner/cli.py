@@ -170,7 +170,6 @@ def _stamp() -> str:
 
 def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
-    from learner.manual import publish_manual
 
     svc = build_services(settings)
     if args.jsonl:
@@ -186,7 +185,9 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
     res = svc.runner.trainers.sft(SFTJob(svc.runner.base, examples, out, args.init_adapter))
     print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
     if args.publish:
-        version = publish_manual(svc, res.adapter_dir, res.metrics, {"sft": res.config})
+        version = svc.runner.publisher.publish_manual(
+            res.adapter_dir, res.metrics, {"sft": res.config}
+        )
         print(f"published {version}")
     return 0
 

@@ -37,13 +37,13 @@ from learner.checkpoint import (
     save_checkpoint,
 )
 from learner.data import Prompt
-from learner.publish import AdapterStore, announce_published, build_manifest
+from learner.publish import AdapterStore
 from learner.publish.manifest import offset_ranges
+from learner.publish.publisher import Publisher
 from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
 from learner.store.queries import is_heldout
 from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
-from schemas.events import AdapterPublished
 from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
 
@@ -68,6 +68,7 @@ class CycleRunner:
         self.base = base_model_dir
         self.data_dir = Path(settings.data_dir)
         self._base_sha: str | None = None
+        self.publisher = Publisher(settings, adapters, self.base_sha)
         self.started_at = time.time()
         metrics.CYCLE_TRIGGER.set(settings.min_new_comparisons)
         metrics.set_running_stage(None, _RUNNABLE_STAGES)
@@ -368,7 +369,7 @@ class CycleRunner:
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.policy_adapter is not None
         number = self._reserve_version(ckpt)
-        version = str(AdapterVersion(self.s.adapter_name, number))
+        version = self.publisher.version_name(number)
         if number in self.adapters.versions():  # published before a crash: keep it as is
             logger.info("cycle %d: %s already in the store", ckpt.cycle_id, version)
             data = self.adapters.manifest_bytes(number)
@@ -382,20 +383,16 @@ class CycleRunner:
             )
         self.adapters.cleanup_temp()
         snap = Snapshot.from_json(ckpt.snapshot)
-        manifest = build_manifest(
-            adapter_dir=Path(ckpt.policy_adapter),
-            model_name=self.s.model_name,
-            version=version,
+        uri, sha = self.publisher.store(
+            Path(ckpt.policy_adapter),
+            version,
             parent_version=ckpt.parent_version,
-            base_model=self.s.model_dir,
-            base_model_sha256=self.base_sha(),
             reward_model_version=ckpt.reward_version,
             offsets=offset_ranges(ckpt.previous_snapshot, snap),
             event_count=self.store.events_between(ckpt.previous_max_seq, snap.max_seq),
             metrics=ckpt.metrics,
             config=self._manifest_config(ckpt),
         )
-        uri, sha = self.adapters.publish(Path(ckpt.policy_adapter), manifest)
         return ckpt.model_copy(
             update={"stage": "announce", "version": version, "uri": uri, "manifest_sha256": sha}
         )
@@ -406,9 +403,8 @@ class CycleRunner:
             number = AdapterVersion.parse(ckpt.version).number
             if number not in self.adapters.versions() or self._is_ours(number, ckpt):
                 return number
-        visible = self.adapters.versions()
-        number = (visible[-1] if visible else 0) + 1
-        ckpt.version = str(AdapterVersion(self.s.adapter_name, number))
+        number = self.publisher.next_number()
+        ckpt.version = self.publisher.version_name(number)
         save_checkpoint(self.data_dir, ckpt)
         return number
 
@@ -459,22 +455,15 @@ class CycleRunner:
                 )
             )
         faults.hit("publish.before_event")
-        if self.s.publish_to_kafka:
-            # Deterministic event id: a re-announce after a crash is the same event to consumers.
-            event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
-            announce_published(
-                self.s.kafka_bootstrap,
-                self.s.topic_adapters,
-                AdapterPublished(
-                    event_id=event_id.hexdigest()[:32],
-                    model_name=self.s.model_name,
-                    version=ckpt.version,
-                    uri=ckpt.uri,
-                    manifest_sha256=ckpt.manifest_sha256,
-                    promote=not self.s.canary,
-                    canary=self.s.canary,
-                ),
-            )
+        # Deterministic event id: a re-announce after a crash is the same event to consumers.
+        event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
+        self.publisher.announce(
+            ckpt.version,
+            ckpt.uri,
+            ckpt.manifest_sha256,
+            canary=self.s.canary,
+            event_id=event_id.hexdigest()[:32],
+        )
         metrics.LAST_VERSION.set(AdapterVersion.parse(ckpt.version).number)
         return self._finish(ckpt, "published", f"published {ckpt.version}")
 

@@ -26,15 +26,8 @@ class FakeTrainers(StageConfigs):
     so a test can kill the process during it.
     """
 
-    def __init__(
-        self,
-        reward_config: dict[str, Any],
-        ppo_config: dict[str, Any],
-        sft_config: dict[str, Any],
-        eval_config: dict[str, Any],
-        seed: int,
-    ) -> None:
-        super().__init__(reward_config, ppo_config, sft_config, eval_config, seed)
+    def __init__(self, *configs_and_seed: Any) -> None:
+        super().__init__(*configs_and_seed)
         self.calls: list[tuple[str, int]] = []
 
     def _stage(self, name: str, out_dir: Path, n: int, init: Path | None = None) -> Path:
