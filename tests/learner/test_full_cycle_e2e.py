@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker
 from common.embedded_model import model_dir_sha256
+from devtools.broker import DevBroker
 from learner.publish import AdapterStore
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, ChatMessage, EventBase, PairServed, SamplingParams

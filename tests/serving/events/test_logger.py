@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker, create_topics, free_port
+from devtools.broker import DevBroker, create_topics, free_port
 from schemas.events import EventBase, FeedbackRating, PairServed
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings

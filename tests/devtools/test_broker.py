@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common.broker import DevBroker, free_port, tansu_binary
+from devtools.broker import DevBroker, free_port, tansu_binary
 from schemas import decode_event, encode_event
 from schemas.topics import DEFAULT_TOPICS
 from tests.schemas.factories import one_of_each
