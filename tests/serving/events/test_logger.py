@@ -16,7 +16,7 @@ from devtools.broker import DevBroker, create_topics, free_port
 from schemas.events import EventBase, FeedbackRating, PairServed
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings
-from tests.schemas.factories import pair_served
+from tests.events import pair_served
 from tests.support.kafka_read import read_topic
 from tests.support.tcp_proxy import ProxiedBroker
 
