@@ -42,6 +42,7 @@ COPY --from=requirements /src/requirements.txt /src/requirements-nodeps.txt /tmp
 RUN pip install -r /tmp/requirements.txt \
     && pip install --no-deps -r /tmp/requirements-nodeps.txt
 WORKDIR /src
+# The services' packages only: loop/ and devtools/ (demo, dev broker, test models) stay out.
 COPY pyproject.toml ./
 COPY schemas ./schemas
 COPY common ./common
@@ -69,6 +70,7 @@ COPY --from=requirements /src/requirements.txt /src/requirements-nodeps.txt /tmp
 RUN uv pip install -r /tmp/requirements.txt vllm==0.32.0 s3fs==2026.9.0 \
     && uv pip install --no-deps -r /tmp/requirements-nodeps.txt
 WORKDIR /src
+# The services' packages only: loop/ and devtools/ (demo, dev broker, test models) stay out.
 COPY pyproject.toml ./
 COPY schemas ./schemas
 COPY common ./common

@@ -377,8 +377,8 @@ def load_row(name: str, r: LoadResult) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> str:
-    from common.broker import DevBroker, free_port
     from common.embedded_model import materialize_embedded_model
+    from devtools.broker import DevBroker, free_port
     from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from common.cli import HelpFormatter
 from common.logs import configure_logging
 from learner.settings import LearnerSettings
+from learner.trainers import PPOJob, RewardJob, SFTJob
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,6 @@ def _stamp() -> str:
 
 def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
-    from learner.manual import publish_manual
 
     svc = build_services(settings)
     if args.jsonl:
@@ -182,10 +182,12 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
         print("no demonstrations (give --jsonl FILE or collect corrections first)", file=sys.stderr)
         return 1
     out = args.out or Path(settings.data_dir) / "sft" / _stamp()
-    res = svc.runner.trainers.sft(svc.runner.base, examples, out, args.init_adapter)
+    res = svc.runner.trainers.sft(SFTJob(svc.runner.base, examples, out, args.init_adapter))
     print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
     if args.publish:
-        version = publish_manual(svc, res.adapter_dir, res.metrics, {"sft": res.config})
+        version = svc.runner.publisher.publish_manual(
+            res.adapter_dir, res.metrics, {"sft": res.config}
+        )
         print(f"published {version}")
     return 0
 
@@ -200,7 +202,7 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
         print("no comparisons in the store", file=sys.stderr)
         return 1
     out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
-    res = svc.runner.trainers.reward(svc.runner.base, comparisons, out)
+    res = svc.runner.trainers.reward(RewardJob(svc.runner.base, comparisons, out))
     gate = reward_gate(
         res.metrics.get("accuracy"),
         int(res.metrics.get("eval_count", 0.0)),
@@ -231,9 +233,8 @@ def _cmd_ppo(settings: LearnerSettings, args: argparse.Namespace) -> int:
         return 1
     prompts = prompts[: args.num_prompts or settings.ppo_num_prompts]
     out = args.out or Path(settings.data_dir) / "manual" / f"ppo-{_stamp()}"
-    res = svc.runner.trainers.ppo(
-        svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter
-    )
+    job = PPOJob(svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter)
+    res = svc.runner.trainers.ppo(job)
     print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
     return 0
 

@@ -37,13 +37,13 @@ from learner.checkpoint import (
     save_checkpoint,
 )
 from learner.data import Prompt
-from learner.publish import AdapterStore, announce_published, build_manifest
+from learner.publish import AdapterStore
 from learner.publish.manifest import offset_ranges
+from learner.publish.publisher import Publisher
 from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
 from learner.store.queries import is_heldout
-from learner.trainers import Trainers
-from schemas.events import AdapterPublished
+from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
 from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
 
@@ -68,6 +68,7 @@ class CycleRunner:
         self.base = base_model_dir
         self.data_dir = Path(settings.data_dir)
         self._base_sha: str | None = None
+        self.publisher = Publisher(settings, adapters, self.base_sha)
         self.started_at = time.time()
         metrics.CYCLE_TRIGGER.set(settings.min_new_comparisons)
         metrics.set_running_stage(None, _RUNNABLE_STAGES)
@@ -202,9 +203,8 @@ class CycleRunner:
         if not (self.s.sft_on_corrections and examples):
             return ckpt.model_copy(update={"stage": "reward"})
         logger.info("cycle %d: SFT on %d new correction(s)", ckpt.cycle_id, len(examples))
-        res = self.trainers.sft(
-            self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt)
-        )
+        job = SFTJob(self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt))
+        res = self.trainers.sft(job)
         faults.hit("cycle.after_sft")
         return ckpt.model_copy(
             update={
@@ -226,7 +226,9 @@ class CycleRunner:
             len(comparisons),
             len(ratings),
         )
-        res = self.trainers.reward(self.base, comparisons, self._fresh(ckpt, "reward"), ratings)
+        res = self.trainers.reward(
+            RewardJob(self.base, comparisons, self._fresh(ckpt, "reward"), ratings)
+        )
         accuracy = res.metrics.get("accuracy")
         if accuracy is not None:
             metrics.LAST_RM_ACCURACY.set(accuracy)
@@ -255,7 +257,9 @@ class CycleRunner:
         judge: str | None = None
         if self.s.eval_reward_model == "independent":
             out = self._fresh(ckpt, "reward-eval")
-            other = self.trainers.reward(self.base, comparisons, out, ratings, seed_offset=1)
+            other = self.trainers.reward(
+                RewardJob(self.base, comparisons, out, ratings, seed_offset=1)
+            )
             dest = self.data_dir / "reward" / f"v{ckpt.cycle_id}-eval"
             judge = str(_install(other.adapter_dir, dest))
             ckpt = ckpt.model_copy(
@@ -284,8 +288,9 @@ class CycleRunner:
             "SFT adapter" if ckpt.sft_adapter else ckpt.parent_version or "base",
         )
         steps = self._ppo_steps(ckpt)
+        out = self._fresh(ckpt, "ppo")
         res = self.trainers.ppo(
-            self.base, Path(ckpt.reward_adapter), prompts, self._fresh(ckpt, "ppo"), init, steps
+            PPOJob(self.base, Path(ckpt.reward_adapter), prompts, out, init, steps)
         )
         faults.hit("cycle.after_ppo")
         return ckpt.model_copy(
@@ -332,11 +337,13 @@ class CycleRunner:
         train, held = self._prompt_split(ckpt)
         prompts = held[: self.s.eval_num_prompts]
         out = self.trainers.evaluate(
-            self.base,
-            Path(ckpt.policy_adapter),
-            Path(ckpt.reward_eval_adapter or ckpt.reward_adapter),
-            prompts,
-            self.s.sanity_prompts,
+            EvalJob(
+                self.base,
+                Path(ckpt.policy_adapter),
+                Path(ckpt.reward_eval_adapter or ckpt.reward_adapter),
+                prompts,
+                self.s.sanity_prompts,
+            )
         )
         metrics.LAST_KL.set(out.kl)
         metrics.LAST_REWARD_GAIN.set(out.reward_gain)
@@ -362,7 +369,7 @@ class CycleRunner:
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.policy_adapter is not None
         number = self._reserve_version(ckpt)
-        version = str(AdapterVersion(self.s.adapter_name, number))
+        version = self.publisher.version_name(number)
         if number in self.adapters.versions():  # published before a crash: keep it as is
             logger.info("cycle %d: %s already in the store", ckpt.cycle_id, version)
             data = self.adapters.manifest_bytes(number)
@@ -376,20 +383,16 @@ class CycleRunner:
             )
         self.adapters.cleanup_temp()
         snap = Snapshot.from_json(ckpt.snapshot)
-        manifest = build_manifest(
-            adapter_dir=Path(ckpt.policy_adapter),
-            model_name=self.s.model_name,
-            version=version,
+        uri, sha = self.publisher.store(
+            Path(ckpt.policy_adapter),
+            version,
             parent_version=ckpt.parent_version,
-            base_model=self.s.model_dir,
-            base_model_sha256=self.base_sha(),
             reward_model_version=ckpt.reward_version,
             offsets=offset_ranges(ckpt.previous_snapshot, snap),
             event_count=self.store.events_between(ckpt.previous_max_seq, snap.max_seq),
             metrics=ckpt.metrics,
             config=self._manifest_config(ckpt),
         )
-        uri, sha = self.adapters.publish(Path(ckpt.policy_adapter), manifest)
         return ckpt.model_copy(
             update={"stage": "announce", "version": version, "uri": uri, "manifest_sha256": sha}
         )
@@ -400,9 +403,8 @@ class CycleRunner:
             number = AdapterVersion.parse(ckpt.version).number
             if number not in self.adapters.versions() or self._is_ours(number, ckpt):
                 return number
-        visible = self.adapters.versions()
-        number = (visible[-1] if visible else 0) + 1
-        ckpt.version = str(AdapterVersion(self.s.adapter_name, number))
+        number = self.publisher.next_number()
+        ckpt.version = self.publisher.version_name(number)
         save_checkpoint(self.data_dir, ckpt)
         return number
 
@@ -453,22 +455,15 @@ class CycleRunner:
                 )
             )
         faults.hit("publish.before_event")
-        if self.s.publish_to_kafka:
-            # Deterministic event id: a re-announce after a crash is the same event to consumers.
-            event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
-            announce_published(
-                self.s.kafka_bootstrap,
-                self.s.topic_adapters,
-                AdapterPublished(
-                    event_id=event_id.hexdigest()[:32],
-                    model_name=self.s.model_name,
-                    version=ckpt.version,
-                    uri=ckpt.uri,
-                    manifest_sha256=ckpt.manifest_sha256,
-                    promote=not self.s.canary,
-                    canary=self.s.canary,
-                ),
-            )
+        # Deterministic event id: a re-announce after a crash is the same event to consumers.
+        event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
+        self.publisher.announce(
+            ckpt.version,
+            ckpt.uri,
+            ckpt.manifest_sha256,
+            canary=self.s.canary,
+            event_id=event_id.hexdigest()[:32],
+        )
         metrics.LAST_VERSION.set(AdapterVersion.parse(ckpt.version).number)
         return self._finish(ckpt, "published", f"published {ckpt.version}")
 

@@ -29,12 +29,9 @@ from learner.checkpoint import CycleCheckpoint
 from learner.cycle import CycleRunner
 from learner.ingest import Ingestor, KafkaSource
 from learner.publish import AdapterStore
-from learner.publish.announce import produce_event
 from learner.settings import LearnerSettings
 from learner.store import TrainingStore
 from learner.trainers import make_trainers
-from schemas.events import EventBase
-from schemas.versions import AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +127,8 @@ def run_daemon(
 
 
 def canary_controller(svc: Services) -> CanaryController:
-    s = svc.settings
-
-    def emit(event: EventBase) -> None:
-        if s.publish_to_kafka:
-            produce_event(s.kafka_bootstrap, s.topic_adapters, event)
-
-    def promoted(version: str) -> None:
-        number = AdapterVersion.parse(version).number
-        svc.adapters.record_promoted(svc.adapters.record_for(number, s.model_name))
-
-    return CanaryController(s, svc.store, emit, promoted)
+    publisher = svc.runner.publisher
+    return CanaryController(svc.settings, svc.store, publisher.emit, publisher.record_promoted)
 
 
 def _canary_pending(canary: CanaryController) -> bool:
@@ -188,7 +176,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
             raise StopRequested
         logger.info("signal %d: stopping after the current poll", signum)
 
-    # SIGHUP too (its terminal closed): a launched stage's process group (learner.launch) is
-    # only taken down on the way out of a handled stop.
+    # SIGHUP too (its terminal closed): a launched stage's process group
+    # (learner.trainers.launched) is only taken down on the way out of a handled stop.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _handler)

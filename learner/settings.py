@@ -130,8 +130,8 @@ class LearnerSettings(BaseSettings, TopicSettings):
     )
     train_launcher: str = Field(
         "",
-        description="run each training stage as '<this> -m learner.stage_worker REQ', e.g. "
-        "'accelerate launch --multi_gpu --num_processes 4' (data parallel); '' = in-process",
+        description="run each training stage as '<this> -m learner.trainers.stage_worker REQ', "
+        "e.g. 'accelerate launch --multi_gpu --num_processes 4' (data parallel); '' = in-process",
     )
     reward_config: dict[str, Any] = Field(
         default_factory=dict, description="RewardConfig field overrides (JSON in env)"

@@ -1,6 +1,6 @@
 """The whole loop on one machine, live: broker, serving, learner and simulated users.
 
-One command (``rlhf-demo``) starts the development Kafka broker (``common.broker.DevBroker``),
+One command (``rlhf-demo``) starts the development Kafka broker (``devtools.broker.DevBroker``),
 the ``serve`` and ``learner run`` processes (configured only through their ``SERVING_*`` /
 ``LEARNER_*`` settings) on the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests),
 and simulated users voting under a preference function; a terminal dashboard shows pairs served,
@@ -35,7 +35,7 @@ from common.cli import HelpFormatter
 # clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
 # schemas) take a noticeable part of a second to import, more on a busy machine.
 if TYPE_CHECKING:
-    from common.broker import DevBroker
+    from devtools.broker import DevBroker
     from loop.monitor import AdapterEvent, AdapterWatcher
     from loop.processes import ManagedProcess
     from loop.sim import Simulator
@@ -96,7 +96,7 @@ class Demo:
         self.config = config
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.data_dir = (config.data_dir or Path("var/demo") / f"run-{stamp}").resolve()
-        from common.broker import free_port
+        from devtools.broker import free_port
 
         self.api_key = "sim-" + secrets.token_hex(8)
         self.admin_token = secrets.token_hex(16)
@@ -121,7 +121,7 @@ class Demo:
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from common.broker import DevBroker
+        from devtools.broker import DevBroker
         from loop.monitor import AdapterWatcher
         from loop.preferences import NoiseConfig
         from loop.processes import ManagedProcess, entry_point
@@ -169,7 +169,7 @@ class Demo:
 
     def _model_dir(self) -> str:
         if self.config.tiny:
-            from common.tiny_model import write_tiny_model_dir
+            from devtools.tiny_model import write_tiny_model_dir
 
             path = self.data_dir / "tiny-model"
             if not (path / "config.json").is_file():

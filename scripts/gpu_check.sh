@@ -85,7 +85,7 @@ record pytest "${PIPESTATUS[0]}"
 step "model"
 if [ "$QUICK" = 1 ]; then
     MODEL=$(mktemp -d)/tiny
-    "$PY" -c "import sys; from pathlib import Path; from common.tiny_model import \
+    "$PY" -c "import sys; from pathlib import Path; from devtools.tiny_model import \
 write_tiny_model_dir as w; w(Path(sys.argv[1]))" "$MODEL"
     model_status=$?
     LEARNER_ARGS=(--pairs 8 --rm-batch 4 --ppo-batch 4 --new-tokens 8 --mini-batch 2

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --with-vllm --with-browser --with-deploy-tools
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-paths=(serving learner schemas common tests bench scripts k8s/schemas)
+paths=(serving learner schemas common devtools tests bench scripts k8s/schemas)
 [ -d loop ] && paths+=(loop)
 echo "== ruff"
 .venv/bin/ruff check "${paths[@]}"

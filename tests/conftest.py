@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 
 
 def _cuda_available() -> bool:
@@ -80,7 +80,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama causal LM + ChatML tokenizer saved as a model directory."""
-    from common.tiny_model import write_tiny_model_dir
+    from devtools.tiny_model import write_tiny_model_dir
 
     return write_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
 

@@ -101,7 +101,7 @@ class TrainingStore:
                     "INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?,?)",
                     (rec.topic, rec.partition, rec.offset + 1, epoch, start, digest),
                 )
-            self._expire_held(cur, stats)
+            joins.expire_held(cur, self.join_window_seconds, stats)
             for reason, n in stats.decode_errors.items():
                 _bump(cur, "decode_errors", reason, n)
             for reason, n in stats.dropped.items():
@@ -138,7 +138,7 @@ class TrainingStore:
         )
         seq = int(cur.lastrowid or 0)
         stats.bump(stats.consumed, (rec.topic, kind))
-        _advance_watermark(cur, ev.ts.timestamp())
+        joins.advance_watermark(cur, ev.ts.timestamp())
         reason = self._dispatch(cur, ev, rec, seq, stats)
         if reason:
             stats.bump(stats.dropped, reason)
@@ -154,72 +154,10 @@ class TrainingStore:
         if user_id is not None and erasure.is_erased(cur, user_id):
             return "user_erased"
         if isinstance(ev, PairServed | ResponseServed):
-            added = (
-                joins.add_pair(cur, ev, seq)
-                if isinstance(ev, PairServed)
-                else joins.add_response(cur, ev, seq)
-            )
-            if added is None:
-                self._release_held(cur, ev, seq, stats)
-            return added
+            return joins.add_content(cur, ev, seq, stats)
         if ev.kind not in joins.FEEDBACK_KINDS:
             return "not_training_data"
-        if not joins.content_ready(cur, ev):
-            cur.execute(
-                "INSERT INTO held VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    ev.event_id,
-                    joins.ref_id(ev),
-                    ev.kind,
-                    ev.model_dump_json(),
-                    ev.ts.timestamp(),
-                    rec.topic,
-                    rec.partition,
-                    rec.offset,
-                    seq,
-                ),
-            )
-            return None
-        return joins.apply_feedback(cur, ev, rec.offset, seq)
-
-    def _release_held(
-        self, cur: sqlite3.Cursor, ev: PairServed | ResponseServed, seq: int, stats: BatchStats
-    ) -> None:
-        refs = (
-            [ev.pair_id, *(r.response_id for r in ev.responses)]
-            if isinstance(ev, PairServed)
-            else [ev.response.response_id]
-        )
-        marks = ",".join("?" * len(refs))
-        rows = cur.execute(
-            f"SELECT event_id, payload, offset FROM held WHERE ref_id IN ({marks}) "
-            "ORDER BY ts, offset",
-            refs,
-        ).fetchall()
-        for event_id, payload, offset in rows:
-            held = decode_event(payload).event
-            cur.execute("DELETE FROM held WHERE event_id=?", (event_id,))
-            if held is None or not joins.content_ready(cur, held):
-                continue
-            reason = joins.apply_feedback(cur, held, offset, seq)
-            if reason:
-                stats.bump(stats.dropped, reason)
-
-    def _expire_held(self, cur: sqlite3.Cursor, stats: BatchStats) -> None:
-        # Event time, not wall time: after downtime the backlog still joins (see DESIGN notes
-        # in learner/store/__init__.py); a hold expires once the stream has moved past it.
-        watermark = _watermark(cur)
-        if watermark is None:
-            return
-        cutoff = watermark - self.join_window_seconds
-        n = cur.execute("DELETE FROM held WHERE ts < ?", (cutoff,)).rowcount
-        if n:
-            stats.bump(stats.dropped, "feedback_expired", n)
-            logger.info(
-                "%d held feedback event(s) expired (no content within %.0fs)",
-                n,
-                self.join_window_seconds,
-            )
+        return joins.add_feedback(cur, ev, rec, seq)
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -323,14 +261,3 @@ def _bump(cur: sqlite3.Cursor, name: str, label: str, n: int = 1) -> None:
         "DO UPDATE SET value = value + excluded.value",
         (name, label, n),
     )
-
-
-def _watermark(cur: sqlite3.Cursor) -> float | None:
-    row = cur.execute("SELECT value FROM meta WHERE key='watermark'").fetchone()
-    return float(row[0]) if row else None
-
-
-def _advance_watermark(cur: sqlite3.Cursor, ts: float) -> None:
-    current = _watermark(cur)
-    if current is None or ts > current:
-        cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (repr(ts),))

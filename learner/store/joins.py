@@ -1,4 +1,5 @@
-"""Applying decoded events to the store: the learner-side join of feedback to served content.
+"""The learner-side join of feedback to served content, whole: content in, feedback applied or
+held, held feedback released when its content arrives or expired when it never does.
 
 Rules (docs/architecture.md, "Kafka topics and events" and "Last vote wins"):
 - Feedback is joined to the content the *learner* logged from ``pair.served`` /
@@ -11,16 +12,22 @@ Rules (docs/architecture.md, "Kafka topics and events" and "Last vote wins"):
 - A row's ``seq`` is the seq of the event that made it usable (the later of the feedback and its
   content), so a snapshot ``seq <= N`` is exactly what had been consumed then.
 
-All functions take an open cursor inside the ingestion transaction and return a drop reason
-(str) or None.
+- A hold expires once the stream's event-time watermark is ``join_window_seconds`` past it
+  (event time, not wall time: after downtime the backlog still joins).
+
+All functions take an open cursor inside the ingestion transaction (``learner.store.db`` owns
+transactions and offsets); those that judge one event return its drop reason (str) or None.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from typing import Any
 
+from learner.store.records import BatchStats, RawRecord
+from schemas.codec import decode_event
 from schemas.events import (
     EventBase,
     FeedbackCorrection,
@@ -31,6 +38,88 @@ from schemas.events import (
 )
 
 FEEDBACK_KINDS = ("feedback.preference", "feedback.rating", "feedback.correction")
+
+logger = logging.getLogger(__name__)
+
+
+def add_content(
+    cur: sqlite3.Cursor, ev: PairServed | ResponseServed, seq: int, stats: BatchStats
+) -> str | None:
+    """Store served content, then apply the feedback that was waiting for it."""
+    added = add_pair(cur, ev, seq) if isinstance(ev, PairServed) else add_response(cur, ev, seq)
+    if added is None:
+        _release_held(cur, ev, seq, stats)
+    return added
+
+
+def add_feedback(cur: sqlite3.Cursor, ev: EventBase, rec: RawRecord, seq: int) -> str | None:
+    """Apply feedback to its content, or hold it until the content arrives."""
+    if content_ready(cur, ev):
+        return apply_feedback(cur, ev, rec.offset, seq)
+    cur.execute(
+        "INSERT INTO held VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            ev.event_id,
+            ref_id(ev),
+            ev.kind,
+            ev.model_dump_json(),
+            ev.ts.timestamp(),
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            seq,
+        ),
+    )
+    return None
+
+
+def _release_held(
+    cur: sqlite3.Cursor, ev: PairServed | ResponseServed, seq: int, stats: BatchStats
+) -> None:
+    refs = (
+        [ev.pair_id, *(r.response_id for r in ev.responses)]
+        if isinstance(ev, PairServed)
+        else [ev.response.response_id]
+    )
+    marks = ",".join("?" * len(refs))
+    rows = cur.execute(
+        f"SELECT event_id, payload, offset FROM held WHERE ref_id IN ({marks}) ORDER BY ts, offset",
+        refs,
+    ).fetchall()
+    for event_id, payload, offset in rows:
+        held = decode_event(payload).event
+        cur.execute("DELETE FROM held WHERE event_id=?", (event_id,))
+        if held is None or not content_ready(cur, held):
+            continue
+        reason = apply_feedback(cur, held, offset, seq)
+        if reason:
+            stats.bump(stats.dropped, reason)
+
+
+def expire_held(cur: sqlite3.Cursor, join_window_seconds: float, stats: BatchStats) -> None:
+    """Drop holds the stream has moved ``join_window_seconds`` past (see DESIGN notes in
+    learner/store/__init__.py)."""
+    watermark = _watermark(cur)
+    if watermark is None:
+        return
+    n = cur.execute("DELETE FROM held WHERE ts < ?", (watermark - join_window_seconds,)).rowcount
+    if n:
+        stats.bump(stats.dropped, "feedback_expired", n)
+        logger.info(
+            "%d held feedback event(s) expired (no content within %.0fs)", n, join_window_seconds
+        )
+
+
+def advance_watermark(cur: sqlite3.Cursor, ts: float) -> None:
+    """The latest event time seen: the clock holds expire by."""
+    current = _watermark(cur)
+    if current is None or ts > current:
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (repr(ts),))
+
+
+def _watermark(cur: sqlite3.Cursor) -> float | None:
+    row = cur.execute("SELECT value FROM meta WHERE key='watermark'").fetchone()
+    return float(row[0]) if row else None
 
 
 def messages_json(event: PairServed | ResponseServed) -> str:

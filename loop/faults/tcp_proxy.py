@@ -21,9 +21,8 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
-from common.broker import DevBroker, free_port
+from devtools.broker import DevBroker, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +133,7 @@ class TcpProxy:
     def __enter__(self) -> TcpProxy:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

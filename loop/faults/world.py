@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from common.broker import DevBroker, free_port
-from common.tiny_model import write_tiny_model_dir
+from devtools.broker import DevBroker, free_port
+from devtools.tiny_model import write_tiny_model_dir
 from loop.faults.ledger import Ledger, RecordingSimulator
 from loop.faults.store_query import query_store
 from loop.faults.tcp_proxy import ProxiedBroker

@@ -33,7 +33,7 @@ def test_resolve_refuses_missing_or_non_model_dirs(tmp_path: Path):
 
 
 def test_model_hash_depends_on_weights(tiny_model_dir: Path, tmp_path: Path):
-    from common.tiny_model import write_tiny_model_dir
+    from devtools.tiny_model import write_tiny_model_dir
 
     other = write_tiny_model_dir(tmp_path / "other", seed=1)
     assert model_dir_sha256(tiny_model_dir) == model_dir_sha256(tiny_model_dir)

@@ -9,7 +9,7 @@ from kafka import KafkaProducer
 from schemas.codec import encode_event
 from schemas.events import EventBase
 from schemas.topics import DEFAULT_TOPICS
-from tests.learner.factories import pair, pref
+from tests.events import pair, pref
 
 
 def produce(

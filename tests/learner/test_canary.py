@@ -9,7 +9,8 @@ import pytest
 from learner.canary import CanaryController, CanaryEvidence, CanaryRules, decide, start_canary
 from learner.settings import LearnerSettings
 from schemas.events import AdapterPromoted, AdapterRolledBack, EventBase
-from tests.learner.factories import Feeder, ab_pair, new_store, pref, rating
+from tests.events import ab_pair, pref, rating
+from tests.learner.factories import Feeder, new_store
 
 RULES = CanaryRules(min_votes=20, max_votes=400, max_seconds=3600)
 

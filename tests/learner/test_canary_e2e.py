@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from learner.canary import CanaryController, start_canary
 from learner.ingest import Ingestor, KafkaSource
 from learner.publish.announce import produce_event

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from learner.cli import build_parser, main, settings_from
-from tests.learner.factories import Feeder, new_store, pair, pref
+from tests.events import pair, pref
+from tests.learner.factories import Feeder, new_store
 
 
 @pytest.mark.parametrize("command", ["run", "sft", "train-reward", "ppo", "status"])

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from learner import faults
 from learner.publish import AdapterStore
 from schemas.codec import decode_event

@@ -17,7 +17,8 @@ from learner.settings import LearnerSettings
 from learner.store import TrainingStore
 from learner.trainers import FakeTrainers
 from schemas.manifest import PROMOTED_FILENAME, PromotedRecord
-from tests.learner.factories import Feeder, correction, new_store, pair, pref
+from tests.events import correction, pair, pref
+from tests.learner.factories import Feeder, new_store
 
 
 class Crash(BaseException):
@@ -259,7 +260,7 @@ def test_evaluation_scores_with_a_reward_model_ppo_did_not_optimise(
 
 def test_manifest_records_the_erasures_honoured(tmp_path: Path, store: TrainingStore) -> None:
     from schemas.events import UserErased
-    from tests.learner.factories import at
+    from tests.events import at
 
     feeder = Feeder(store)
     feed_votes(feeder, 0, 4)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.events import UserErased
-from tests.learner.factories import Feeder, at, correction, new_store, pair, pref, rating, single
+from tests.events import at, correction, pair, pref, rating, single
+from tests.learner.factories import Feeder, new_store
 
 
 def _user_rows(feeder: Feeder, user: str) -> int:

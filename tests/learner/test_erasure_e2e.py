@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from learner.ingest import Ingestor, KafkaSource
 from serving.events.logger import EventLogger
 from tests.learner.factories import new_store

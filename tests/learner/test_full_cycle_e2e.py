@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker
 from common.embedded_model import model_dir_sha256
+from devtools.broker import DevBroker
 from learner.publish import AdapterStore
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, ChatMessage, EventBase, PairServed, SamplingParams
-from tests.learner.factories import correction, pref, served
+from tests.events import correction, pref, served
 from tests.learner.kafka_helpers import produce
 from tests.support.kafka_read import read_topic
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from learner.ingest import Ingestor, KafkaSource
 from learner.store import TrainingStore
 from tests.learner.factories import new_store

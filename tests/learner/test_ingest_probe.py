@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer, TopicPartition
 
-from common.broker import DevBroker, free_port
+from devtools.broker import DevBroker, free_port
 from learner.ingest.consumer import KafkaSource, ProbeInconclusive
 from learner.store.db import message_digest
 from learner.store.records import PartitionPosition

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from common.broker import free_port
+from devtools.broker import free_port
 from learner import metrics
 from learner.ingest.ingestor import _publish_stats
 from learner.store.records import BatchStats

@@ -10,18 +10,8 @@ import pytest
 
 from learner.store import RawRecord
 from schemas.codec import encode_event
-from tests.learner.factories import (
-    FEEDBACK,
-    INTERACTIONS,
-    Feeder,
-    correction,
-    new_store,
-    pair,
-    pref,
-    rating,
-    raw_json,
-    single,
-)
+from tests.events import correction, pair, pref, rating, single
+from tests.learner.factories import FEEDBACK, INTERACTIONS, Feeder, new_store, raw_json
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from learner import evaluate as ev
-from learner.trainers import RealTrainers
+from learner.trainers import EvalJob, RealTrainers
 from tests.learner.factories import eval_result
 
 
@@ -25,7 +25,7 @@ def _captured_config(
 
     monkeypatch.setattr(ev, "evaluate_policy", fake_evaluate)
     trainers = RealTrainers({}, {}, {}, eval_cfg, 0)
-    trainers.evaluate(Path("base"), Path("policy"), Path("reward"), [], sanity)
+    trainers.evaluate(EvalJob(Path("base"), Path("policy"), Path("reward"), [], sanity))
     return seen["config"]
 
 

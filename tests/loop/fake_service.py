@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from common.broker import free_port
+from devtools.broker import free_port
 
 WORDS = [
     "the",

@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.broker import DevBroker, free_port
-from common.tiny_model import write_tiny_model_dir
+from devtools.broker import DevBroker, free_port
+from devtools.tiny_model import write_tiny_model_dir
 from learner.publish import AdapterStore
 from loop.faults.world import tiny_learner_env
 from loop.monitor import admin_adapters, metric_sum, scrape

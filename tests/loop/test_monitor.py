@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from loop.dashboard import render_text
 from loop.demo import Observation, env_pairs
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from schemas import SCHEMA_VERSION, decode_event, encode_event
-from tests.schemas.factories import pair_served
+from tests.events import pair_served
 
 
 def _raw_pair() -> dict:

@@ -16,7 +16,7 @@ from schemas import (
     encode_event,
 )
 from schemas.topics import DEFAULT_TOPICS
-from tests.schemas.factories import one_of_each, pair_served, served
+from tests.events import one_of_each, pair_served, served
 
 
 @pytest.mark.parametrize("event", one_of_each(), ids=lambda e: e.kind)
@@ -69,9 +69,13 @@ def test_pair_needs_permutation_order_and_unique_ids():
     with pytest.raises(ValidationError, match="permutation"):
         PairServed(**{**good.model_dump(), "shown_order": [0, 0]})
     with pytest.raises(ValidationError, match="unique"):
-        PairServed(**{**good.model_dump(), "responses": [served("r0"), served("r0")]})
+        PairServed(
+            **{**good.model_dump(), "responses": [served("r0", "Four."), served("r0", "Four.")]}
+        )
     with pytest.raises(ValidationError):
-        PairServed(**{**good.model_dump(), "responses": [served("r0")], "shown_order": [0]})
+        PairServed(
+            **{**good.model_dump(), "responses": [served("r0", "Four.")], "shown_order": [0]}
+        )
 
 
 def test_chat_message_role_is_checked():

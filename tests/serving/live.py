@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from common.broker import free_port
+from devtools.broker import free_port
 from serving.cli import uvicorn_config
 from serving.settings import ServingSettings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from schemas.codec import decode_event
 from schemas.events import FeedbackPreference, PairServed
 from serving.events.logger import EventLogger

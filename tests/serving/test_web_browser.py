@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from common.broker import DevBroker
+from devtools.broker import DevBroker
 from schemas.codec import decode_event
 from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRating, PairServed
 from serving.app import create_app

@@ -1,11 +1,13 @@
 """Training stages launched as separate (multi-process) jobs: ``LEARNER_TRAIN_LAUNCHER``.
 
 The daemon stays one process (the single writer of store, checkpoint and adapter store); each
-stage runs as ``<launcher> -m learner.stage_worker REQUEST`` and hands its outcome back as JSON.
+stage runs as ``<launcher> -m learner.trainers.stage_worker REQUEST`` and hands its outcome back
+as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,14 +15,16 @@ from pathlib import Path
 import pytest
 
 from learner.data import SFTExample
-from learner.launch import (
-    LaunchedTrainers,
-    StageLaunchError,
+from learner.trainers import PPOJob, RewardJob, SFTJob
+from learner.trainers.launched import LaunchedTrainers, StageLaunchError, launcher_from_setting
+from learner.trainers.wire import (
+    LaunchedJob,
     decode_comparisons,
     decode_examples,
+    decode_job,
     encode_comparisons,
     encode_examples,
-    launcher_from_setting,
+    encode_job,
 )
 from tests.learner.ml.helpers import TWO_CPU_PROCESSES, separable_comparisons, user
 
@@ -32,6 +36,19 @@ def test_stage_inputs_survive_the_json_round_trip() -> None:
     assert decode_comparisons(encode_comparisons(comparisons)) == comparisons
     examples = [SFTExample(user("Say hi."), "Hi!")]
     assert decode_examples(encode_examples(examples)) == examples
+
+
+def test_every_launched_job_survives_the_json_round_trip(tmp_path: Path) -> None:
+    prompt = user("Say hi.")
+    jobs: dict[str, LaunchedJob] = {
+        "reward": RewardJob(tmp_path, separable_comparisons(2), tmp_path / "r", [], 1),
+        "ppo": PPOJob(tmp_path, tmp_path / "rm", [prompt], tmp_path / "p", None, 3),
+        "sft": SFTJob(tmp_path, [SFTExample(prompt, "Hi!")], tmp_path / "s", tmp_path / "init"),
+    }
+    for stage, job in jobs.items():
+        assert decode_job(stage, json.loads(json.dumps(encode_job(job)))) == job
+    with pytest.raises(ValueError, match="unknown stage"):
+        decode_job("evaluate", {})
 
 
 def test_launcher_setting_is_split_like_a_shell_and_python_is_this_interpreter() -> None:
@@ -62,7 +79,8 @@ def test_reward_stage_trains_on_two_processes_and_reports_back(
 ) -> None:
     out = tmp_path / "reward"
     out.mkdir()
-    outcome = _trainers(TWO_CPU_PROCESSES).reward(tiny_model_dir, separable_comparisons(32), out)
+    job = RewardJob(tiny_model_dir, separable_comparisons(32), out)
+    outcome = _trainers(TWO_CPU_PROCESSES).reward(job)
     assert outcome.config["world_size"] == 2
     assert (outcome.adapter_dir / "adapter_model.safetensors").is_file()
     assert 0.0 <= outcome.metrics["accuracy"] <= 1.0
@@ -80,5 +98,5 @@ def test_a_failing_launch_raises_instead_of_inventing_a_result(
     out.mkdir()
     bad = _trainers([sys.executable, "-c", "import sys; sys.exit(3)", "--"])
     with pytest.raises(StageLaunchError, match="exited with 3"):
-        bad.reward(tiny_model_dir, separable_comparisons(4), out)
+        bad.reward(RewardJob(tiny_model_dir, separable_comparisons(4), out))
     assert os.listdir(out) == ["request.json"]

@@ -9,7 +9,7 @@ from loop.faults.ledger import Ledger, TopicRecord
 from loop.faults.rows import tally
 from schemas.codec import encode_event
 from schemas.events import EventBase
-from tests.learner.factories import pair, pref, single
+from tests.events import pair, pref, single
 
 pytestmark = pytest.mark.unit
 

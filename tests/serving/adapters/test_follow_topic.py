@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from common.broker import DevBroker, create_topics
+from devtools.broker import DevBroker, create_topics
 from schemas.codec import encode_event
 from schemas.events import AdapterRolledBack, EventBase
 from serving.adapters import AdapterManager

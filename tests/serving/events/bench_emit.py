@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.broker import create_topics
+from devtools.broker import create_topics
 from schemas.events import FeedbackRating
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings

@@ -8,15 +8,17 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from common.broker import DevBroker, create_topics, free_port
+from devtools.broker import DevBroker, create_topics, free_port
 from schemas.events import EventBase, FeedbackRating, PairServed
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings
-from tests.schemas.factories import pair_served
+from tests.events import pair_served
 from tests.support.kafka_read import read_topic
 from tests.support.tcp_proxy import ProxiedBroker
 
@@ -163,57 +165,65 @@ async def test_proxy_cut_spools_then_replays_in_order(
     _assert_fast(during)
 
 
-@pytest.mark.kafka
-async def test_slow_broker_path_spools_and_keeps_order(
-    proxied: ProxiedBroker, tmp_path: Path
-) -> None:
-    settings = _settings(proxied.bootstrap, tmp_path / "spool", "slow")
-    create_topics(proxied.bootstrap, _topics(settings))
-    logger = EventLogger(settings)
-    await logger.start()
-    events = [_event(i) for i in range(200)]
-    _emit_timed(logger, events[:50])
-    await _wait(lambda: logger.counts()["produced"] == 50)
-    proxied.proxy.slow(3.0)  # slower than the 2 s delivery timeout
-    latencies = _emit_timed(logger, events[50:150])
-    await _wait(lambda: logger.counts()["spooled"] > 0, timeout=30)
-    proxied.proxy.resume()
-    _emit_timed(logger, events[150:])
-    await _wait(lambda: logger.counts()["produced"] == 200)
-    await logger.stop()
+@dataclass(frozen=True)
+class _BrokerFault:
+    """One way the broker goes away mid-stream, and how it comes back."""
 
-    expected = _expected(events, settings)
-    assert _delivered(proxied.bootstrap, settings, expected) == expected
-    _assert_fast(latencies)
-    assert logger.counts()["dropped"] == 0
+    broker: str  # the fixture that provides it
+    begin: Callable[[Any], None]
+    spooled: Callable[[dict[str, int]], bool]  # the logger noticed: events went to the spool
+    end: Callable[[Any, ServingSettings], None]
+    delivered_from: int  # the first of the 200 events the broker still holds at the end
+    emit_stays_fast: bool  # checked only where the broker is slow, not stopped
 
 
-@pytest.mark.kafka
-async def test_broker_restart_events_delivered_after_it_is_back(
-    fresh_broker: DevBroker, tmp_path: Path
-) -> None:
-    settings = _settings(fresh_broker.bootstrap, tmp_path / "spool", "restart")
-    create_topics(fresh_broker.bootstrap, _topics(settings))
-    logger = EventLogger(settings)
-    await logger.start()
-    events = [_event(i) for i in range(200)]
-    _emit_timed(logger, events[:50])
-    await _wait(lambda: logger.counts()["produced"] == 50)
-
-    fresh_broker.stop()
-    _emit_timed(logger, events[50:150])
-    await _wait(lambda: logger.counts()["spooled"] == 100)
+def _restart(broker: DevBroker, settings: ServingSettings) -> None:
     # Memory storage: the restarted broker is empty; the topics must be created again.
-    await asyncio.to_thread(fresh_broker.start)
-    create_topics(fresh_broker.bootstrap, _topics(settings))
+    broker.start()
+    create_topics(broker.bootstrap, _topics(settings))
+
+
+# A path slower than the 2 s delivery timeout: the logger spools and keeps the order.
+_SLOW = _BrokerFault(
+    "proxied",
+    lambda b: b.proxy.slow(3.0),
+    lambda counts: counts["spooled"] > 0,
+    lambda b, _settings: b.proxy.resume(),
+    0,
+    True,
+)
+# A restart: what the first broker held is gone with it; everything emitted while it was down
+# or after it came back is delivered, in order.
+_RESTART = _BrokerFault(
+    "fresh_broker", lambda b: b.stop(), lambda counts: counts["spooled"] == 100, _restart, 50, False
+)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("fault", [_SLOW, _RESTART], ids=["slow_path", "broker_restart"])
+async def test_events_outlive_a_broker_fault_in_order(
+    fault: _BrokerFault, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    broker = request.getfixturevalue(fault.broker)
+    settings = _settings(broker.bootstrap, tmp_path / "spool", fault.broker)
+    create_topics(broker.bootstrap, _topics(settings))
+    logger = EventLogger(settings)
+    await logger.start()
+    events = [_event(i) for i in range(200)]
+    _emit_timed(logger, events[:50])
+    await _wait(lambda: logger.counts()["produced"] == 50)
+    fault.begin(broker)
+    latencies = _emit_timed(logger, events[50:150])
+    await _wait(lambda: fault.spooled(logger.counts()))
+    await asyncio.to_thread(fault.end, broker, settings)
     _emit_timed(logger, events[150:])
     await _wait(lambda: logger.counts()["produced"] == 200)
     await logger.stop()
 
-    # What the first broker held is gone with it; everything emitted while it was down or
-    # after it came back is delivered, in order.
-    expected = _expected(events[50:], settings)
-    assert _delivered(fresh_broker.bootstrap, settings, expected) == expected
+    expected = _expected(events[fault.delivered_from :], settings)
+    assert _delivered(broker.bootstrap, settings, expected) == expected
+    if fault.emit_stays_fast:
+        _assert_fast(latencies)
     assert logger.counts()["dropped"] == 0
 
 

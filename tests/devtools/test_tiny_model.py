@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from common.tiny_model import build_tiny_tokenizer
+from devtools.tiny_model import build_tiny_tokenizer
 
 
 def test_tiny_model_dir_loads_and_generates(tiny_model_dir):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common.broker import DevBroker, free_port, tansu_binary
+from devtools.broker import DevBroker, free_port, tansu_binary
 from schemas import decode_event, encode_event
 from schemas.topics import DEFAULT_TOPICS
-from tests.schemas.factories import one_of_each
+from tests.events import one_of_each
 
 
 def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:

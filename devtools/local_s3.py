@@ -14,6 +14,9 @@ Unknown requests are answered 501 and logged, so a gap shows up in the broker's 
 
 Each object is one file named by its percent-encoded key (so ``a`` and ``a/b`` can coexist),
 written to a temporary file and renamed into place; the ETag is the MD5 of the content.
+
+One file of a little over 400 lines: the request handler and the object store it serves are one
+protocol, read side by side.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Disk storage for the dev broker: ``common.local_s3`` (the S3 subset Tansu's ``s3://`` engine
+"""Disk storage for the dev broker: ``devtools.local_s3`` (the S3 subset Tansu's ``s3://`` engine
 uses) and ``DevBroker(data_dir=...)``, which keeps every topic across a stop and a start on the
 same port."""
 
@@ -12,8 +12,8 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common.broker import DevBroker, free_port
-from common.local_s3 import LocalS3Server
+from devtools.broker import DevBroker, free_port
+from devtools.local_s3 import LocalS3Server
 
 
 @pytest.fixture

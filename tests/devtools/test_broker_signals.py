@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import free_port
+from devtools.broker import free_port
 from tests.support.procs import alive, children, command_line, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.kafka
 
 def _start_broker(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "common.broker", "--port", str(free_port())],
+        [sys.executable, "-m", "devtools.broker", "--port", str(free_port())],
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "broker.err").open("w"),
         text=True,

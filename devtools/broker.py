@@ -4,7 +4,7 @@ Starts the static ``tansu`` binary on a free loopback port, waits until it answe
 metadata requests, creates the project's topics, and stops it cleanly. By default it stores in
 memory: a restart empties every topic (tests rely on that being explicit). With ``data_dir``
 it stores on disk instead, through Tansu's ``s3://`` engine and a small local S3 server
-(``common.local_s3``; that build has no other durable engine), so a stop and a start on the
+(``devtools.local_s3``; that build has no other durable engine), so a stop and a start on the
 same port and directory find every topic as it was.
 
 Library: ``with DevBroker() as broker: broker.bootstrap`` ; CLI: ``rlhf-broker [--port N]
@@ -25,11 +25,10 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
 from common.cli import HelpFormatter
-from common.local_s3 import LocalS3Server
 from common.signals import StopSignals, stop_reason
+from devtools.local_s3 import LocalS3Server
 from schemas.topics import DEFAULT_TOPICS
 
 logger = logging.getLogger(__name__)
@@ -184,12 +183,7 @@ class DevBroker:
     def __enter__(self) -> DevBroker:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

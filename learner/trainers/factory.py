@@ -1,0 +1,26 @@
+"""The trainer set the settings ask for: fake, launched (LEARNER_TRAIN_LAUNCHER) or in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from learner.trainers.fake import FakeTrainers
+from learner.trainers.in_process import RealTrainers
+from learner.trainers.launched import LaunchedTrainers, launcher_from_setting
+from learner.trainers.protocol import Trainers
+
+
+def make_trainers(settings: Any) -> Trainers:
+    configs = (
+        settings.reward_config,
+        settings.ppo_config,
+        settings.sft_config,
+        settings.eval_config,
+        settings.seed,
+    )
+    if settings.trainers == "fake":
+        return FakeTrainers(*configs)
+    if settings.train_launcher:
+        launcher = launcher_from_setting(settings.train_launcher)
+        return LaunchedTrainers(launcher, *configs, device=settings.device)
+    return RealTrainers(*configs, device=settings.device)
