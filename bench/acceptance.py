@@ -306,6 +306,13 @@ def main() -> int:
         help="off: users never send rewritten answers, so the loop learns from votes alone",
     )
     p.add_argument("--thumbs-rate", type=float, default=0.1, help="share of votes with a thumb")
+    p.add_argument(
+        "--pair-show-floor",
+        type=float,
+        default=1.0,
+        help="informative pairing (SERVING_PAIR_SHOW_FLOOR): below 1, pairs whose answers differ "
+        "little are shown less often, so the same comparisons take more requests; 1 = uniform",
+    )
     p.add_argument("--target", type=float, default=0.70, help="win rate the eval must reach")
     p.add_argument(
         "--cycle-timeout", type=float, default=3 * 3600.0, help="seconds one cycle may take"
@@ -351,6 +358,7 @@ def main() -> int:
         data_dir=args.data_dir,
         tiny=args.tiny,
         learner_env=learner_env,
+        serving_env={"SERVING_PAIR_SHOW_FLOOR": str(args.pair_show_floor)},
         learner_stop_timeout=60,
     )
     args.preference = config.preference
@@ -458,7 +466,12 @@ def _markdown(
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
         f"{args.comparisons} comparisons in {args.rounds} rounds, {args.concurrency} users, "
         f"max {args.max_tokens} tokens, corrections {args.corrections}, thumbs on "
-        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}.",
+        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}; pairing "
+        + (
+            "uniform."
+            if args.pair_show_floor >= 1
+            else f"informative (floor {args.pair_show_floor:g})."
+        ),
         "Learner overrides: "
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "none (defaults)")
         + ".",
