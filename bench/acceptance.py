@@ -38,12 +38,12 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine, repo_relative  # noqa: E402
 
-from common.cli import HelpFormatter  # noqa: E402
+from common.cli import command_parser  # noqa: E402
 from common.signals import StopSignals, stop_reason  # noqa: E402
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
 from loop.dashboard import running_stage  # noqa: E402
-from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
+from loop.demo import Demo, benchmark_config  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
@@ -283,9 +283,7 @@ def _preference(name: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else "", formatter_class=HelpFormatter
-    )
+    p = command_parser(__doc__)
     p.add_argument("--preference", default="concise", help="built-in name or module:function")
     p.add_argument("--comparisons", type=int, default=500, help="comparisons in all rounds")
     p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
@@ -335,10 +333,10 @@ def main() -> int:
         help="seconds between progress lines on stderr (also one at each stage change)",
     )
     args = p.parse_args()
-    learner_env = dict(LEARNER_ENV)
-    learner_env.update(env_pairs(args.learner_env))
     per_round = args.comparisons // args.rounds
-    config = DemoConfig(
+    config = benchmark_config(
+        args,
+        LEARNER_ENV,
         preference=_preference(args.preference),
         comparisons=per_round,
         cycle_comparisons=per_round,
@@ -347,12 +345,8 @@ def main() -> int:
         correction_rate=0.05 if args.corrections == "on" else 0.0,
         thumbs_rate=args.thumbs_rate,
         max_tokens=args.max_tokens,
-        eval_prompts=0,
-        data_dir=args.data_dir,
-        tiny=args.tiny,
-        learner_env=learner_env,
-        learner_stop_timeout=60,
     )
+    learner_env = config.learner_env
     args.preference = config.preference
     started = time.monotonic()
     demo = Demo(config)

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.cli import HelpFormatter
+from common.cli import command_parser, config_from_args
 
 # The rest is imported where it is used: ``rlhf-demo --help`` must answer at once, and the
 # clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
@@ -489,12 +489,25 @@ def env_pairs(values: list[str]) -> dict[str, str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rlhf-demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=HelpFormatter,
+def benchmark_config(
+    args: argparse.Namespace, learner_env: dict[str, str], **users: Any
+) -> DemoConfig:
+    """A demo run that a benchmark drives and measures itself: no automatic eval of each new
+    version, the run directory and model from the benchmark's ``--data-dir`` and ``--tiny``,
+    its ``--learner-env`` over ``learner_env``, a learner given a minute to stop; ``users``
+    are the simulated users' settings."""
+    return DemoConfig(
+        eval_prompts=0,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        learner_env=learner_env | env_pairs(args.learner_env),
+        learner_stop_timeout=60,
+        **users,
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog="rlhf-demo")
     p.add_argument(
         "--preference",
         default="loop.preferences:concise",
@@ -568,22 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = DemoConfig(
-        preference=args.preference,
-        comparisons=args.comparisons,
-        duration=args.duration,
-        model_dir=args.model_dir,
-        tiny=args.tiny,
-        data_dir=args.data_dir,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        noise=args.noise,
-        max_tokens=args.max_tokens,
-        cycle_comparisons=args.cycle_comparisons,
-        until_swapped=args.until_swapped,
-        eval_prompts=args.eval_prompts,
-        ready_timeout=args.ready_timeout,
-        learner_stop_timeout=args.learner_stop_timeout,
+    config = config_from_args(
+        DemoConfig,
+        args,
         serving_env=env_pairs(args.serving_env),
         learner_env=env_pairs(args.learner_env),
     )

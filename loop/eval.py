@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.cli import HelpFormatter
+from common.cli import command_parser, config_from_args
 from common.stats import wilson_interval
 from loop.client import ServiceClient
 from loop.preferences import (
@@ -360,11 +360,7 @@ def write_outputs(report: EvalReport, out_dir: Path, config: EvalConfig) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rlhf-eval",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser(__doc__, prog="rlhf-eval")
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="serving root URL")
     p.add_argument(
         "--api-key",
@@ -411,23 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.logs import configure_logging
 
     configure_logging(logging.WARNING)
-    config = EvalConfig(
-        base_url=args.base_url,
-        api_key=args.api_key,
-        admin_token=args.admin_token,
-        model=args.model,
-        version_a=args.version_a,
-        version_b=args.version_b,
-        preference=args.preference,
-        noise=NoiseConfig(args.noise),
-        prompts=args.prompts,
-        limit=args.limit,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-        concurrency=args.concurrency,
-        adapter_store=args.adapter_store,
-    )
+    config = config_from_args(EvalConfig, args, noise=NoiseConfig(args.noise))
     needs_pin = any(v != SERVING for v in (config.version_a, config.version_b))
     if needs_pin and not config.admin_token:
         print("error: pinning a version needs --admin-token", file=sys.stderr)

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import openai
 
-from common.cli import HelpFormatter
+from common.cli import command_parser, config_from_args
 from loop.client import Answer, ServiceClient
 from loop.preferences import (
     NoiseConfig,
@@ -359,11 +359,7 @@ def add_noise_args(parser: argparse.ArgumentParser, default_noise: float) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rlhf-sim",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser(__doc__, prog="rlhf-sim")
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="serving root URL")
     p.add_argument("--api-key", default="none", help="chat API key (Bearer)")
     p.add_argument("--model", default=None, help="model id (default: first of /v1/models)")
@@ -394,26 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(
-        base_url=args.base_url,
-        api_key=args.api_key,
-        model=args.model,
-        preference=args.preference,
-        comparisons=args.comparisons,
-        duration=args.duration,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        noise=NoiseConfig(args.noise, args.tie_rate, args.both_bad_rate),
-        thumbs_rate=args.thumbs_rate,
-        correction_rate=args.correction_rate,
-        k=args.k,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        users=args.users,
-        prompts=args.prompts,
-        seed=args.seed,
-    )
+def sim_config(args: argparse.Namespace) -> SimConfig:
+    noise = NoiseConfig(args.noise, args.tie_rate, args.both_bad_rate)
+    return config_from_args(SimConfig, args, noise=noise)
 
 
 async def _run_with_progress(sim: Simulator) -> SimStats:
@@ -476,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(logging.WARNING)
     try:
-        sim = Simulator(config_from_args(args))
+        sim = Simulator(sim_config(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
