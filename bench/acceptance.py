@@ -1,5 +1,8 @@
 """Acceptance on the real model (docs/loop.md, "Acceptance run and benchmarks"), as one command.
 
+Why one file (over 400 lines): one acceptance run as one command: rounds, progress lines,
+verdict and report share the run's arguments and results.
+
 From the base model, simulated users (noise on) make ``--comparisons`` comparisons in
 ``--rounds`` equal rounds through the public API; each round's last comparison triggers one
 learner cycle (``LEARNER_MIN_NEW_COMPARISONS`` = the round size), and the next round's users
@@ -48,6 +51,7 @@ from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 from loop.preferences import NoiseConfig  # noqa: E402
+from loop.user_options import add_user_options  # noqa: E402
 
 # Learner settings of the run (on top of the defaults); printed in the report. A cycle starts
 # at each round's last comparison and never on the clock: on a slow machine the one-hour
@@ -284,12 +288,16 @@ def _preference(name: str) -> str:
 
 def main() -> int:
     p = command_parser(__doc__)
-    p.add_argument("--preference", default="concise", help="built-in name or module:function")
-    p.add_argument("--comparisons", type=int, default=500, help="comparisons in all rounds")
+    add_user_options(
+        p,
+        comparisons=500,
+        concurrency=8,
+        rate=False,
+        preference="concise",
+        comparisons_help="comparisons in all rounds",
+    )
     p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
-    p.add_argument("--noise", type=float, default=1.0, help="users' Bradley-Terry temperature")
     p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
-    p.add_argument("--concurrency", type=int, default=8, help="simultaneous simulated users")
     p.add_argument(
         "--max-tokens",
         type=int,

@@ -38,6 +38,7 @@ from common.cli import command_parser  # noqa: E402
 from loop.client import ServiceClient  # noqa: E402
 from loop.demo import Demo, benchmark_config  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
+from loop.user_options import add_user_options  # noqa: E402
 
 OPEN_GATES = {
     "LEARNER_RM_MIN_ACCURACY": "0.0",
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> LoopTiming:
         cycle_comparisons=args.comparisons,
         concurrency=args.concurrency,
         rate=args.rate,
+        noise=args.noise,
         max_tokens=args.tokens,
     )
     demo = Demo(config)
@@ -154,10 +156,7 @@ def table(timing: LoopTiming, args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser(__doc__)
-    p.add_argument("--comparisons", type=int, default=64, help="N: comparisons per cycle")
-    p.add_argument("--preference", default="loop.preferences:concise")
-    p.add_argument("--concurrency", type=int, default=4, help="simulated users")
-    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
+    add_user_options(p, comparisons=64, concurrency=4, comparisons_help="N: comparisons per cycle")
     p.add_argument("--tokens", type=int, default=64, help="max tokens per answer")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up after seconds")
     p.add_argument(

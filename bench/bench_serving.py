@@ -1,5 +1,8 @@
 """Serving benchmark: the full HTTP API against the engine's ceiling, idle latency, hot swap.
 
+Why one file (over 400 lines): one benchmark run, same prompts everywhere: the server it starts,
+the load it sends and the table it writes only make sense together.
+
 What it measures (one run, same prompts everywhere):
 
 1. ``http``: C concurrent clients (default 64) each ask ``POST /v1/chat/completions`` for one

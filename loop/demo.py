@@ -1,5 +1,8 @@
 """The whole loop on one machine, live: broker, serving, learner and simulated users.
 
+Why one file (over 400 lines): the process orchestration, its live view and its command line
+share ``DemoConfig`` and the run's state; ``benchmark_config`` serves the benchmarks that drive it.
+
 One command (``rlhf-demo``) starts the development Kafka broker (``devtools.broker.DevBroker``),
 the ``serve`` and ``learner run`` processes (configured only through their ``SERVING_*`` /
 ``LEARNER_*`` settings) on the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests),
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.cli import command_parser, config_from_args
+from loop.user_options import add_user_options
 
 # The rest is imported where it is used: ``rlhf-demo --help`` must answer at once, and the
 # clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
@@ -508,12 +512,7 @@ def benchmark_config(
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser(__doc__, prog="rlhf-demo")
-    p.add_argument(
-        "--preference",
-        default="loop.preferences:concise",
-        help="module:function or concise | friendly | format",
-    )
-    p.add_argument("--comparisons", type=int, default=0, help="pairs to vote on (0 = no limit)")
+    add_user_options(p, comparisons=0, concurrency=4)
     p.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)"
     )
@@ -533,9 +532,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="logs, store, adapters, summary (default: var/demo/run-<time>)",
     )
-    p.add_argument("--concurrency", type=int, default=4, help="simultaneous simulated users")
-    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
-    p.add_argument("--noise", type=float, default=1.0, help="Bradley-Terry temperature")
     p.add_argument("--max-tokens", type=int, default=64, help="max tokens per answer")
     p.add_argument(
         "--cycle-comparisons",
