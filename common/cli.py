@@ -1,4 +1,5 @@
-"""What every console entry point's ``--help`` shares: each option's default, shown once.
+"""What every console entry point shares: its parser, each option's default shown once in
+``--help``, and a config built from options named like the config's fields.
 
 argparse's ``ArgumentDefaultsHelpFormatter`` appends "(default: ...)" to every option, also
 "(default: None)" to an option whose default is "not given" and to flags, and a second default
@@ -9,6 +10,13 @@ something: a real value, not yet mentioned in the help text.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -26,3 +34,23 @@ def _worth_showing(action: argparse.Action) -> bool:
     if default is None or default is False or default in (argparse.SUPPRESS, "", []):
         return False
     return action.nargs != 0 and bool(action.option_strings)
+
+
+def command_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """A console command's parser: its module docstring's first paragraph as the description,
+    defaults shown as ``HelpFormatter`` decides."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=(doc or "").split("\n\n")[0],
+        formatter_class=HelpFormatter,
+    )
+
+
+def config_from_args(
+    config_type: type[ConfigT], args: argparse.Namespace, **overrides: Any
+) -> ConfigT:
+    """A dataclass config whose options are named like its fields: every field an option sets
+    comes from ``args`` (fields without an option keep their defaults), ``overrides`` win."""
+    options = vars(args)
+    values = {f.name: options[f.name] for f in fields(config_type) if f.name in options}
+    return config_type(**(values | overrides))

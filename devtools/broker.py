@@ -13,7 +13,6 @@ Library: ``with DevBroker() as broker: broker.bootstrap`` ; CLI: ``rlhf-broker [
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import logging
@@ -26,7 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from common.cli import HelpFormatter
+from common.cli import command_parser
 from common.signals import StopSignals, stop_reason
 from devtools.local_s3 import LocalS3Server
 from schemas.topics import DEFAULT_TOPICS
@@ -188,11 +187,10 @@ class DevBroker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rlhf-broker",
-        description="Run the development Kafka broker (Tansu, memory storage unless --data-dir) "
+    parser = command_parser(
+        "Run the development Kafka broker (Tansu, memory storage unless --data-dir) "
         "with the project's topics until Ctrl-C, SIGTERM or SIGHUP, then stop it.",
-        formatter_class=HelpFormatter,
+        prog="rlhf-broker",
     )
     parser.add_argument("--port", type=int, default=9092, help="loopback port")
     parser.add_argument("--partitions", type=int, default=1, help="partitions per topic")

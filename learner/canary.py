@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from prometheus_client import Counter, Gauge
@@ -60,16 +60,8 @@ class CanaryRules:
 
     @staticmethod
     def from_settings(s: LearnerSettings) -> CanaryRules:
-        return CanaryRules(
-            alpha=s.canary_alpha,
-            margin=s.canary_margin,
-            min_votes=s.canary_min_votes,
-            max_votes=s.canary_max_votes,
-            max_seconds=s.canary_max_seconds,
-            guard_min_answers=s.canary_guard_min_answers,
-            guard_max_empty_share=s.canary_guard_max_empty_share,
-            guard_max_down_excess=s.canary_guard_max_down_excess,
-        )
+        # Each rule is the setting of the same name behind ``canary_`` (LEARNER_CANARY_ALPHA...).
+        return CanaryRules(**{f.name: getattr(s, f"canary_{f.name}") for f in fields(CanaryRules)})
 
 
 @dataclass(frozen=True)

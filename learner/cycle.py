@@ -1,5 +1,8 @@
 """One training cycle, resumable stage by stage (docs/architecture.md, "What the service does").
 
+Why one file (over 400 lines): the stages are steps of one resumable state machine; each reads
+and writes the same checkpoint, and the resume rule (which stage runs next) must sit beside them.
+
     snapshot -> [sft on new corrections] -> reward model (all comparisons) -> gate accuracy
              -> PPO from the current published version -> evaluate -> gates -> publish
              -> announce (adapter.published) -> done

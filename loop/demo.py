@@ -1,5 +1,8 @@
 """The whole loop on one machine, live: broker, serving, learner and simulated users.
 
+Why one file (over 400 lines): the process orchestration, its live view and its command line
+share ``DemoConfig`` and the run's state; ``benchmark_config`` serves the benchmarks that drive it.
+
 One command (``rlhf-demo``) starts the development Kafka broker (``devtools.broker.DevBroker``),
 the ``serve`` and ``learner run`` processes (configured only through their ``SERVING_*`` /
 ``LEARNER_*`` settings) on the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests),
@@ -29,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.cli import HelpFormatter
+from common.cli import command_parser, config_from_args
+from loop.user_options import add_user_options
 
 # The rest is imported where it is used: ``rlhf-demo --help`` must answer at once, and the
 # clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
@@ -489,18 +493,26 @@ def env_pairs(values: list[str]) -> dict[str, str]:
     return out
 
 
+def benchmark_config(
+    args: argparse.Namespace, learner_env: dict[str, str], **users: Any
+) -> DemoConfig:
+    """A demo run that a benchmark drives and measures itself: no automatic eval of each new
+    version, the run directory and model from the benchmark's ``--data-dir`` and ``--tiny``,
+    its ``--learner-env`` over ``learner_env``, a learner given a minute to stop; ``users``
+    are the simulated users' settings."""
+    return DemoConfig(
+        eval_prompts=0,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        learner_env=learner_env | env_pairs(args.learner_env),
+        learner_stop_timeout=60,
+        **users,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rlhf-demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument(
-        "--preference",
-        default="loop.preferences:concise",
-        help="module:function or concise | friendly | format",
-    )
-    p.add_argument("--comparisons", type=int, default=0, help="pairs to vote on (0 = no limit)")
+    p = command_parser(__doc__, prog="rlhf-demo")
+    add_user_options(p, comparisons=0, concurrency=4)
     p.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)"
     )
@@ -520,9 +532,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="logs, store, adapters, summary (default: var/demo/run-<time>)",
     )
-    p.add_argument("--concurrency", type=int, default=4, help="simultaneous simulated users")
-    p.add_argument("--rate", type=float, default=0.0, help="max comparisons/s (0 = no cap)")
-    p.add_argument("--noise", type=float, default=1.0, help="Bradley-Terry temperature")
     p.add_argument("--max-tokens", type=int, default=64, help="max tokens per answer")
     p.add_argument(
         "--cycle-comparisons",
@@ -568,22 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = DemoConfig(
-        preference=args.preference,
-        comparisons=args.comparisons,
-        duration=args.duration,
-        model_dir=args.model_dir,
-        tiny=args.tiny,
-        data_dir=args.data_dir,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        noise=args.noise,
-        max_tokens=args.max_tokens,
-        cycle_comparisons=args.cycle_comparisons,
-        until_swapped=args.until_swapped,
-        eval_prompts=args.eval_prompts,
-        ready_timeout=args.ready_timeout,
-        learner_stop_timeout=args.learner_stop_timeout,
+    config = config_from_args(
+        DemoConfig,
+        args,
         serving_env=env_pairs(args.serving_env),
         learner_env=env_pairs(args.learner_env),
     )

@@ -1,5 +1,8 @@
 """Chat completions handler: request checks, adapter choice, generation, the served events.
 
+Why one file (over 400 lines): the handler's steps (checks, adapter choice, generation, served
+events) share one request's state and the one engine/event-logger pair it owns.
+
 Owns what ``routes/chat.py`` delegates (vLLM's ``serving_chat.py`` split: thin router, handler
 that owns the engine). Each answer records the exact adapter version the engine reports for it;
 after an answer is complete the handler emits ``pair.served`` (a comparison) or one

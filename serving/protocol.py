@@ -264,16 +264,7 @@ class ManifestSummary(BaseModel):
 
     @classmethod
     def of(cls, m: AdapterManifest) -> ManifestSummary:
-        return cls(
-            parent_version=m.parent_version,
-            kind=m.kind,
-            base_model=m.base_model,
-            reward_model_version=m.reward_model_version,
-            event_count=m.event_count,
-            metrics=m.metrics,
-            created_at=m.created_at,
-            code_revision=m.code_revision,
-        )
+        return cls.model_validate(m.model_dump(include=set(cls.model_fields)))
 
 
 class AdapterInfo(BaseModel):

@@ -120,16 +120,26 @@ def _wait_served(world: World, more: int, timeout: float = 60) -> None:
     )
 
 
+def _spooled_while_impaired(
+    world: World, impair: Callable[[], None], served_meanwhile: int = 0
+) -> float:
+    """Impair the proxy until serving spools events, restore it and wait for the replay; the
+    events spooled meanwhile."""
+    _wait_served(world, 2)
+    before = _spooled(world)
+    impair()
+    world.wait_for("events spooled", lambda: _spooled(world) > before, 60)
+    if served_meanwhile:
+        _wait_served(world, served_meanwhile)
+    world.proxy.resume()
+    world.wait_for("spool replayed", lambda: _spool_empty(world, world.replicas[0]), 90)
+    return _spooled(world) - before
+
+
 def proxy_cut(world: World) -> FaultRow:
     def fault() -> str:
-        _wait_served(world, 2)
-        before = _spooled(world)
-        world.proxy.cut()
-        world.wait_for("events spooled", lambda: _spooled(world) > before, 60)
-        _wait_served(world, 3)
-        world.proxy.resume()
-        world.wait_for("spool replayed", lambda: _spool_empty(world, world.replicas[0]), 90)
-        return f"{_spooled(world) - before:.0f} events spooled during the cut and replayed"
+        spooled = _spooled_while_impaired(world, world.proxy.cut, served_meanwhile=3)
+        return f"{spooled:.0f} events spooled during the cut and replayed"
 
     return _phase(
         world,
@@ -142,13 +152,9 @@ def proxy_cut(world: World) -> FaultRow:
 
 def proxy_slow(world: World) -> FaultRow:
     def fault() -> str:
-        _wait_served(world, 2)
-        before = _spooled(world)
-        world.proxy.slow(3.0)  # slower than serving's 2 s delivery timeout
-        world.wait_for("events spooled", lambda: _spooled(world) > before, 60)
-        world.proxy.resume()
-        world.wait_for("spool replayed", lambda: _spool_empty(world, world.replicas[0]), 90)
-        return f"{_spooled(world) - before:.0f} events spooled while slow, then replayed"
+        # 3 s: slower than serving's 2 s delivery timeout
+        spooled = _spooled_while_impaired(world, lambda: world.proxy.slow(3.0))
+        return f"{spooled:.0f} events spooled while slow, then replayed"
 
     return _phase(
         world,

@@ -1,5 +1,8 @@
 """Adapter manager: hot-swap of immutable adapter versions behind a serving alias.
 
+Why one file (over 400 lines): one state machine (alias, loaded versions, in-flight counts) under
+one lock; its transitions must be read together to see that each keeps the invariants.
+
 Adapter versions are immutable (docs/architecture.md): ``policy@v17`` is never overwritten; "which
 version serves" is an alias flipped atomically after the new version loaded and passed a smoke
 generation; the previous version stays loaded for instant rollback. The pattern is vLLM's

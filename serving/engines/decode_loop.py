@@ -1,5 +1,8 @@
 """The engine loop: one thread owns the model and decodes every running answer together.
 
+Why one file (over 400 lines): everything here runs on the one engine thread and mutates its
+state (running batch, KV cache, admission budget); split, the one-owner rule would span files.
+
 Continuous batching at step granularity (Orca, Yu et al., OSDI 2022): each iteration admits the
 requests that arrived meanwhile (prefill, then join the running batch's KV cache), runs one
 decode step for all running rows with ``logits_to_keep=1``, samples each row with its own

@@ -7,6 +7,8 @@ import io
 import sys
 from pathlib import Path
 
+from tests.support.clock import FakeClock
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -27,16 +29,8 @@ def test_a_line_says_phase_comparisons_rate_stage_and_eval() -> None:
     assert "learner - ·" in progress_line(1.0, 0, progress, None, None)  # metrics not answering
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_lines_come_every_interval_and_at_each_change_only() -> None:
-    clock, out = Clock(), io.StringIO()
+    clock, out = FakeClock(), io.StringIO()
     count, stage = [0], [""]  # what the users and the learner report, set by the test
     progress = Progress(target=100, phase="round 1/1: users voting")
     reporter = ProgressReporter(

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from kafka import KafkaProducer
 
 from schemas.codec import encode_event
 from schemas.events import EventBase
-from schemas.topics import DEFAULT_TOPICS
+from schemas.topics import DEFAULT_TOPICS, Topics
 from tests.events import pair, pref
+
+
+def fresh_topics() -> Topics:
+    """Topic names no other test uses, so a test's broker holds only its own events."""
+    suffix = uuid.uuid4().hex[:6]
+    return Topics(interactions=f"i-{suffix}", feedback=f"f-{suffix}", adapters=f"a-{suffix}")
+
+
+def topic_settings(topics: Topics) -> dict[str, Any]:
+    """The ``topic_*`` settings (serving's and the learner's alike) that name ``topics``."""
+    return {f"topic_{kind}": name for kind, name in topics.model_dump().items()}
 
 
 def produce(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.events.logger import EventLogger
 from tests.learner.factories import new_store
+from tests.learner.kafka_helpers import fresh_topics, topic_settings
 from tests.serving.conftest import API_KEY, auth, make_settings
 from tests.support.adapters import write_version
 
@@ -69,23 +69,20 @@ async def _until(predicate: Any, timeout: float = 30.0) -> None:
 async def test_the_users_votes_promote_or_roll_back_the_canary(
     tiny_model_dir: Path, tmp_path: Path, prefers_canary: bool
 ) -> None:
-    suffix = uuid.uuid4().hex[:6]
-    topics = {"interactions": f"i-{suffix}", "feedback": f"f-{suffix}", "adapters": f"a-{suffix}"}
+    topics = fresh_topics()
     store_dir = tmp_path / "adapters"
     v1 = write_version(store_dir, "policy", 1, tiny_model_dir, model_name="tiny")
     v2 = write_version(store_dir, "policy", 2, tiny_model_dir, model_name="tiny")
-    with DevBroker(topics=list(topics.values()), log_path=tmp_path / "tansu.log") as broker:
+    with DevBroker(topics=topics.all(), log_path=tmp_path / "tansu.log") as broker:
         for event in (v1.published("tiny"), v2.published("tiny", canary=True)):
-            produce_event(broker.bootstrap, topics["adapters"], event)
+            produce_event(broker.bootstrap, topics.adapters, event)
         settings = make_settings(
             model_dir=str(tiny_model_dir),
             model_name="tiny",
             kafka_enabled=True,
             kafka_bootstrap=broker.bootstrap,
             spool_dir=str(tmp_path / "spool"),
-            topic_interactions=topics["interactions"],
-            topic_feedback=topics["feedback"],
-            topic_adapters=topics["adapters"],
+            **topic_settings(topics),
             adapter_store=str(store_dir),
             adapter_cache_dir=str(tmp_path / "cache"),
             adapter_unload_grace_seconds=0.0,
@@ -101,9 +98,7 @@ async def test_the_users_votes_promote_or_roll_back_the_canary(
             metrics_port=0,
             model_name="tiny",
             kafka_bootstrap=broker.bootstrap,
-            topic_interactions=topics["interactions"],
-            topic_feedback=topics["feedback"],
-            topic_adapters=topics["adapters"],
+            **topic_settings(topics),
             canary=True,
             canary_min_votes=10,
         )
@@ -112,7 +107,7 @@ async def test_the_users_votes_promote_or_roll_back_the_canary(
         controller = CanaryController(
             learner,
             store,
-            lambda event: produce_event(broker.bootstrap, topics["adapters"], event),
+            lambda event: produce_event(broker.bootstrap, topics.adapters, event),
         )
         async with (
             app.router.lifespan_context(app),
@@ -121,7 +116,7 @@ async def test_the_users_votes_promote_or_roll_back_the_canary(
             assert manager.serving_version() == "policy@v1"
             assert manager.canary_version() == "policy@v2"
             await _population_votes(http, prefers_canary, 40)
-            source = KafkaSource(broker.bootstrap, [topics["interactions"], topics["feedback"]])
+            source = KafkaSource(broker.bootstrap, [topics.interactions, topics.feedback])
             ingestor = Ingestor(store, source)
             ingestor.start()
             await _until(lambda: ingestor.drain() >= 0 and len(store.comparisons()) >= 40)

@@ -158,17 +158,11 @@ def test_period_trigger_needs_at_least_one_new_comparison(
     assert runner.due(now=runner.started_at + 11)
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        "cycle.after_reward",
-        "cycle.after_ppo",
-        "publish.after_files",
-        "publish.after_rename",
-        "publish.before_event",
-        "cycle.before_done",
-    ],
-)
+# Every crash point once the snapshot is taken: a crash there must resume on that snapshot.
+AFTER_SNAPSHOT = faults.POINTS[faults.POINTS.index("cycle.after_snapshot") + 1 :]
+
+
+@pytest.mark.parametrize("point", AFTER_SNAPSHOT)
 def test_crash_at_any_point_resumes_on_the_same_snapshot(
     tmp_path: Path, store: TrainingStore, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:

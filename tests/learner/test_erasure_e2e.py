@@ -4,7 +4,6 @@ the user's events still on the topics, and the next manifest records the erasure
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from devtools.broker import DevBroker
 from learner.ingest import Ingestor, KafkaSource
 from serving.events.logger import EventLogger
 from tests.learner.factories import new_store
+from tests.learner.kafka_helpers import fresh_topics, topic_settings
 from tests.learner.test_cycle import make_runner
 from tests.serving.conftest import ADMIN, API_KEY, auth, harness, make_settings
 
@@ -43,16 +43,13 @@ async def _pair_and_vote(h: Any, user: str, prompt: str) -> None:
 async def test_erasure_from_the_admin_api_reaches_the_store_and_the_manifest(
     tmp_path: Path,
 ) -> None:
-    suffix = uuid.uuid4().hex[:6]
-    topics = {"interactions": f"i-{suffix}", "feedback": f"f-{suffix}", "adapters": f"a-{suffix}"}
-    with DevBroker(topics=list(topics.values()), log_path=tmp_path / "tansu.log") as broker:
+    topics = fresh_topics()
+    with DevBroker(topics=topics.all(), log_path=tmp_path / "tansu.log") as broker:
         settings = make_settings(
             kafka_enabled=True,
             kafka_bootstrap=broker.bootstrap,
             spool_dir=str(tmp_path / "spool"),
-            topic_interactions=topics["interactions"],
-            topic_feedback=topics["feedback"],
-            topic_adapters=topics["adapters"],
+            **topic_settings(topics),
         )
         async with harness(settings, events=EventLogger(settings)) as h:
             for i in range(3):
@@ -65,7 +62,7 @@ async def test_erasure_from_the_admin_api_reaches_the_store_and_the_manifest(
             await _pair_and_vote(h, "alice", "alice again, after her erasure")
         # The logger flushed on leaving the harness: everything is on the topics.
         store = new_store(tmp_path)
-        source = KafkaSource(broker.bootstrap, [topics["interactions"], topics["feedback"]])
+        source = KafkaSource(broker.bootstrap, [topics.interactions, topics.feedback])
         ingestor = Ingestor(store, source)
         ingestor.start()
         ingestor.drain()

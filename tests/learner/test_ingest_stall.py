@@ -13,6 +13,7 @@ from learner.ingest import ingestor as ingestor_module
 from learner.ingest.ingestor import Ingestor
 from learner.store import TrainingStore
 from learner.store.records import RawRecord
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -32,27 +33,19 @@ class SilentSource:
         return 0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def stalled_seconds() -> float:
     return float(metrics.CONSUMER_STALLED._value.get())
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    c = FakeClock()
     monkeypatch.setattr(ingestor_module.time, "monotonic", c)
     return c
 
 
 def test_behind_and_empty_for_a_minute_is_warned_once_a_minute(
-    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = TrainingStore(tmp_path / "store.sqlite", 60.0)
     ing = Ingestor(store, SilentSource(lag=5000))  # type: ignore[arg-type]
@@ -71,7 +64,7 @@ def test_behind_and_empty_for_a_minute_is_warned_once_a_minute(
 
 
 def test_caught_up_or_reading_is_not_a_stall(
-    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = TrainingStore(tmp_path / "store.sqlite", 60.0)
     source = SilentSource(lag=0)

@@ -1,4 +1,8 @@
-"""Chat completions through the official openai client (in-process ASGI transport)."""
+"""Chat completions through the official openai client (in-process ASGI transport).
+
+Why one file (over 400 lines): every test drives the one chat handler through the same in-process
+client; split, the fixtures would move to a conftest only these tests use.
+"""
 
 from __future__ import annotations
 

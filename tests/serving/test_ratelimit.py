@@ -16,20 +16,13 @@ from tests.serving.conftest import (
     page_headers,
     web_session,
 )
+from tests.support.clock import FakeClock
 
 HI = [{"role": "user", "content": "hi"}]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(per_minute=60, burst_seconds=3, clock=clock)  # 1/s, burst 3
     assert [limiter.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.take("k") == pytest.approx(1.0)
@@ -43,7 +36,7 @@ def test_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
 
 
 def test_slow_limits_still_allow_one_request_and_zero_means_none() -> None:
-    clock = Clock()
+    clock = FakeClock()
     slow = RateLimiter(per_minute=1, burst_seconds=1, clock=clock)
     assert slow.take("k") == 0.0 and slow.take("k") == pytest.approx(60.0)
     off = RateLimiter(per_minute=0, burst_seconds=1, clock=clock)
@@ -51,7 +44,7 @@ def test_slow_limits_still_allow_one_request_and_zero_means_none() -> None:
 
 
 def test_bucket_count_is_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(per_minute=60, burst_seconds=1, max_buckets=3, clock=clock)
     for key in ("a", "b", "c", "d"):
         limiter.take(key)

@@ -8,6 +8,26 @@ import sys
 from learner.data import Comparison, SFTExample
 from schemas.events import ChatMessage
 
+# What every PPO step reports (learner/ppo/train.py), each a finite number.
+PPO_STEP_METRICS = [
+    "objective/kl",
+    "objective/scores",
+    "objective/rlhf_reward",
+    "objective/non_score_reward",
+    "objective/entropy",
+    "policy/clipfrac",
+    "policy/approxkl",
+    "policy/entropy",
+    "loss/policy",
+    "loss/value",
+    "loss/total",
+    "val/ratio",
+    "val/clipfrac",
+    "time/rollout",
+    "time/scoring",
+    "time/update",
+]
+
 # `accelerate launch` with two CPU processes: `--cpu` always takes the single-process launcher,
 # so the two processes come from the torchrun launcher (`--multi_gpu`); the trainers' Accelerator
 # then runs MULTI_CPU over gloo.

@@ -25,23 +25,9 @@ from learner.ppo.train import PPOResult, run_ppo
 from learner.rm.config import RewardConfig
 from learner.rm.model import HEAD_FILE, RewardModel
 from learner.rm.train import RewardResult, train_reward_model
-from tests.learner.ml.helpers import PROMPTS, separable_comparisons, user
+from tests.learner.ml.helpers import PPO_STEP_METRICS, PROMPTS, separable_comparisons, user
 
 pytestmark = pytest.mark.gpu
-
-PPO_METRICS = [
-    "objective/kl",
-    "objective/scores",
-    "objective/rlhf_reward",
-    "objective/entropy",
-    "policy/clipfrac",
-    "policy/approxkl",
-    "policy/entropy",
-    "loss/policy",
-    "loss/value",
-    "loss/total",
-    "val/ratio",
-]
 
 
 class Captured:
@@ -141,7 +127,7 @@ def test_short_ppo_run_trains_on_cuda(
     captured.check_trained_on_cuda()
     assert len(result.history) == 2
     for row in result.history:
-        _finite(row, PPO_METRICS)
+        _finite(row, PPO_STEP_METRICS)
         assert row["response/length"] > 0
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert result.value_head_path is not None and result.value_head_path.is_file()

@@ -18,25 +18,7 @@ from learner.ppo.rollout import sample
 from learner.ppo.train import PPOResult, run_ppo
 from learner.rm.train import RewardResult
 from learner.sft.train import SFTResult
-from tests.learner.ml.helpers import PROMPTS, user
-
-METRICS = [
-    "objective/kl",
-    "objective/scores",
-    "objective/rlhf_reward",
-    "objective/non_score_reward",
-    "objective/entropy",
-    "policy/clipfrac",
-    "policy/approxkl",
-    "policy/entropy",
-    "loss/policy",
-    "loss/value",
-    "val/ratio",
-    "val/clipfrac",
-    "time/rollout",
-    "time/scoring",
-    "time/update",
-]
+from tests.learner.ml.helpers import PPO_STEP_METRICS, PROMPTS, user
 
 
 @pytest.fixture(scope="module", params=["rloo", "gae"])
@@ -74,7 +56,7 @@ def ppo_result(
 def test_metrics_present_and_finite(ppo_result: PPOResult) -> None:
     assert len(ppo_result.history) == 3
     for row in ppo_result.history:
-        for key in METRICS:
+        for key in PPO_STEP_METRICS:
             assert math.isfinite(row[key]), key
     # Adaptive controller: beta moved away from its initial value after the first update.
     assert ppo_result.history[-1]["objective/kl_coef"] != ppo_result.history[0]["objective/kl_coef"]

@@ -120,23 +120,25 @@ async def test_corrupt_file_is_refused(tiny_model_dir: Path, tmp_path: Path) -> 
     assert events.events == []
 
 
-async def test_missing_file_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("removed", "reason"),
+    [("adapter_config.json", "file_missing"), ("manifest.json", "manifest_missing")],
+)
+async def test_a_version_missing_a_file_is_refused(
+    tiny_model_dir: Path, tmp_path: Path, removed: str, reason: str
+) -> None:
     built = write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
-    (Path(built.uri) / "adapter_config.json").unlink()
+    (Path(built.uri) / removed).unlink()
     manager, engine, _ = await _manager(tiny_model_dir, tmp_path)
     with pytest.raises(AdapterRefused) as exc:
         await manager.load("policy@v1")
-    assert exc.value.reason == "file_missing"
+    assert exc.value.reason == reason
     assert engine.calls == []
 
 
-async def test_missing_manifest_and_unknown_version(tiny_model_dir: Path, tmp_path: Path) -> None:
-    built = write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
-    (Path(built.uri) / "manifest.json").unlink()
+async def test_unknown_version_and_wrong_family(tiny_model_dir: Path, tmp_path: Path) -> None:
+    write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
     manager, _, _ = await _manager(tiny_model_dir, tmp_path)
-    with pytest.raises(AdapterRefused) as refused:
-        await manager.load("policy@v1")
-    assert refused.value.reason == "manifest_missing"
     with pytest.raises(AdapterNotFound):
         await manager.promote("policy@v9")
     with pytest.raises(AdapterStateError) as wrong:

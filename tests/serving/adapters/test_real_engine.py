@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,21 +17,33 @@ from tests.support.adapters import write_version
 pytestmark = pytest.mark.anyio
 
 
-async def test_nan_adapter_refused_by_smoke_check(tiny_model_dir: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    write_version(store, "policy", 1, tiny_model_dir, nan=True)  # files and hashes are valid
+@asynccontextmanager
+async def manager_on_real_engine(
+    model_dir: Path, model_name: str, tmp_path: Path
+) -> AsyncIterator[tuple[AdapterManager, TransformersEngine]]:
+    """A started manager on a started engine, over the store at ``tmp_path/store``."""
     settings = ServingSettings(
-        model_dir=str(tiny_model_dir),
-        model_name="tiny",
-        adapter_store=str(store),
+        model_dir=str(model_dir),
+        model_name=model_name,
+        adapter_store=str(tmp_path / "store"),
         adapter_cache_dir=str(tmp_path / "cache"),
         adapter_follow_topic=False,
     )
-    engine = TransformersEngine(tiny_model_dir, max_batch_size=4)
+    engine = TransformersEngine(model_dir, max_batch_size=4)
     await engine.start()
     manager = AdapterManager(settings, engine, None)
     try:
         await manager.start()
+        yield manager, engine
+    finally:
+        await manager.stop()
+        await engine.stop()
+
+
+async def test_nan_adapter_refused_by_smoke_check(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    write_version(store, "policy", 1, tiny_model_dir, nan=True)  # files and hashes are valid
+    async with manager_on_real_engine(tiny_model_dir, "tiny", tmp_path) as (manager, engine):
         with pytest.raises(AdapterRefused) as exc:
             await manager.promote("policy@v1")
         assert exc.value.reason == "smoke_check_failed"
@@ -37,9 +51,6 @@ async def test_nan_adapter_refused_by_smoke_check(tiny_model_dir: Path, tmp_path
         assert manager.serving_version() == BASE
         assert engine.loaded_adapters() == []  # unloaded again after the failed check
         assert manager.refusals == {"smoke_check_failed": 1}
-    finally:
-        await manager.stop()
-        await engine.stop()
 
 
 @pytest.mark.slow
@@ -49,23 +60,9 @@ async def test_swap_on_embedded_model(embedded_model_dir: Path, tmp_path: Path) 
     store = tmp_path / "store"
     for n in (1, 2):
         write_version(store, "policy", n, embedded_model_dir, model_name="smol", std=0.02)
-    settings = ServingSettings(
-        model_dir=str(embedded_model_dir),
-        model_name="smol",
-        adapter_store=str(store),
-        adapter_cache_dir=str(tmp_path / "cache"),
-        adapter_follow_topic=False,
-    )
-    engine = TransformersEngine(embedded_model_dir, max_batch_size=4)
-    await engine.start()
-    manager = AdapterManager(settings, engine, None)
-    try:
-        await manager.start()
+    async with manager_on_real_engine(embedded_model_dir, "smol", tmp_path) as (manager, engine):
         await manager.promote("policy@v1")
         await manager.promote("policy@v2")
         assert manager.serving_version() == "policy@v2"
         assert sorted(engine.loaded_adapters()) == ["policy@v1", "policy@v2"]
         assert await manager.rollback() == "policy@v1"
-    finally:
-        await manager.stop()
-        await engine.stop()
