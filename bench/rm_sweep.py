@@ -305,10 +305,11 @@ def _labels(args: argparse.Namespace) -> None:
 
 def _pairing(args: argparse.Namespace) -> None:
     """Signal per vote with uniform pairing (every pair asked) and informative pairing
-    (``serving.informative``: pairs shown with a probability that rises with the answers'
-    difference), from the same base-model pairs: the expected agreement of one noisy vote with
-    the noise-free ordering over the pairs asked, and its margin over chance (2a - 1, the
-    signal a vote carries; pairs of equal utility carry none)."""
+    (``serving.informative``: pairs shown with a probability that rises with the rank of the
+    answers' difference among the pairs), from the same base-model pairs: the expected
+    agreement of one noisy vote with the noise-free ordering over the pairs asked, and its
+    margin over chance (2a - 1, the signal a vote carries; pairs of equal utility carry
+    none)."""
     from learner.modeling import load_tokenizer
     from serving.informative import answer_difference, show_probability
 
@@ -327,9 +328,10 @@ def _pairing(args: argparse.Namespace) -> None:
         rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
         agree = [sigmoid_gap(r.utilities, args.noise) for r in rows]
         diffs = [answer_difference(r.texts) for r in rows]
+        ranks = _ranks(diffs)
         uniform_signal = sum(2 * a - 1 for a in agree) / len(agree)
         for floor in args.floors:
-            shown = [show_probability(d, floor, args.full_at) for d in diffs]
+            shown = [show_probability(rank, floor) for rank in ranks]
             mass = sum(shown)
             a_mean = sum(p * a for p, a in zip(shown, agree, strict=True)) / mass
             signal = 2 * a_mean - 1
@@ -343,6 +345,15 @@ def _pairing(args: argparse.Namespace) -> None:
     if args.out:
         with args.out.open("a") as sink:
             sink.write("\n".join(lines) + "\n\n")
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Each value's rank among all of them in [0, 1] (serving ranks among recent pairs)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    for position, i in enumerate(order):
+        ranks[i] = position / max(len(values) - 1, 1)
+    return ranks
 
 
 def sigmoid_gap(utilities: tuple[float, float], noise: float) -> float:
@@ -396,7 +407,6 @@ def main() -> None:
     pair.add_argument("--max-tokens", type=int, default=128)
     pair.add_argument("--noise", type=float, default=1.0)
     pair.add_argument("--floors", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.05])
-    pair.add_argument("--full-at", type=float, default=0.5, help="SERVING_PAIR_DIFFERENCE_FULL")
     pair.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     commands = {"generate": _generate, "sweep": _sweep, "labels": _labels, "pairing": _pairing}

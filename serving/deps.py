@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 
 from serving.engines.protocol import Engine
 from serving.errors import APIError
+from serving.informative import RecentDifferences
 from serving.protocol import AdapterInfo
 from serving.ratelimit import RateLimits
 from serving.security import IdSigner, WebSessions, bearer, constant_time_in, user_hash
@@ -57,6 +58,13 @@ class Services:
     web_sessions: WebSessions
     limits: RateLimits
     engine_started: bool = False
+    # Informative pairing's memory of recent pairs (serving.informative), made on first use.
+    recent_differences: RecentDifferences | None = None
+
+    def pair_differences(self) -> RecentDifferences:
+        if self.recent_differences is None:
+            self.recent_differences = RecentDifferences(self.settings.pair_difference_window)
+        return self.recent_differences
 
     def user_hash(self, api_key: str, user: str | None) -> str:
         return user_hash(self.settings.hmac_key.get_secret_value(), api_key, user)

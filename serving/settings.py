@@ -179,16 +179,16 @@ class ServingSettings(BaseSettings, TopicSettings):
         1.0,
         ge=0.0,
         le=1.0,
-        description="informative pairing: the chance of showing a pair whose two answers are "
-        "identical in wording; pairs that differ more are shown more often, up to always at "
-        "pair_difference_full; 1 shows every pair (canary and streamed pairs always are)",
+        description="informative pairing: the chance of showing the pair whose answers differ "
+        "least among recent pairs; a pair is shown with floor + (1 - floor) x its rank, so "
+        "floor 0.2 asks 60 % of pairs; 1 shows every pair (canary and streamed pairs are "
+        "always shown)",
     )
-    pair_difference_full: float = Field(
-        0.5,
-        gt=0.0,
-        le=1.0,
-        description="informative pairing: word-level difference (1 - similarity) of the two "
-        "answers at and above which a pair is always shown",
+    pair_difference_window: int = Field(
+        1000,
+        ge=10,
+        description="informative pairing: how many recent pairs a pair's answer difference is "
+        "ranked among",
     )
 
     @property

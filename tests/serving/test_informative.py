@@ -9,7 +9,12 @@ import pytest
 
 from schemas.events import PairServed, ResponseServed
 from serving import chat
-from serving.informative import answer_difference, show_pair, show_probability
+from serving.informative import (
+    RecentDifferences,
+    answer_difference,
+    show_pair,
+    show_probability,
+)
 from tests.serving.conftest import auth, harness, inner_response_id, make_settings
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -28,20 +33,36 @@ def test_difference_is_zero_for_the_same_words_and_one_for_none_in_common() -> N
 
 @pytest.mark.unit
 def test_show_probability_rises_from_the_floor_to_one() -> None:
-    assert show_probability(0.0, 0.2, 0.5) == pytest.approx(0.2)
-    assert show_probability(0.25, 0.2, 0.5) == pytest.approx(0.6)
-    assert show_probability(0.9, 0.2, 0.5) == 1.0
+    assert show_probability(0.0, 0.2) == pytest.approx(0.2)
+    assert show_probability(0.5, 0.2) == pytest.approx(0.6)
+    assert show_probability(1.0, 0.2) == 1.0
 
 
 @pytest.mark.unit
-def test_show_pair_frequencies_follow_the_probability() -> None:
+def test_rank_among_recent_pairs_with_ties_and_a_window() -> None:
+    recent = RecentDifferences(size=4)
+    assert recent.rank(0.5) == 1.0  # no history yet: shown
+    assert recent.rank(0.9) == 1.0  # above the one before
+    assert recent.rank(0.1) == 0.0
+    assert recent.rank(0.5) == pytest.approx((1 + 0.5) / 3)  # 0.1 below, one tie at 0.5
+    recent.rank(0.95)  # the window now drops the first 0.5
+    assert recent._sorted == [0.1, 0.5, 0.9, 0.95]
+    assert recent.rank(0.7) == pytest.approx(2 / 4)
+
+
+@pytest.mark.unit
+def test_floor_sets_the_share_of_pairs_shown() -> None:
     rng = random.Random(0)
-    similar = ["the cat sat on the mat today", "the cat sat on the mat"]
-    shown = sum(show_pair(similar, 0.1, 0.5, rng) for _ in range(4000)) / 4000
-    expected = show_probability(answer_difference(similar), 0.1, 0.5)
-    assert abs(shown - expected) < 0.03
-    assert all(show_pair(similar, 1.0, 0.5, rng) for _ in range(100))  # floor 1: always
-    assert all(show_pair(["a", "b"], 0.0, 0.5, rng) for _ in range(100))  # very different
+    recent = RecentDifferences(size=1000)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    pairs = []
+    for _ in range(3000):
+        a = rng.sample(words, 6)
+        b = a[: rng.randrange(7)] + rng.sample(words, 6 - len(a[: rng.randrange(7)]))
+        pairs.append([" ".join(a), " ".join(b)])
+    shown = sum(show_pair(p, 0.2, recent, rng) for p in pairs) / len(pairs)
+    assert abs(shown - 0.6) < 0.04  # floor + (1 - floor) x mean rank (1/2)
+    assert all(show_pair(p, 1.0, recent, rng) for p in pairs[:100])  # floor 1: always
 
 
 @pytest.mark.anyio
