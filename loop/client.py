@@ -39,7 +39,8 @@ class Answer:
 
 @dataclass(frozen=True)
 class ChatResult:
-    pair_id: str | None
+    # The signed pair id the server sent (``pair_id`` in the response), None for plain answers.
+    pair_token: str | None
     answers: list[Answer]
     completion_tokens: int | None
 

@@ -261,10 +261,10 @@ class Simulator:
             max_tokens=cfg.max_tokens,
             temperature=cfg.temperature,
         )
-        if result.pair_id is None and len({a.text for a in result.answers}) == 1:
+        if result.pair_token is None and len({a.text for a in result.answers}) == 1:
             self.stats.bump("unpaired")
             return
-        if result.pair_id is None or len(result.answers) < 2:
+        if result.pair_token is None or len(result.answers) < 2:
             self.stats.count("errors", "not_a_pair")
             return
         self.stats.bump("pairs")
@@ -273,7 +273,7 @@ class Simulator:
         self.stats.record_answers(result.answers, self.base_preference(prompt, texts).utilities)
         self.stats.record_vote(result.answers, outcome)
         await self._send(
-            client, "preference", preference_body(result.pair_id, user, result.answers, outcome)
+            client, "preference", preference_body(result.pair_token, user, result.answers, outcome)
         )
         if self.rng.random() < cfg.thumbs_rate:
             await self._send(client, "rating", self._rating_body(user, result.answers, outcome))
@@ -321,10 +321,10 @@ class Simulator:
 
 
 def preference_body(
-    pair_id: str, user: str, answers: list[Answer], outcome: PreferenceOutcome
+    pair_token: str, user: str, answers: list[Answer], outcome: PreferenceOutcome
 ) -> dict[str, Any]:
     """The /v1/feedback body for a vote; "a"/"b" are positions in the order the API returned."""
-    body: dict[str, Any] = {"pair_id": pair_id, "user": user}
+    body: dict[str, Any] = {"pair_id": pair_token, "user": user}
     if outcome.kind in ("tie", "both_bad"):
         body["choice"] = outcome.kind
     elif len(answers) == 2:

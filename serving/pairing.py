@@ -17,7 +17,10 @@ from serving.engines.protocol import GenerationRequest
 
 
 @dataclass(frozen=True)
-class PairPlan:
+class AnswerPlan:
+    """The engine requests that answer one chat request and the order the answers are shown in:
+    a pair (``plan_pair``) or the plain answers of an unpaired request."""
+
     # One engine request per distinct adapter version; canonical order is requests in order,
     # each contributing request.n answers.
     requests: list[GenerationRequest]
@@ -38,7 +41,7 @@ def plan_pair(
     serving: str,
     canary: str | None,
     rng: random.Random | None = None,
-) -> PairPlan:
+) -> AnswerPlan:
     """Split K answers across the serving (and canary) version and draw the display order."""
     rng = rng or random.Random()
     if canary is None or canary == serving:
@@ -51,4 +54,4 @@ def plan_pair(
         ]
     shown_order = list(range(k))
     rng.shuffle(shown_order)
-    return PairPlan(requests, shown_order)
+    return AnswerPlan(requests, shown_order)

@@ -119,6 +119,16 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
 
+    @classmethod
+    def counted(cls, prompt_tokens: int, completion_tokens: list[int]) -> Usage:
+        """One prompt's tokens (counted once however many answers) and every answer's."""
+        completion = sum(completion_tokens)
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=prompt_tokens + completion,
+        )
+
 
 class ChatCompletion(BaseModel):
     id: str

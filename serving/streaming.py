@@ -4,8 +4,9 @@ Each engine request of the plan (one per adapter version) streams on its own tas
 queue; chunks are renumbered from canonical to API order (``shown_order``) so a pair streams
 both answers side by side. The first increment is awaited before the HTTP response starts, so
 overload or a bad adapter still gets a proper status code; a fault after that is sent as an
-``error`` event (which the openai client raises). The served event is emitted once every
-answer has finished.
+``error`` event (which the openai client raises). Once every answer has finished, the answers
+go through the handler's one output path (``ChatHandler.serve``: pairing rules, served event),
+as a non-streamed request's do.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from serving.chat import ChatJob, drop_comparison_if_same, emit_served, pair_token
-from serving.deps import Services
-from serving.engines.protocol import GenerationChunk, GenerationOutput, GenerationRequest
+from serving.engines.protocol import (
+    FinishReason,
+    GenerationChunk,
+    GenerationOutput,
+    GenerationRequest,
+)
 from serving.errors import error_body
 from serving.protocol import ChatCompletionChunk, ChunkChoice, Delta, Usage
+
+if TYPE_CHECKING:  # the handler makes the stream
+    from serving.chat import ChatHandler, ChatJob
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -32,16 +41,13 @@ def _sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
-async def _merged(
-    services: Services,
-    job: ChatJob,
-) -> AsyncIterator[tuple[int, GenerationChunk]]:
+async def _merged(handler: ChatHandler, job: ChatJob) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """(canonical index, chunk) from every engine request of the plan, as they arrive."""
     queue: asyncio.Queue[object] = asyncio.Queue()
 
     async def pump(request: GenerationRequest, offset: int) -> None:
         try:
-            async for chunk in services.engine.generate_stream(request):
+            async for chunk in handler.engine.generate_stream(request):
                 await queue.put((offset + chunk.index, chunk))
         except Exception as exc:
             await queue.put(exc)
@@ -70,25 +76,39 @@ async def _merged(
                 await task
 
 
-class ChatStream:
-    """Builds the SSE body for one job and, at its end, the served event."""
+@dataclass
+class _Answer:
+    """One answer as its chunks arrive: what its GenerationOutput will hold."""
 
-    def __init__(self, services: Services, job: ChatJob) -> None:
-        self.services = services
+    adapter: str
+    text: str = ""
+    finish: FinishReason | None = None
+    completion_tokens: int = 0
+    latency: float = 0.0
+
+    def output(self, index: int, prompt_tokens: int) -> GenerationOutput:
+        return GenerationOutput(
+            index=index,
+            text=self.text,
+            finish_reason=self.finish or "length",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            adapter=self.adapter,
+        )
+
+
+class ChatStream:
+    """Builds the SSE body for one job; its finished answers go to ``ChatHandler.serve``."""
+
+    def __init__(self, handler: ChatHandler, job: ChatJob) -> None:
+        self.handler = handler
         self.job = job
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.pair_id = pair_token(services, job)
-        adapters = job.plan.canonical_adapters()
-        self.adapters = adapters
-        self.response_tokens = [
-            services.signer.response(rid, job.pair_id, job.uhash) for rid in job.response_ids
-        ]
-        self.texts = [""] * len(adapters)
-        self.finish: list[str | None] = [None] * len(adapters)
-        self.completion_tokens = [0] * len(adapters)
-        self.latencies = [0.0] * len(adapters)
-        self._source = _merged(services, job)
+        self.pair_token = handler.pair_token(job)
+        self.response_tokens = [handler.response_token(job, i) for i in range(job.plan.k)]
+        self.answers = [_Answer(adapter) for adapter in job.plan.canonical_adapters()]
+        self._source = _merged(handler, job)
 
     async def first(self) -> tuple[int, GenerationChunk] | None:
         """Await the first increment (raises overload/adapter errors before headers go out)."""
@@ -97,31 +117,34 @@ class ChatStream:
         except StopAsyncIteration:
             return None
 
+    def _sse_chunk(self, chunk: ChatCompletionChunk) -> str:
+        return _sse(chunk.model_dump_json(exclude_none=True))
+
     def _chunk(self, canonical: int, delta: Delta, finish: str | None = None) -> str:
         choice = ChunkChoice(
             index=self.job.api_index(canonical),
             delta=delta,
             finish_reason=finish,
             response_id=self.response_tokens[canonical],
-            adapter_version=self.adapters[canonical],
+            adapter_version=self.answers[canonical].adapter,
         )
-        chunk = ChatCompletionChunk(
-            id=self.id,
-            created=self.created,
-            model=self.job.model,
-            choices=[choice],
-            pair_id=self.pair_id,
+        return self._sse_chunk(
+            ChatCompletionChunk(
+                id=self.id,
+                created=self.created,
+                model=self.job.model,
+                choices=[choice],
+                pair_id=self.pair_token,
+            )
         )
-        return _sse(chunk.model_dump_json(exclude_none=True))
 
     def _record(self, canonical: int, chunk: GenerationChunk) -> str:
-        self.texts[canonical] += chunk.delta
-        self.completion_tokens[canonical] = max(
-            self.completion_tokens[canonical], chunk.completion_tokens
-        )
+        answer = self.answers[canonical]
+        answer.text += chunk.delta
+        answer.completion_tokens = max(answer.completion_tokens, chunk.completion_tokens)
         if chunk.finish_reason is not None:
-            self.finish[canonical] = chunk.finish_reason
-            self.latencies[canonical] = time.perf_counter() - self.job.started
+            answer.finish = chunk.finish_reason
+            answer.latency = time.perf_counter() - self.job.started
         return self._chunk(canonical, Delta(content=chunk.delta), chunk.finish_reason)
 
     async def body(self, first: tuple[int, GenerationChunk] | None) -> AsyncIterator[str]:
@@ -136,43 +159,18 @@ class ChatStream:
             logger.exception("stream %s failed mid-way", self.id)
             yield _sse(json.dumps(error_body(500, "generation failed", code="internal_error")))
             return
-        self._emit()
+        prompt_tokens = self.handler.engine.count_prompt_tokens(self.job.messages)
+        outputs = [a.output(i, prompt_tokens) for i, a in enumerate(self.answers)]
+        self.handler.serve(self.job, outputs, [a.latency for a in self.answers], streamed=True)
         if self.job.body.stream_options and self.job.body.stream_options.include_usage:
-            yield self._usage()
-        yield _sse("[DONE]")
-
-    def _outputs(self) -> list[GenerationOutput]:
-        prompt_tokens = self.services.engine.count_prompt_tokens(self.job.messages)
-        return [
-            GenerationOutput(
-                index=i,
-                text=self.texts[i],
-                finish_reason=self.finish[i] or "length",  # type: ignore[arg-type]
-                prompt_tokens=prompt_tokens,
-                completion_tokens=self.completion_tokens[i],
-                adapter=self.adapters[i],
+            yield self._sse_chunk(
+                ChatCompletionChunk(
+                    id=self.id,
+                    created=self.created,
+                    model=self.job.model,
+                    choices=[],
+                    pair_id=self.pair_token,
+                    usage=Usage.counted(prompt_tokens, [a.completion_tokens for a in self.answers]),
+                )
             )
-            for i in range(len(self.texts))
-        ]
-
-    def _emit(self) -> None:
-        # The pair id went out with the first chunk; identical answers are still logged as
-        # plain answers, and a vote on them never finds its pair (the learner expires it).
-        outputs = self._outputs()
-        drop_comparison_if_same(self.job, outputs)
-        emit_served(self.services, self.job, outputs, self.latencies)
-
-    def _usage(self) -> str:
-        prompt = self.services.engine.count_prompt_tokens(self.job.messages)
-        completion = sum(self.completion_tokens)
-        chunk = ChatCompletionChunk(
-            id=self.id,
-            created=self.created,
-            model=self.job.model,
-            choices=[],
-            pair_id=self.pair_id,
-            usage=Usage(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-            ),
-        )
-        return _sse(chunk.model_dump_json(exclude_none=True))
+        yield _sse("[DONE]")

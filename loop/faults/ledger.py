@@ -45,7 +45,7 @@ class Ledger:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def served(self, result: ChatResult) -> None:
-        if result.pair_id is None:
+        if result.pair_token is None:
             with self._lock:
                 self.unpaired += [plain_id(a.response_id or "") for a in result.answers]
             return
@@ -53,7 +53,7 @@ class Ledger:
             (plain_id(a.response_id or ""), a.adapter_version or "?") for a in result.answers
         )
         with self._lock:
-            self.pairs.append(ServedPair(plain_id(result.pair_id), answers, time.monotonic()))
+            self.pairs.append(ServedPair(plain_id(result.pair_token), answers, time.monotonic()))
 
     def said(self, body: dict[str, Any]) -> None:
         if "pair_id" in body:

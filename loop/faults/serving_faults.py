@@ -208,10 +208,10 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
 
     def forged_vote() -> tuple[bool, str]:
         answer = replica.chat("A question to vote on.", pair=True, temperature=1.0).json()
-        pair_id = answer.get("pair_id")
+        pair_token = answer.get("pair_id")
         statuses = []
-        if pair_id:  # the real id with one character of its MAC changed
-            forged = pair_id[:-1] + ("A" if pair_id[-1] != "A" else "B")
+        if pair_token:  # the real id with one character of its MAC changed
+            forged = pair_token[:-1] + ("A" if pair_token[-1] != "A" else "B")
             statuses.append(_vote(replica, forged))
         statuses.append(_vote(replica, f"{new_id('pair')}.01.9999999999.AAAAAAAAAAAAAAAAAAAAAA"))
         return all(s in (400, 403) for s in statuses), f"forged ids: {statuses}"
@@ -236,9 +236,9 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
     ]  # fmt: skip
 
 
-def _vote(replica: Replica, pair_id: str) -> int:
+def _vote(replica: Replica, pair_token: str) -> int:
     resp = replica.http.post(
-        "/v1/feedback", json={"pair_id": pair_id, "choice": "a"}, headers=replica.auth
+        "/v1/feedback", json={"pair_id": pair_token, "choice": "a"}, headers=replica.auth
     )
     return resp.status_code
 

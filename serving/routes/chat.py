@@ -17,11 +17,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
-from serving.chat import complete, prepare, replan_after_swap
+from serving.chat import ChatHandler
 from serving.deps import ChatCallerDep, ServicesDep
-from serving.engines.protocol import AdapterRejected, UnknownAdapter
 from serving.protocol import ChatCompletion, ChatCompletionRequest
-from serving.streaming import ChatStream
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -84,20 +82,12 @@ async def chat_completions(
     caller: ChatCallerDep,
     x_admin_token: Annotated[str | None, Header()] = None,
 ) -> ChatCompletion | Response:
-    job = prepare(services, body, caller, x_admin_token)
+    handler = ChatHandler(services)
+    job = handler.prepare(body, caller, x_admin_token)
     if not body.stream:
-        return await _unless_disconnected(request, complete(services, job))
-    stream = ChatStream(services, job)
-    try:
-        first = await stream.first()
-    except (UnknownAdapter, AdapterRejected):
-        # A hot swap unloaded the planned version before decoding began: plan again once.
-        if not replan_after_swap(services, job):
-            raise
-        stream = ChatStream(services, job)
-        first = await stream.first()
+        return await _unless_disconnected(request, handler.complete(job))
     return StreamingResponse(
-        stream.body(first),
+        await handler.stream(job),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

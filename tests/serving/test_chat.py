@@ -133,25 +133,41 @@ async def test_streaming_single_and_pair_match_events() -> None:
         assert usage.completion_tokens == sum(x.completion_tokens for x in event.responses)
 
 
-async def test_request_racing_a_hot_swap_is_regenerated(tmp_path) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_request_racing_a_hot_swap_is_regenerated(tmp_path, stream: bool) -> None:
     async with harness() as h:
         for v in ("policy@v1", "policy@v2"):
             await h.engine.load_adapter(v, tmp_path)
         h.adapters.serving = "policy@v1"
-        original = h.engine.generate
+        generate, generate_stream = h.engine.generate, h.engine.generate_stream
 
-        async def swap_then_generate(request):
+        async def swap_if_planned_on_v1(request) -> None:
             # The swap lands after the handler chose v1 but before the engine runs it.
             if request.adapter == "policy@v1":
                 h.adapters.serving = "policy@v2"
                 await h.engine.unload_adapter("policy@v1")
-            return await original(request)
+
+        async def swap_then_generate(request):
+            await swap_if_planned_on_v1(request)
+            return await generate(request)
+
+        async def swap_then_stream(request):
+            await swap_if_planned_on_v1(request)
+            async for chunk in generate_stream(request):
+                yield chunk
 
         h.engine.generate = swap_then_generate  # type: ignore[method-assign]
+        h.engine.generate_stream = swap_then_stream  # type: ignore[method-assign]
         r = await h.openai().chat.completions.create(
-            model=MODEL, messages=HELLO, extra_body={"pair": True}
+            model=MODEL, messages=HELLO, stream=stream, extra_body={"pair": True}
         )
-        assert {c.model_extra["adapter_version"] for c in r.choices} == {"policy@v2"}
+        if stream:
+            adapters = {
+                c.model_extra["adapter_version"] async for chunk in r for c in chunk.choices
+            }
+        else:
+            adapters = {c.model_extra["adapter_version"] for c in r.choices}
+        assert adapters == {"policy@v2"}
         (event,) = h.events.events
         assert {x.adapter_version for x in event.responses} == {"policy@v2"}
 
