@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.engines.protocol import BASE, AdapterRejected
+from serving.engines.shared import lora_config
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +47,13 @@ class AdapterSet:
         return {"adapter_names": [self.peft_name(v) for v in versions]}
 
     def load(self, version: str, path: Path) -> None:
-        from peft import LoraConfig, PeftConfig, PeftModel
+        from peft import PeftModel
 
         if version in (BASE, PEFT_BASE):
             raise AdapterRejected(f"{version!r} is reserved for the base model")
         if version in self._versions:
             raise AdapterRejected(f"adapter {version} is already loaded (versions are immutable)")
-        try:
-            config = PeftConfig.from_pretrained(str(path))
-        except Exception as exc:
-            raise AdapterRejected(f"{path}: not a PEFT adapter directory ({exc})") from exc
-        if not isinstance(config, LoraConfig):
-            raise AdapterRejected(f"{path}: expected a LoRA adapter, got {type(config).__name__}")
+        lora_config(path)
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(

@@ -1,12 +1,22 @@
-"""Pieces both engines share: collecting streamed chunks into outputs, the smoke check's
-prompt and its judgement of a degenerate answer."""
+"""Pieces both engines share: the chat encoding and the stream both build on, collecting
+streamed chunks into outputs, the checks of a request and of a LoRA directory, the smoke
+check's prompt and its judgement of a degenerate answer."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
-from serving.engines.protocol import GenerationChunk, GenerationOutput, GenerationRequest
+from serving.engines.protocol import (
+    AdapterRejected,
+    GenerationChunk,
+    GenerationOutput,
+    GenerationRequest,
+    InvalidRequest,
+)
 
 SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
 
@@ -36,6 +46,63 @@ async def collect_outputs(
         )
         for i in range(request.n)
     ]
+
+
+class ModelEngine:
+    """What both engines that run a model share: their common settings, the chat encoding, and
+    the generation built on ``_stream`` (the prompt token count first, then the chunks of all n
+    answers as they decode)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dtype: str,
+        max_batch_size: int,
+        max_queue: int | None,
+        smoke_tokens: int,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
+        self.smoke_tokens = smoke_tokens
+        self._base_smoke = BaseSmokeAnswer(smoke_tokens)
+        self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
+
+    def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:
+        raise NotImplementedError
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self._encode(messages))
+
+    def _encode(self, messages: list[ChatMessage]) -> list[int]:
+        return encode_chat(self._tokenizer, messages)
+
+    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self._stream(request):
+            if not isinstance(chunk, int):
+                yield chunk
+
+
+def check_prompt_fits(prompt: list[int], context: int) -> None:
+    """Refuse a prompt that leaves no token of room in the model's context."""
+    if len(prompt) + 1 >= context:
+        raise InvalidRequest(
+            f"prompt of {len(prompt)} tokens leaves no room in the model's {context}-token context"
+        )
+
+
+def lora_config(path: Path) -> Any:
+    """The PEFT config of a LoRA adapter directory; AdapterRejected for anything else."""
+    from peft import LoraConfig, PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(str(path))
+    except Exception as exc:
+        raise AdapterRejected(f"{path}: not a PEFT adapter directory ({exc})") from exc
+    if not isinstance(config, LoraConfig):
+        raise AdapterRejected(f"{path}: expected a LoRA adapter, got {type(config).__name__}")
+    return config
 
 
 def degenerate(text: str) -> str | None:

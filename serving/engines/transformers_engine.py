@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.chat_encoding import encode_chat
-from schemas.events import ChatMessage
 from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
@@ -31,7 +29,8 @@ from serving.engines.protocol import (
 )
 from serving.engines.shared import (
     SMOKE_MESSAGES,
-    BaseSmokeAnswer,
+    ModelEngine,
+    check_prompt_fits,
     collect_outputs,
     degenerate,
 )
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class TransformersEngine:
+class TransformersEngine(ModelEngine):
     name = "transformers"
 
     def __init__(
@@ -56,20 +55,14 @@ class TransformersEngine:
         kv_cache_budget_mib: float = 2048.0,
         prefill_chunk_tokens: int = 512,
     ) -> None:
-        self.model_dir = Path(model_dir)
+        super().__init__(model_dir, dtype, max_batch_size, max_queue, smoke_tokens)
         self.device = device
-        self.dtype = dtype
-        self.max_batch_size = max_batch_size
-        self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
-        self.smoke_tokens = smoke_tokens
         self.kv_cache_budget_mib = kv_cache_budget_mib
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self._loop: DecodeLoop | None = None
         self._adapters: AdapterSet | None = None
-        self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
         self._draining: set[str] = set()
         self._max_positions = 0
-        self._base_smoke = BaseSmokeAnswer(smoke_tokens)
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> TransformersEngine:
@@ -135,30 +128,15 @@ class TransformersEngine:
 
     # ---- generation -------------------------------------------------------------------------
 
-    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
-        return len(self._encode(messages))
-
-    def _encode(self, messages: list[ChatMessage]) -> list[int]:
-        return encode_chat(self._tokenizer, messages)
-
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
         return await collect_outputs(request, self._stream(request))
-
-    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        async for chunk in self._stream(request):
-            if not isinstance(chunk, int):
-                yield chunk
 
     async def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:
         """Prompt token count first, then the chunks of all n answers as they decode."""
         loop = self._require_loop()
         self._check(request)
         prompt = self._encode(request.messages)
-        if len(prompt) + 1 >= self._max_positions:
-            raise InvalidRequest(
-                f"prompt of {len(prompt)} tokens leaves no room in the model's "
-                f"{self._max_positions}-token context"
-            )
+        check_prompt_fits(prompt, self._max_positions)
         max_new = min(request.max_tokens, self._max_positions - len(prompt) - 1)
         queue: asyncio.Queue[list[GenerationChunk] | BaseException] = asyncio.Queue()
         aio = asyncio.get_running_loop()

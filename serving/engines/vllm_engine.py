@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.chat_encoding import encode_chat
-from schemas.events import ChatMessage
 from serving.engines.identity_adapter import write_identity_adapter
 from serving.engines.protocol import (
     BASE,
@@ -39,9 +37,11 @@ from serving.engines.protocol import (
 )
 from serving.engines.shared import (
     SMOKE_MESSAGES,
-    BaseSmokeAnswer,
+    ModelEngine,
+    check_prompt_fits,
     collect_outputs,
     degenerate,
+    lora_config,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class ShortOutput(EngineFailure):
     """vLLM finished a request with fewer than n answers."""
 
 
-class VLLMEngine:
+class VLLMEngine(ModelEngine):
     name = "vllm"
 
     def __init__(
@@ -72,21 +72,15 @@ class VLLMEngine:
         smoke_tokens: int = 16,
         retries: int = 2,
     ) -> None:
-        self.model_dir = Path(model_dir)
-        self.dtype = dtype
-        self.max_batch_size = max_batch_size
-        self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
+        super().__init__(model_dir, dtype, max_batch_size, max_queue, smoke_tokens)
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
         # On the CPU backend vLLM reserves this share of host memory for its KV cache (the
         # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
         self.memory_fraction = memory_fraction
-        self.smoke_tokens = smoke_tokens
-        self._base_smoke = BaseSmokeAnswer(smoke_tokens)
         self.retries = retries
         self._llm: Any = None
-        self._tokenizer: Any = None
         self._ids = itertools.count(1)
         self._loras: dict[str, Any] = {}  # version -> LoRARequest (BASE -> identity adapter)
         self._in_flight: Tally[str] = Tally()  # version -> answers being generated
@@ -151,12 +145,6 @@ class VLLMEngine:
 
     # ---- generation -------------------------------------------------------------------------
 
-    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
-        return len(self._encode(messages))
-
-    def _encode(self, messages: list[ChatMessage]) -> list[int]:
-        return encode_chat(self._tokenizer, messages)
-
     async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
         for attempt in range(self.retries + 1):
             try:
@@ -170,11 +158,6 @@ class VLLMEngine:
     async def _generate_once(self, request: GenerationRequest) -> list[GenerationOutput]:
         return await collect_outputs(request, self._stream(request))
 
-    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        async for chunk in self._stream(request):
-            if not isinstance(chunk, int):
-                yield chunk
-
     async def _stream(
         self, request: GenerationRequest, logprobs: list[float] | None = None
     ) -> AsyncIterator[GenerationChunk | int]:
@@ -184,11 +167,7 @@ class VLLMEngine:
         llm = self._require_llm()
         lora = self._lora_for(request)
         prompt = self._encode(request.messages)
-        if len(prompt) + 1 >= self.max_model_len:
-            raise InvalidRequest(
-                f"prompt of {len(prompt)} tokens leaves no room in the "
-                f"{self.max_model_len}-token context"
-            )
+        check_prompt_fits(prompt, self.max_model_len)
         if sum(self._in_flight.values()) + request.n > self.max_queue:
             raise EngineOverloaded(f"{sum(self._in_flight.values())} answers in flight")
         params = SamplingParams(
@@ -252,18 +231,12 @@ class VLLMEngine:
     # ---- adapters ---------------------------------------------------------------------------
 
     async def load_adapter(self, version: str, path: Path) -> None:
-        from peft import LoraConfig, PeftConfig
         from vllm.lora.request import LoRARequest
 
         llm = self._require_llm()
         if version in self._loras or version == IDENTITY_NAME:
             raise AdapterRejected(f"adapter {version} is already loaded (versions are immutable)")
-        try:
-            config = PeftConfig.from_pretrained(str(path))
-        except Exception as exc:
-            raise AdapterRejected(f"{path}: not a PEFT adapter directory ({exc})") from exc
-        if not isinstance(config, LoraConfig):
-            raise AdapterRejected(f"{path}: expected a LoRA adapter")
+        config = lora_config(path)
         if config.r > self.max_lora_rank:
             raise AdapterRejected(
                 f"{path}: rank {config.r} > engine max_lora_rank {self.max_lora_rank}"
