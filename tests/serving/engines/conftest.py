@@ -13,6 +13,25 @@ from pathlib import Path
 
 import pytest
 
+from schemas.events import ChatMessage
+from serving.engines.protocol import GenerationRequest
+
+# Prompts the engine tests batch together (distinct, so their answers can be told apart).
+PROMPTS = [
+    "Hello there",
+    "What is two plus two?",
+    "Tell me about the fox.",
+    "Answer briefly.",
+    "The quick brown dog",
+    "Thanks, have a nice day",
+]
+
+
+def req(prompt: str, **kwargs: object) -> GenerationRequest:
+    """A one-message request, greedy and 12 tokens unless told otherwise."""
+    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
+    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
+
 
 def write_lora_adapter(
     model_dir: Path, out_dir: Path, seed: int, nan: bool = False, scale: float = 0.5
@@ -59,9 +78,10 @@ def write_lively_model(tiny_dir: Path, out_dir: Path, std: float = 0.5, seed: in
     return out_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
-    # Async tests run on asyncio through anyio's pytest plugin (installed with anyio).
+    # Async tests run on asyncio through anyio's pytest plugin (installed with anyio); module
+    # scope so that an engine can be a module fixture (the vLLM tier starts one per module).
     return "asyncio"
 
 

@@ -21,21 +21,9 @@ from serving.engines.protocol import (
 )
 from serving.engines.transformers_engine import TransformersEngine
 
+from .conftest import PROMPTS, req
+
 pytestmark = pytest.mark.anyio
-
-PROMPTS = [
-    "Hello there",
-    "What is two plus two?",
-    "Tell me about the fox.",
-    "Answer briefly.",
-    "The quick brown dog",
-    "Thanks, have a nice day",
-]
-
-
-def req(prompt: str, **kwargs: object) -> GenerationRequest:
-    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
-    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
 
 
 @pytest.fixture

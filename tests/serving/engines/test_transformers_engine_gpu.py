@@ -14,15 +14,12 @@ from pathlib import Path
 import pytest
 
 from schemas.events import ChatMessage
-from serving.engines.protocol import BASE, GenerationRequest
+from serving.engines.protocol import BASE
 from serving.engines.transformers_engine import TransformersEngine
 
+from .conftest import req
+
 pytestmark = [pytest.mark.gpu, pytest.mark.anyio]
-
-
-def req(prompt: str, **kwargs: object) -> GenerationRequest:
-    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
-    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
 
 
 @pytest.fixture

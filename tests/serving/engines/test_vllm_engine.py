@@ -13,29 +13,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from schemas.events import ChatMessage
-from serving.engines.protocol import BASE, AdapterRejected, GenerationRequest, UnknownAdapter
+from serving.engines.protocol import BASE, AdapterRejected, UnknownAdapter
 
-from .conftest import write_lora_adapter, write_vllm_tiny_model
+from .conftest import PROMPTS, req, write_lora_adapter, write_vllm_tiny_model
 
 if TYPE_CHECKING:
     from serving.engines.vllm_engine import VLLMEngine
 
 pytestmark = [pytest.mark.vllm, pytest.mark.anyio]
-
-PROMPTS = [
-    "Hello there",
-    "What is two plus two?",
-    "Tell me about the fox.",
-    "Answer briefly.",
-    "The quick brown dog",
-    "Thanks, have a nice day",
-]
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +46,6 @@ async def engine(vllm_model: Path, anyio_backend: str) -> AsyncIterator[VLLMEngi
     await eng.start()
     yield eng
     await eng.stop()
-
-
-def req(prompt: str, **kwargs: object) -> GenerationRequest:
-    params: dict = {"max_tokens": 12, "temperature": 0.0, **kwargs}
-    return GenerationRequest(messages=[ChatMessage(role="user", content=prompt)], **params)
 
 
 async def test_generates_n_answers(engine: VLLMEngine) -> None:
