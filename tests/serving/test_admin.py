@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 
-from tests.serving.conftest import ADMIN, API_KEY, auth, harness
+from tests.serving.conftest import ADMIN, API_KEY, Harness, auth, harness
 
 pytestmark = pytest.mark.anyio
+
+
+async def _adapters(h: Harness, action: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    """POST /admin/adapters/<action> with the admin token."""
+    return await h.http.post(f"/admin/adapters/{action}", headers=auth(ADMIN), json=body)
 
 
 async def test_admin_needs_the_admin_token() -> None:
@@ -23,32 +31,19 @@ async def test_admin_needs_the_admin_token() -> None:
 
 async def test_load_promote_canary_rollback(tmp_path) -> None:
     async with harness() as h:
-        admin = auth(ADMIN)
-        r = await h.http.post(
-            "/admin/adapters/load",
-            headers=admin,
-            json={"version": "policy@v1", "uri": str(tmp_path)},
-        )
+        r = await _adapters(h, "load", {"version": "policy@v1", "uri": str(tmp_path)})
         assert r.status_code == 200, r.text
         assert [a["version"] for a in r.json()["adapters"]] == ["policy@v1"]
-        r = await h.http.post(
-            "/admin/adapters/promote", headers=admin, json={"version": "policy@v1"}
-        )
+        r = await _adapters(h, "promote", {"version": "policy@v1"})
         assert r.json()["serving_version"] == "policy@v1"
-        await h.http.post(
-            "/admin/adapters/load",
-            headers=admin,
-            json={"version": "policy@v2", "uri": str(tmp_path)},
-        )
-        r = await h.http.post(
-            "/admin/adapters/canary", headers=admin, json={"version": "policy@v2"}
-        )
+        await _adapters(h, "load", {"version": "policy@v2", "uri": str(tmp_path)})
+        r = await _adapters(h, "canary", {"version": "policy@v2"})
         assert r.json()["canary_version"] == "policy@v2"
-        r = await h.http.post("/admin/adapters/canary", headers=admin, json={"version": None})
+        r = await _adapters(h, "canary", {"version": None})
         assert r.json()["canary_version"] is None
-        r = await h.http.post("/admin/adapters/rollback", headers=admin)
+        r = await _adapters(h, "rollback")
         assert r.json()["serving_version"] == "base"
-        r = await h.http.get("/admin/adapters", headers=admin)
+        r = await h.http.get("/admin/adapters", headers=auth(ADMIN))
         assert r.json()["serving_version"] == "base"
         assert [c[0] for c in h.adapters.calls] == [
             "load",
@@ -62,22 +57,15 @@ async def test_load_promote_canary_rollback(tmp_path) -> None:
 
 async def test_manager_errors_map_to_4xx(tmp_path) -> None:
     async with harness() as h:
-        admin = auth(ADMIN)
-        r = await h.http.post(
-            "/admin/adapters/load",
-            headers=admin,
-            json={"version": "policy@v1", "uri": str(tmp_path / "missing")},
-        )
+        r = await _adapters(h, "load", {"version": "policy@v1", "uri": str(tmp_path / "missing")})
         assert r.status_code == 422 and r.json()["error"]["code"] == "adapter_rejected"
-        r = await h.http.post(
-            "/admin/adapters/promote", headers=admin, json={"version": "policy@v7"}
-        )
+        r = await _adapters(h, "promote", {"version": "policy@v7"})
         assert r.status_code == 404
-        r = await h.http.post("/admin/adapters/rollback", headers=admin)
+        r = await _adapters(h, "rollback")
         assert r.status_code == 409 and r.json()["error"]["code"] == "adapter_state_conflict"
-        r = await h.http.post("/admin/adapters/promote", headers=admin, json={})
+        r = await _adapters(h, "promote", {})
         assert r.status_code == 400 and r.json()["error"]["param"] == "version"
-        r = await h.http.post("/admin/adapters/promote", headers=admin, json={"version": "v1"})
+        r = await _adapters(h, "promote", {"version": "v1"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "version"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from serving.events.logger import EventLogger
 from serving.settings import ServingSettings
 from tests.serving.adapters.fakes import RecordingEngine
 from tests.support.adapters import write_version
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka]
 
@@ -48,14 +48,6 @@ def _produce(broker: DevBroker, topic: str, events: list[EventBase]) -> None:
         producer.flush(10)
     finally:
         producer.close()
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -114,21 +106,21 @@ async def test_follows_published_adapter_and_admin_changes_propagate(
         # The learner publishes v1 (files first, then the event): both replicas swap to it.
         v1 = write_version(tmp_path / "store", "policy", 1, tiny_model_dir, model_name="tiny")
         _produce(kafka_broker, topic, [v1.published("tiny")])
-        await _until(lambda: replica_a.serving_version() == "policy@v1")
-        await _until(lambda: replica_b.serving_version() == "policy@v1")
+        await until(lambda: replica_a.serving_version() == "policy@v1")
+        await until(lambda: replica_b.serving_version() == "policy@v1")
 
         # A corrupt v2 is refused everywhere; v1 keeps serving.
         v2 = write_version(tmp_path / "store", "policy", 2, tiny_model_dir, model_name="tiny")
         (Path(v2.uri) / "adapter_config.json").write_text("{}")
         _produce(kafka_broker, topic, [v2.published("tiny")])
-        await _until(lambda: replica_b.refusals.get("file_checksum") == 1)
-        await _until(lambda: replica_a.refusals.get("file_checksum") == 1)
+        await until(lambda: replica_b.refusals.get("file_checksum") == 1)
+        await until(lambda: replica_a.refusals.get("file_checksum") == 1)
         assert replica_a.serving_version() == replica_b.serving_version() == "policy@v1"
 
         # An operator rolls back on replica A (admin API): A emits adapter.rolled_back, B
         # follows it, and A does not re-apply its own event.
         assert await replica_a.rollback() == BASE
-        await _until(lambda: replica_b.serving_version() == BASE)
+        await until(lambda: replica_b.serving_version() == BASE)
         swaps_a = [c for c in engine_a.calls if c[0] == "load"]
         await asyncio.sleep(1.0)
         assert replica_a.serving_version() == BASE
@@ -173,7 +165,7 @@ async def test_starts_during_a_kafka_outage_from_the_store_and_converges(
             model_name="tiny", from_version="policy@v2", to_version="policy@v1"
         )
         _produce(broker, topic, [v1.published("tiny"), v2.published("tiny"), rolled_back])
-        await _until(lambda: not manager.degraded(), timeout=60)
+        await until(lambda: not manager.degraded(), timeout=60)
         assert manager.serving_version() == "policy@v1"
         assert adapter_metrics.DEGRADED._value.get() == 0
     finally:
@@ -217,14 +209,14 @@ async def test_canary_from_the_topic_then_its_decisions(
             model_name="tiny", from_version="policy@v2", to_version="policy@v1", reason="canary"
         )
         _produce(kafka_broker, topic, [back])
-        await _until(lambda: manager.canary_version() is None)
+        await until(lambda: manager.canary_version() is None)
         assert manager.serving_version() == "policy@v1"
         # The next canary wins: promoted everywhere.
         _produce(kafka_broker, topic, [v[3].published("tiny", canary=True)])
-        await _until(lambda: manager.canary_version() == "policy@v3")
+        await until(lambda: manager.canary_version() == "policy@v3")
         promoted = AdapterPromoted(model_name="tiny", version="policy@v3")
         _produce(kafka_broker, topic, [promoted])
-        await _until(lambda: manager.serving_version() == "policy@v3")
+        await until(lambda: manager.serving_version() == "policy@v3")
         assert manager.canary_version() is None
     finally:
         await manager.stop()

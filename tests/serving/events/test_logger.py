@@ -21,6 +21,7 @@ from serving.settings import ServingSettings
 from tests.events import pair_served
 from tests.support.kafka_read import read_topic
 from tests.support.tcp_proxy import ProxiedBroker
+from tests.support.waits import until
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +45,17 @@ def _settings(bootstrap: str, spool: Path, prefix: str) -> ServingSettings:
 
 def _topics(settings: ServingSettings) -> list[str]:
     return [settings.topic_interactions, settings.topic_feedback]
+
+
+async def _started_logger(
+    bootstrap: str, spool: Path, prefix: str
+) -> tuple[ServingSettings, EventLogger]:
+    """A started logger on fresh ``prefix`` topics (created first) with its spool in ``spool``."""
+    settings = _settings(bootstrap, spool, prefix)
+    create_topics(bootstrap, _topics(settings))
+    logger = EventLogger(settings)
+    await logger.start()
+    return settings, logger
 
 
 def _event(i: int) -> EventBase:
@@ -92,14 +104,6 @@ def _assert_fast(latencies: list[float]) -> None:
     assert ordered[-1] < _MAX_EMIT_SECONDS, ordered[-10:]
 
 
-async def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[ProxiedBroker]:
     with ProxiedBroker(topics=[], log_path=tmp_path / "tansu.log") as broker:
@@ -110,10 +114,9 @@ def proxied(tmp_path: Path) -> Iterator[ProxiedBroker]:
 async def test_events_arrive_in_order_keyed_per_topic_table(
     kafka_broker: DevBroker, tmp_path: Path
 ) -> None:
-    settings = _settings(kafka_broker.bootstrap, tmp_path / "spool", uuid.uuid4().hex[:8])
-    create_topics(kafka_broker.bootstrap, _topics(settings))
-    logger = EventLogger(settings)
-    await logger.start()
+    settings, logger = await _started_logger(
+        kafka_broker.bootstrap, tmp_path / "spool", uuid.uuid4().hex[:8]
+    )
     events = [_event(i) for i in range(300)]
     _emit_timed(logger, events)
     await logger.stop()
@@ -132,25 +135,22 @@ async def test_events_arrive_in_order_keyed_per_topic_table(
 async def test_proxy_cut_spools_then_replays_in_order(
     proxied: ProxiedBroker, tmp_path: Path
 ) -> None:
-    settings = _settings(proxied.bootstrap, tmp_path / "spool", "cut")
-    create_topics(proxied.bootstrap, _topics(settings))
-    logger = EventLogger(settings)
-    await logger.start()
+    settings, logger = await _started_logger(proxied.bootstrap, tmp_path / "spool", "cut")
     events = [_event(i) for i in range(900)]
 
     before = _emit_timed(logger, events[:300])
-    await _wait(lambda: logger.counts()["produced"] == 300)
+    await until(lambda: logger.counts()["produced"] == 300)
     proxied.proxy.cut()
     during = []
     for i in range(300, 600):  # traffic keeps flowing during the outage
         during += _emit_timed(logger, [events[i]])
         await asyncio.sleep(0.005)
-    await _wait(lambda: logger.counts()["spool_depth"] > 0)
+    await until(lambda: logger.counts()["spool_depth"] > 0)
     assert logger.counts()["produced"] < 600
     await asyncio.sleep(1.0)  # more back-off probes fail while still cut
     proxied.proxy.resume()
     after = _emit_timed(logger, events[600:])
-    await _wait(lambda: logger.counts()["produced"] == 900)
+    await until(lambda: logger.counts()["produced"] == 900)
     await logger.stop()
 
     expected = _expected(events, settings)
@@ -205,19 +205,16 @@ async def test_events_outlive_a_broker_fault_in_order(
     fault: _BrokerFault, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     broker = request.getfixturevalue(fault.broker)
-    settings = _settings(broker.bootstrap, tmp_path / "spool", fault.broker)
-    create_topics(broker.bootstrap, _topics(settings))
-    logger = EventLogger(settings)
-    await logger.start()
+    settings, logger = await _started_logger(broker.bootstrap, tmp_path / "spool", fault.broker)
     events = [_event(i) for i in range(200)]
     _emit_timed(logger, events[:50])
-    await _wait(lambda: logger.counts()["produced"] == 50)
+    await until(lambda: logger.counts()["produced"] == 50)
     fault.begin(broker)
     latencies = _emit_timed(logger, events[50:150])
-    await _wait(lambda: fault.spooled(logger.counts()))
+    await until(lambda: fault.spooled(logger.counts()))
     await asyncio.to_thread(fault.end, broker, settings)
     _emit_timed(logger, events[150:])
-    await _wait(lambda: logger.counts()["produced"] == 200)
+    await until(lambda: logger.counts()["produced"] == 200)
     await logger.stop()
 
     expected = _expected(events[fault.delivered_from :], settings)
@@ -237,7 +234,7 @@ async def test_spool_left_by_stopped_process_is_replayed_by_next(
     first = EventLogger(settings)
     await first.start()
     _emit_timed(first, events[:50])
-    await _wait(lambda: first.counts()["produced"] == 50)
+    await until(lambda: first.counts()["produced"] == 50)
     proxied.proxy.cut()
     _emit_timed(first, events[50:120])
     await first.stop(timeout=5.0)  # broker unreachable: everything goes to the spool
@@ -250,7 +247,7 @@ async def test_spool_left_by_stopped_process_is_replayed_by_next(
     await second.start()
     assert second.counts()["spool_depth"] == 70
     _emit_timed(second, events[120:])  # newer events wait behind the replayed ones
-    await _wait(lambda: second.counts()["produced"] == 100)
+    await until(lambda: second.counts()["produced"] == 100)
     await second.stop()
 
     expected = _expected(events, settings)
@@ -264,7 +261,7 @@ async def test_unreachable_kafka_spools_without_blocking(tmp_path: Path) -> None
     logger = EventLogger(settings)
     await logger.start()
     latencies = _emit_timed(logger, [_event(i) for i in range(100)])
-    await _wait(lambda: logger.counts()["spooled"] == 100, timeout=30)
+    await until(lambda: logger.counts()["spooled"] == 100, timeout=30)
     await logger.stop(timeout=5.0)
     _assert_fast(latencies)
     counts = logger.counts()
@@ -300,7 +297,7 @@ async def test_only_a_failing_disk_drops_events(
 
     monkeypatch.setattr("serving.events.spool.DiskSpool.append", disk_full)
     _emit_timed(logger, [_event(i) for i in range(10)])
-    await _wait(lambda: logger.counts()["dropped"] == 10, timeout=30)
+    await until(lambda: logger.counts()["dropped"] == 10, timeout=30)
     await logger.stop(timeout=5.0)
     counts = logger.counts()
     assert counts["spooled"] == 0 and counts["produced"] == 0
