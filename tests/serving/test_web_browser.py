@@ -120,29 +120,23 @@ def test_vote_in_browser_reaches_kafka(kafka_broker: DevBroker, tmp_path: Path) 
     )
     assert len(served) == 1
     pair = served[0]
-    votes = _events(
-        kafka_broker.bootstrap,
-        settings.topic_feedback,
-        FeedbackPreference,
-        lambda e: e.pair_id == pair.pair_id,
-    )
+
+    def feedback_on_pair(kind: type) -> list[Any]:
+        return _events(
+            kafka_broker.bootstrap,
+            settings.topic_feedback,
+            kind,
+            lambda e: e.pair_id == pair.pair_id,
+        )
+
+    votes = feedback_on_pair(FeedbackPreference)
     assert len(votes) == 1
     # "B" on screen is the answer the event's (canonical) choice names.
     chosen = pair.responses[0 if votes[0].choice == "a" else 1].text
     assert chosen == shown_b != shown_a
     assert votes[0].user_id == pair.user_id
     ids = {r.text: r.response_id for r in pair.responses}
-    (rating,) = _events(
-        kafka_broker.bootstrap,
-        settings.topic_feedback,
-        FeedbackRating,
-        lambda e: e.pair_id == pair.pair_id,
-    )
+    (rating,) = feedback_on_pair(FeedbackRating)
     assert (rating.response_id, rating.rating) == (ids[shown_a], "up")
-    (fix,) = _events(
-        kafka_broker.bootstrap,
-        settings.topic_feedback,
-        FeedbackCorrection,
-        lambda e: e.pair_id == pair.pair_id,
-    )
+    (fix,) = feedback_on_pair(FeedbackCorrection)
     assert (fix.response_id, fix.text) == (ids[shown_b], "A hand-written better answer.")
