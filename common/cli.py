@@ -1,5 +1,6 @@
 """What every console entry point shares: its parser, each option's default shown once in
-``--help``, and a config built from options named like the config's fields.
+``--help``, a config built from options named like the config's fields, and a service's start
+(logging set up, settings refused with their reasons).
 
 argparse's ``ArgumentDefaultsHelpFormatter`` appends "(default: ...)" to every option, also
 "(default: None)" to an option whose default is "not given" and to flags, and a second default
@@ -10,13 +11,20 @@ something: a real value, not yet mentioned in the help text.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+
+from common.logs import configure_logging
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
+SettingsT = TypeVar("SettingsT")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -54,3 +62,20 @@ def config_from_args(
     options = vars(args)
     values = {f.name: options[f.name] for f in fields(config_type) if f.name in options}
     return config_type(**(values | overrides))
+
+
+def service_start(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    settings_from: Callable[[argparse.Namespace], SettingsT],
+    prefix: str = "",
+) -> tuple[argparse.Namespace, SettingsT | None]:
+    """A service command's options, logging configured at ``--log-level``, and its settings;
+    None (reasons printed to stderr, for exit status 2) where the settings are invalid."""
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return args, settings_from(args)
+    except ValidationError as exc:
+        print(f"{prefix}invalid settings:\n{exc}", file=sys.stderr)
+        return args, None

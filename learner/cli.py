@@ -15,12 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from common.cli import HelpFormatter
-from common.logs import configure_logging
+from common.cli import HelpFormatter, service_start
 from learner.settings import LearnerSettings
-from learner.trainers import PPOJob, RewardJob, SFTJob
+from learner.trainers import PPOJob, RewardJob, SFTJob, TrainOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +133,8 @@ def settings_from(args: argparse.Namespace) -> LearnerSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        settings = settings_from(args)
-    except ValidationError as exc:
-        print(f"invalid settings:\n{exc}", file=sys.stderr)
+    args, settings = service_start(build_parser(), argv, settings_from)
+    if settings is None:
         return 2
     handler = {
         "run": _cmd_run,
@@ -168,6 +161,18 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def _print_outcome(res: TrainOutcome, **extra: Any) -> None:
+    """What a manual training command made: its adapter directory and metrics (and ``extra``)."""
+    print(
+        json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics, **extra}, indent=2)
+    )
+
+
+def _nothing_to_train(reason: str) -> int:
+    print(reason, file=sys.stderr)
+    return 1
+
+
 def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
 
@@ -179,11 +184,12 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
     else:
         examples = svc.store.sft_examples()
     if not examples:
-        print("no demonstrations (give --jsonl FILE or collect corrections first)", file=sys.stderr)
-        return 1
+        return _nothing_to_train(
+            "no demonstrations (give --jsonl FILE or collect corrections first)"
+        )
     out = args.out or Path(settings.data_dir) / "sft" / _stamp()
     res = svc.runner.trainers.sft(SFTJob(svc.runner.base, examples, out, args.init_adapter))
-    print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
+    _print_outcome(res)
     if args.publish:
         version = svc.runner.publisher.publish_manual(
             res.adapter_dir, res.metrics, {"sft": res.config}
@@ -199,8 +205,7 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
     svc = build_services(settings)
     comparisons = svc.store.comparisons()
     if not comparisons:
-        print("no comparisons in the store", file=sys.stderr)
-        return 1
+        return _nothing_to_train("no comparisons in the store")
     out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
     res = svc.runner.trainers.reward(RewardJob(svc.runner.base, comparisons, out))
     gate = reward_gate(
@@ -209,17 +214,7 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
         settings.rm_min_accuracy,
         settings.rm_gate_confidence,
     )
-    print(
-        json.dumps(
-            {
-                "adapter_dir": str(res.adapter_dir),
-                "metrics": res.metrics,
-                "passes_gate": gate.passed,
-                "gate": gate.reason,
-            },
-            indent=2,
-        )
-    )
+    _print_outcome(res, passes_gate=gate.passed, gate=gate.reason)
     return 0
 
 
@@ -229,13 +224,11 @@ def _cmd_ppo(settings: LearnerSettings, args: argparse.Namespace) -> int:
     svc = build_services(settings)
     prompts = svc.store.prompts()
     if not prompts:
-        print("no logged prompts in the store", file=sys.stderr)
-        return 1
+        return _nothing_to_train("no logged prompts in the store")
     prompts = prompts[: args.num_prompts or settings.ppo_num_prompts]
     out = args.out or Path(settings.data_dir) / "manual" / f"ppo-{_stamp()}"
     job = PPOJob(svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter)
-    res = svc.runner.trainers.ppo(job)
-    print(json.dumps({"adapter_dir": str(res.adapter_dir), "metrics": res.metrics}, indent=2))
+    _print_outcome(svc.runner.trainers.ppo(job))
     return 0
 
 

@@ -13,10 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-
-from common.cli import HelpFormatter
-from common.logs import configure_logging
+from common.cli import HelpFormatter, service_start
 from serving.settings import ServingSettings
 
 # flag -> settings field; flags left unset keep the environment's (or the default) value.
@@ -95,13 +92,8 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        print(f"serve: invalid settings:\n{exc}", file=sys.stderr)
+    args, settings = service_start(build_parser(), argv, settings_from_args, "serve: ")
+    if settings is None:
         return 2
     import uvicorn
 
