@@ -31,7 +31,7 @@ from learner.modeling import (
 )
 from learner.ppo.kl import kl_per_token
 from learner.ppo.policy import PolicyWithValue, response_logprobs
-from learner.ppo.rollout import Rollout, sample
+from learner.ppo.rollout import Rollout, sample, sample_as
 from learner.rm.model import RewardModel
 from schemas.events import ChatMessage
 
@@ -163,27 +163,10 @@ def _generate(
         set_seed(config.seed + start)  # same seed for policy and reference batches
         if reference:
             with model.reference():
-                out.append(_sample(model, tokenizer, batch, config))
+                out.append(sample_as(config, model.policy, tokenizer, batch))
         else:
-            out.append(_sample(model, tokenizer, batch, config))
+            out.append(sample_as(config, model.policy, tokenizer, batch))
     return out
-
-
-def _sample(
-    model: PolicyWithValue,
-    tokenizer: object,
-    batch: Sequence[Sequence[ChatMessage]],
-    config: EvalConfig,
-) -> Rollout:
-    return sample(
-        model.policy,
-        tokenizer,
-        batch,
-        config.max_prompt_length,
-        config.max_new_tokens,
-        config.temperature,
-        config.top_p,
-    )
 
 
 def _sequence_kl(model: PolicyWithValue, rollout: Rollout, config: EvalConfig) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -22,6 +22,15 @@ class Rollout:
     response_mask: torch.Tensor  # (B, R) 1 up to and including the first EOS
     has_eos: torch.Tensor  # (B,) bool: the response ended by itself
     texts: list[str]  # B decoded responses (special tokens dropped)
+
+
+class SamplingConfig(Protocol):
+    """A stage config's sampling settings (PPO's, evaluation's)."""
+
+    max_prompt_length: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
 
 
 def response_mask_from(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -79,4 +88,22 @@ def sample(
         response_mask=mask,
         has_eos=has_eos,
         texts=texts,
+    )
+
+
+def sample_as(
+    config: SamplingConfig,
+    peft_model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[ChatMessage]],
+) -> Rollout:
+    """``sample`` with the sampling settings of a stage's config."""
+    return sample(
+        peft_model,
+        tokenizer,
+        prompts,
+        config.max_prompt_length,
+        config.max_new_tokens,
+        config.temperature,
+        config.top_p,
     )

@@ -50,7 +50,7 @@ from learner.ppo.config import PPOConfig
 from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
 from learner.ppo.policy import PolicyWithValue, response_logprobs
-from learner.ppo.rollout import Rollout, sample
+from learner.ppo.rollout import Rollout, sample_as
 from learner.rm.model import RewardModel
 from schemas.events import ChatMessage
 
@@ -294,15 +294,7 @@ def run_ppo(
             for _ in range(config.samples_per_prompt)
         ]
         started = time.perf_counter()
-        rollout = sample(
-            unwrapped.policy,
-            tokenizer,
-            batch,
-            config.max_prompt_length,
-            config.max_new_tokens,
-            config.temperature,
-            config.top_p,
-        )
+        rollout = sample_as(config, unwrapped.policy, tokenizer, batch)
         sampled = time.perf_counter()
         kl_coef = controller.value
         exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
