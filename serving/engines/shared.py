@@ -4,6 +4,7 @@ check's prompt and its judgement of a degenerate answer."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,15 @@ from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
 from serving.engines.protocol import (
     AdapterRejected,
+    EngineFailure,
     GenerationChunk,
     GenerationOutput,
     GenerationRequest,
     InvalidRequest,
+    UnknownAdapter,
 )
+
+logger = logging.getLogger(__name__)
 
 SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
 
@@ -49,9 +54,9 @@ async def collect_outputs(
 
 
 class ModelEngine:
-    """What both engines that run a model share: their common settings, the chat encoding, and
-    the generation built on ``_stream`` (the prompt token count first, then the chunks of all n
-    answers as they decode)."""
+    """What both engines that run a model share: their common settings, the chat encoding, the
+    streamed generation built on ``_stream`` (the prompt token count first, then the chunks of
+    all n answers as they decode), and the smoke check."""
 
     def __init__(
         self,
@@ -71,6 +76,30 @@ class ModelEngine:
 
     def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:
         raise NotImplementedError
+
+    async def generate(self, request: GenerationRequest) -> list[GenerationOutput]:
+        raise NotImplementedError
+
+    async def _smoke_answer(self, request: GenerationRequest) -> str:
+        """The smoke prompt's answer (an engine may refuse the adapter on more evidence)."""
+        return (await self.generate(request))[0].text
+
+    async def smoke_check(self, version: str) -> None:
+        request = GenerationRequest(
+            messages=SMOKE_MESSAGES,
+            max_tokens=self.smoke_tokens,
+            temperature=0.0,
+            adapter=version,
+            priority=True,
+        )
+        try:
+            text = await self._smoke_answer(request)
+        except (EngineFailure, UnknownAdapter) as exc:
+            raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
+        problem = degenerate(text)
+        if problem and degenerate(await self._base_smoke.get(self.generate)) is None:
+            raise AdapterRejected(f"smoke check of {version}: {problem}: {text!r}")
+        logger.info("smoke check of %s passed: %r", version, text)
 
     def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
         return len(self._encode(messages))

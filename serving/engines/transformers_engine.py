@@ -28,11 +28,9 @@ from serving.engines.protocol import (
     UnknownAdapter,
 )
 from serving.engines.shared import (
-    SMOKE_MESSAGES,
     ModelEngine,
     check_prompt_fits,
     collect_outputs,
-    degenerate,
 )
 
 if TYPE_CHECKING:
@@ -206,23 +204,6 @@ class TransformersEngine(ModelEngine):
             )
         finally:
             self._draining.discard(version)
-
-    async def smoke_check(self, version: str) -> None:
-        request = GenerationRequest(
-            messages=SMOKE_MESSAGES,
-            max_tokens=self.smoke_tokens,
-            temperature=0.0,
-            adapter=version,
-            priority=True,
-        )
-        try:
-            answer = (await self.generate(request))[0]
-        except (EngineFailure, UnknownAdapter) as exc:
-            raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
-        problem = degenerate(answer.text)
-        if problem and degenerate(await self._base_smoke.get(self.generate)) is None:
-            raise AdapterRejected(f"smoke check of {version}: {problem}: {answer.text!r}")
-        logger.info("smoke check of %s passed: %r", version, answer.text)
 
     def loaded_adapters(self) -> list[str]:
         return self._adapters.versions() if self._adapters is not None else []
