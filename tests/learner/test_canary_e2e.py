@@ -24,8 +24,8 @@ from serving.engines.fake import FakeEngine
 from serving.events.logger import EventLogger
 from tests.learner.factories import new_store
 from tests.learner.kafka_helpers import fresh_topics, topic_settings
-from tests.serving.conftest import API_KEY, auth, make_settings
 from tests.support.adapters import write_version
+from tests.support.serving import API_KEY, auth, make_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 

@@ -15,7 +15,7 @@ from serving.events.logger import EventLogger
 from tests.learner.factories import new_store
 from tests.learner.kafka_helpers import fresh_topics, topic_settings
 from tests.learner.test_cycle import make_runner
-from tests.serving.conftest import ADMIN, API_KEY, auth, harness, make_settings
+from tests.support.serving import ADMIN, API_KEY, auth, harness, make_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 

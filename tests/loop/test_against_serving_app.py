@@ -19,8 +19,8 @@ serving_app = pytest.importorskip("serving.app", reason="serving.app not importa
 @pytest.fixture
 def served() -> Iterator[tuple[str, Any]]:
     from serving.engines.fake import FakeEngine
-    from tests.serving.conftest import API_KEY, make_settings
     from tests.serving.fakes import FakeAdapters, RecordingEvents
+    from tests.support.serving import API_KEY, make_settings
 
     engine = FakeEngine()
     events = RecordingEvents()

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving.conftest import ADMIN, API_KEY, Harness, auth, harness
+from tests.support.serving import ADMIN, API_KEY, Harness, auth, harness
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pytest
 from schemas.events import PairServed, ResponseServed
 from serving.engines.fake import FakeEngine, fake_words
 from serving.settings import ServingSettings
-from tests.serving.conftest import (
+from tests.support.serving import (
     ADMIN,
     API_KEY,
     HMAC_KEY,

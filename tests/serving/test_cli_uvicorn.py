@@ -16,9 +16,9 @@ import uvicorn
 from serving.app import create_app
 from serving.cli import build_parser, main, settings_from_args
 from serving.engines.fake import FakeEngine
-from tests.serving.conftest import API_KEY, make_settings
 from tests.serving.fakes import FakeAdapters, RecordingEvents
 from tests.serving.live import live_server
+from tests.support.serving import API_KEY, make_settings
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRating, PairServed
 from serving.security import IdSigner
 from tests.learner.factories import Feeder, new_store
-from tests.serving.conftest import API_KEY, HMAC_KEY, auth, harness, make_settings
+from tests.support.serving import API_KEY, HMAC_KEY, auth, harness, make_settings
 
 pytestmark = pytest.mark.anyio
 HELLO = [{"role": "user", "content": "Which is better?"}]

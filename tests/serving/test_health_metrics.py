@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
-from tests.serving.conftest import auth, harness, make_settings
 from tests.serving.fakes import FakeAdapters, RecordingEvents
+from tests.support.serving import auth, harness, make_settings
 
 pytestmark = pytest.mark.anyio
 

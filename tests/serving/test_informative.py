@@ -15,7 +15,7 @@ from serving.informative import (
     show_pair,
     show_probability,
 )
-from tests.serving.conftest import auth, harness, inner_response_id, make_settings
+from tests.support.serving import auth, harness, inner_response_id, make_settings
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

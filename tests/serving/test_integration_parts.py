@@ -12,9 +12,9 @@ from serving.adapters.manager import AdapterManager
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.engines.transformers_engine import TransformersEngine
-from tests.serving.conftest import ADMIN, auth, make_settings
 from tests.serving.fakes import RecordingEvents
 from tests.support.adapters import write_version
+from tests.support.serving import ADMIN, auth, make_settings
 
 pytestmark = pytest.mark.anyio
 

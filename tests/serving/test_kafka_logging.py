@@ -10,8 +10,8 @@ from devtools.broker import DevBroker
 from schemas.codec import decode_event
 from schemas.events import FeedbackPreference, PairServed
 from serving.events.logger import EventLogger
-from tests.serving.conftest import auth, harness, inner_pair_id, make_settings
 from tests.support.kafka_read import read_topic
+from tests.support.serving import auth, harness, inner_pair_id, make_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 

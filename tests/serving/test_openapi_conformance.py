@@ -12,8 +12,8 @@ import pytest
 from loop.faults.conformance import run_schemathesis
 from serving.app import create_app
 from serving.openapi import SIGNED_ID_PATTERN
-from tests.serving.conftest import ADMIN, API_KEY, harness, make_settings
 from tests.serving.live import live_server
+from tests.support.serving import ADMIN, API_KEY, harness, make_settings
 
 
 def _cases(port: int, token: str, paths: str, examples: int, cwd: Path) -> tuple[int, int]:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from serving.ratelimit import RateLimiter
-from tests.serving.conftest import (
+from tests.support.clock import FakeClock
+from tests.support.serving import (
     API_KEY,
     PAGE_CHAT,
     auth,
@@ -16,7 +17,6 @@ from tests.serving.conftest import (
     page_headers,
     web_session,
 )
-from tests.support.clock import FakeClock
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from serving.security import WebSessions
-from tests.serving.conftest import (
+from tests.support.serving import (
     HMAC_KEY,
     ORIGIN,
     PAGE_CHAT,

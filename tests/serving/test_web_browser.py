@@ -19,10 +19,10 @@ from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRatin
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.events.logger import EventLogger
-from tests.serving.conftest import make_settings
 from tests.serving.fakes import FakeAdapters
 from tests.serving.live import live_server
 from tests.support.kafka_read import read_topic
+from tests.support.serving import make_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 

@@ -20,8 +20,7 @@ from serving.engines.protocol import (
     UnknownAdapter,
 )
 from serving.engines.transformers_engine import TransformersEngine
-
-from .conftest import PROMPTS, req
+from tests.support.engines import PROMPTS, req
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,7 @@ import pytest
 from schemas.events import ChatMessage
 from serving.engines.protocol import BASE
 from serving.engines.transformers_engine import TransformersEngine
-
-from .conftest import req
+from tests.support.engines import req
 
 pytestmark = [pytest.mark.gpu, pytest.mark.anyio]
 

