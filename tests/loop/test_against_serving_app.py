@@ -11,27 +11,20 @@ import pytest
 
 from loop.preferences import NoiseConfig, word_count
 from loop.sim import SimConfig, Simulator
-from tests.loop.fake_service import ThreadedServer
-
-serving_app = pytest.importorskip("serving.app", reason="serving.app not importable")
+from serving.app import create_app
+from serving.engines.fake import FakeEngine
+from tests.serving.fakes import FakeAdapters, RecordingEvents
+from tests.serving.live import live_server
+from tests.support.serving import API_KEY, make_settings
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[str, Any]]:
-    from serving.engines.fake import FakeEngine
-    from tests.serving.fakes import FakeAdapters, RecordingEvents
-    from tests.support.serving import API_KEY, make_settings
-
     engine = FakeEngine()
     events = RecordingEvents()
-    app = serving_app.create_app(
-        make_settings(), engine=engine, events=events, adapters=FakeAdapters(engine)
-    )
-    runner = ThreadedServer(app).start()
-    try:
-        yield runner.url, (API_KEY, events)
-    finally:
-        runner.stop()
+    app = create_app(make_settings(), engine=engine, events=events, adapters=FakeAdapters(engine))
+    with live_server(app) as (_server, port):
+        yield f"http://127.0.0.1:{port}", (API_KEY, events)
 
 
 def test_sim_votes_are_accepted_and_mapped_to_canonical_order(served: tuple[str, Any]) -> None:

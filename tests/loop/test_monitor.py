@@ -11,7 +11,7 @@ from devtools.broker import DevBroker
 from loop.dashboard import render_text
 from loop.demo import Observation, env_pairs
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
-from tests.loop.fake_service import ThreadedServer
+from tests.serving.live import live_server
 
 
 def _metrics_text() -> str:
@@ -26,11 +26,8 @@ def _metrics_text() -> str:
 def test_scrape_parses_prometheus_text_and_sums_by_label() -> None:
     app = FastAPI()
     app.get("/metrics", response_class=PlainTextResponse)(_metrics_text)
-    runner = ThreadedServer(app).start()
-    try:
-        metrics = scrape(runner.url + "/metrics")
-    finally:
-        runner.stop()
+    with live_server(app) as (_server, port):
+        metrics = scrape(f"http://127.0.0.1:{port}/metrics")
     assert metric_sum(metrics, "rlhf_serving_events_produced_total") == 12
     assert metric_sum(metrics, "rlhf_serving_events_produced_total", topic="rlhf.feedback") == 7
     assert metric_labels(metrics, "rlhf_serving_events_produced_total", "topic") == {

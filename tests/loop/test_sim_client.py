@@ -1,4 +1,10 @@
-"""Simulated users and evaluation against a fake HTTP service that obeys the API contract."""
+"""Simulated users and evaluation against the real serving HTTP app on the fake engine.
+
+The fake engine's answers are deterministic in (prompt, adapter, seed, index), 3 to 12 words.
+Here the other versions ramble (each answer said three times: 9 to 36 words, long enough for a
+concise rewrite to shorten) and ``CONCISE`` says three words, so an evaluation that prefers
+concise answers must favour it. What the users sent is read back from the recorded events.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,66 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 
+from loop.client import ChatResult, ServiceClient
 from loop.eval import EvalConfig, EvalError, run_eval, write_outputs
 from loop.preferences import NoiseConfig, word_count
 from loop.sim import SimConfig, Simulator
-from tests.loop.fake_service import ADMIN, FakeService
+from serving.app import create_app
+from serving.engines.fake import FakeEngine
+from serving.engines.protocol import BASE, GenerationRequest
+from serving.security import user_hash
+from tests.serving.fakes import FakeAdapters, RecordingEvents
+from tests.serving.live import live_server
+from tests.support.serving import ADMIN, API_KEY, HMAC_KEY, make_settings
+
+CONCISE = "policy@v1"
+FEEDBACK = {"feedback.preference", "feedback.rating", "feedback.correction"}
+
+
+class ConciseAdapterEngine(FakeEngine):
+    """The fake engine; ``CONCISE`` answers in three words, the other versions ramble."""
+
+    def _answers(self, request: GenerationRequest) -> list[tuple[list[str], bool]]:
+        answers = super()._answers(request)
+        if request.adapter == CONCISE:
+            return [(words[:3], False) for words, _ in answers]
+        return [(words * 3, truncated) for words, truncated in answers]
+
+
+@dataclass
+class Service:
+    url: str
+    engine: ConciseAdapterEngine
+    events: RecordingEvents
+
+    def of_kind(self, kind: str) -> list[Any]:
+        return self.events.of_kind(kind)
+
+    def kinds(self) -> set[str]:
+        return {e.kind for e in self.events.events}
 
 
 @pytest.fixture
-def service() -> Iterator[FakeService]:
-    with FakeService() as svc:
-        yield svc
+def service(tmp_path: Path) -> Iterator[Service]:
+    engine = ConciseAdapterEngine()
+    asyncio.run(engine.load_adapter(CONCISE, tmp_path))
+    events = RecordingEvents()
+    app = create_app(make_settings(), engine=engine, events=events, adapters=FakeAdapters(engine))
+    with live_server(app) as (_server, port):
+        yield Service(f"http://127.0.0.1:{port}", engine, events)
 
 
-def _sim(service: FakeService, **overrides: object) -> Simulator:
+def _sim(service: Service, **overrides: object) -> Simulator:
     config = SimConfig(
         base_url=service.url,
-        api_key="k",
+        api_key=API_KEY,
         comparisons=16,
         concurrency=4,
         noise=NoiseConfig(0.0),
@@ -38,49 +84,59 @@ def _sim(service: FakeService, **overrides: object) -> Simulator:
     return Simulator(config)
 
 
-def test_sim_drives_pairs_and_votes_for_the_shorter_answer(service: FakeService) -> None:
+def test_sim_drives_pairs_and_votes_for_the_shorter_answer(service: Service) -> None:
     stats = asyncio.run(_sim(service).run())
     snap = stats.snapshot()
-    assert snap["pairs"] == 16 and len(service.chats) == 16
-    assert all(c["pair"] is True and c["user"].startswith("sim-user-") for c in service.chats)
-    prefs = [f for f in service.feedback if "choice" in f or "ranking" in f]
+    pairs = {p.pair_id: p for p in service.of_kind("pair.served")}
+    assert snap["pairs"] == 16 and len(pairs) == 16
+    assert service.kinds() <= {"pair.served", *FEEDBACK}  # every chat asked for a pair
+    sim_users = {
+        user_hash(HMAC_KEY, API_KEY, f"sim-user-{i:03d}") for i in range(SimConfig().users)
+    }
+    assert {p.user_id for p in pairs.values()} <= sim_users
+    prefs = service.of_kind("feedback.preference")
     assert len(prefs) == 16
     for vote in prefs:
-        served = service.served[vote["pair_id"]]
-        assert vote["user"] == served["user"]  # the voter is the user who was served
-        lengths = [word_count(a) for a in served["answers"]]
+        served = pairs[vote.pair_id]
+        assert vote.user_id == served.user_id  # the voter is the user who was served
+        lengths = [word_count(r.text) for r in served.responses]
         if lengths[0] == lengths[1]:
-            assert vote["choice"] == "tie"
+            assert vote.choice == "tie"
         else:
-            assert vote["choice"] == ("a" if lengths[0] < lengths[1] else "b")
-    ratings = [f for f in service.feedback if "rating" in f]
-    corrections = [f for f in service.feedback if "correction" in f]
+            assert vote.choice == ("a" if lengths[0] < lengths[1] else "b")
+    answers = {r.response_id: (r.text, p.user_id) for p in pairs.values() for r in p.responses}
+    ratings = service.of_kind("feedback.rating")
+    corrections = service.of_kind("feedback.correction")
     assert len(ratings) == 16
-    assert all(service.responses[r["response_id"]]["user"] == r["user"] for r in ratings)
+    assert all(answers[r.response_id][1] == r.user_id for r in ratings)
     assert corrections, "correction_rate=1 must send corrections"
     for c in corrections:
-        original = service.responses[c["response_id"]]["text"]
-        assert word_count(c["correction"]) < word_count(original)
+        original = answers[c.response_id][0]
+        assert word_count(c.text) < word_count(original)
     assert snap["feedback_ok"]["preference"] == 16
-    assert snap["answers_by_version"]["base"]["answers"] == 32
+    assert snap["answers_by_version"][BASE]["answers"] == 32
 
 
-def test_sim_k3_sends_a_ranking_best_first(service: FakeService) -> None:
+def test_sim_k3_sends_a_ranking_best_first(service: Service) -> None:
     asyncio.run(_sim(service, k=3, comparisons=4, thumbs_rate=0.0, correction_rate=0.0).run())
-    assert all(c["k"] == 3 for c in service.chats)
-    for vote in service.feedback:
-        words = [word_count(service.responses[r]["text"]) for r in vote["ranking"]]
+    pairs = service.of_kind("pair.served")
+    assert len(pairs) == 4 and all(len(p.responses) == 3 for p in pairs)
+    texts = {r.response_id: r.text for p in pairs for r in p.responses}
+    votes = service.of_kind("feedback.preference")
+    assert len(votes) == 4 and service.kinds() == {"pair.served", "feedback.preference"}
+    for vote in votes:
+        words = [word_count(texts[r]) for r in vote.ranking]
         assert words == sorted(words)
 
 
-def test_sim_rate_limit_spaces_requests(service: FakeService) -> None:
+def test_sim_rate_limit_spaces_requests(service: Service) -> None:
     start = time.monotonic()
     asyncio.run(_sim(service, comparisons=6, rate=10.0, thumbs_rate=0.0, correction_rate=0.0).run())
     # Six evenly spaced starts at 10/s: the last starts >= 0.5 s after the first.
     assert time.monotonic() - start >= 0.5
 
 
-def test_sim_stops_on_request(service: FakeService) -> None:
+def test_sim_stops_on_request(service: Service) -> None:
     sim = _sim(service, comparisons=0, rate=20.0)
 
     async def go() -> None:
@@ -97,12 +153,13 @@ def test_sim_stops_on_request(service: FakeService) -> None:
     assert 0 < sim.stats.snapshot()["pairs"] < 20
 
 
-def test_eval_pins_versions_and_finds_the_concise_one(service: FakeService, tmp_path: Path) -> None:
+def test_eval_pins_versions_and_finds_the_concise_one(service: Service, tmp_path: Path) -> None:
     config = EvalConfig(
         base_url=service.url,
+        api_key=API_KEY,
         admin_token=ADMIN,
-        version_a="policy@v1",
-        version_b="base",
+        version_a=CONCISE,
+        version_b=BASE,
         limit=12,
         seed=3,
     )
@@ -112,21 +169,41 @@ def test_eval_pins_versions_and_finds_the_concise_one(service: FakeService, tmp_
     assert (report.wins, report.losses, report.ties) == (12, 0, 0)
     assert report.interval()[0] > 0.7
     assert 0 < report.a_shown_first < 12  # sides were randomised
-    assert {c["adapter_version"] for c in service.chats} == {"policy@v1", "base"}
+    assert {r.adapter for r in service.engine.requests} == {CONCISE, BASE}
     a, b = report.a.summary(), report.b.summary()
     assert a["mean_words"] < b["mean_words"]
     assert a["kl_source"] == "n/a" and b["kl"] == 0.0
     paths = write_outputs(report, tmp_path, config)
     assert paths["plot"].stat().st_size > 1000
-    assert "policy@v1 vs base" in paths["markdown"].read_text()
+    assert f"{CONCISE} vs {BASE}" in paths["markdown"].read_text()
     saved = json.loads(paths["json"].read_text())["answers"]
-    assert len(saved) == 12 and all(set(r) == {"prompt", "policy@v1", "base"} for r in saved)
-    assert all(len(r["policy@v1"].split()) < len(r["base"].split()) for r in saved)
+    assert len(saved) == 12 and all(set(r) == {"prompt", CONCISE, BASE} for r in saved)
+    assert all(len(r[CONCISE].split()) < len(r[BASE].split()) for r in saved)
 
 
-def test_eval_refuses_an_unhonoured_pin(service: FakeService) -> None:
-    config = EvalConfig(base_url=service.url, admin_token="wrong", version_a="policy@v1", limit=2)
-    with pytest.raises(EvalError, match="asked for 'policy@v1'"):
+def test_eval_stops_when_the_server_refuses_the_pin(service: Service) -> None:
+    config = EvalConfig(
+        base_url=service.url, api_key=API_KEY, admin_token="wrong", version_a=CONCISE, limit=2
+    )
+    with pytest.raises(openai.PermissionDeniedError):
+        asyncio.run(run_eval(config))
+    assert CONCISE not in {r.adapter for r in service.engine.requests}
+
+
+def test_eval_refuses_an_unhonoured_pin(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that ignores ``adapter_version`` answers with its serving version: the
+    evaluation must stop rather than score the wrong model."""
+    chat = ServiceClient.chat
+
+    async def ignoring_pins(self: ServiceClient, prompt: str, **kwargs: Any) -> ChatResult:
+        kwargs.pop("adapter_version", None)
+        return await chat(self, prompt, **kwargs)
+
+    monkeypatch.setattr(ServiceClient, "chat", ignoring_pins)
+    config = EvalConfig(
+        base_url=service.url, api_key=API_KEY, admin_token=ADMIN, version_a=CONCISE, limit=2
+    )
+    with pytest.raises(EvalError, match=f"asked for '{CONCISE}' but the server answered with"):
         asyncio.run(run_eval(config))
 
 
