@@ -2,26 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from serving.engines import create_engine
-from serving.engines.protocol import Engine
+from serving.engines.fake import FakeEngine
+from serving.engines.protocol import BASE
 from serving.engines.transformers_engine import TransformersEngine
 from serving.settings import ServingSettings
+from tests.support.engines import req
 
 
 def test_transformers_from_settings(tiny_model_dir: Path) -> None:
     settings = ServingSettings(
-        engine="transformers", model_dir=str(tiny_model_dir), max_batch_size=8
+        engine="transformers",
+        model_dir=str(tiny_model_dir),
+        max_batch_size=8,
+        dtype="bfloat16",
+        kv_cache_budget_mib=64.0,
+        prefill_chunk_tokens=32,
     )
     engine = create_engine(settings)
-    assert isinstance(engine, TransformersEngine)
-    assert isinstance(engine, Engine)
+    assert type(engine) is TransformersEngine
     assert engine.model_dir == tiny_model_dir
     assert engine.max_batch_size == 8
+    assert engine.max_queue == 32  # four batches, the default
+    assert engine.dtype == "bfloat16" and engine.device == "cpu"
+    assert engine.kv_cache_budget_mib == 64.0
+    assert engine.prefill_chunk_tokens == 32
+    assert engine.loaded_adapters() == []  # nothing loaded until start()
 
 
 def test_fake_from_settings(tiny_model_dir: Path) -> None:
-    engine = create_engine(ServingSettings(engine="fake", model_dir=str(tiny_model_dir)))
-    assert engine.name == "fake"
-    assert isinstance(engine, Engine)
+    settings = ServingSettings(
+        engine="fake", model_dir=str(tiny_model_dir), fake_token_delay_seconds=0.001
+    )
+    engine = create_engine(settings)
+    assert type(engine) is FakeEngine and engine.name == "fake"
+    assert engine.token_delay == 0.001
+
+    async def answer() -> str:
+        await engine.start()
+        try:
+            [output] = await engine.generate(req("Hello there"))
+        finally:
+            await engine.stop()
+        assert output.adapter == BASE and output.completion_tokens >= 1
+        return output.text
+
+    assert asyncio.run(answer())

@@ -12,7 +12,6 @@ from schemas.events import ChatMessage
 from serving.engines.protocol import (
     BASE,
     AdapterRejected,
-    Engine,
     EngineOverloaded,
     GenerationOutput,
     GenerationRequest,
@@ -37,11 +36,14 @@ async def texts(eng: TransformersEngine, request: GenerationRequest) -> list[str
     return [o.text for o in await eng.generate(request)]
 
 
-async def test_obeys_protocol(engine: TransformersEngine) -> None:
-    assert isinstance(engine, Engine)
+async def test_answers_a_request_on_the_base_model(engine: TransformersEngine) -> None:
+    before = engine.stats().tokens_generated_total
     outputs = await engine.generate(req("Hello there"))
     assert len(outputs) == 1
     assert outputs[0].text
+    assert outputs[0].finish_reason in ("stop", "length")
+    assert 1 <= outputs[0].completion_tokens <= 12  # req's max_tokens
+    assert engine.stats().tokens_generated_total - before == outputs[0].completion_tokens
     assert outputs[0].prompt_tokens == engine.count_prompt_tokens(
         [ChatMessage(role="user", content="Hello there")]
     )
