@@ -319,3 +319,23 @@ def test_ppo_iterations_follow_the_new_comparisons(
     # 6 new comparisons: one iteration per `per_step` of them, at least 2; 0 = the configured
     # count (the fake trainer's 4).
     assert len(ckpt.history["ppo"]) == steps
+
+
+def test_a_cycle_moves_its_duration_outcome_accuracy_and_kl_metrics(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    cycles = _gauge("rlhf_learner_cycle_duration_seconds_count") or 0.0
+    reward_stages = _gauge("rlhf_learner_stage_duration_seconds_count", stage="reward") or 0.0
+    published = _gauge("rlhf_learner_cycles_total", outcome="published") or 0.0
+    metrics.LAST_RM_ACCURACY.set(-1.0)
+    metrics.LAST_KL.set(-1.0)
+    ckpt = make_runner(tmp_path, store, eval_config={"fake_kl": 3.5}).run()
+    assert ckpt.outcome == "published"
+    assert _gauge("rlhf_learner_cycle_duration_seconds_count") == cycles + 1
+    assert _gauge("rlhf_learner_stage_duration_seconds_count", stage="reward") == reward_stages + 1
+    assert _gauge("rlhf_learner_cycles_total", outcome="published") == published + 1
+    assert _gauge("rlhf_learner_reward_model_accuracy_ratio") == pytest.approx(
+        ckpt.metrics["reward/accuracy"]
+    )
+    assert _gauge("rlhf_learner_policy_kl_nats") == pytest.approx(3.5)

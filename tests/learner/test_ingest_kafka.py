@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from devtools.broker import DevBroker
+from learner import metrics
 from learner.ingest import Ingestor, KafkaSource
 from learner.store import TrainingStore
 from tests.learner.factories import new_store
@@ -45,8 +47,19 @@ def test_ingests_every_partition_and_resumes_after_restart(
     assert {(tp.topic, tp.partition) for tp in ingestor.source.assigned} == {
         (t, p) for t in TOPICS for p in (0, 1)
     }
+    for topic in TOPICS:
+        for partition in ("0", "1"):
+            metrics.CONSUMER_LAG.labels(topic, partition).set(-1)
+    metrics.STORE_SIZE.set(-1)
     ingestor.drain()
     assert sorted(event_ids(store)) == sorted(e.event_id for e in first)
+    # The gauges moved: nothing left to read on any partition, the store's file size.
+    for topic in TOPICS:
+        for partition in ("0", "1"):
+            labels = {"topic": topic, "partition": partition}
+            assert REGISTRY.get_sample_value("rlhf_learner_consumer_lag_messages", labels) == 0
+    size = REGISTRY.get_sample_value("rlhf_learner_store_size_bytes")
+    assert size == store.path.stat().st_size > 0
     assert len(store.comparisons()) == 10
     assert store.counters()["decode_errors"] == {"malformed_json": 1}
     ingestor.source.close()
