@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from tests.serving.fakes import FakeAdapters, RecordingEvents
-from tests.support.serving import auth, harness, make_settings
+from tests.support.serving import auth, harness, make_settings, metric_value, scrape
 
 pytestmark = pytest.mark.anyio
 
@@ -41,21 +39,9 @@ async def test_ready_only_after_engine_and_adapter() -> None:
         await lifespan.__aexit__(None, None, None)
 
 
-def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def _value(samples, name, **labels) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
 async def test_metrics_count_requests_pairs_feedback_and_engine() -> None:
     async with harness() as h:
-        before = _samples((await h.http.get("/metrics")).text)
+        before = await scrape(h)
         r = await h.http.post(
             "/v1/chat/completions",
             headers=auth(),
@@ -65,11 +51,10 @@ async def test_metrics_count_requests_pairs_feedback_and_engine() -> None:
             "/v1/feedback", headers=auth(), json={"pair_id": r.json()["pair_id"], "choice": "tie"}
         )
         await h.http.post("/v1/chat/completions", headers=auth(), json={"messages": []})
-        text = (await h.http.get("/metrics")).text
-        after = _samples(text)
+        after = await scrape(h)
 
         def delta(name, **labels):
-            return _value(after, name, **labels) - _value(before, name, **labels)
+            return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
         chat = {"route": "/v1/chat/completions", "method": "POST"}
         assert delta("rlhf_serving_http_requests_total", **chat, status="200") == 1
@@ -82,19 +67,52 @@ async def test_metrics_count_requests_pairs_feedback_and_engine() -> None:
         assert delta("rlhf_serving_feedback_total", kind="preference", value="tie") == 1
         completion = sum(x.completion_tokens for x in h.events.events[0].responses)
         assert delta("rlhf_serving_completion_tokens_total") == completion
-        assert _value(after, "rlhf_serving_engine_tokens_generated") >= completion
-        assert _value(after, "rlhf_serving_adapter_info", role="serving", version="base") == 1
-        assert _value(after, "rlhf_serving_engine_batch_size") == 2
-        for name in ("rlhf_serving_engine_queue_depth", "rlhf_serving_http_requests_in_flight"):
-            assert re.search(rf"^{name} ", text, re.M), name
+        assert metric_value(after, "rlhf_serving_engine_tokens_generated") >= completion
+        assert metric_value(after, "rlhf_serving_adapter_info", role="serving", version="base") == 1
+        assert metric_value(after, "rlhf_serving_engine_batch_size") == 2
+
+
+async def test_in_flight_and_engine_gauges_follow_a_running_request() -> None:
+    engine = FakeEngine(token_delay=0.05)
+    async with harness(engine=engine) as h:
+        chat = asyncio.ensure_future(
+            h.http.post(
+                "/v1/chat/completions",
+                headers=auth(),
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12},
+            )
+        )
+        for _ in range(200):
+            if engine.stats().running:
+                break
+            await asyncio.sleep(0.005)
+        during = await scrape(h)
+        assert (await chat).status_code == 200
+        after = await scrape(h)
+        # The chat and the scrape itself while the chat runs; the scrape alone afterwards.
+        assert metric_value(during, "rlhf_serving_http_requests_in_flight") == 2
+        assert metric_value(after, "rlhf_serving_http_requests_in_flight") == 1
+        assert metric_value(during, "rlhf_serving_engine_running") == 1
+        assert metric_value(after, "rlhf_serving_engine_running") == 0
+        # The queue depth is the engine's own figure (the fake engine never queues: report one).
+        waiting = engine.stats()
+        waiting.queue_depth = 3
+        h.engine.stats = lambda: waiting  # type: ignore[method-assign]
+        assert metric_value(await scrape(h), "rlhf_serving_engine_queue_depth") == 3
 
 
 async def test_unknown_route_is_openai_shaped_404() -> None:
+    unmatched = {"route": "unmatched", "method": "GET", "status": "404"}
     async with harness() as h:
+        before = metric_value(
+            await scrape(h),
+            "rlhf_serving_http_requests_total",
+            **unmatched,
+        )
         r = await h.http.get("/v1/nothing")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
-        text = (await h.http.get("/metrics")).text
-        assert 'route="unmatched"' in text
+        after = await scrape(h)
+        assert metric_value(after, "rlhf_serving_http_requests_total", **unmatched) == before + 1
 
 
 async def test_failed_start_stops_what_already_started() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ from schemas.codec import decode_event
 from schemas.events import FeedbackPreference, PairServed
 from serving.events.logger import EventLogger
 from tests.support.kafka_read import read_topic
-from tests.support.serving import auth, harness, inner_pair_id, make_settings
+from tests.support.serving import (
+    auth,
+    harness,
+    inner_pair_id,
+    make_settings,
+    metric_value,
+    scrape,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 
@@ -29,6 +37,7 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
     )
     logger = EventLogger(settings)
     async with harness(settings, events=logger) as h:
+        before = await scrape(h)
         r = await h.http.post(
             "/v1/chat/completions",
             headers=auth(),
@@ -43,10 +52,20 @@ async def test_pair_and_vote_reach_kafka(kafka_broker: DevBroker, tmp_path: Path
         )
         assert v.status_code == 200
         event_id = v.json()["event_id"]
-        # The event logger's own metrics are exported beside the HTTP layer's.
-        exposed = (await h.http.get("/metrics")).text
-        assert "rlhf_serving_events_produced_total" in exposed
-        assert "rlhf_serving_pairs_served_total" in exposed
+        # The event logger's own metrics are exported beside the HTTP layer's, and move.
+        for _ in range(600):
+            if logger.counts().get("produced", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        after = await scrape(h)
+        for topic in (settings.topic_interactions, settings.topic_feedback):
+            produced = "rlhf_serving_events_produced_total"
+            moved = metric_value(after, produced, topic=topic) - metric_value(
+                before, produced, topic=topic
+            )
+            assert moved >= 1, topic  # at least once: a re-send from the spool counts again
+        pairs = "rlhf_serving_pairs_served_total"
+        assert metric_value(after, pairs) - metric_value(before, pairs) == 1
     # Leaving the harness stopped the logger, which flushes.
     assert logger.counts().get("dropped", 0) == 0
     served = [

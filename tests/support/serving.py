@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
@@ -121,3 +122,25 @@ def page_headers(token: str, origin: str | None = ORIGIN, **extra: str) -> dict[
     if origin is not None:
         headers["Origin"] = origin
     return headers
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample of a Prometheus exposition, keyed by name and labels."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def metric_value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 for a sample not exported (yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(h: Harness) -> Samples:
+    """The app's /metrics, parsed."""
+    return metric_samples((await h.http.get("/metrics")).text)
