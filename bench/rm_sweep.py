@@ -1,5 +1,8 @@
 """Reward-model recipe sweep against the noise-free truth of simulated users.
 
+Why one file (over 400 lines): its subcommands (generate, sweep, labels, pairing) share one
+answer pool and its scoring; split, each would re-import the same half of this file.
+
 Two steps, so that the expensive sampling is done once:
 
 1. ``generate``: the base model answers the shipped prompts twice each at the serving
