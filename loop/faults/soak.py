@@ -81,9 +81,13 @@ def run_soak(tmp: Path, seconds: float) -> FaultRow:
         world.start_users(clients=CLIENTS, retries=0)
         t0 = time.monotonic()
         time.sleep(seconds / 3)
+        t_swap = time.monotonic()
         swap = world.admin_post(replica, "/admin/adapters/promote", {"version": "policy@v1"})
+        swap_s = time.monotonic() - t_swap  # load, smoke check and swap, under full load
         time.sleep(seconds / 3)
+        t_rollback = time.monotonic()
         rollback = world.admin_post(replica, "/admin/adapters/rollback", {})
+        rollback_s = time.monotonic() - t_rollback
         time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
         latencies = list(world.ledger.latencies)
         events = settle_and_tally(world)
@@ -102,8 +106,8 @@ def run_soak(tmp: Path, seconds: float) -> FaultRow:
             "load",
             f"soak: {CLIENTS} clients, {seconds / 60:.0f} min",
             f"{CLIENTS} concurrent simulated users; promote policy@v1 at 1/3, rollback at 2/3",
-            f"{stats['pairs']} pairs, errors {stats['errors'] or 0}; swap {swap.status_code}, "
-            f"rollback {rollback.status_code}; latency {_percentiles(latencies)}; RSS serving "
+            f"{stats['pairs']} pairs, errors {stats['errors'] or 0}; swap {swap.status_code} "
+            f"in {swap_s:.1f}s, rollback {rollback.status_code} in {rollback_s:.1f}s; latency {_percentiles(latencies)}; RSS serving "
             f"{_span(serving_rss)} ({growth[0]:+.0%} after warm-up), learner "
             f"{_span(learner_rss)} ({growth[1]:+.0%}); limit {RSS_GROWTH_LIMIT:+.0%}",
             passed=bool(ok),
