@@ -107,7 +107,8 @@ def run_soak(tmp: Path, seconds: float) -> FaultRow:
             f"soak: {CLIENTS} clients, {seconds / 60:.0f} min",
             f"{CLIENTS} concurrent simulated users; promote policy@v1 at 1/3, rollback at 2/3",
             f"{stats['pairs']} pairs, errors {stats['errors'] or 0}; swap {swap.status_code} "
-            f"in {swap_s:.1f}s, rollback {rollback.status_code} in {rollback_s:.1f}s; latency {_percentiles(latencies)}; RSS serving "
+            f"in {swap_s:.1f}s, rollback {rollback.status_code} in {rollback_s:.1f}s; "
+            f"latency {_percentiles(latencies)}; RSS serving "
             f"{_span(serving_rss)} ({growth[0]:+.0%} after warm-up), learner "
             f"{_span(learner_rss)} ({growth[1]:+.0%}); limit {RSS_GROWTH_LIMIT:+.0%}",
             passed=bool(ok),
