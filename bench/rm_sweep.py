@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import sys
@@ -48,7 +47,7 @@ from learner.data import Comparison, Rating  # noqa: E402
 from learner.rm.config import RewardConfig  # noqa: E402
 from learner.rm.model import RewardModel  # noqa: E402
 from learner.rm.train import train_reward_model  # noqa: E402
-from loop.labels import label_ceiling, truth_accuracy  # noqa: E402
+from loop.labels import expected_agreement, label_ceiling, truth_accuracy  # noqa: E402
 from loop.preferences import (  # noqa: E402
     load_preference,
     neutral_for,
@@ -329,7 +328,7 @@ def _pairing(args: argparse.Namespace) -> None:
     ]
     for name in args.preferences.split(","):
         rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
-        agree = [sigmoid_gap(r.utilities, args.noise) for r in rows]
+        agree = [expected_agreement(r.utilities, args.noise) for r in rows]
         diffs = [answer_difference(r.texts) for r in rows]
         ranks = _ranks(diffs)
         uniform_signal = sum(2 * a - 1 for a in agree) / len(agree)
@@ -357,14 +356,6 @@ def _ranks(values: list[float]) -> list[float]:
     for position, i in enumerate(order):
         ranks[i] = position / max(len(values) - 1, 1)
     return ranks
-
-
-def sigmoid_gap(utilities: tuple[float, float], noise: float) -> float:
-    """Chance that one noisy vote agrees with the noise-free order (0.5 for equal utilities)."""
-    gap = abs(utilities[0] - utilities[1])
-    if gap <= 1e-9:
-        return 0.5
-    return 1.0 / (1.0 + math.exp(-gap / noise)) if noise > 0 else 1.0
 
 
 def main() -> None:

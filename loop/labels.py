@@ -40,17 +40,23 @@ def _ordered(utility_pairs: Sequence[tuple[float, float]], tol: float) -> list[i
     return [i for i, (ua, ub) in enumerate(utility_pairs) if abs(ua - ub) > tol]
 
 
+def expected_agreement(
+    utilities: tuple[float, float], temperature: float, tol: float = 1e-9
+) -> float:
+    """Chance that one noisy vote on this pair sides with its noise-free ordering: 0.5 when the
+    utilities are equal (no ordering to agree with), 1.0 for noise-free votes."""
+    gap = abs(utilities[0] - utilities[1])
+    if gap <= tol:
+        return 0.5
+    return 1.0 if temperature == 0 else sigmoid(gap / temperature)
+
+
 def label_ceiling(
     utility_pairs: Sequence[tuple[float, float]], temperature: float, tol: float = 1e-9
 ) -> Agreement:
     """Expected agreement of one noisy vote with the noise-free ordering (see module doc)."""
     rows = _ordered(utility_pairs, tol)
-    if temperature == 0:
-        probs = [1.0 for _ in rows]
-    else:
-        probs = [
-            sigmoid(abs(utility_pairs[i][0] - utility_pairs[i][1]) / temperature) for i in rows
-        ]
+    probs = [expected_agreement(utility_pairs[i], temperature, tol) for i in rows]
     value = sum(probs) / len(probs) if probs else float("nan")
     low, high = wilson_interval(sum(probs), len(probs))
     return Agreement(value, len(probs), low, high)

@@ -494,7 +494,7 @@ def keep_pair_if_informative(
     if not job.paired or len(job.plan.requests) > 1:
         return outputs, latencies
     shown = [outputs[i].text for i in job.plan.shown_order]
-    if show_pair(shown, s.pair_show_floor, services.pair_differences(), random.Random()):
+    if show_pair(shown, s.pair_show_floor, services.pair_differences()):
         return outputs, latencies
     metrics.PAIRS_NOT_SHOWN.inc()
     first = job.plan.shown_order[0]

@@ -79,8 +79,13 @@ class RecentDifferences:
             del self._sorted[bisect.bisect_left(self._sorted, old)]
 
 
+# One generator for the process: seeding a new one per request would read the OS's entropy on
+# every chat.
+_RNG = random.Random()
+
+
 def show_pair(
-    texts: Sequence[str], floor: float, recent: RecentDifferences, rng: random.Random
+    texts: Sequence[str], floor: float, recent: RecentDifferences, rng: random.Random = _RNG
 ) -> bool:
     """Whether to show these answers as a comparison (always when ``floor`` is 1)."""
     if floor >= 1.0:
