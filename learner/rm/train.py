@@ -106,7 +106,7 @@ def _encode_ratings(
 
 
 def _collate(pad_id: int) -> Any:
-    def collate(batch: list[_Encoded]) -> dict[str, torch.Tensor]:
+    def collate(batch: list[_Encoded]) -> dict[str, Any]:
         # Chosen rows first, then rejected rows: one forward scores both halves.
         ids, mask = pad_right([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
         weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
@@ -117,7 +117,7 @@ def _collate(pad_id: int) -> Any:
             "attention_mask": mask,
             "weights": weights,
             "targets": targets,
-            "users": [b.user for b in batch],  # type: ignore[dict-item]
+            "users": [b.user for b in batch],
         }
 
     return collate
