@@ -33,8 +33,8 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from transformers import DynamicCache
 
-from serving.engines import kv_batch
 from serving.engines.detokenize import StreamDecoder
+from serving.engines.kv_slab import KVSlab, layers_of
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
     EngineFailure,
@@ -150,8 +150,7 @@ class DecodeLoop:
         self._pending: collections.deque[Submission] = collections.deque()
         self._commands: list[_Command] = []
         self._rows: list[Row] = []
-        self._kv: kv_batch.KV = []
-        self._mask = torch.zeros((0, 0), dtype=torch.long)
+        self._slab: KVSlab | None = None  # made at the first join: it learns the layer count
         self._admitting: list[Submission] = []  # taken from the queue, not yet running
         self._stopping = False
         self._stats = EngineStats()
@@ -353,7 +352,6 @@ class DecodeLoop:
         repeat = torch.tensor([s.request.n for s in subs])
         expand = torch.repeat_interleave(torch.arange(len(subs)), repeat).to(self._device)  # (R,)
         logits = last_logits[expand]  # (R, V)
-        kv = [(k[expand], v[expand]) for k, v in kv_batch.from_cache(cache)]
         new_rows = [
             Row(
                 sub=s,
@@ -369,37 +367,37 @@ class DecodeLoop:
             sub.open_rows = sub.request.n
         self._accept(new_rows, logits)
         keep = [i for i, r in enumerate(new_rows) if r.finish is None]
-        if keep:
-            kv, new_mask = kv_batch.select(kv, mask[expand], self._index(keep))
-            kept = [new_rows[i] for i in keep]
-            if self._rows:
-                self._kv, self._mask = kv_batch.join(self._kv, self._mask, kv, new_mask)
-                self._rows += kept
-            else:
-                self._kv, self._mask, self._rows = kv, new_mask, kept
+        if not keep:
+            return
+        index = expand[self._index(keep)]  # (K,) the prompt row of each answer still running
+        kv = [(k[index], v[index]) for k, v in layers_of(cache)]
+        if self._slab is None:
+            self._slab = KVSlab(len(kv), self._device)
+        self._slab.append(kv, mask[index])
+        self._rows += [new_rows[i] for i in keep]
 
     def _step(self) -> None:
         started = time.perf_counter()
         rows = self._rows
-        ones = torch.ones((len(rows), 1), dtype=torch.long, device=self._device)
-        mask = torch.cat([self._mask, ones], dim=1)  # (B, T+1)
+        slab = self._slab
+        assert slab is not None and slab.rows == len(rows)
+        mask = slab.begin_step()  # (B, T+1)
         out = self._adapters.model(
             input_ids=self._index([[r.next_token] for r in rows]),  # (B, 1)
             attention_mask=mask,
             position_ids=self._index([[r.position] for r in rows]),  # (B, 1)
-            past_key_values=kv_batch.to_cache(self._kv),
+            past_key_values=slab.cache,
             use_cache=True,
             logits_to_keep=1,
             **self._adapters.forward_kwargs([r.sub.request.adapter for r in rows]),
         )
         for r in rows:
             r.position += 1
-        self._kv, self._mask = kv_batch.from_cache(out.past_key_values), mask
+        slab.end_step(mask)
         self._accept(rows, out.logits[:, -1, :])
-        keep = [i for i, r in enumerate(rows) if r.finish is None and not r.sub.cancelled]
-        if len(keep) < len(rows):
-            self._kv, self._mask = kv_batch.select(self._kv, self._mask, self._index(keep))
-            self._rows = [rows[i] for i in keep]
+        dead = [i for i, r in enumerate(rows) if r.finish is not None or r.sub.cancelled]
+        if dead:
+            self._rows = [rows[i] for i in slab.drop(dead)]
         self._stats.last_batch_size = len(rows)
         self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(rows))
         BATCH_ROWS.observe(len(rows))
@@ -486,8 +484,9 @@ class DecodeLoop:
                 sub.open_rows = -1
                 sub.cancelled = True
                 sub.emit(exc)
-        self._rows, self._admitting, self._kv = [], [], []
-        self._mask = torch.zeros((0, 0), dtype=torch.long)
+        self._rows, self._admitting = [], []
+        if self._slab is not None:
+            self._slab.clear()
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serving.engines.attention import use_gqa_attention
 from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
@@ -95,6 +96,7 @@ class TransformersEngine(ModelEngine):
             self.model_dir, dtype=getattr(torch, self.dtype)
         )
         model = model.to(device).eval()
+        use_gqa_attention(model)
         self._max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self._adapters = AdapterSet(model)
         self._loop = DecodeLoop(

@@ -1,4 +1,4 @@
-"""Unit tests of the engine's pure helpers: sampling, KV batch surgery, detokenisation."""
+"""Unit tests of the engine's pure helpers: sampling and detokenisation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from serving.engines import kv_batch
 from serving.engines.detokenize import StreamDecoder
 from serving.engines.sampling import make_generator, sample_rows
 from serving.engines.shared import degenerate
@@ -38,22 +37,6 @@ def test_seeded_generators_repeat_and_differ_by_index() -> None:
     a = torch.rand(3, generator=make_generator(5, 0))
     assert torch.equal(a, torch.rand(3, generator=make_generator(5, 0)))
     assert not torch.equal(a, torch.rand(3, generator=make_generator(5, 1)))
-
-
-def test_kv_join_and_select_keep_rows_aligned() -> None:
-    def batch(rows: int, width: int, fill: float) -> tuple[kv_batch.KV, torch.Tensor]:
-        k = torch.full((rows, 2, width, 4), fill)
-        return [(k, k + 1)], torch.ones((rows, width), dtype=torch.long)
-
-    a, a_mask = batch(2, 5, 1.0)
-    b, b_mask = batch(1, 3, 7.0)
-    kv, mask = kv_batch.join(a, a_mask, b, b_mask)
-    assert kv[0][0].shape == (3, 2, 5, 4)
-    assert mask.tolist()[2] == [0, 0, 1, 1, 1]
-    assert torch.all(kv[0][0][2, :, 2:] == 7.0) and torch.all(kv[0][0][2, :, :2] == 0.0)
-    # Dropping the long rows trims the columns that became padding for everyone left.
-    kv, mask = kv_batch.select(kv, mask, torch.tensor([2]))
-    assert kv[0][0].shape == (1, 2, 3, 4) and mask.tolist() == [[1, 1, 1]]
 
 
 def test_stream_decoder_matches_full_decode(tiny_model_dir: Path) -> None:
