@@ -162,7 +162,9 @@ class KVSlab:
         moved = slice(self.start + shift, self.end + shift)
         for layer in range(self.layers):
             for buffers in (self._keys, self._values):
-                new = torch.empty((row_cap, heads, column_cap, dim), dtype=dtype, device=self.device)
+                new = torch.empty(
+                    (row_cap, heads, column_cap, dim), dtype=dtype, device=self.device
+                )
                 if layer < len(buffers):
                     new[: self.rows, :, moved] = buffers[layer][: self.rows, :, live]
                     buffers[layer] = new

@@ -97,7 +97,7 @@ class ModelEngine:
         except (EngineFailure, UnknownAdapter) as exc:
             raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
         problem = degenerate(text)
-        if problem and degenerate(await self._base_smoke.get(self.generate)) is None:
+        if problem and degenerate(await self._base_smoke.get(self._smoke_answer)) is None:
             raise AdapterRejected(f"smoke check of {version}: {problem}: {text!r}")
         logger.info("smoke check of %s passed: %r", version, text)
 
@@ -159,12 +159,10 @@ class BaseSmokeAnswer:
         self.max_tokens = max_tokens
         self._text: str | None = None
 
-    async def get(
-        self, generate: Callable[[GenerationRequest], Awaitable[list[GenerationOutput]]]
-    ) -> str:
+    async def get(self, answer: Callable[[GenerationRequest], Awaitable[str]]) -> str:
         if self._text is None:
             request = GenerationRequest(
                 messages=SMOKE_MESSAGES, max_tokens=self.max_tokens, temperature=0.0, priority=True
             )
-            self._text = (await generate(request))[0].text
+            self._text = await answer(request)
         return self._text

@@ -9,7 +9,9 @@ from serving.engines.kv_slab import KVSlab
 HEADS, DIM = 2, 3
 
 
-def prefill(rows: int, width: int, pad: list[int], seed: int) -> tuple[list, torch.Tensor]:
+def prefill(
+    rows: int, width: int, pad: list[int], seed: int
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """One layer's keys/values (rows, H, width, D) and a left-padded mask (rows, width)."""
     g = torch.Generator().manual_seed(seed)
     k = torch.randn((rows, HEADS, width, DIM), generator=g)
@@ -31,7 +33,7 @@ def step(slab: KVSlab, seed: int) -> torch.Tensor:
     return new
 
 
-def live_keys(slab: KVSlab) -> torch.Tensor:
+def live_keys(slab: KVSlab) -> tuple[torch.Tensor, torch.Tensor]:
     mask = slab.begin_step()
     blank = torch.zeros((slab.rows, HEADS, 1, DIM))
     keys, _ = slab.write(0, blank, blank)

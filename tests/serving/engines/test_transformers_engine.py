@@ -13,7 +13,6 @@ from serving.engines.protocol import (
     BASE,
     AdapterRejected,
     EngineOverloaded,
-    GenerationOutput,
     GenerationRequest,
     InvalidRequest,
     UnknownAdapter,
@@ -229,15 +228,14 @@ async def test_invalid_requests(engine: TransformersEngine) -> None:
 async def test_smoke_check_judges_degeneration_against_the_base(
     tmp_path: Path, base_text: str, adapter_text: str, refused: bool
 ) -> None:
-    engine = TransformersEngine(tmp_path)  # never started: generate is replaced below
+    engine = TransformersEngine(tmp_path)  # never started: the smoke answer is replaced below
     asked: list[str] = []
 
-    async def fake_generate(request: GenerationRequest) -> list[GenerationOutput]:
+    async def fake_answer(request: GenerationRequest) -> str:
         asked.append(request.adapter)
-        text = base_text if request.adapter == BASE else adapter_text
-        return [GenerationOutput(0, text, "length", 5, 12, request.adapter)]
+        return base_text if request.adapter == BASE else adapter_text
 
-    engine.generate = fake_generate  # type: ignore[method-assign]
+    engine._smoke_answer = fake_answer  # type: ignore[method-assign]
     if refused:
         with pytest.raises(AdapterRejected, match="smoke check of a@v1"):
             await engine.smoke_check("a@v1")
@@ -306,6 +304,16 @@ async def test_kv_budget_queues_what_does_not_fit_and_refuses_what_never_can(
         await eng.stop()
 
 
+async def test_the_smoke_answer_decoded_alone_is_the_served_greedy_answer(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path]
+) -> None:
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    for adapter in (BASE, "a@v1"):
+        request = req(PROMPTS[0], adapter=adapter, max_tokens=12)
+        served = (await engine.generate(request))[0].text
+        assert await engine._smoke_answer(request) == served
+
+
 async def test_a_smoke_check_does_not_wait_behind_queued_traffic(
     lively_model_dir: Path, adapter_dirs: dict[str, Path]
 ) -> None:
@@ -325,6 +333,7 @@ async def test_a_smoke_check_does_not_wait_behind_queued_traffic(
         await eng.smoke_check("a@v1")
         finished.append("smoke")
         await asyncio.gather(*users)
-        assert finished.index("smoke") <= 2, finished
+        # Decoded alone between two steps, it does not even wait for the running answer.
+        assert finished.index("smoke") == 0, finished
     finally:
         await eng.stop()
