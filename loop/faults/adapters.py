@@ -49,8 +49,10 @@ def write_lora_files(
     rank: int = 4,
     nan: bool = False,
     std: float = 0.5,
+    targets: str | list[str] | None = None,
 ) -> None:
-    """A random PEFT LoRA adapter for the model in ``model_dir`` (B != 0, so it changes output).
+    """A random PEFT LoRA adapter for the model in ``model_dir`` (B != 0, so it changes output),
+    on ``targets`` (PEFT target_modules; q_proj and v_proj unless told).
     ``nan=True`` fills the LoRA weights with NaN (passes file checks, fails a smoke check)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -61,7 +63,7 @@ def write_lora_files(
     config = LoraConfig(
         r=rank,
         lora_alpha=2 * rank,
-        target_modules=["q_proj", "v_proj"],
+        target_modules=targets or ["q_proj", "v_proj"],
         init_lora_weights=False,
         task_type="CAUSAL_LM",
     )
@@ -85,11 +87,21 @@ def write_version(
     nan: bool = False,
     base_model_sha256: str | None = None,
     std: float = 0.5,
+    rank: int = 4,
+    targets: str | list[str] | None = None,
 ) -> BuiltAdapter:
     """Write ``{store}/{adapter_name}/v{number}`` (local path or any fsspec URL)."""
     version = f"{adapter_name}@v{number}"
     staging = Path(os.environ.get("TMPDIR", "/tmp")) / f"adapter-{uuid.uuid4().hex}"
-    write_lora_files(model_dir, staging, seed=number if seed is None else seed, nan=nan, std=std)
+    write_lora_files(
+        model_dir,
+        staging,
+        seed=number if seed is None else seed,
+        rank=rank,
+        nan=nan,
+        std=std,
+        targets=targets,
+    )
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     manifest = AdapterManifest(
         model_name=model_name,
