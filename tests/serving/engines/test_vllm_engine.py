@@ -55,6 +55,11 @@ async def test_generates_n_answers(engine: VLLMEngine) -> None:
     assert outputs[0].text != outputs[1].text
     single = (await engine.generate(req("Hello there", max_tokens=5)))[0]
     assert single.finish_reason == "length" and single.completion_tokens == 5
+    # Greedy with n > 1 (vLLM itself refuses it): n copies of the one greedy answer.
+    greedy = await engine.generate(req("Hello there", n=3, max_tokens=5))
+    assert [(o.index, o.text, o.completion_tokens) for o in greedy] == [
+        (i, single.text, 5) for i in range(3)
+    ]
 
 
 async def test_adapters_load_and_stay_isolated_under_concurrency(
