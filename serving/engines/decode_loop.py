@@ -36,6 +36,7 @@ from transformers import DynamicCache
 from serving.engines.detokenize import StreamDecoder
 from serving.engines.kv_slab import KVSlab, layers_of
 from serving.engines.peft_adapters import AdapterSet
+from serving.engines.prefix_cache import Prefix, PrefixCache
 from serving.engines.protocol import (
     EngineFailure,
     EngineOverloaded,
@@ -57,6 +58,10 @@ STEP_SECONDS = Histogram("rlhf_serving_engine_step_seconds", "duration of one en
 KV_RESERVED = Gauge(
     "rlhf_serving_engine_kv_reserved_bytes",
     "KV cache the running and prefilling answers may grow to (their final length x rows)",
+)
+PREFIX_HIT_TOKENS = Counter(
+    "rlhf_serving_engine_prefix_cache_hit_tokens_total",
+    "prompt tokens not prefilled because a cached prefix held their keys and values",
 )
 PREFILL_CHUNKS = Counter(
     "rlhf_serving_engine_prefill_chunks_total", "prompt chunks prefilled between decode steps"
@@ -150,6 +155,7 @@ class DecodeLoop:
         self._pending: collections.deque[Submission] = collections.deque()
         self._commands: list[_Command] = []
         self._rows: list[Row] = []
+        self._prefixes = PrefixCache()
         self._slab: KVSlab | None = None  # made at the first join: it learns the layer count
         self._admitting: list[Submission] = []  # taken from the queue, not yet running
         self._stopping = False
@@ -292,28 +298,68 @@ class DecodeLoop:
     def _admit(self) -> None:
         taken = self._take_pending()
         self._prefilling += [_Prefill(s) for s in taken if len(s.prompt_ids) > self._chunk]
-        subs = self._admitting = [s for s in taken if len(s.prompt_ids) <= self._chunk]
-        if not subs:
-            return
-        width = max(len(s.prompt_ids) for s in subs)
+        self._admitting = [s for s in taken if len(s.prompt_ids) <= self._chunk]
+        groups: dict[Prefix | None, list[Submission]] = {}
+        for sub in self._admitting:
+            prefix = self._prefixes.lookup(sub.request.adapter, sub.prompt_ids)
+            groups.setdefault(prefix, []).append(sub)
+        for prefix, subs in groups.items():
+            self._prefill(subs, prefix)
+        self._admitting = []
+
+    def _prefill(self, subs: list[Submission], prefix: Prefix | None) -> None:
+        """Prefill prompts (after ``prefix``, whose keys and values are cached) in one forward
+        and start their rows."""
+        skip = len(prefix) if prefix is not None else 0
+        tails = [s.prompt_ids[skip:] for s in subs]
+        width = max(len(t) for t in tails)
         ids = torch.full((len(subs), width), self._pad, dtype=torch.long)  # (S, T)
-        mask = torch.zeros((len(subs), width), dtype=torch.long)  # (S, T)
-        for i, sub in enumerate(subs):
-            ids[i, width - len(sub.prompt_ids) :] = torch.tensor(sub.prompt_ids)
-            mask[i, width - len(sub.prompt_ids) :] = 1
-        ids, mask = ids.to(self._device), mask.to(self._device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (S, T)
+        tail_mask = torch.zeros((len(subs), width), dtype=torch.long)  # (S, T)
+        for i, tail in enumerate(tails):
+            ids[i, width - len(tail) :] = torch.tensor(tail)
+            tail_mask[i, width - len(tail) :] = 1
+        mask = torch.cat([torch.ones((len(subs), skip), dtype=torch.long), tail_mask], dim=1)
+        ids, mask = ids.to(self._device), mask.to(self._device)  # mask (S, skip + T)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]  # (S, T)
+        cache = DynamicCache()
+        if prefix is not None:
+            rows = len(subs)
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix.kv
+                ]
+            )
+            PREFIX_HIT_TOKENS.inc(skip * rows)
         out = self._adapters.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=DynamicCache(),
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
             **self._adapters.forward_kwargs([s.request.adapter for s in subs]),
         )
+        if prefix is None:
+            self._offer_prefixes(subs, [width - len(t) for t in tails], out.past_key_values)
         self._start_rows(subs, out.logits[:, -1, :], out.past_key_values, mask)
-        self._admitting = []
+
+    def _offer_prefixes(self, subs: list[Submission], pads: list[int], cache: Any) -> None:
+        """Let the prefix cache learn from prompts prefilled in full (row i starts at pads[i])."""
+        kv = layers_of(cache)
+
+        def rows_prefix(i: int) -> Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]:
+            first = pads[i]
+            return lambda n: [
+                (k[i : i + 1, :, first : first + n], v[i : i + 1, :, first : first + n])
+                for k, v in kv
+            ]
+
+        for i, sub in enumerate(subs):
+            self._prefixes.offer(sub.request.adapter, sub.prompt_ids, rows_prefix(i))
+
+    def forget_prefix(self, adapter: str) -> None:
+        """Drop ``adapter``'s cached prefix (its adapter is being unloaded; loop thread)."""
+        self._prefixes.forget(adapter)
 
     def _prefill_chunk(self) -> None:
         """Prefill the next chunk of the oldest long prompt; start its rows when it is done."""

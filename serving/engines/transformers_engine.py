@@ -211,7 +211,7 @@ class TransformersEngine(ModelEngine):
         try:
             await asyncio.wrap_future(
                 loop.call(
-                    lambda: adapters.unload(version),
+                    lambda: _unload_on_loop(loop, adapters, version),
                     ready=lambda: version not in loop.versions_in_use(),
                 )
             )
@@ -228,6 +228,11 @@ class TransformersEngine(ModelEngine):
         if self._loop is None:
             raise EngineFailure("engine not started")
         return self._loop
+
+
+def _unload_on_loop(loop: DecodeLoop, adapters: AdapterSet, version: str) -> None:
+    adapters.unload(version)
+    loop.forget_prefix(version)  # its keys and values came from the adapter
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -304,6 +304,27 @@ async def test_kv_budget_queues_what_does_not_fit_and_refuses_what_never_can(
         await eng.stop()
 
 
+async def test_a_cached_prompt_prefix_gives_the_same_answers(
+    lively_model_dir: Path, adapter_dirs: dict[str, Path]
+) -> None:
+    from serving.engines.decode_loop import PREFIX_HIT_TOKENS
+
+    shared = "You answer questions about the weather. Be short. " * 3  # a long shared start
+    prompts = [shared + p for p in PROMPTS[:4]]
+    eng = TransformersEngine(lively_model_dir)
+    await eng.start()
+    try:
+        await eng.load_adapter("a@v1", adapter_dirs["a@v1"])
+        for adapter in (BASE, "a@v1"):
+            cold = [await texts(eng, req(p, adapter=adapter)) for p in prompts]
+            before = PREFIX_HIT_TOKENS._value.get()
+            warm = [await texts(eng, req(p, adapter=adapter)) for p in prompts]
+            assert PREFIX_HIT_TOKENS._value.get() - before >= 4 * 20  # every prompt hit
+            assert warm == cold
+    finally:
+        await eng.stop()
+
+
 async def test_the_smoke_answer_decoded_alone_is_the_served_greedy_answer(
     engine: TransformersEngine, adapter_dirs: dict[str, Path]
 ) -> None:
@@ -333,7 +354,7 @@ async def test_a_smoke_check_does_not_wait_behind_queued_traffic(
         await eng.smoke_check("a@v1")
         finished.append("smoke")
         await asyncio.gather(*users)
-        # Decoded alone between two steps, it does not even wait for the running answer.
-        assert finished.index("smoke") == 0, finished
+        # Decoded alone between two steps: before every queued user (user0 may be done).
+        assert finished.index("smoke") <= 1, finished
     finally:
         await eng.stop()
