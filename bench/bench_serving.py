@@ -108,15 +108,22 @@ class LoadResult:
 
 
 def start_server(
-    port: int, bootstrap: str, workdir: Path, batch: int, engine: str = "transformers"
+    port: int,
+    bootstrap: str,
+    workdir: Path,
+    batch: int,
+    engine: str = "transformers",
+    store: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``serve`` in its own process; its spool, adapter cache and log under ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         SERVING_ENGINE=engine,
         SERVING_MODEL_DIR="embedded",
         SERVING_KAFKA_BOOTSTRAP=bootstrap,
         SERVING_SPOOL_DIR=str(workdir / "spool"),
-        SERVING_ADAPTER_STORE=str(workdir / "adapters"),
+        SERVING_ADAPTER_STORE=str(store or workdir / "adapters"),
         SERVING_ADAPTER_CACHE_DIR=str(workdir / "adapter-cache"),
         SERVING_API_KEYS=json.dumps([API_KEY]),
         SERVING_ADMIN_TOKEN=ADMIN,
@@ -581,7 +588,9 @@ def api_rows(
     from devtools.broker import free_port
 
     port = free_port()
-    proc = start_server(port, bootstrap, workdir / engine, 2 * args.clients, engine)
+    proc = start_server(
+        port, bootstrap, workdir / engine, 2 * args.clients, engine, workdir / "adapters"
+    )
     tag = "" if engine == "transformers" else f" [{engine} engine]"
     key = "api" if engine == "transformers" else f"api {engine}"
     try:

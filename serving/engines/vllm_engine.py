@@ -67,7 +67,7 @@ class VLLMEngine(ModelEngine):
         max_batch_size: int = 64,
         max_queue: int | None = None,
         max_loras: int = 4,
-        max_lora_rank: int = 16,
+        max_lora_rank: int = 8,
         max_model_len: int = 2048,
         memory_fraction: float = 0.2,
         smoke_tokens: int = 16,
@@ -96,6 +96,9 @@ class VLLMEngine(ModelEngine):
             resolve_model_dir(settings.model_dir),
             dtype=settings.dtype,
             max_batch_size=settings.max_batch_size,
+            # the versions serving keeps loaded, and the base's identity adapter
+            max_loras=settings.adapter_keep_loaded + 1,
+            max_lora_rank=settings.max_lora_rank,
         )
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class VLLMEngine(ModelEngine):
         self._llm = AsyncLLM.from_engine_args(args)
         self._tmp = tempfile.TemporaryDirectory(prefix="rlhf-identity-lora-")
         identity = await asyncio.to_thread(
-            write_identity_adapter, self.model_dir, Path(self._tmp.name), 8
+            write_identity_adapter, self.model_dir, Path(self._tmp.name), 1
         )
         base = LoRARequest(IDENTITY_NAME, next(self._ids), str(identity))
         if not await self._llm.add_lora(base):
@@ -157,11 +160,17 @@ class VLLMEngine(ModelEngine):
         raise AssertionError("unreachable")
 
     async def _generate_once(self, request: GenerationRequest) -> list[GenerationOutput]:
-        return await collect_outputs(request, self._stream(request))
+        return await collect_outputs(request, self._stream(request, final_only=True))
 
     async def _stream(
-        self, request: GenerationRequest, logprobs: list[float] | None = None
+        self,
+        request: GenerationRequest,
+        logprobs: list[float] | None = None,
+        final_only: bool = False,
     ) -> AsyncIterator[GenerationChunk | int]:
+        """Prompt token count first, then chunks; with ``final_only`` one chunk per answer
+        when it ends (vLLM then sends nothing per token: less work for this process's event
+        loop, which also serves HTTP)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -180,7 +189,7 @@ class VLLMEngine(ModelEngine):
             seed=request.seed,
             stop=list(request.stop) or None,
             max_tokens=min(request.max_tokens, self.max_model_len - len(prompt) - 1),
-            output_kind=RequestOutputKind.DELTA,
+            output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             logprobs=0 if logprobs is not None else None,
         )
         request_id = uuid.uuid4().hex
