@@ -130,6 +130,9 @@ def start_server(
         SERVING_HMAC_KEY=uuid.uuid4().hex,
         SERVING_MAX_BATCH_SIZE=str(batch),
         SERVING_PAIR_FRACTION="0",
+        # Each engine's server starts clean: the previous server's adapter.promoted events on
+        # the shared broker must not promote its adapter here (the bench loads it by HTTP).
+        SERVING_ADAPTER_FOLLOW_TOPIC="false",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
     )

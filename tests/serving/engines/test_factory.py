@@ -51,3 +51,20 @@ def test_fake_from_settings(tiny_model_dir: Path) -> None:
         return output.text
 
     assert asyncio.run(answer())
+
+
+def test_vllm_from_settings_reserves_the_learner_s_rank_and_a_slot_per_kept_version(
+    tiny_model_dir: Path,
+) -> None:
+    from serving.engines.vllm_engine import VLLMEngine
+
+    settings = ServingSettings(
+        engine="vllm", model_dir=str(tiny_model_dir), max_batch_size=16, adapter_keep_loaded=3
+    )
+    engine = create_engine(settings)  # vLLM itself is imported only at start()
+    assert type(engine) is VLLMEngine
+    assert engine.max_lora_rank == 8  # vLLM's CPU LoRA cost follows the reserved rank
+    assert engine.max_loras == 4  # serving, previous, canary and the base's identity adapter
+    assert engine.max_batch_size == 16
+    wider = create_engine(settings.model_copy(update={"max_lora_rank": 16}))
+    assert isinstance(wider, VLLMEngine) and wider.max_lora_rank == 16
