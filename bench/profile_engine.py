@@ -1,0 +1,88 @@
+"""Where the transformers engine's time goes: one burst of pair requests, profiled on the engine
+thread (the figures of docs/architecture.md, "Where a decode step's time goes").
+
+    .venv/bin/python bench/profile_engine.py [--pairs 64] [--tokens 64] [--top 15]
+
+Prints generated tokens/s, the engine's step count and time, and cProfile's top functions by
+own time on the engine thread (torch ops show as their ``torch._C`` entry points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_serving import make_prompts
+
+from schemas.events import ChatMessage
+from serving.engines import decode_loop
+from serving.engines.protocol import GenerationRequest
+from serving.engines.transformers_engine import TransformersEngine
+
+PROFILE = cProfile.Profile()
+
+
+def profiled_run(original: Any) -> Any:
+    """The engine thread's loop, under the profiler (cProfile sees one thread only)."""
+
+    def run(self: decode_loop.DecodeLoop) -> None:
+        PROFILE.enable()
+        try:
+            original(self)
+        finally:
+            PROFILE.disable()
+
+    return run
+
+
+async def burst(pairs: int, tokens: int) -> tuple[int, float]:
+    from common.embedded_model import materialize_embedded_model
+
+    engine = TransformersEngine(materialize_embedded_model(), max_batch_size=2 * pairs)
+    await engine.start()
+    try:
+
+        def request(prompt: str, max_tokens: int) -> GenerationRequest:
+            message = ChatMessage(role="user", content=prompt)
+            return GenerationRequest(messages=[message], max_tokens=max_tokens, n=2)
+
+        prompts = make_prompts(pairs)
+        await asyncio.gather(*(engine.generate(request(p, 4)) for p in prompts[:4]))  # warm-up
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(engine.generate(request(p, tokens)) for p in prompts))
+        elapsed = time.perf_counter() - started
+    finally:
+        await engine.stop()
+    return sum(o.completion_tokens for a in answers for o in a), elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--pairs", type=int, default=64, help="concurrent pair requests")
+    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    parser.add_argument("--top", type=int, default=15, help="functions to list")
+    args = parser.parse_args()
+    decode_loop.DecodeLoop._run = profiled_run(decode_loop.DecodeLoop._run)  # type: ignore[method-assign]
+    tokens, seconds = asyncio.run(burst(args.pairs, args.tokens))
+    [metric] = decode_loop.STEP_SECONDS.collect()
+    steps = {sample.name: sample.value for sample in metric.samples}
+    print(f"{tokens} tokens in {seconds:.1f} s: {tokens / seconds:.0f} tokens/s")
+    count, total = (
+        steps["rlhf_serving_engine_step_seconds_count"],
+        steps["rlhf_serving_engine_step_seconds_sum"],
+    )
+    print(f"{count:.0f} engine steps, {total:.1f} s in steps")
+    pstats.Stats(PROFILE).sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
