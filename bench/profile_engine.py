@@ -2,6 +2,7 @@
 thread (the figures of docs/architecture.md, "Where a decode step's time goes").
 
     .venv/bin/python bench/profile_engine.py [--pairs 64] [--tokens 64] [--top 15]
+        [--dtype float32|bfloat16]
 
 Prints generated tokens/s, the engine's step count and time, and cProfile's top functions by
 own time on the engine thread (torch ops show as their ``torch._C`` entry points).
@@ -43,10 +44,10 @@ def profiled_run(original: Any) -> Any:
     return run
 
 
-async def burst(pairs: int, tokens: int) -> tuple[int, float]:
+async def burst(pairs: int, tokens: int, dtype: str) -> tuple[int, float]:
     from common.embedded_model import materialize_embedded_model
 
-    engine = TransformersEngine(materialize_embedded_model(), max_batch_size=2 * pairs)
+    engine = TransformersEngine(materialize_embedded_model(), dtype=dtype, max_batch_size=2 * pairs)
     await engine.start()
     try:
 
@@ -69,9 +70,10 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=64, help="concurrent pair requests")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     parser.add_argument("--top", type=int, default=15, help="functions to list")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     decode_loop.DecodeLoop._run = profiled_run(decode_loop.DecodeLoop._run)  # type: ignore[method-assign]
-    tokens, seconds = asyncio.run(burst(args.pairs, args.tokens))
+    tokens, seconds = asyncio.run(burst(args.pairs, args.tokens, args.dtype))
     [metric] = decode_loop.STEP_SECONDS.collect()
     steps = {sample.name: sample.value for sample in metric.samples}
     print(f"{tokens} tokens in {seconds:.1f} s: {tokens / seconds:.0f} tokens/s")
