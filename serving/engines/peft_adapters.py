@@ -81,9 +81,21 @@ class AdapterSet:
         if unexpected:
             self._forget(version)
             raise AdapterRejected(f"{path}: weights that match no module: {unexpected[:3]}")
+        self._match_base_dtype(version)
         self._versions.append(version)
         self._activate_any()
         logger.info("adapter %s loaded from %s (%d resident)", version, path, len(self._versions))
+
+    def _match_base_dtype(self, version: str) -> None:
+        """PEFT keeps LoRA weights in float32 under a bfloat16 model (casting activations at
+        every layer): 128-row steps with the adapter then ran at 372 tokens/s against 847 on
+        the base. Serving never trains them, so they take the base's dtype."""
+        dtype = next(self._base.parameters()).dtype
+        assert self._peft is not None
+        for module in self._peft.modules():
+            for weights in (getattr(module, "lora_A", None), getattr(module, "lora_B", None)):
+                if weights is not None and version in weights:
+                    weights[version].to(dtype)
 
     def unload(self, version: str) -> None:
         if version not in self._versions:

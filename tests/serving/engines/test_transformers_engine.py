@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from schemas.events import ChatMessage
 from serving.engines.protocol import (
@@ -321,6 +322,22 @@ async def test_a_cached_prompt_prefix_gives_the_same_answers(
             warm = [await texts(eng, req(p, adapter=adapter)) for p in prompts]
             assert PREFIX_HIT_TOKENS._value.get() - before >= 4 * 20  # every prompt hit
             assert warm == cold
+    finally:
+        await eng.stop()
+
+
+async def test_a_bfloat16_engine_serves_adapters_in_bfloat16(
+    lively_model_dir: Path, adapter_dirs: dict[str, Path]
+) -> None:
+    eng = TransformersEngine(lively_model_dir, dtype="bfloat16")
+    await eng.start()
+    try:
+        await eng.load_adapter("a@v1", adapter_dirs["a@v1"])
+        assert eng._adapters is not None
+        lora = {p.dtype for n, p in eng._adapters.model.named_parameters() if "lora_" in n}
+        assert lora == {torch.bfloat16}  # no float32 LoRA casting activations at every layer
+        base, adapted = [await texts(eng, req(PROMPTS[0], adapter=a)) for a in (BASE, "a@v1")]
+        assert base != adapted and all(base + adapted)
     finally:
         await eng.stop()
 
