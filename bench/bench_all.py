@@ -129,7 +129,8 @@ def main() -> int:
             "",
             f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
             f" in {(time.monotonic() - started) / 60:.1f} min.",
-            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), serving in {args.dtype}.",
+            f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), "
+            f"serving in {args.dtype}.",
             "",
             *sections,
         ]
