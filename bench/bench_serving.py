@@ -309,9 +309,24 @@ def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
     return tok, model
 
 
+def sample_pairs(tok: Any, model: Any, batch: Any, tokens: int) -> Any:
+    """Two answers per prompt of ``batch``, sampled as the API samples (temperature 1, top-p 1)."""
+    import torch
+
+    with torch.no_grad():
+        return model.generate(
+            **batch,
+            max_new_tokens=tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            num_return_sequences=2,
+            pad_token_id=tok.pad_token_id,
+        )
+
+
 def idle_generate(model_dir: Path, prompts: list[str], tokens: int) -> float:
     """Median seconds of one ``model.generate`` call per prompt (n=2), one at a time."""
-    import torch
 
     tok, model = _generate_model(model_dir, None)
     times = []
@@ -321,16 +336,7 @@ def idle_generate(model_dir: Path, prompts: list[str], tokens: int) -> float:
         )
         batch = tok([text], return_tensors="pt", add_special_tokens=False)
         start = time.perf_counter()
-        with torch.no_grad():
-            model.generate(
-                **batch,
-                max_new_tokens=tokens,
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                num_return_sequences=2,
-                pad_token_id=tok.pad_token_id,
-            )
+        sample_pairs(tok, model, batch, tokens)
         times.append(time.perf_counter() - start)
     ordered = sorted(times[1:])
     return ordered[len(ordered) // 2]
@@ -353,16 +359,7 @@ def generate_baseline(
     batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(0)
     start = time.perf_counter()
-    with torch.no_grad():
-        out = model.generate(
-            **batch,
-            max_new_tokens=tokens,
-            do_sample=True,
-            temperature=1.0,
-            top_p=1.0,
-            num_return_sequences=2,
-            pad_token_id=tok.pad_token_id,
-        )
+    out = sample_pairs(tok, model, batch, tokens)
     seconds = time.perf_counter() - start
     new = out[:, batch["input_ids"].shape[1] :]
     generated = 0
