@@ -271,9 +271,13 @@ def evaluate(demo: Demo, version: str, args: argparse.Namespace, progress: Progr
         preference=args.preference,
         noise=NoiseConfig(args.eval_noise),
         prompts="eval",
+        samples=args.eval_samples,
         max_tokens=args.max_tokens,
+        # None: the server's default (1.0), the temperature the users' pairs were sampled at,
+        # so the win is measured on the answers users get.
+        temperature=None,
         seed=args.seed,
-        concurrency=4,
+        concurrency=8,
         adapter_store=str(demo.data_dir / "adapters"),
     )
     progress.phase = f"blind eval of {version} vs base"
@@ -324,6 +328,13 @@ def main() -> int:
         "--cycle-timeout", type=float, default=3 * 3600.0, help="seconds one cycle may take"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the blind evaluation")
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=3,
+        help="answer pairs per held-out prompt in the blind eval (58 prompts x 3 = 174 pairs: "
+        "a 95%% interval of about +/-0.07)",
+    )
     p.add_argument(
         "--learner-env",
         action="append",
@@ -468,7 +479,8 @@ def _markdown(
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
         f"{args.comparisons} comparisons in {args.rounds} rounds, {args.concurrency} users, "
         f"max {args.max_tokens} tokens, corrections {args.corrections}, thumbs on "
-        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}; pairing "
+        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}, "
+        f"{args.eval_samples} answer pairs per held-out prompt at the serving temperature; pairing "
         + (
             "uniform."
             if args.pair_show_floor >= 1

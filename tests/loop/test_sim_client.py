@@ -181,6 +181,27 @@ def test_eval_pins_versions_and_finds_the_concise_one(service: Service, tmp_path
     assert all(len(r[CONCISE].split()) < len(r[BASE].split()) for r in saved)
 
 
+def test_eval_samples_each_prompt_several_times_with_its_own_seed(service: Service) -> None:
+    config = EvalConfig(
+        base_url=service.url,
+        api_key=API_KEY,
+        admin_token=ADMIN,
+        version_a=CONCISE,
+        version_b=BASE,
+        limit=4,
+        samples=3,
+        seed=5,
+    )
+    report = asyncio.run(run_eval(config))
+    assert report.n == 12
+    prompts = [r["prompt"] for r in report.answers]
+    assert len(set(prompts)) == 4 and all(prompts.count(p) == 3 for p in prompts)
+    seeds = {(r.adapter, r.seed) for r in service.engine.requests}
+    # both sides of a pair share a seed; the 12 pairs have 12 different ones
+    assert {s for _, s in seeds} == set(range(5, 17))
+    assert len(seeds) == 24
+
+
 def test_eval_stops_when_the_server_refuses_the_pin(service: Service) -> None:
     config = EvalConfig(
         base_url=service.url, api_key=API_KEY, admin_token="wrong", version_a=CONCISE, limit=2
