@@ -1,7 +1,7 @@
 """Reward-model recipe sweep against the noise-free truth of simulated users.
 
-Why one file (over 400 lines): its subcommands (generate, sweep, labels, pairing) share one
-answer pool and its scoring; split, each would re-import the same half of this file.
+Why one file (over 400 lines): its subcommands (generate, from-store, sweep, labels, pairing)
+share one answer pool and its scoring; split, each would re-import the same half of this file.
 
 Two steps, so that the expensive sampling is done once:
 
@@ -9,6 +9,7 @@ Two steps, so that the expensive sampling is done once:
    temperature (train prompts for the votes, eval prompts for a held-out pool large enough for a
    +/-0.07 interval); the answers' token ids are kept, so any shorter answer limit is the same
    sample cut (what a lower ``max_tokens`` would have produced with the same random draws).
+   ``from-store`` takes instead the pairs a run's users were shown, from its learner store.
 2. ``sweep``: for each preference and recipe, simulated users vote on up to ``--comparisons``
    train pairs with Bradley-Terry noise, a reward model is trained on those noisy votes with the
    recipe, and it scores the held-out pool; reported: the label ceiling (what one noisy vote
@@ -66,6 +67,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "zero-head-top8": {"head_init": "zero", "lora_layers": 8},
     "zero-head-top8-lr3e-4": {"head_init": "zero", "lora_layers": 8, "learning_rate": 3e-4},
     "zero-head-top8-2ep": {"head_init": "zero", "lora_layers": 8, "num_epochs": 2},
+    # Head on the mean and the sum of the answer tokens' states (learner.rm.model).
+    "pooled-top8": {"head_init": "zero", "lora_layers": 8, "pooling": "mean+sum"},
     "zero-head-top8-2ep-cosine": {
         "head_init": "zero",
         "lora_layers": 8,
@@ -129,8 +132,37 @@ def _generate(args: argparse.Namespace) -> None:
             print(f"generate: {start + n}/{len(jobs)} pairs ({rate:.2f} pairs/s)", flush=True)
 
 
-def load_pool(path: Path) -> list[PoolPair]:
-    return [PoolPair(**json.loads(line)) for line in path.open() if line.strip()]
+def load_pool(paths: Path | list[Path]) -> list[PoolPair]:
+    files = paths if isinstance(paths, list) else [paths]
+    return [PoolPair(**json.loads(line)) for f in files for line in f.open() if line.strip()]
+
+
+def _from_store(args: argparse.Namespace) -> None:
+    """The answer pairs a run's users were shown (a learner store), as train-split pool lines:
+    the sweep then re-votes them with any preference. An answer counts as ended by itself when
+    it is shorter than ``--max-tokens`` (the store keeps texts, not finish reasons)."""
+    import sqlite3
+
+    from learner.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
+    db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
+    texts = dict(db.execute("SELECT response_id, text FROM served"))
+    rows = db.execute("SELECT messages, response_ids FROM pairs ORDER BY seq").fetchall()
+    written = 0
+    with args.out.open("w") as sink:
+        for messages, response_ids in rows[: args.limit or None]:
+            ids = json.loads(response_ids)
+            if len(ids) != 2 or not all(i in texts for i in ids):
+                continue  # K-way rankings and pairs whose answers were not stored
+            prompt = json.loads(messages)[-1]["content"]
+            pair: dict[str, Any] = {"split": "train", "prompt": prompt}
+            for side, rid in zip("ab", ids, strict=True):
+                tokens = tokenizer(texts[rid], add_special_tokens=False)["input_ids"]
+                pair[side], pair[f"{side}_eos"] = tokens, len(tokens) < args.max_tokens
+            sink.write(json.dumps(pair) + "\n")
+            written += 1
+    print(f"from-store: {written} pairs -> {args.out}", flush=True)
 
 
 def answer_text(tokenizer: Any, ids: list[int], eos: bool, max_tokens: int) -> tuple[str, bool]:
@@ -370,7 +402,13 @@ def main() -> None:
     g.add_argument("--batch-size", type=int, default=32, help="pairs per generate call")
     g.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("sweep", help="train reward models on noisy votes, score against truth")
-    s.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
+    s.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        default=[REPO / "var" / "rm_sweep" / "pool.jsonl"],
+        help="pool files (their lines say train or eval)",
+    )
     s.add_argument("--model-dir", default="embedded")
     s.add_argument("--preferences", default="concise,friendly,format")
     s.add_argument("--recipes", default="baseline,zero-head")
@@ -387,6 +425,12 @@ def main() -> None:
         default=str(REPO / "var" / "rm_sweep" / "models"),
         help="save each trained reward model under this folder ('' = do not keep)",
     )
+    fs = sub.add_parser("from-store", help="a run's shown pairs (learner store) as pool lines")
+    fs.add_argument("--store", type=Path, required=True, help="the learner's store.sqlite")
+    fs.add_argument("--out", type=Path, required=True)
+    fs.add_argument("--model-dir", default="embedded")
+    fs.add_argument("--max-tokens", type=int, default=128, help="the run's answer limit")
+    fs.add_argument("--limit", type=int, default=0, help="first N pairs (0 = all)")
     lab = sub.add_parser("labels", help="label ceilings per preference and answer limit")
     lab.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
     lab.add_argument("--model-dir", default="embedded")
@@ -403,7 +447,13 @@ def main() -> None:
     pair.add_argument("--floors", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.05])
     pair.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    commands = {"generate": _generate, "sweep": _sweep, "labels": _labels, "pairing": _pairing}
+    commands = {
+        "generate": _generate,
+        "from-store": _from_store,
+        "sweep": _sweep,
+        "labels": _labels,
+        "pairing": _pairing,
+    }
     commands[args.command](args)
 
 

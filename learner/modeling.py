@@ -216,6 +216,17 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def pad_right_pairs(
+    rows: Sequence[tuple[list[int], int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad ``encode_pair`` rows (ids, prompt length). Returns input_ids, attention_mask
+    and the response mask (B, T): 1 on each row's response tokens (EOS included)."""
+    ids, mask = pad_right([r for r, _ in rows], pad_id)
+    positions = torch.arange(mask.shape[1])  # (T,)
+    starts = torch.tensor([start for _, start in rows], dtype=torch.long)[:, None]  # (B, 1)
+    return ids, mask, mask * (positions[None, :] >= starts).to(mask.dtype)
+
+
 def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token rows (for generation). Returns input_ids (B, T) and attention_mask (B, T)."""
     width = max(len(r) for r in rows)

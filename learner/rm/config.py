@@ -36,6 +36,12 @@ class RewardConfig(TrainOptions):
     head_init: str = option(
         "zero", "Score head start: 'zero' (every reward 0 before training) or 'normal'."
     )
+    # learner.rm.model explains both; bench/results/rm_sweep.md measures them side by side.
+    pooling: str = option(
+        "last",
+        "Head input: 'last' (the last token's state) or 'mean+sum' (mean and scaled sum of the "
+        "answer tokens' states).",
+    )
     # learner.rm.reliability: bench/results/user_reliability.md measures it with a share of
     # random voters, and with none (where it must not cost accuracy).
     user_reliability: bool = option(

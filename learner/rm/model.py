@@ -1,8 +1,19 @@
-"""The reward model: base causal LM body + LoRA + a linear head on the last non-pad token.
+"""The reward model: base causal LM body + LoRA + a linear head on pooled final hidden states.
 
-r(x, y) = w . h_T(x ++ y ++ EOS) + b, where h_T is the final hidden state of the last real
-token (Ziegler et al. 2019; Ouyang et al. 2022). The adapter directory holds the PEFT adapter
-files plus ``score_head.safetensors`` and ``reward_norm.json``: the mean and standard deviation
+Two poolings (``RewardConfig.pooling``):
+
+- ``last``: r(x, y) = w . h_T(x ++ y ++ EOS) + b, the final hidden state of the last real token
+  (Ziegler et al. 2019; Ouyang et al. 2022; TRL's reward model).
+- ``mean+sum``: r = w1 . mean_t h_t + w2 . (sum_t h_t) / SUM_SCALE + b over the answer's tokens
+  (EOS included). A linear head on the mean is the average of a per-token reward, on the sum its
+  total: what a user judging length, list items or friendly words counts is linear in them,
+  while the last token must summarise the whole answer in one state. Pooled sequence
+  representations for scoring: Reimers & Gurevych 2019, "Sentence-BERT"
+  (https://arxiv.org/abs/1908.10084), section 3 (mean pooling beat the single-token state).
+  Measured with frozen-body probes and full reward models in ``bench/results/rm_sweep.md``.
+
+The adapter directory holds the PEFT adapter files plus ``score_head.safetensors``,
+``reward_head.json`` (the pooling) and ``reward_norm.json``: the mean and standard deviation
 of the trained model's rewards over its training answers, so that PPO and the evaluation work in
 standard units whatever scale one training run happened to end on (reward normalisation:
 Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, section 2: "we normalize the reward model
@@ -30,7 +41,7 @@ from learner.modeling import (
     last_token_index,
     load_base_model,
     load_tokenizer,
-    pad_right,
+    pad_right_pairs,
     with_lora,
 )
 from schemas.events import ChatMessage
@@ -38,7 +49,12 @@ from schemas.events import ChatMessage
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "score_head.safetensors"
+POOLING_FILE = "reward_head.json"
 NORM_FILE = "reward_norm.json"
+POOLINGS = ("last", "mean+sum")
+# Sum-pooled states are divided by this many tokens, so that a typical answer's sum has the
+# scale of one state and the head's zero start and learning rate suit both parts.
+SUM_SCALE = 64.0
 THRESHOLD_KEY = "rating_threshold"  # in HEAD_FILE beside the head's weight and bias
 
 
@@ -82,8 +98,12 @@ class RewardModel(nn.Module):
         tokenizer: Any,
         max_length: int,
         norm: RewardNorm | None = None,
+        pooling: str = "last",
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"reward pooling must be one of {POOLINGS}, not {pooling!r}")
+        self.pooling = pooling
         self.backbone = backbone
         self.head = head
         self.tokenizer = tokenizer
@@ -99,14 +119,21 @@ class RewardModel(nn.Module):
         options: TrainOptions,
         init_adapter: Path | None = None,
         head_init: str = "zero",
+        pooling: str = "last",
     ) -> RewardModel:
-        """A trainable reward model: fresh LoRA + head, or continued from ``init_adapter``."""
+        """A trainable reward model: fresh LoRA + head, or continued from ``init_adapter``
+        (whose head is kept only when it was trained with the same pooling)."""
         base = load_base_model(base_model_dir)
         backbone = with_lora(base, options, init_adapter)
-        head = ScalarHead(base.config.hidden_size, seed=options.seed, init=head_init)
-        model = cls(backbone, head, load_tokenizer(base_model_dir), options.max_length)
+        width = base.config.hidden_size * _parts(pooling)
+        head = ScalarHead(width, seed=options.seed, init=head_init)
+        tokenizer = load_tokenizer(base_model_dir)
+        model = cls(backbone, head, tokenizer, options.max_length, None, pooling)
         if init_adapter is not None and (init_adapter / HEAD_FILE).is_file():
-            model._load_head(init_adapter)
+            if read_pooling(init_adapter) == pooling:
+                model._load_head(init_adapter)
+            else:
+                logger.info("%s was trained with another pooling: new head", init_adapter)
         return model
 
     def _load_head(self, adapter_dir: Path) -> None:
@@ -124,27 +151,38 @@ class RewardModel(nn.Module):
 
         base = load_base_model(base_model_dir)
         backbone = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-        head = ScalarHead(base.config.hidden_size)
+        pooling = read_pooling(adapter_dir)
+        head = ScalarHead(base.config.hidden_size * _parts(pooling))
         norm = RewardNorm.load(adapter_dir)
-        model = cls(backbone, head, load_tokenizer(base_model_dir), max_length, norm)
+        model = cls(backbone, head, load_tokenizer(base_model_dir), max_length, norm, pooling)
         model._load_head(adapter_dir)
         model.requires_grad_(False)
         return model.eval()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        answer_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rewards (B,). ``answer_mask`` (B, T) marks the answer's tokens for the pooled head;
+        without it the whole sequence is pooled."""
         hidden = hidden_states(self.backbone, input_ids, attention_mask)  # (B, T, H)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last = hidden[rows, last_token_index(attention_mask)]  # (B, H)
-        return self.head(last)  # (B,)
+        if self.pooling == "last":
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            return self.head(hidden[rows, last_token_index(attention_mask)])  # (B,)
+        pooled = pool_answer(hidden, attention_mask if answer_mask is None else answer_mask)
+        return self.head(pooled)  # (B,)
 
     def encode(
         self, prompts: Sequence[Sequence[ChatMessage]], responses: Sequence[str]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask and answer mask (B, T) of right-padded rows."""
         rows = [
-            encode_pair(self.tokenizer, p, r, self.max_length)[0]
+            encode_pair(self.tokenizer, p, r, self.max_length)
             for p, r in zip(prompts, responses, strict=True)
         ]
-        return pad_right(rows, self.tokenizer.pad_token_id)
+        return pad_right_pairs(rows, self.tokenizer.pad_token_id)
 
     @torch.no_grad()
     def score(
@@ -158,10 +196,10 @@ class RewardModel(nn.Module):
         out: list[torch.Tensor] = []
         device = next(self.parameters()).device
         for start in range(0, len(responses), batch_size):
-            ids, mask = self.encode(
+            ids, mask, answer = self.encode(
                 prompts[start : start + batch_size], responses[start : start + batch_size]
             )
-            out.append(self(ids.to(device), mask.to(device)).float().cpu())
+            out.append(self(ids.to(device), mask.to(device), answer.to(device)).float().cpu())
         rewards = torch.cat(out) if out else torch.zeros(0)
         return self.norm.apply(rewards) if normalized else rewards
 
@@ -173,4 +211,25 @@ class RewardModel(nn.Module):
             state | {THRESHOLD_KEY: self.threshold.detach().reshape(()).contiguous()},
             str(adapter_dir / HEAD_FILE),
         )
+        (adapter_dir / POOLING_FILE).write_text(json.dumps({"pooling": self.pooling}))
         self.norm.save(adapter_dir)
+
+
+def pool_answer(hidden: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Mean and scaled sum of the answer tokens' states: (B, T, H), (B, T) -> (B, 2H)."""
+    weights = answer_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    total = (hidden * weights).sum(dim=1)  # (B, H)
+    count = weights.sum(dim=1).clamp(min=1.0)  # (B, 1)
+    return torch.cat([total / count, total / SUM_SCALE], dim=-1)
+
+
+def read_pooling(adapter_dir: Path) -> str:
+    """The pooling a saved reward model was trained with; adapters from before it was
+    recorded used the last token."""
+    path = adapter_dir / POOLING_FILE
+    return str(json.loads(path.read_text())["pooling"]) if path.is_file() else "last"
+
+
+def _parts(pooling: str) -> int:
+    """How many hidden-size vectors the pooling hands the head."""
+    return 2 if pooling == "mean+sum" else 1

@@ -31,7 +31,7 @@ from learner.metrics import stage_progress
 from learner.modeling import (
     encode_pair,
     make_accelerator,
-    pad_right,
+    pad_right_pairs,
     set_seed,
     trainable_parameters,
 )
@@ -52,8 +52,8 @@ class RewardResult:
 
 @dataclass(frozen=True)
 class _Encoded:
-    chosen: list[int]
-    rejected: list[int]
+    chosen: tuple[list[int], int]  # token ids, prompt length (where the answer starts)
+    rejected: tuple[list[int], int]
     weight: float
     target: float
     user: str | None
@@ -61,9 +61,19 @@ class _Encoded:
 
 @dataclass(frozen=True)
 class _EncodedRating:
-    ids: list[int]
+    ids: tuple[list[int], int]
     good: float
     weight: float
+
+
+def _pad(rows: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``answer_mask`` of encoded rows."""
+    ids, mask, answer = pad_right_pairs(rows, pad_id)
+    return {"input_ids": ids, "attention_mask": mask, "answer_mask": answer}
+
+
+def _rewards(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    return model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"])
 
 
 def split_by_pair(
@@ -84,8 +94,8 @@ def split_by_pair(
 def _encode(tokenizer: Any, items: Sequence[Comparison], max_length: int) -> list[_Encoded]:
     return [
         _Encoded(
-            chosen=encode_pair(tokenizer, c.prompt, c.chosen, max_length)[0],
-            rejected=encode_pair(tokenizer, c.prompt, c.rejected, max_length)[0],
+            chosen=encode_pair(tokenizer, c.prompt, c.chosen, max_length),
+            rejected=encode_pair(tokenizer, c.prompt, c.rejected, max_length),
             weight=c.weight,
             target=c.target,
             user=c.user_id,
@@ -99,7 +109,7 @@ def _encode_ratings(
 ) -> list[_EncodedRating]:
     return [
         _EncodedRating(
-            encode_pair(tokenizer, r.prompt, r.response, max_length)[0], float(r.good), r.weight
+            encode_pair(tokenizer, r.prompt, r.response, max_length), float(r.good), r.weight
         )
         for r in items
     ]
@@ -108,13 +118,11 @@ def _encode_ratings(
 def _collate(pad_id: int) -> Any:
     def collate(batch: list[_Encoded]) -> dict[str, Any]:
         # Chosen rows first, then rejected rows: one forward scores both halves.
-        ids, mask = pad_right([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
+        rows = _pad([b.chosen for b in batch] + [b.rejected for b in batch], pad_id)
         weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
         targets = torch.tensor([b.target for b in batch], dtype=torch.float32)
         # Users stay a list (strings): the training loop turns them into reliability weights.
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
+        return rows | {
             "weights": weights,
             "targets": targets,
             "users": [b.user for b in batch],
@@ -125,10 +133,9 @@ def _collate(pad_id: int) -> Any:
 
 def _collate_ratings(pad_id: int) -> Any:
     def collate(batch: list[_EncodedRating]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_right([b.ids for b in batch], pad_id)
         good = torch.tensor([b.good for b in batch], dtype=torch.float32)
         weights = torch.tensor([b.weight for b in batch], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "good": good, "weights": weights}
+        return _pad([b.ids for b in batch], pad_id) | {"good": good, "weights": weights}
 
     return collate
 
@@ -139,7 +146,7 @@ def _loss(
     config: RewardConfig,
     reliability: PrequentialWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
+    rewards = _rewards(model, batch)  # (2B,)
     chosen, rejected = rewards.chunk(2)  # (B,), (B,)
     weights = batch["weights"]
     if reliability is not None:
@@ -155,7 +162,7 @@ def _loss(
 
 
 def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfig) -> torch.Tensor:
-    rewards = model(batch["input_ids"], batch["attention_mask"])  # (B,)
+    rewards = _rewards(model, batch)  # (B,)
     threshold = _threshold(model)
     return config.rating_weight * rating_loss(rewards, batch["good"], threshold, batch["weights"])
 
@@ -196,7 +203,7 @@ def _fit_norm(model: Any, loader: DataLoader, accelerator: Any) -> RewardNorm:
     for batch in loader:
         # Gather per comparison (B rows each), not the (2B,) stack: gather_for_metrics trims the
         # last batch's padding in units of dataset items.
-        chosen, rejected = model(batch["input_ids"], batch["attention_mask"]).chunk(2)
+        chosen, rejected = _rewards(model, batch).chunk(2)
         rewards += list(accelerator.gather_for_metrics((chosen, rejected)))
     model.train()
     return RewardNorm.fit(torch.cat(rewards).float().cpu())
@@ -249,7 +256,9 @@ def train_reward_model(
     train_ratings = [r for r in ratings or [] if r.pair_id not in held_pairs]
     if config.rating_weight <= 0:
         train_ratings = []
-    model = RewardModel.create(base_model_dir, config, init_adapter, config.head_init)
+    model = RewardModel.create(
+        base_model_dir, config, init_adapter, config.head_init, config.pooling
+    )
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
     train_encoded = _encode(tokenizer, train_set, config.max_length)

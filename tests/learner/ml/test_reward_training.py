@@ -3,15 +3,26 @@ parameter moves, split by pair, saved adapter reloads to the same scores."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from learner.data import Comparison, Rating
 from learner.modeling import set_seed
 from learner.rm.config import RewardConfig
-from learner.rm.model import HEAD_FILE, NORM_FILE, RewardModel, RewardNorm
+from learner.rm.model import (
+    HEAD_FILE,
+    NORM_FILE,
+    POOLING_FILE,
+    SUM_SCALE,
+    RewardModel,
+    RewardNorm,
+    pool_answer,
+    read_pooling,
+)
 from learner.rm.train import RewardResult, split_by_pair, train_reward_model
 from tests.learner.ml.helpers import separable_comparisons, user
 
@@ -142,3 +153,47 @@ def test_ties_and_ratings_move_the_rewards_as_they_say(
     )
     assert abs(fox - hello) < abs(four - fox)  # the tie: close together
     assert dog < four and dog < model.threshold  # thumbs down: below the rating threshold
+
+
+def test_pooled_head_averages_and_sums_only_the_answer_tokens() -> None:
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    answer = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1]])  # prompt, answer, padding
+    pooled = pool_answer(hidden, answer)
+    assert pooled.shape == (2, 4)
+    torch.testing.assert_close(pooled[0, :2], hidden[0, 1:3].mean(0))
+    torch.testing.assert_close(pooled[0, 2:], hidden[0, 1:3].sum(0) / SUM_SCALE)
+    torch.testing.assert_close(pooled[1, :2], hidden[1, 3])
+    torch.testing.assert_close(pooled[1, 2:], hidden[1, 3] / SUM_SCALE)
+
+
+def test_pooled_reward_model_learns_saves_its_pooling_and_ignores_padding(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = RewardConfig(
+        num_epochs=4, batch_size=8, learning_rate=5e-3, eval_fraction=0.25, pooling="mean+sum"
+    )
+    result = train_reward_model(tiny_model_dir, separable_comparisons(48), config, tmp_path)
+    assert result.metrics["accuracy"] > 0.75
+    assert read_pooling(result.adapter_dir) == "mean+sum"
+    model = RewardModel.load(tiny_model_dir, result.adapter_dir)
+    assert model.pooling == "mean+sum"
+    prompts = [user("What is two plus two?"), user("Hi")]
+    answers = ["thanks four! four!", "thanks have a nice day, a very nice long day to you"]
+    together = model.score(prompts, answers)  # the first row is padded to the second's length
+    alone = torch.cat([model.score(prompts[i : i + 1], answers[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    assert together[0] > model.score([prompts[0]], ["thanks have a nice day"])[0]
+
+
+def test_reward_adapters_without_a_pooling_record_use_the_last_token(
+    tiny_model_dir: Path, reward_result: RewardResult, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(reward_result.adapter_dir, old)
+    (old / POOLING_FILE).unlink()
+    assert RewardModel.load(tiny_model_dir, old).pooling == "last"
+    # Warm start across poolings: the body continues, the head (another width) starts afresh.
+    pooled = RewardModel.create(tiny_model_dir, RewardConfig(), old, pooling="mean+sum")
+    assert torch.equal(pooled.score([user("Hi?")], ["hello"]), torch.zeros(1))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        RewardModel.create(tiny_model_dir, RewardConfig(), pooling="max")

@@ -1,0 +1,165 @@
+"""Which reward-head input carries the users' taste? Linear probes on the frozen base model.
+
+A fast stand-in for ``bench/rm_sweep.py`` (which trains the whole reward model, 14 min each on
+2 cores): the base model's final hidden states are computed once for every answer of a pool,
+then a logistic pairwise model (Bradley-Terry on feature differences, L2) is fitted to simulated
+noisy votes for each head input, and scored against the noise-free ordering on the pairs it did
+not see (4-fold cross-validation over pairs, several vote seeds). Head inputs: the last token's
+state (``last``, the classic reward head), the mean of the answer tokens' states, and their mean
+and scaled sum (``mean+sum``, ``learner.rm.model``).
+
+Usage::
+
+    .venv/bin/python bench/rm_probe.py --pool var/rm_sweep/pool.jsonl \
+        --preferences concise,friendly,format --max-tokens 160
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import torch  # noqa: E402
+from bench_all import command_line, machine  # noqa: E402
+from rm_sweep import Scored, load_pool, score_pool  # noqa: E402
+
+from common.embedded_model import resolve_model_dir  # noqa: E402
+from learner.modeling import (  # noqa: E402
+    encode_pair,
+    load_base_model,
+    load_tokenizer,
+    pad_right_pairs,
+    position_ids_from_mask,
+)
+from learner.rm.model import pool_answer  # noqa: E402
+from loop.preferences import load_preference  # noqa: E402
+from schemas.events import ChatMessage  # noqa: E402
+
+HEAD_INPUTS = ("last", "mean", "mean+sum")
+
+
+@torch.no_grad()
+def features(model: Any, tokenizer: Any, rows: list[Scored]) -> dict[str, torch.Tensor]:
+    """Per answer (2 per pair, a then b): each head input, (2N, F)."""
+    items = [(r.prompt, t) for r in rows for t in r.texts]
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in HEAD_INPUTS}
+    for start in range(0, len(items), 16):
+        batch = items[start : start + 16]
+        encoded = [
+            encode_pair(tokenizer, (ChatMessage(role="user", content=q),), t, 512) for q, t in batch
+        ]
+        ids, mask, answer = pad_right_pairs(encoded, tokenizer.pad_token_id)
+        hidden = model.get_decoder()(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,
+        ).last_hidden_state
+        last = hidden[torch.arange(len(batch)), mask.sum(1) - 1]
+        pooled = pool_answer(hidden, answer)
+        out["last"].append(last)
+        out["mean"].append(pooled[:, : last.shape[1]])
+        out["mean+sum"].append(pooled)
+        print(f"features: {start + len(batch)}/{len(items)} answers", file=sys.stderr, flush=True)
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def fit_pairwise(diffs: torch.Tensor, chose_a: torch.Tensor, l2: float) -> torch.Tensor:
+    """Bradley-Terry weights on feature differences (no bias: swapping a and b flips the sign)."""
+    beta = torch.zeros(diffs.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([beta], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = diffs @ beta
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, chose_a)
+        loss = loss + l2 * (beta**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return beta.detach()
+
+
+def probe(
+    feats: torch.Tensor, utilities: torch.Tensor, noise: float, seeds: int, l2: float
+) -> float:
+    """Mean accuracy vs the noise-free ordering on held-out folds' pairs whose utilities differ."""
+    z = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    diffs = z[0::2] - z[1::2]
+    gap = utilities[:, 0] - utilities[:, 1]
+    n = len(gap)
+    accs: list[float] = []
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        votes = torch.tensor(
+            [float(rng.random() < 1 / (1 + math.exp(-g / noise))) for g in gap.tolist()]
+        )
+        order = list(range(n))
+        rng.shuffle(order)
+        for fold in range(4):
+            test = set(order[fold::4])
+            train = [i for i in range(n) if i not in test]
+            beta = fit_pairwise(diffs[train], votes[train], l2)
+            judged = [i for i in sorted(test) if abs(gap[i]) > 1e-9]
+            right = ((diffs[judged] @ beta > 0) == (gap[judged] > 0)).float()
+            accs.append(right.mean().item())
+    return sum(accs) / len(accs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--pool", type=Path, nargs="+", required=True, help="pool files")
+    p.add_argument("--model-dir", default="embedded")
+    p.add_argument("--preferences", default="concise,friendly,format")
+    p.add_argument("--max-tokens", type=int, default=160, help="answer limit applied to the pool")
+    p.add_argument("--split", default="train", help="pool lines of this split")
+    p.add_argument("--noise", type=float, default=1.0)
+    p.add_argument("--seeds", type=int, default=6, help="vote draws (each 4-fold)")
+    p.add_argument("--l2", type=float, nargs="+", default=[0.3, 3.0])
+    p.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model_dir = resolve_model_dir(args.model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_base_model(model_dir).eval()
+    pool = [q for q in load_pool(args.pool) if q.split == args.split]
+    # The texts do not depend on the preference: features once, from the first scoring.
+    first = score_pool(pool, tokenizer, load_preference("concise"), args.max_tokens)
+    feats = features(model, tokenizer, first)
+    lines = [
+        f"Probe `.venv/bin/python bench/rm_probe.py {command_line()}` ({len(pool)} pairs, "
+        f"noise {args.noise}, {args.seeds} vote draws x 4 folds).",
+        f"Machine: {machine()}.",
+        "",
+        "| preference | pairs that differ | L2 | " + " | ".join(HEAD_INPUTS) + " |",
+        "|---|---|---|" + "---|" * len(HEAD_INPUTS),
+    ]
+    for name in args.preferences.split(","):
+        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+        utilities = torch.tensor([r.utilities for r in rows])
+        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+        for l2 in args.l2:
+            accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in HEAD_INPUTS]
+            lines.append(
+                f"| {name} | {differ} | {l2:g} | " + " | ".join(f"{a:.3f}" for a in accs) + " |"
+            )
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with args.out.open("a") as sink:
+            sink.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
