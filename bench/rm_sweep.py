@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -267,7 +268,10 @@ def _sweep(args: argparse.Namespace) -> None:
 
     model_dir = resolve_model_dir(args.model_dir)
     tokenizer = load_tokenizer(model_dir)
-    pool = load_pool(args.pool)
+    # Pairs of --held-out files are held out whatever their split says.
+    pool = load_pool(args.pool) + [
+        dataclasses.replace(p, split="eval") for p in load_pool(args.held_out)
+    ]
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
         f"{command_line()}`",
@@ -408,6 +412,13 @@ def main() -> None:
         nargs="+",
         default=[REPO / "var" / "rm_sweep" / "pool.jsonl"],
         help="pool files (their lines say train or eval)",
+    )
+    s.add_argument(
+        "--held-out",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="pool files whose pairs are all held out, whatever their split",
     )
     s.add_argument("--model-dir", default="embedded")
     s.add_argument("--preferences", default="concise,friendly,format")
