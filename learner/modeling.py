@@ -45,7 +45,9 @@ class TrainOptions:
     )
     # The last N layers only: the backward pass then stops N layers below the output, which on
     # a CPU makes a training step about twice as fast for a 30-layer model at N = 8.
-    lora_layers: int = option(0, "LoRA only on the last N decoder layers; 0 = every layer.")
+    lora_layers: int = option(
+        0, "LoRA only on the last N decoder layers; 0 (or N >= the model's layers) = every layer."
+    )
     learning_rate: float = option(1e-4, "AdamW learning rate.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float = option(1.0, "Gradient clipping threshold (global L2 norm).")
@@ -80,16 +82,16 @@ def with_lora(base: Any, options: TrainOptions, init_adapter: Path | None) -> An
         logger.info("continuing LoRA adapter from %s", init_adapter)
         return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
     layers = base.config.num_hidden_layers
-    if not 0 <= options.lora_layers <= layers:
-        raise ValueError(f"lora_layers must be in [0, {layers}], not {options.lora_layers}")
+    if options.lora_layers < 0:
+        raise ValueError(f"lora_layers must be 0 (every layer) or more, not {options.lora_layers}")
+    # A model with no more layers than asked gets LoRA on every one (tiny test models).
+    last = options.lora_layers if options.lora_layers < layers else 0
     config = LoraConfig(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
         target_modules=_targets(base, options),
-        layers_to_transform=(
-            list(range(layers - options.lora_layers, layers)) if options.lora_layers else None
-        ),
+        layers_to_transform=(list(range(layers - last, layers)) if last else None),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, config)

@@ -10,6 +10,11 @@ from learner.modeling import TrainOptions, option
 @dataclass
 class RewardConfig(TrainOptions):
     num_epochs: int = option(1, "Passes over the training comparisons.")
+    # The last 8 of SmolLM2-135M's 30 layers: the backward pass stops there (about twice as fast
+    # on a CPU) and the sweep's reward models were this recipe (bench/results/rm_sweep.md).
+    lora_layers: int = option(
+        8, "LoRA only on the last N decoder layers; 0 (or N >= the model's layers) = every layer."
+    )
     batch_size: int = option(8, "Comparisons per optimiser step (per process under accelerate).")
     # 20 %: the learner's gate tests held-out accuracy against chance, and its power grows with
     # the number of held-out votes (see learner.gates.reward_gate).

@@ -3,7 +3,6 @@ parameter moves, split by pair, saved adapter reloads to the same scores."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -186,11 +185,11 @@ def test_pooled_reward_model_learns_saves_its_pooling_and_ignores_padding(
 
 
 def test_reward_adapters_without_a_pooling_record_use_the_last_token(
-    tiny_model_dir: Path, reward_result: RewardResult, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     old = tmp_path / "old"
-    shutil.copytree(reward_result.adapter_dir, old)
-    (old / POOLING_FILE).unlink()
+    RewardModel.create(tiny_model_dir, RewardConfig(), pooling="last").save(old)
+    (old / POOLING_FILE).unlink()  # as saved before the pooling was recorded
     assert RewardModel.load(tiny_model_dir, old).pooling == "last"
     # Warm start across poolings: the body continues, the head (another width) starts afresh.
     pooled = RewardModel.create(tiny_model_dir, RewardConfig(), old, pooling="mean+sum")
