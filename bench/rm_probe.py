@@ -35,6 +35,7 @@ from rm_sweep import Scored, load_pool, score_pool  # noqa: E402
 from common.embedded_model import resolve_model_dir  # noqa: E402
 from learner.modeling import (  # noqa: E402
     encode_pair,
+    last_token_index,
     load_base_model,
     load_tokenizer,
     pad_right_pairs,
@@ -64,7 +65,7 @@ def features(model: Any, tokenizer: Any, rows: list[Scored]) -> dict[str, torch.
             position_ids=position_ids_from_mask(mask),
             use_cache=False,
         ).last_hidden_state
-        last = hidden[torch.arange(len(batch)), mask.sum(1) - 1]
+        last = hidden[torch.arange(len(batch)), last_token_index(mask)]
         pooled = pool_answer(hidden, answer)
         out["last"].append(last)
         out["mean"].append(pooled[:, : last.shape[1]])
@@ -128,7 +129,6 @@ def main() -> None:
     p.add_argument("--l2", type=float, nargs="+", default=[0.3, 3.0])
     p.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model_dir = resolve_model_dir(args.model_dir)
     tokenizer = load_tokenizer(model_dir)
     model = load_base_model(model_dir).eval()

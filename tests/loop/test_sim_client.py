@@ -153,16 +153,19 @@ def test_sim_stops_on_request(service: Service) -> None:
     assert 0 < sim.stats.snapshot()["pairs"] < 20
 
 
-def test_eval_pins_versions_and_finds_the_concise_one(service: Service, tmp_path: Path) -> None:
-    config = EvalConfig(
+def _concise_vs_base(service: Service, **options: Any) -> EvalConfig:
+    return EvalConfig(
         base_url=service.url,
         api_key=API_KEY,
         admin_token=ADMIN,
         version_a=CONCISE,
         version_b=BASE,
-        limit=12,
-        seed=3,
+        **options,
     )
+
+
+def test_eval_pins_versions_and_finds_the_concise_one(service: Service, tmp_path: Path) -> None:
+    config = _concise_vs_base(service, limit=12, seed=3)
     progress: list[tuple[int, int]] = []
     report = asyncio.run(run_eval(config, progress=lambda *done: progress.append(done)))
     assert progress == [(i, 12) for i in range(1, 13)]  # one call per judged prompt
@@ -182,16 +185,7 @@ def test_eval_pins_versions_and_finds_the_concise_one(service: Service, tmp_path
 
 
 def test_eval_samples_each_prompt_several_times_with_its_own_seed(service: Service) -> None:
-    config = EvalConfig(
-        base_url=service.url,
-        api_key=API_KEY,
-        admin_token=ADMIN,
-        version_a=CONCISE,
-        version_b=BASE,
-        limit=4,
-        samples=3,
-        seed=5,
-    )
+    config = _concise_vs_base(service, limit=4, samples=3, seed=5)
     report = asyncio.run(run_eval(config))
     assert report.n == 12
     prompts = [r["prompt"] for r in report.answers]
