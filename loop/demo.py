@@ -483,12 +483,19 @@ def _log_to_file(data_dir: Path) -> None:
     configure_logging(file=data_dir / "demo.log")
 
 
-def env_pairs(values: list[str]) -> dict[str, str]:
+def env_pairs(values: list[str], prefix: str = "") -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict. Every key must start with ``prefix``: a setting without
+    its service's prefix (``REWARD_CONFIG`` for ``LEARNER_REWARD_CONFIG``) would reach the
+    process and be ignored by its settings, so a long run would measure the wrong recipe."""
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+        if not key.startswith(prefix):
+            raise argparse.ArgumentTypeError(
+                f"{key!r} is not a {prefix}* setting: did you mean {prefix + key!r}?"
+            )
         out[key] = value
     return out
 
@@ -504,7 +511,7 @@ def benchmark_config(
         eval_prompts=0,
         data_dir=args.data_dir,
         tiny=args.tiny,
-        learner_env=learner_env | env_pairs(args.learner_env),
+        learner_env=learner_env | env_pairs(args.learner_env, "LEARNER_"),
         learner_stop_timeout=60,
         **users,
     )
@@ -580,8 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(
         DemoConfig,
         args,
-        serving_env=env_pairs(args.serving_env),
-        learner_env=env_pairs(args.learner_env),
+        serving_env=env_pairs(args.serving_env, "SERVING_"),
+        learner_env=env_pairs(args.learner_env, "LEARNER_"),
     )
     summary = run(config, plain=args.plain)
     _say(

@@ -70,6 +70,12 @@ def test_env_pairs() -> None:
         env_pairs(["nope"])
 
 
+def test_env_pairs_refuses_a_key_without_the_service_prefix() -> None:
+    assert env_pairs(["LEARNER_SEED=3"], "LEARNER_") == {"LEARNER_SEED": "3"}
+    with pytest.raises(Exception, match="did you mean 'LEARNER_REWARD_CONFIG'"):
+        env_pairs(['REWARD_CONFIG={"pooling": "last"}'], "LEARNER_")
+
+
 @pytest.mark.kafka
 def test_count_events_reads_every_topic_to_the_end(kafka_broker: DevBroker) -> None:
     from kafka import KafkaProducer
