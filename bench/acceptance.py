@@ -39,6 +39,8 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from acceptance_stages import StageResult, stage_contributions  # noqa: E402
+from acceptance_stages import markdown as stages_markdown  # noqa: E402
 from bench_all import command_line, machine, repo_relative  # noqa: E402
 
 from common.cli import command_parser  # noqa: E402
@@ -261,7 +263,9 @@ def run_rounds(demo: Demo, args: argparse.Namespace, progress: Progress) -> list
     return rounds
 
 
-def evaluate(demo: Demo, version: str, args: argparse.Namespace, progress: Progress) -> Any:
+def evaluate(
+    demo: Demo, version: str, args: argparse.Namespace, progress: Progress, out_name: str = "eval"
+) -> Any:
     config = EvalConfig(
         base_url=demo.root,
         api_key=demo.api_key,
@@ -282,8 +286,30 @@ def evaluate(demo: Demo, version: str, args: argparse.Namespace, progress: Progr
     )
     progress.phase = f"blind eval of {version} vs base"
     report = asyncio.run(run_eval(config, progress=progress.eval_progress))
-    write_outputs(report, demo.data_dir / "eval", config)
+    write_outputs(report, demo.data_dir / out_name, config)
     return report
+
+
+def stage_report(
+    demo: Demo, both: Any, version: str, args: argparse.Namespace, progress: Progress
+) -> tuple[StageResult, list[StageResult]]:
+    """The published version beside SFT alone and PPO alone (bench/acceptance_stages.py)."""
+    assert demo.learner is not None
+    checkpoint = _finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
+
+    def say(line: str) -> None:
+        progress.phase = line
+        print(line, flush=True)
+
+    alone = stage_contributions(
+        checkpoint,
+        demo.learner.env,
+        demo.data_dir / "stages",
+        lambda v, name: evaluate(demo, v, args, progress, name),
+        lambda v: _wait_serving(demo, v, 300),
+        say,
+    )
+    return StageResult("SFT + PPO (published)", version, both), alone
 
 
 def _preference(name: str) -> str:
@@ -314,6 +340,13 @@ def main() -> int:
         choices=("on", "off"),
         default="off",
         help="off: users never send rewritten answers, so the loop learns from votes alone",
+    )
+    p.add_argument(
+        "--stage-report",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: with corrections on, also train SFT alone and PPO alone from the base on the "
+        "same data and evaluate each (about 30 min more on 2 CPU cores)",
     )
     p.add_argument("--thumbs-rate", type=float, default=0.1, help="share of votes with a thumb")
     p.add_argument(
@@ -394,6 +427,10 @@ def main() -> int:
             if published:
                 report = evaluate(demo, published[-1].version or "", args, progress)
                 verdict = _verdict(report, published[-1], learner_env, args)
+                if args.corrections == "on" and args.stage_report == "auto":
+                    verdict["stages"] = stage_report(
+                        demo, report, published[-1].version or "", args, progress
+                    )
             assert demo.sim is not None
             votes = list(demo.sim.stats.pair_votes)
             verdict["labels"] = (
@@ -526,6 +563,8 @@ def _markdown(
             "",
         ]
         lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in verdict["checks"].items()]
+        if "stages" in verdict:
+            lines += ["", *stages_markdown(*verdict["stages"])]
     else:
         lines.append("No version was published, so there was nothing to evaluate: FAIL.")
     missing = summary.get("events_missing")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from common.cli import HelpFormatter, service_start
 from learner.settings import LearnerSettings
+from learner.store.queries import split_prompts
 from learner.trainers import PPOJob, RewardJob, SFTJob, TrainOutcome
 
 logger = logging.getLogger(__name__)
@@ -112,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-prompts",
         type=int,
         default=None,
-        help="prompts to sample (default: LEARNER_PPO_NUM_PROMPTS)",
+        help="prompts to sample from the training split, as a cycle does: held-out prompts "
+        "stay out (default: LEARNER_PPO_NUM_PROMPTS)",
+    )
+    ppo.add_argument(
+        "--steps", type=int, default=None, help="PPO iterations (default: the PPO config's)"
+    )
+    ppo.add_argument(
+        "--publish", action="store_true", help="publish the result as the next policy version"
     )
     erase = command(
         "erase", "forget a user: emit user.erased; the running learner deletes their stored data"
@@ -222,13 +231,20 @@ def _cmd_ppo(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
 
     svc = build_services(settings)
-    prompts = svc.store.prompts()
-    if not prompts:
+    stored = svc.store.prompts()
+    if not stored:
         return _nothing_to_train("no logged prompts in the store")
-    prompts = prompts[: args.num_prompts or settings.ppo_num_prompts]
+    train, _ = split_prompts(stored, settings.eval_prompt_fraction)
+    count = args.num_prompts or settings.ppo_num_prompts
+    prompts = random.Random(settings.seed).sample(train, min(count, len(train)))
     out = args.out or Path(settings.data_dir) / "manual" / f"ppo-{_stamp()}"
-    job = PPOJob(svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter)
-    _print_outcome(svc.runner.trainers.ppo(job))
+    job = PPOJob(svc.runner.base, args.reward_adapter, prompts, out, args.init_adapter, args.steps)
+    res = svc.runner.trainers.ppo(job)
+    _print_outcome(res)
+    if args.publish:
+        config = {"ppo": res.config, "ppo_init": str(args.init_adapter or "base")}
+        version = svc.runner.publisher.publish_manual(res.adapter_dir, res.metrics, config)
+        print(f"published {version}")
     return 0
 
 

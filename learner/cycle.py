@@ -45,7 +45,7 @@ from learner.publish.manifest import offset_ranges
 from learner.publish.publisher import Publisher
 from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
-from learner.store.queries import is_heldout
+from learner.store.queries import split_prompts
 from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
 from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
@@ -327,12 +327,9 @@ class CycleRunner:
     def _prompt_split(self, ckpt: CycleCheckpoint) -> tuple[list[Prompt], list[Prompt]]:
         """Logged real prompts split by a stable hash: PPO never sees the held-out ones."""
         prompts = self.store.prompts(self._max_seq(ckpt))
-        held = [p for p in prompts if is_heldout(p, self.s.eval_prompt_fraction)]
-        train = [p for p in prompts if not is_heldout(p, self.s.eval_prompt_fraction)]
-        if not train or not held:
-            # Too few distinct prompts to split: use all for both, and say so in the metrics.
+        train, held = split_prompts(prompts, self.s.eval_prompt_fraction)
+        if train is held:  # too few distinct prompts to split: the metrics say so
             logger.warning("only %d distinct prompt(s): evaluation is not held out", len(prompts))
-            return prompts, prompts
         return train, held
 
     def _evaluate(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:

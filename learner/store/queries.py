@@ -123,3 +123,13 @@ def is_heldout(prompt: Prompt, fraction: float) -> bool:
     key = json.dumps([m.model_dump() for m in prompt], sort_keys=True).encode()
     bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
     return bucket < fraction
+
+
+def split_prompts(prompts: list[Prompt], fraction: float) -> tuple[list[Prompt], list[Prompt]]:
+    """(train, held-out) by :func:`is_heldout`. Too few distinct prompts to split: all of them
+    on both sides (the caller says the evaluation is then not held out)."""
+    held = [p for p in prompts if is_heldout(p, fraction)]
+    train = [p for p in prompts if not is_heldout(p, fraction)]
+    if not train or not held:
+        return prompts, prompts
+    return train, held

@@ -58,7 +58,7 @@ class FakeTrainers(StageConfigs):
             {"step": float(i + 1), "objective/kl": 0.01 * i, "objective/scores": 0.1 * i}
             for i in range(job.num_steps or 4)
         ]
-        return TrainOutcome(adapter, dict(history[-1]), history)
+        return TrainOutcome(adapter, history[-1] | {"prompts": float(len(job.prompts))}, history)
 
     def sft(self, job: SFTJob) -> TrainOutcome:
         adapter = self._stage("sft", job.out_dir, len(job.examples), job.init)

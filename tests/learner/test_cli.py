@@ -110,6 +110,35 @@ def test_train_reward_and_ppo_commands_use_the_store(
     assert Path(json.loads(capsys.readouterr().out)["adapter_dir"]).is_dir()
 
 
+def test_ppo_command_runs_the_steps_asked_on_training_prompts_and_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from learner.publish import AdapterStore
+    from learner.store.queries import is_heldout
+
+    monkeypatch.setenv("LEARNER_PUBLISH_TO_KAFKA", "false")
+    store = new_store(tmp_path / "data")
+    feeder = Feeder(store)
+    for i in range(20):
+        feeder.feed(pair(f"p{i}", prompt=f"question {i}"))
+    prompts = store.prompts()
+    store.close()
+    held = [p for p in prompts if is_heldout(p, 0.2)]
+    assert 0 < len(held) < len(prompts)  # the split has both sides
+    flags = _fake_flags(tmp_path)
+    reward = tmp_path / "rm"
+    reward.mkdir()
+    argv = ["ppo", "--reward-adapter", str(reward), "--steps", "3", "--publish", *flags]
+    assert main([*argv, "--num-prompts", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "published policy@v1" in out
+    result = json.loads(out[: out.rindex("}") + 1])
+    assert result["metrics"]["step"] == 3.0  # the fake PPO ran the 3 steps asked for
+    manifest = AdapterStore(str(tmp_path / "adapters"), "policy").manifest(1)
+    assert manifest.config["manual"] is True and manifest.config["ppo_init"] == "base"
+    assert result["metrics"]["prompts"] == len(prompts) - len(held)  # no held-out prompt
+
+
 def test_sft_without_demonstrations_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
