@@ -80,6 +80,12 @@ class EvalConfig:
     concurrency: int = 4
     adapter_store: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(
+                f"samples must be 1 or more answer pairs per prompt, not {self.samples}"
+            )
+
 
 @dataclass
 class SideStats:
@@ -167,7 +173,7 @@ async def run_eval(
     prompts = prompts or load_prompts(config.prompts)
     if config.limit:
         prompts = prompts[: config.limit]
-    prompts = [p for p in prompts for _ in range(max(1, config.samples))]
+    prompts = [p for p in prompts for _ in range(config.samples)]
     side_rng = random.Random(config.seed)
     # Side order drawn up front so that it does not depend on completion order.
     a_first = [side_rng.random() < 0.5 for _ in prompts]
@@ -396,7 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default="eval", help="eval | train | path to JSONL")
     p.add_argument("--limit", type=int, default=0, help="use the first N prompts (0 = all)")
     p.add_argument(
-        "--samples", type=int, default=1, help="answer pairs per prompt, each with its own seed"
+        "--samples",
+        type=_at_least_one,
+        default=1,
+        help="answer pairs per prompt, each with its own seed",
     )
     p.add_argument("--max-tokens", type=int, default=96, help="max tokens per answer")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
@@ -410,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", type=Path, default=None, help="write eval.md/json/png here")
     return p
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,6 +196,18 @@ def test_eval_samples_each_prompt_several_times_with_its_own_seed(service: Servi
     assert len(seeds) == 24
 
 
+def test_eval_refuses_fewer_than_one_sample_per_prompt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loop.eval import main
+
+    with pytest.raises(ValueError, match="samples must be 1 or more"):
+        EvalConfig(samples=0)
+    with pytest.raises(SystemExit):
+        main(["--samples", "0"])
+    assert "--samples: must be 1 or more, not 0" in capsys.readouterr().err
+
+
 def test_eval_stops_when_the_server_refuses_the_pin(service: Service) -> None:
     config = EvalConfig(
         base_url=service.url, api_key=API_KEY, admin_token="wrong", version_a=CONCISE, limit=2
