@@ -15,6 +15,9 @@ Two steps, so that the expensive sampling is done once:
    recipe, and it scores the held-out pool; reported: the label ceiling (what one noisy vote
    agrees with the truth) and the reward model's accuracy against the noise-free ordering.
 
+``score`` measures a reward model trained elsewhere (a run's ``learner/reward/vN``) the same way,
+on pool pairs it never trained on.
+
 Usage::
 
     .venv/bin/python bench/rm_sweep.py generate --out var/rm_sweep/pool.jsonl
@@ -314,6 +317,47 @@ def _sweep(args: argparse.Namespace) -> None:
             sink.write("\n".join(lines) + "\n\n")
 
 
+def _score(args: argparse.Namespace) -> None:
+    """A reward model trained elsewhere (a run's ``learner/reward/vN``) against the noise-free
+    ordering of pool pairs it never trained on: its accuracy vs truth with a 95% interval."""
+    from learner.modeling import load_tokenizer
+
+    model_dir = resolve_model_dir(args.model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    pool = load_pool(args.pool)
+    model = RewardModel.load(model_dir, args.reward_adapter)
+    # The scores depend on the texts only: one pass serves every preference.
+    rows = score_pool(pool, tokenizer, load_preference("concise"), args.max_tokens)
+    prompts = [(ChatMessage(role="user", content=r.prompt),) for r in rows]
+    started = time.monotonic()
+    scores_a = model.score(prompts, [r.texts[0] for r in rows]).tolist()
+    scores_b = model.score(prompts, [r.texts[1] for r in rows]).tolist()
+    seconds = time.monotonic() - started
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"{command_line()}`",
+        f"Machine: {machine()}. {len(rows)} pairs scored in {seconds:.0f} s.",
+        "",
+        "| reward model | preference | max tokens | pairs | RM accuracy vs truth [95%] |",
+        "|---|---|---|---|---|",
+    ]
+    scores = list(zip(scores_a, scores_b, strict=True))
+    for name in args.preferences.split(","):
+        utilities = [
+            r.utilities for r in score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+        ]
+        truth = truth_accuracy(scores, utilities)
+        lines.append(
+            f"| {args.label or args.reward_adapter.name} | {name} | {args.max_tokens} "
+            f"| {len(rows)} | {truth} |"
+        )
+    print("\n".join(lines), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as sink:
+            sink.write("\n".join(lines) + "\n\n")
+
+
 def _labels(args: argparse.Namespace) -> None:
     """Label ceiling and how many pairs are both cut off, per preference and answer limit."""
     from learner.modeling import load_tokenizer
@@ -442,6 +486,16 @@ def main() -> None:
     fs.add_argument("--model-dir", default="embedded")
     fs.add_argument("--max-tokens", type=int, default=128, help="the run's answer limit")
     fs.add_argument("--limit", type=int, default=0, help="first N pairs (0 = all)")
+    sc = sub.add_parser(
+        "score", help="a trained reward model vs the truth of pool pairs it never trained on"
+    )
+    sc.add_argument("--reward-adapter", type=Path, required=True, help="e.g. RUN/learner/reward/v1")
+    sc.add_argument("--label", default="", help="its name in the table (default: the dir name)")
+    sc.add_argument("--pool", type=Path, nargs="+", required=True)
+    sc.add_argument("--model-dir", default="embedded")
+    sc.add_argument("--preferences", default="concise,friendly,format")
+    sc.add_argument("--max-tokens", type=int, default=128)
+    sc.add_argument("--out", type=Path, default=None, help="append the table to this file")
     lab = sub.add_parser("labels", help="label ceilings per preference and answer limit")
     lab.add_argument("--pool", type=Path, default=REPO / "var" / "rm_sweep" / "pool.jsonl")
     lab.add_argument("--model-dir", default="embedded")
@@ -462,6 +516,7 @@ def main() -> None:
         "generate": _generate,
         "from-store": _from_store,
         "sweep": _sweep,
+        "score": _score,
         "labels": _labels,
         "pairing": _pairing,
     }

@@ -60,3 +60,44 @@ def test_thumbs_come_at_the_rate_asked() -> None:
     thumbs = rm_sweep.noisy_thumbs(rows, 0.1, concise.neutral, 1.0, 0)
     assert 60 < len(thumbs) < 140
     assert rm_sweep.noisy_thumbs(rows, 0.0, concise.neutral, 1.0, 0) == []
+
+
+class LengthRewardModel:
+    """Scores shorter answers higher: what a reward model that learned `concise` does."""
+
+    def score(self, prompts: list[object], answers: list[str]) -> object:
+        import torch
+
+        return torch.tensor([-float(len(a.split())) for a in answers])
+
+
+def test_score_measures_a_trained_reward_model_against_the_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import json
+
+    import learner.modeling
+
+    pool = tmp_path / "pool.jsonl"
+    lines = [pool_pair(5 + i, 30 + i) for i in range(6)] + [pool_pair(8, 8)]
+    pool.write_text("\n".join(json.dumps(p.__dict__) for p in lines) + "\n")
+    monkeypatch.setattr(learner.modeling, "load_tokenizer", lambda _: WordTokenizer())
+    monkeypatch.setattr(rm_sweep, "resolve_model_dir", lambda d: Path(d))
+    monkeypatch.setattr(rm_sweep.RewardModel, "load", lambda *a, **k: LengthRewardModel())
+    out = tmp_path / "table.md"
+    args = argparse.Namespace(
+        model_dir="m",
+        pool=[pool],
+        reward_adapter=tmp_path / "v1",
+        label="concise run v1",
+        preferences="concise,format",
+        max_tokens=128,
+        out=out,
+    )
+    rm_sweep._score(args)
+    table = out.read_text()
+    # The equal-length pair has equal utility: it is left out (n=6), the rest all ordered right.
+    assert "| concise run v1 | concise | 128 | 7 | 1.000 [" in table and "(n=6) |" in table
+    assert "| concise run v1 | format | 128 | 7 |" in table
+    assert table in capsys.readouterr().out + "\n"
