@@ -209,7 +209,7 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
 
 def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
-    from learner.gates import reward_gate
+    from learner.gates import reward_gate_on
 
     svc = build_services(settings)
     comparisons = svc.store.comparisons()
@@ -217,12 +217,7 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
         return _nothing_to_train("no comparisons in the store")
     out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
     res = svc.runner.trainers.reward(RewardJob(svc.runner.base, comparisons, out))
-    gate = reward_gate(
-        res.metrics.get("accuracy"),
-        int(res.metrics.get("eval_count", 0.0)),
-        settings.rm_min_accuracy,
-        settings.rm_gate_confidence,
-    )
+    gate = reward_gate_on(res.metrics, settings.rm_min_accuracy, settings.rm_gate_confidence)
     _print_outcome(res, passes_gate=gate.passed, gate=gate.reason)
     return 0
 

@@ -246,13 +246,8 @@ class CycleRunner:
                 "history": ckpt.history | {"reward": res.history},
             }
         )
-        held_out = int(res.metrics.get("eval_count", 0.0))
         failed = gates.first_failure(
-            [
-                gates.reward_gate(
-                    accuracy, held_out, self.s.rm_min_accuracy, self.s.rm_gate_confidence
-                )
-            ]
+            [gates.reward_gate_on(res.metrics, self.s.rm_min_accuracy, self.s.rm_gate_confidence)]
         )
         if failed:
             return self._reject(ckpt, failed.reason)

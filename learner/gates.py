@@ -30,26 +30,58 @@ def wilson_lower_bound(successes: float, n: int, confidence: float) -> float:
 
 
 def reward_gate(
-    accuracy: float | None, n: int, min_accuracy: float, confidence: float = 0.95
+    accuracy: float | None,
+    n: int,
+    min_accuracy: float,
+    confidence: float = 0.95,
+    signed_rank_z: float | None = None,
 ) -> GateDecision:
     """Held-out accuracy at least ``min_accuracy`` and, unless ``confidence`` is 0, better than
-    chance at that confidence: the one-sided Wilson lower bound over the ``n`` held-out votes is
-    above 0.5.
+    chance at that confidence.
+
+    The test: the Wilcoxon signed-rank statistic of the held-out margins (``signed_rank_z``,
+    learner.rm.loss) above the one-sided normal quantile; trainers that do not report it fall
+    back to the one-sided Wilson lower bound of the accuracy over the ``n`` votes being above
+    0.5. Both pass a chance-level model 5 % of the time (at 0.95) whatever ``n`` is.
 
     Why a test and not a threshold alone: with 25-50 held-out noisy votes a threshold of 0.55
     passes a chance-level model about a third of the time and fails a perfect one about as
-    often. The test passes a chance-level model 5 % of the time (at 0.95) whatever ``n`` is; its
-    power grows with ``n`` (at a label ceiling of 0.7, about 0.8 with 50 held-out votes and 0.99
-    with 100), so the learner holds out 20 % of the pairs.
+    often. Why the ranks: when most pairs are equal to the users (a tone most answers lack),
+    most votes are coin flips; in a simulation of 100 held-out votes of which 40 % were
+    informative (``bench/gate_power.py``), the accuracy test passed a reward model that was 0.82
+    accurate on the informative pairs 48 % of the time and the signed-rank test 75 % (0.72
+    accurate: 32 % vs 52 %), both 5 % for a chance-level model.
     """
     if accuracy is None:
         return GateDecision("reward_accuracy", False, "reward model reported no accuracy")
-    low = wilson_lower_bound(accuracy * n, n, confidence) if confidence > 0 else accuracy
-    ok = accuracy >= min_accuracy and (confidence == 0 or low > 0.5)
     why = f"held-out accuracy {accuracy:.3f} on {n} votes (min {min_accuracy:.3f})"
-    if confidence > 0:
-        why += f", {confidence:.0%} lower bound {low:.3f} ({'>' if low > 0.5 else '<='} 0.5)"
-    return GateDecision("reward_accuracy", ok, why)
+    if confidence == 0:
+        return GateDecision("reward_accuracy", accuracy >= min_accuracy, why)
+    if signed_rank_z is not None:
+        critical = NormalDist().inv_cdf(confidence)
+        beats_chance = signed_rank_z > critical
+        why += (
+            f", signed-rank z {signed_rank_z:.2f} {'>' if beats_chance else '<='} "
+            f"{critical:.2f} ({confidence:.0%} one-sided)"
+        )
+    else:
+        low = wilson_lower_bound(accuracy * n, n, confidence)
+        beats_chance = low > 0.5
+        why += f", {confidence:.0%} lower bound {low:.3f} ({'>' if beats_chance else '<='} 0.5)"
+    return GateDecision("reward_accuracy", accuracy >= min_accuracy and beats_chance, why)
+
+
+def reward_gate_on(
+    metrics: dict[str, float], min_accuracy: float, confidence: float
+) -> GateDecision:
+    """:func:`reward_gate` on a reward trainer's held-out metrics."""
+    return reward_gate(
+        metrics.get("accuracy"),
+        int(metrics.get("eval_count", 0.0)),
+        min_accuracy,
+        confidence,
+        metrics.get("signed_rank_z"),
+    )
 
 
 def eval_gates(

@@ -36,7 +36,12 @@ class LearnerSettings(BaseSettings, TopicSettings):
     feedback_join_window_seconds: float = Field(
         3600.0, gt=0, description="how long feedback waits for its pair before it expires"
     )
-    rm_min_accuracy: float = Field(0.55, ge=0.0, le=1.0, description="held-out accuracy gate")
+    rm_min_accuracy: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="held-out accuracy floor (the confidence test below is what decides)",
+    )
     rm_gate_confidence: float = Field(
         0.95,
         ge=0.0,

@@ -50,6 +50,33 @@ def rating_loss(
     return (weights * per_item).sum() / weights.sum().clamp(min=1e-12)
 
 
+def signed_rank_z(diff: torch.Tensor) -> float:
+    """Wilcoxon signed-rank statistic of margins d_i = r(chosen) - r(rejected), standardised
+    (Wilcoxon 1945, "Individual comparisons by ranking methods"; normal approximation with the
+    tie correction): about N(0, 1) when the model orders the votes no better than chance (the
+    margins are then symmetric about 0), large when it orders them well. Zero margins are left
+    out. Input (N,).
+
+    Why not the share of positive margins (accuracy): a vote on two answers the users value
+    equally is a coin flip that no model can predict, and accuracy counts each such vote as
+    much as an informative one. The ranks weigh each vote by how sure the model is: where it
+    scores two answers alike (small |d|) the vote barely counts, so a preference that leaves
+    most pairs equal (a tone most answers lack) is detected with fewer votes.
+    """
+    d = diff[diff != 0].double()
+    n = d.numel()
+    if n == 0:
+        return 0.0
+    magnitudes = d.abs()
+    _, inverse, counts = torch.unique(magnitudes, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = ((ends - counts + 1 + ends) / 2)[inverse]  # average rank of each tie group
+    w_plus = ranks[d > 0].sum().item()
+    mean = n * (n + 1) / 4
+    var = n * (n + 1) * (2 * n + 1) / 24 - float((counts.double() ** 3 - counts).sum()) / 48
+    return (w_plus - mean) / var**0.5 if var > 0 else 0.0
+
+
 def pairwise_stats(
     rewards_chosen: torch.Tensor,
     rewards_rejected: torch.Tensor,
@@ -63,6 +90,7 @@ def pairwise_stats(
     return {
         "accuracy": (decisive > 0).float().mean().item() if decisive.numel() else float("nan"),
         "margin": decisive.mean().item() if decisive.numel() else float("nan"),
+        "signed_rank_z": signed_rank_z(decisive),
         "rewards/chosen": rewards_chosen.mean().item(),
         "rewards/rejected": rewards_rejected.mean().item(),
         "reward/mean": both.mean().item(),

@@ -96,7 +96,7 @@ def test_cycle_publishes_a_complete_version(tmp_path: Path, store: TrainingStore
     [
         (
             {"reward_config": {"fake_accuracy": 0.4}},
-            "held-out accuracy 0.400 on 100 votes (min 0.550)",
+            "held-out accuracy 0.400 on 100 votes (min 0.500)",
         ),
         ({"eval_config": {"fake_reward_gain": -0.1}}, "reward gain -0.1000"),
         ({"eval_config": {"fake_kl": 12.0}}, "mean KL 12.0000 > budget 10.0000"),

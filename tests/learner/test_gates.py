@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import torch
 from prometheus_client import REGISTRY
 
-from learner.gates import eval_gates, first_failure, reward_gate, wilson_lower_bound
+from learner.gates import (
+    eval_gates,
+    first_failure,
+    reward_gate,
+    reward_gate_on,
+    wilson_lower_bound,
+)
+from learner.rm.loss import pairwise_stats
 
 
 def test_reward_gate_threshold_is_inclusive() -> None:
@@ -43,6 +52,51 @@ def test_reward_gate_tells_a_good_model_from_a_random_one() -> None:
 
     assert pass_rate(0.5) < 0.08
     assert pass_rate(0.7) > 0.95
+
+
+def _held_out_margins(rng: random.Random, skill: float, votes: int = 100) -> list[float]:
+    """Margins r(chosen) - r(rejected) of simulated held-out votes where 60 % of the pairs are
+    equal to the users (coin-flip votes): the reward model's score difference is ``skill`` times
+    the utility difference plus unit noise."""
+    margins = []
+    for _ in range(votes):
+        gap = rng.expovariate(1 / 1.5) * rng.choice((-1, 1)) if rng.random() < 0.4 else 0.0
+        first_chosen = rng.random() < 1 / (1 + math.exp(-gap))
+        score_gap = skill * gap + rng.gauss(0, 1)
+        margins.append(score_gap if first_chosen else -score_gap)
+    return margins
+
+
+def _gate_on_margins(margins: list[float], ranks: bool) -> bool:
+    diff = torch.tensor(margins)
+    stats = pairwise_stats(diff, torch.zeros_like(diff))
+    stats["eval_count"] = float(len(margins))
+    if not ranks:
+        del stats["signed_rank_z"]  # what a trainer without it reports: the Wilson fallback
+    return reward_gate_on(stats, 0.5, 0.95).passed
+
+
+def test_signed_rank_gate_finds_a_weak_preference_the_accuracy_gate_misses() -> None:
+    """Most votes coin flips (a tone most answers lack): the signed-rank gate passes a good
+    reward model far more often than the accuracy gate, and a chance-level one as rarely."""
+    rng = random.Random(1)
+    runs = 300
+    rates = {}
+    for skill in (0.0, 1.0):
+        trials = [_held_out_margins(rng, skill) for _ in range(runs)]
+        rates[skill] = [sum(_gate_on_margins(m, ranks) for m in trials) / runs for ranks in (0, 1)]
+    (chance_acc, chance_ranks), (good_acc, good_ranks) = rates[0.0], rates[1.0]
+    assert chance_acc < 0.09 and chance_ranks < 0.09
+    assert good_ranks > 0.65 and good_ranks > good_acc + 0.15
+
+
+def test_reward_gate_reason_names_the_test_used() -> None:
+    with_z = reward_gate_on(
+        {"accuracy": 0.53, "eval_count": 100.0, "signed_rank_z": 2.1}, 0.5, 0.95
+    )
+    assert with_z.passed and "signed-rank z 2.10 > 1.64 (95% one-sided)" in with_z.reason
+    without = reward_gate_on({"accuracy": 0.53, "eval_count": 100.0}, 0.5, 0.95)
+    assert not without.passed and "lower bound" in without.reason
 
 
 def test_eval_gates_each_can_fail_alone() -> None:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
+from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss, signed_rank_z
 
 CHOSEN = torch.tensor([1.0, -0.5, 2.0, 0.3])
 REJECTED = torch.tensor([0.0, 0.5, -1.0, 0.3])
@@ -61,6 +61,29 @@ def test_stats_skip_ties_in_accuracy() -> None:
     stats = pairwise_stats(CHOSEN, REJECTED, torch.tensor([1.0, 1.0, 0.5, 0.5]))
     assert stats["accuracy"] == pytest.approx(0.5)  # 1.0 > 0 yes, -0.5 > 0.5 no
     assert stats["margin"] == pytest.approx(0.0)
+
+
+def test_signed_rank_z_matches_the_wilcoxon_normal_approximation() -> None:
+    # scipy 1.17: wilcoxon(d, zero_method="wilcox", correction=False, method="approx").zstatistic
+    # (tied magnitudes 0.7/-0.7 and 0.3/0.3, one zero dropped)
+    d = torch.tensor([0.5, -0.2, 1.3, 0.0, 0.7, -0.7, 2.0, 0.3, 0.3, -1.1])
+    assert signed_rank_z(d) == pytest.approx(1.0681034923744679, rel=1e-9)
+    assert signed_rank_z(-d) == pytest.approx(-1.0681034923744679, rel=1e-9)
+    assert signed_rank_z(torch.zeros(3)) == 0.0 and signed_rank_z(torch.tensor([])) == 0.0
+
+
+def test_signed_rank_z_is_standard_normal_for_a_chance_model_and_weighs_sure_votes() -> None:
+    gen = torch.Generator().manual_seed(0)
+    chance = torch.tensor([signed_rank_z(torch.randn(100, generator=gen)) for _ in range(2000)])
+    assert abs(chance.mean().item()) < 0.07 and abs(chance.std().item() - 1) < 0.07
+    assert (chance > 1.645).float().mean().item() == pytest.approx(0.05, abs=0.015)
+    # 60 right, 40 wrong: the same accuracy, but wrong only where the model was unsure
+    sure_right = torch.cat([torch.full((60,), 2.0), torch.full((40,), -0.1)])
+    sure_wrong = torch.cat([torch.full((60,), 0.1), torch.full((40,), -2.0)])
+    assert signed_rank_z(sure_right) > 3 > 0 > signed_rank_z(sure_wrong)
+    assert pairwise_stats(sure_right, torch.zeros(100))["signed_rank_z"] == signed_rank_z(
+        sure_right
+    )
 
 
 def test_stats_match_hand_computation() -> None:
