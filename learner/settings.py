@@ -47,7 +47,7 @@ class LearnerSettings(BaseSettings, TopicSettings):
         ge=0.0,
         lt=1.0,
         description="the reward model must beat chance on its held-out votes at this confidence "
-        "(one-sided Wilson bound > 0.5); 0 = point accuracy only",
+        "(one-sided Wilcoxon signed-rank test of the held-out margins); 0 = point accuracy only",
     )
     eval_reward_model: Literal["independent", "same"] = Field(
         "independent",
