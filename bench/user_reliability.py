@@ -57,11 +57,17 @@ class Votes:
 
 
 def simulate(
-    n: int, random_share: float, noise: float, gen: torch.Generator
+    n: int, random_share: float, noise: float, gen: torch.Generator, equal_share: float = 0.0
 ) -> tuple[torch.Tensor, Votes, float]:
-    """The users' true weights, their votes on ``n`` pairs, and the label ceiling."""
+    """The users' true weights, their votes on ``n`` pairs, and the label ceiling. A share
+    ``equal_share`` of the pairs are equal to the users (the answers differ only in directions
+    the utility ignores): everybody's vote on them is a coin flip."""
     w = torch.randn(DIM, generator=gen) / math.sqrt(DIM) * 2.0
     a, b = torch.randn(n, DIM, generator=gen), torch.randn(n, DIM, generator=gen)
+    equal = torch.rand(n, generator=gen) < equal_share
+    gap = b - a
+    flat = gap - ((gap @ w) / (w @ w))[:, None] * w  # gap without its component along w
+    b = torch.where(equal[:, None], a + flat, b)
     user_of = torch.randint(0, USERS, (n,), generator=gen)
     n_random = round(random_share * USERS)
     is_random = user_of < n_random
@@ -71,7 +77,7 @@ def simulate(
     chosen = torch.where(picks_a[:, None], a, b)
     rejected = torch.where(picks_a[:, None], b, a)
     truth_a = (a - b) @ w > 0
-    ceiling = (torch.where(truth_a, p_a, 1 - p_a)).mean().item()
+    ceiling = (torch.where(truth_a, p_a, 1 - p_a))[~equal].mean().item()
     users = [f"user-{int(u)}" for u in user_of]
     return w, Votes(chosen, rejected, users, is_random), ceiling
 
@@ -118,12 +124,19 @@ def interval(diffs: list[float]) -> str:
     return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
-def row(comparisons: int, share: float, noise: float, seeds: int, config: RewardConfig) -> str:
+def row(
+    comparisons: int,
+    share: float,
+    noise: float,
+    seeds: int,
+    config: RewardConfig,
+    equal_share: float = 0.0,
+) -> str:
     acc: dict[str, list[float]] = {"unweighted": [], "weighted": [], "oracle": []}
     ceilings = []
     for seed in range(seeds):
         gen = torch.Generator().manual_seed(seed)
-        w, votes, ceiling = simulate(comparisons, share, noise, gen)
+        w, votes, ceiling = simulate(comparisons, share, noise, gen, equal_share)
         ceilings.append(ceiling)
         for mode in acc:
             theta = fit(votes, mode, config, seed)
@@ -131,9 +144,8 @@ def row(comparisons: int, share: float, noise: float, seeds: int, config: Reward
     diffs = [wt - un for wt, un in zip(acc["weighted"], acc["unweighted"], strict=True)]
     cells = [f"{statistics.fmean(v):.3f}" for v in acc.values()]
     return (
-        f"| {share:.0%} | {noise:g} | {comparisons} | {statistics.fmean(ceilings):.3f} | "
-        + " | ".join(cells)
-        + f" | {interval(diffs)} |"
+        f"| {share:.0%} | {equal_share:.0%} | {noise:g} | {comparisons} "
+        f"| {statistics.fmean(ceilings):.3f} | " + " | ".join(cells) + f" | {interval(diffs)} |"
     )
 
 
@@ -141,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shares", default="0,0.2,0.4", help="random voters' share of users")
     parser.add_argument("--noises", default="0.5,1.0", help="Bradley-Terry temperatures")
+    parser.add_argument(
+        "--equal-shares", default="0", help="shares of pairs equal to the users (coin-flip votes)"
+    )
     parser.add_argument("--comparisons", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
@@ -163,16 +178,18 @@ def main() -> None:
         f"voters. Accuracy against the noise-free ordering on {EVAL_PAIRS} held-out pairs, mean "
         f"of {args.seeds} seeds; the last column is the paired difference with its 95 % "
         "interval over seeds. Label ceiling: the share of votes that agree with the noise-free "
-        "ordering.",
+        "ordering, over the pairs that differ; *equal pairs*: the share of pairs whose answers "
+        "differ only where the utility does not look (every vote on them a coin flip).",
         "",
-        "| random voters | noise | votes | label ceiling | unweighted | weighted | oracle "
-        "| weighted - unweighted [95 %] |",
-        "|---|---|---|---|---|---|---|---|",
+        "| random voters | equal pairs | noise | votes | label ceiling | unweighted | weighted "
+        "| oracle | weighted - unweighted [95 %] |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for noise in (float(x) for x in args.noises.split(",")):
-        for share in (float(x) for x in args.shares.split(",")):
-            lines.append(row(args.comparisons, share, noise, args.seeds, config))
-            print(lines[-1], flush=True)
+        for equal in (float(x) for x in args.equal_shares.split(",")):
+            for share in (float(x) for x in args.shares.split(",")):
+                lines.append(row(args.comparisons, share, noise, args.seeds, config, equal))
+                print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

@@ -57,7 +57,9 @@ class RewardConfig(TrainOptions):
     )
     reliability_floor: float = option(0.1, "Lowest weight a user's comparisons can get.")
     reliability_prior_votes: float = option(
-        10.0, "Pseudo-votes at the pooled agreement added to each user's count (shrinkage)."
+        10.0,
+        "Least shrinkage of a user's agreement towards the pooled one, as pseudo-votes (the "
+        "empirical-Bayes shrinkage is used when it is stronger).",
     )
     reliability_warmup: float = option(
         0.25,

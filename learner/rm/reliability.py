@@ -12,8 +12,18 @@ it, so the prediction has not seen that vote. The agreement of a user's votes wi
 predictions estimates p up to the reward model's own error, which is the same for every user,
 so users are compared with the pooled agreement p0 of everybody:
 
-    p_u = (agree_u + m * p0) / (n_u + m)          (shrunk towards p0: few votes say little)
+    p_u = p0 + B_u * (agree_u / n_u - p0)          (shrunk towards p0)
     w_u = clip(logit(p_u) / logit(p0), floor, 1)
+
+The shrinkage is empirical Bayes (Efron & Morris 1975, "Data analysis using Stein's estimator
+and its generalizations", JASA 70): B_u = tau^2 / (tau^2 + p0 (1 - p0) / n_u), where tau^2, the
+variance of the users' true agreements, is estimated by the method of moments from how much
+more the users' observed agreements spread than binomial noise alone would make them spread,
+and B_u is at most n_u / (n_u + m) (``prior_votes`` m: a few votes say little whatever the
+spread). When everybody votes alike, the spread is binomial noise, tau^2 is about 0 and so is
+every weight's change: this matters where most votes are coin flips (pairs the users value
+equally) and p0 is barely above 0.5, where a fixed prior let chance streaks of 20 votes put a
+quarter of ordinary users at the floor.
 
 A typical user gets about 1, a random voter the floor; nobody is weighted above 1, so a lucky
 streak cannot make one user dominate. While the reference is no better than chance (p0 <= 0.5,
@@ -46,11 +56,31 @@ def reliability_weights(
     if pooled <= 0.5 + MIN_POOLED_EDGE:
         return {user: 1.0 for user in agreements}
     pooled_logit = _logit(pooled)
+    spread = between_user_variance(agreements, pooled)
+    binomial = pooled * (1 - pooled)
     weights = {}
     for user, (agree, votes) in agreements.items():
-        p = (agree + prior_votes * pooled) / (votes + prior_votes)
+        if votes <= 0:
+            weights[user] = 1.0
+            continue
+        shrink = min(spread / (spread + binomial / votes), votes / (votes + prior_votes))
+        p = pooled + shrink * (agree / votes - pooled)
         weights[user] = min(1.0, max(floor, _logit(max(p, 0.5)) / pooled_logit))
     return weights
+
+
+def between_user_variance(agreements: Mapping[str, tuple[float, float]], pooled: float) -> float:
+    """Method-of-moments estimate of the variance of the users' true agreement rates (0 when
+    their observed rates spread no more than binomial noise around ``pooled`` would make them):
+    E[sum_u n_u (p_u - p0)^2] = (U - 1) p0 (1 - p0) + tau^2 (N - sum_u n_u^2 / N)."""
+    rows = [(a, n) for a, n in agreements.values() if n > 0]
+    total = sum(n for _, n in rows)
+    if len(rows) < 2 or total <= 0:
+        return 0.0
+    observed = sum(n * (a / n - pooled) ** 2 for a, n in rows)
+    expected_noise = (len(rows) - 1) * pooled * (1 - pooled)
+    scale = total - sum(n * n for _, n in rows) / total
+    return max(0.0, (observed - expected_noise) / scale) if scale > 0 else 0.0
 
 
 def _logit(p: float) -> float:

@@ -29,12 +29,36 @@ def test_few_votes_are_shrunk_towards_the_population() -> None:
     many = reliability_weights(
         {"a": (80.0, 100.0), "b": (80.0, 100.0), "new": (1.0, 4.0)}, 0.1, 10.0
     )
-    # 1 of 4 agreeing alone would put "new" at the floor; ten pseudo-votes at 0.8 keep it up.
+    # 1 of 4 agreeing alone would put "new" at the floor; shrinkage keeps it up.
     assert 0.3 < many["new"] < 1.0
-    alone = reliability_weights(
-        {"a": (80.0, 100.0), "b": (80.0, 100.0), "new": (1.0, 4.0)}, 0.1, 0.0
+    # The same rate over 100 votes is evidence: the floor.
+    sure = reliability_weights(
+        {"a": (80.0, 100.0), "b": (80.0, 100.0), "c": (25.0, 100.0)}, 0.1, 0.0
     )
-    assert alone["new"] == 0.1
+    assert sure["c"] == 0.1
+
+
+def test_users_who_differ_only_by_chance_keep_their_weight() -> None:
+    """Most votes coin flips (a preference most pairs do not touch): 20 ordinary users of 20
+    votes each agree 55 % of the time on average; chance alone spreads them from about 30 % to
+    80 %. None of them is a random voter, so none may be pushed down far."""
+    rng = random.Random(3)
+    agreements = {
+        f"user-{u}": (float(sum(rng.random() < 0.55 for _ in range(20))), 20.0) for u in range(20)
+    }
+    w = reliability_weights(agreements, floor=0.1, prior_votes=10.0)
+    assert min(w.values()) > 0.6 and sum(w.values()) / len(w) > 0.9
+    # With a fifth of them voting at random over 100 votes each, those are found.
+    agreements = {
+        f"user-{u}": (
+            float(sum(rng.random() < (0.5 if u < 4 else 0.75) for _ in range(100))),
+            100.0,
+        )
+        for u in range(20)
+    }
+    w = reliability_weights(agreements, floor=0.1, prior_votes=10.0)
+    random_voters = [w[f"user-{u}"] for u in range(4)]
+    assert sum(random_voters) / 4 < 0.4 and min(w[f"user-{u}"] for u in range(4, 20)) > 0.7
 
 
 def test_a_reference_no_better_than_chance_weights_nobody_down() -> None:
