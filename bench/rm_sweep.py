@@ -73,6 +73,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     "zero-head-top8-2ep": {"head_init": "zero", "lora_layers": 8, "num_epochs": 2},
     # Head on the mean and the sum of the answer tokens' states (learner.rm.model).
     "pooled-top8": {"head_init": "zero", "lora_layers": 8, "pooling": "mean+sum"},
+    # The same with the zero head at 2e-3 (the body stays at 1e-4) over 2 epochs.
+    "pooled-top8-head2e-3-2ep": {
+        "head_init": "zero",
+        "lora_layers": 8,
+        "pooling": "mean+sum",
+        "head_learning_rate": 2e-3,
+        "num_epochs": 2,
+    },
     "zero-head-top8-2ep-cosine": {
         "head_init": "zero",
         "lora_layers": 8,

@@ -30,6 +30,9 @@ class RewardConfig(TrainOptions):
         "If set, adds coef * mean((r_c + r_r)^2) to the loss to keep rewards centred "
         "(Eisenstein et al. 2023), as TRL's option of the same name.",
     )
+    head_learning_rate: float | None = option(
+        None, "AdamW learning rate of the score head (None: learning_rate, as the body)."
+    )
     lr_scheduler: str = option("constant", "'constant' or 'cosine' (decays to 10 %) after warm-up.")
     warmup_ratio: float = option(0.0, "Share of the optimiser steps with a linear LR warm-up.")
     rating_weight: float = option(

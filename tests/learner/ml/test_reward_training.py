@@ -22,7 +22,7 @@ from learner.rm.model import (
     pool_answer,
     read_pooling,
 )
-from learner.rm.train import RewardResult, split_by_pair, train_reward_model
+from learner.rm.train import RewardResult, _param_groups, split_by_pair, train_reward_model
 from tests.learner.ml.helpers import separable_comparisons, user
 
 
@@ -108,6 +108,19 @@ def test_normal_head_init_is_still_available(tiny_model_dir: Path) -> None:
     model = RewardModel.create(tiny_model_dir, RewardConfig(), head_init="normal")
     scores = model.score([user("Hi?")] * 2, ["a", "hello there, friend"])
     assert not torch.equal(scores, torch.zeros(2))
+
+
+def test_head_learning_rate_puts_the_head_and_threshold_in_their_own_group(
+    tiny_model_dir: Path,
+) -> None:
+    model = RewardModel.create(tiny_model_dir, RewardConfig())
+    (one,) = _param_groups(model, RewardConfig())
+    body, head = _param_groups(model, RewardConfig(head_learning_rate=2e-3))
+    assert head["lr"] == 2e-3 and "lr" not in body  # the body keeps the optimiser's default
+    head_ids = {id(p) for p in head["params"]}
+    expected = {id(model.head.linear.weight), id(model.head.linear.bias), id(model.threshold)}
+    assert head_ids == expected
+    assert len(body["params"]) + len(head["params"]) == len(one["params"])
 
 
 def test_saved_reward_statistics_standardise_the_training_answers(
