@@ -37,9 +37,12 @@ class StageResult:
 
     stage: str
     version: str
-    report: Any
+    report: Any  # None: the stage could not be trained (``note`` says why)
+    note: str = ""
 
     def row(self) -> str:
+        if self.report is None:
+            return f"| {self.stage} | - | not trained: {self.note} | - | - |"
         low, high = self.report.interval()
         words = self.report.a.summary()["mean_words"], self.report.b.summary()["mean_words"]
         mean = " / ".join("-" if w is None else f"{w:.1f}" for w in words)
@@ -110,11 +113,21 @@ def stage_contributions(
     results = []
     for stage, command in stage_commands(checkpoint, work).items():
         say(f"stage report: training {stage} ({' '.join(command[:2])})")
-        version = published_version(learner_command(command, env, work / "learner-commands.log"))
+        try:
+            output = learner_command(command, env, work / "learner-commands.log")
+        except RuntimeError as exc:  # e.g. no correction was stored: nothing to train SFT on
+            say(f"stage report: {stage} not trained: {exc}")
+            results.append(StageResult(stage, "-", None, str(exc).splitlines()[0]))
+            continue
+        version = published_version(output)
         wait_serving(version)
         name = "eval-" + stage.lower().replace(" ", "-")
         results.append(StageResult(stage, version, evaluate(version, name)))
-    rows = [{"stage": r.stage, "version": r.version, **r.report.to_dict()} for r in results]
+    rows = [
+        {"stage": r.stage, "version": r.version, "note": r.note}
+        | (r.report.to_dict() if r.report is not None else {})
+        for r in results
+    ]
     (work / "stages.json").write_text(json.dumps(rows, indent=2))
     return results
 

@@ -118,3 +118,27 @@ def test_each_stage_alone_is_trained_published_and_evaluated(tmp_path: Path) -> 
     )
     assert "| PPO only | policy@v2 | 0.600 [0.500, 0.700] | 10 | 40.0 / 70.0 |" in table
     assert "| SFT + PPO (published) | policy@v3 | 0.800" in table
+
+
+def test_a_stage_that_cannot_be_trained_is_reported_not_fatal(tmp_path: Path) -> None:
+    from tests.learner.test_cycle import fake_model_dir
+
+    store = new_store(tmp_path / "data")
+    Feeder(store).feed(pair("p0", prompt="question"), pref("p0"))  # votes, no correction
+    store.close()
+    env = {
+        "LEARNER_DATA_DIR": str(tmp_path / "data"),
+        "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
+        "LEARNER_MODEL_DIR": str(fake_model_dir(tmp_path / "model")),
+        "LEARNER_TRAINERS": "fake",
+        "LEARNER_PUBLISH_TO_KAFKA": "false",
+    }
+    (tmp_path / "rm").mkdir()
+    ckpt = {"reward_adapter": str(tmp_path / "rm"), "metrics": {"ppo/step": 2.0}}
+    results = stage_contributions(
+        ckpt, env, tmp_path / "stages", lambda v, n: FakeReport(0.5), lambda v: None, print
+    )
+    sft, ppo = results
+    assert sft.report is None and "learner sft exited 1" in sft.note
+    assert "| SFT only | - | not trained: learner sft exited 1" in sft.row()
+    assert ppo.version == "policy@v1" and ppo.report is not None
