@@ -299,6 +299,7 @@ def stage_report(
 
     def say(line: str) -> None:
         progress.phase = line
+        progress.eval_done = progress.eval_total = 0  # the last eval's count is not this one's
         print(line, flush=True)
 
     alone = stage_contributions(
