@@ -73,7 +73,11 @@ def learner_command(args: list[str], env: dict[str, str], log: Path) -> str:
         )
     out = done.stdout.decode(errors="replace")
     if done.returncode != 0:
-        raise RuntimeError(f"learner {args[0]} exited {done.returncode}; see {log}\n{out[-2000:]}")
+        # The log's name only: this line goes into a results table (no machine paths there).
+        raise RuntimeError(
+            f"learner {args[0]} exited {done.returncode}; see {log.parent.name}/{log.name} in "
+            f"the run directory\n{out[-2000:]}"
+        )
     return out
 
 
