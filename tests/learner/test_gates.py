@@ -84,7 +84,9 @@ def test_signed_rank_gate_finds_a_weak_preference_the_accuracy_gate_misses() -> 
     rates = {}
     for skill in (0.0, 1.0):
         trials = [_held_out_margins(rng, skill) for _ in range(runs)]
-        rates[skill] = [sum(_gate_on_margins(m, ranks) for m in trials) / runs for ranks in (0, 1)]
+        rates[skill] = [
+            sum(_gate_on_margins(m, ranks) for m in trials) / runs for ranks in (False, True)
+        ]
     (chance_acc, chance_ranks), (good_acc, good_ranks) = rates[0.0], rates[1.0]
     assert chance_acc < 0.09 and chance_ranks < 0.09
     assert good_ranks > 0.65 and good_ranks > good_acc + 0.15
