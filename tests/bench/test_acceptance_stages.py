@@ -51,6 +51,19 @@ class _Side:
         return {"mean_words": self.words}
 
 
+def fake_learner_env(tmp_path: Path) -> dict[str, str]:
+    """The learner commands' settings: the store under tmp_path, fake trainers, no Kafka."""
+    from tests.learner.test_cycle import fake_model_dir
+
+    return {
+        "LEARNER_DATA_DIR": str(tmp_path / "data"),
+        "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
+        "LEARNER_MODEL_DIR": str(fake_model_dir(tmp_path / "model")),
+        "LEARNER_TRAINERS": "fake",
+        "LEARNER_PUBLISH_TO_KAFKA": "false",
+    }
+
+
 def test_published_version_reads_the_command_output() -> None:
     assert published_version('{"adapter_dir": "x"}\npublished policy@v7\n') == "policy@v7"
     with pytest.raises(RuntimeError, match="published nothing"):
@@ -72,8 +85,6 @@ def test_stage_commands_repeat_the_last_cycles_reward_model_and_iterations(
 
 
 def test_each_stage_alone_is_trained_published_and_evaluated(tmp_path: Path) -> None:
-    from tests.learner.test_cycle import fake_model_dir
-
     store = new_store(tmp_path / "data")
     feeder = Feeder(store)
     for i in range(10):
@@ -82,13 +93,7 @@ def test_each_stage_alone_is_trained_published_and_evaluated(tmp_path: Path) -> 
     store.close()
     reward = tmp_path / "rm"
     reward.mkdir()
-    env = {
-        "LEARNER_DATA_DIR": str(tmp_path / "data"),
-        "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
-        "LEARNER_MODEL_DIR": str(fake_model_dir(tmp_path / "model")),
-        "LEARNER_TRAINERS": "fake",
-        "LEARNER_PUBLISH_TO_KAFKA": "false",
-    }
+    env = fake_learner_env(tmp_path)
     evaluated: list[tuple[str, str]] = []
     waited: list[str] = []
 
@@ -121,18 +126,10 @@ def test_each_stage_alone_is_trained_published_and_evaluated(tmp_path: Path) -> 
 
 
 def test_a_stage_that_cannot_be_trained_is_reported_not_fatal(tmp_path: Path) -> None:
-    from tests.learner.test_cycle import fake_model_dir
-
     store = new_store(tmp_path / "data")
     Feeder(store).feed(pair("p0", prompt="question"), pref("p0"))  # votes, no correction
     store.close()
-    env = {
-        "LEARNER_DATA_DIR": str(tmp_path / "data"),
-        "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
-        "LEARNER_MODEL_DIR": str(fake_model_dir(tmp_path / "model")),
-        "LEARNER_TRAINERS": "fake",
-        "LEARNER_PUBLISH_TO_KAFKA": "false",
-    }
+    env = fake_learner_env(tmp_path)
     (tmp_path / "rm").mkdir()
     ckpt = {"reward_adapter": str(tmp_path / "rm"), "metrics": {"ppo/step": 2.0}}
     results = stage_contributions(
