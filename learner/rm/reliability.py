@@ -63,7 +63,10 @@ def reliability_weights(
         if votes <= 0:
             weights[user] = 1.0
             continue
-        shrink = min(spread / (spread + binomial / votes), votes / (votes + prior_votes))
+        # No spread beyond noise (also when everybody agreed with every vote: no binomial
+        # noise either): nothing tells the users apart, so each keeps the pooled agreement.
+        evidence = spread / (spread + binomial / votes) if spread > 0 else 0.0
+        shrink = min(evidence, votes / (votes + prior_votes))
         p = pooled + shrink * (agree / votes - pooled)
         weights[user] = min(1.0, max(floor, _logit(max(p, 0.5)) / pooled_logit))
     return weights

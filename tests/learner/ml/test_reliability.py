@@ -67,6 +67,13 @@ def test_a_reference_no_better_than_chance_weights_nobody_down() -> None:
     assert reliability_weights({}, 0.1, 10.0) == {}
 
 
+def test_a_reference_that_agrees_with_every_vote_weights_everybody_one() -> None:
+    assert reliability_weights({"a": (10.0, 10.0), "b": (5.0, 5.0)}, 0.1, 10.0) == {
+        "a": 1.0,
+        "b": 1.0,
+    }
+
+
 def test_tracker_counts_sides_ties_and_anonymous_votes() -> None:
     tracker = ReliabilityTracker(floor=0.1, prior_votes=0.0)
     tracker.observe(
