@@ -45,7 +45,8 @@ class RewardConfig(TrainOptions):
         "zero", "Score head start: 'zero' (every reward 0 before training) or 'normal'."
     )
     # learner.rm.model explains both; bench/results/rm_sweep.md compares them with frozen-body
-    # probes (full reward models with 'mean+sum' are not yet measured, so 'last' stays default).
+    # probes. Full reward models with 'mean+sum' are measured on `format` only, and the `concise`
+    # acceptance passed with 'last', so 'last' stays the default.
     pooling: str = option(
         "last",
         "Head input: 'last' (the last token's state) or 'mean+sum' (mean and scaled sum of the "

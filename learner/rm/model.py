@@ -10,8 +10,8 @@ Two poolings (``RewardConfig.pooling``):
   while the last token must summarise the whole answer in one state. Pooled sequence
   representations for scoring: Reimers & Gurevych 2019, "Sentence-BERT"
   (https://arxiv.org/abs/1908.10084), section 3 (mean pooling beat the single-token state).
-  Measured so far with frozen-body linear probes (``bench/rm_probe.py``,
-  ``bench/results/rm_sweep.md``); full reward models with it are not yet measured.
+  Measured with frozen-body linear probes on all three built-in preferences and with full
+  reward models on ``format`` only (``bench/rm_probe.py``, ``bench/results/rm_sweep.md``).
 
 The adapter directory holds the PEFT adapter files plus ``score_head.safetensors``,
 ``reward_head.json`` (the pooling) and ``reward_norm.json``: the mean and standard deviation

@@ -128,8 +128,9 @@ def is_heldout(prompt: Prompt, fraction: float) -> bool:
 def split_prompts(prompts: list[Prompt], fraction: float) -> tuple[list[Prompt], list[Prompt]]:
     """(train, held-out) by :func:`is_heldout`. Too few distinct prompts to split: all of them
     on both sides (the caller says the evaluation is then not held out)."""
-    held = [p for p in prompts if is_heldout(p, fraction)]
-    train = [p for p in prompts if not is_heldout(p, fraction)]
+    flags = [is_heldout(p, fraction) for p in prompts]  # one hash per prompt
+    held = [p for p, out in zip(prompts, flags, strict=True) if out]
+    train = [p for p, out in zip(prompts, flags, strict=True) if not out]
     if not train or not held:
         return prompts, prompts
     return train, held
