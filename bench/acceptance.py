@@ -48,7 +48,7 @@ from common.signals import StopSignals, stop_reason  # noqa: E402
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
 from loop.dashboard import running_stage  # noqa: E402
-from loop.demo import Demo, benchmark_config  # noqa: E402
+from loop.demo import Demo, benchmark_config, env_setting  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
@@ -373,6 +373,7 @@ def main() -> int:
         "--learner-env",
         action="append",
         default=[],
+        type=env_setting("LEARNER_"),
         metavar="KEY=VALUE",
         help="extra LEARNER_* setting (repeatable)",
     )

@@ -36,6 +36,8 @@ for path in (REPO, REPO / "bench"):
 import bench_loop  # noqa: E402
 import bench_serving  # noqa: E402
 
+from loop.demo import env_setting  # noqa: E402
+
 
 def repo_relative(text: str) -> str:
     """``text`` with absolute paths inside the repository made relative to it: results files
@@ -91,7 +93,13 @@ def main() -> int:
     )
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
-    p.add_argument("--learner-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--learner-env",
+        action="append",
+        default=[],
+        type=env_setting("LEARNER_"),
+        metavar="KEY=VALUE",
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "summary.md")
     args = p.parse_args()
 

@@ -92,9 +92,15 @@ def fit_pairwise(diffs: torch.Tensor, chose_a: torch.Tensor, l2: float) -> torch
 
 
 def probe(
-    feats: torch.Tensor, utilities: torch.Tensor, noise: float, seeds: int, l2: float
+    feats: torch.Tensor,
+    utilities: torch.Tensor,
+    noise: float,
+    seeds: int,
+    l2: float,
+    train_size: int | None = None,
 ) -> float:
-    """Mean accuracy vs the noise-free ordering on held-out folds' pairs whose utilities differ."""
+    """Mean accuracy vs the noise-free ordering on held-out folds' pairs whose utilities differ.
+    ``train_size``: fit on at most that many of each fold's training pairs (a learning curve)."""
     z = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
     diffs = z[0::2] - z[1::2]
     gap = utilities[:, 0] - utilities[:, 1]
@@ -109,12 +115,52 @@ def probe(
         rng.shuffle(order)
         for fold in range(4):
             test = set(order[fold::4])
-            train = [i for i in range(n) if i not in test]
+            train = [i for i in order if i not in test][:train_size]
             beta = fit_pairwise(diffs[train], votes[train], l2)
             judged = [i for i in sorted(test) if abs(gap[i]) > 1e-9]
             right = ((diffs[judged] @ beta > 0) == (gap[judged] > 0)).float()
             accs.append(right.mean().item())
     return sum(accs) / len(accs)
+
+
+def learning_curve(
+    args: argparse.Namespace, pool: list[Any], tokenizer: Any, feats: torch.Tensor
+) -> list[str]:
+    """Accuracy vs truth of the mean+sum probe (L2 3) by the number of noisy votes it saw."""
+    sizes = sorted(args.train_sizes)
+    lines = [
+        "| preference | pairs that differ | " + " | ".join(f"{s} votes" for s in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for name in args.preferences.split(","):
+        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+        utilities = torch.tensor([r.utilities for r in rows])
+        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+        accs = [probe(feats, utilities, args.noise, args.seeds, 3.0, size) for size in sizes]
+        lines.append(f"| {name} | {differ} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def head_table(
+    args: argparse.Namespace, pool: list[Any], tokenizer: Any, feats: dict[str, torch.Tensor]
+) -> list[str]:
+    """Accuracy vs truth of each head input's probe, at each L2."""
+    lines = [
+        "| preference | pairs that differ | L2 | " + " | ".join(HEAD_INPUTS) + " |",
+        "|---|---|---|" + "---|" * len(HEAD_INPUTS),
+    ]
+    for name in args.preferences.split(","):
+        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+        utilities = torch.tensor([r.utilities for r in rows])
+        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+        for l2 in args.l2:
+            accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in HEAD_INPUTS]
+            lines.append(
+                f"| {name} | {differ} | {l2:g} | " + " | ".join(f"{a:.3f}" for a in accs) + " |"
+            )
+            print(lines[-1], flush=True)
+    return lines
 
 
 def main() -> None:
@@ -127,6 +173,13 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=1.0)
     p.add_argument("--seeds", type=int, default=6, help="vote draws (each 4-fold)")
     p.add_argument("--l2", type=float, nargs="+", default=[0.3, 3.0])
+    p.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="learning curve: the mean+sum probe at L2 3 fitted on this many pairs per fold",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = p.parse_args()
     model_dir = resolve_model_dir(args.model_dir)
@@ -141,19 +194,11 @@ def main() -> None:
         f"noise {args.noise}, {args.seeds} vote draws x 4 folds).",
         f"Machine: {machine()}.",
         "",
-        "| preference | pairs that differ | L2 | " + " | ".join(HEAD_INPUTS) + " |",
-        "|---|---|---|" + "---|" * len(HEAD_INPUTS),
     ]
-    for name in args.preferences.split(","):
-        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
-        utilities = torch.tensor([r.utilities for r in rows])
-        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
-        for l2 in args.l2:
-            accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in HEAD_INPUTS]
-            lines.append(
-                f"| {name} | {differ} | {l2:g} | " + " | ".join(f"{a:.3f}" for a in accs) + " |"
-            )
-            print(lines[-1], flush=True)
+    if args.train_sizes:
+        lines += learning_curve(args, pool, tokenizer, feats["mean+sum"])
+    else:
+        lines += head_table(args, pool, tokenizer, feats)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

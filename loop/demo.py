@@ -27,6 +27,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -500,6 +501,18 @@ def env_pairs(values: list[str], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def env_setting(prefix: str) -> Callable[[str], str]:
+    """An argparse ``type=`` for one ``KEY=VALUE`` item of a service: a bad item is a usage
+    error at the command line, before any process starts (see :func:`env_pairs`)."""
+
+    def check(item: str) -> str:
+        env_pairs([item], prefix)
+        return item
+
+    check.__name__ = f"{prefix}KEY=VALUE"
+    return check
+
+
 def benchmark_config(
     args: argparse.Namespace, learner_env: dict[str, str], **users: Any
 ) -> DemoConfig:
@@ -568,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--serving-env",
         action="append",
         default=[],
+        type=env_setting("SERVING_"),
         metavar="KEY=VALUE",
         help="extra SERVING_* setting for the serve process (repeatable)",
     )
@@ -575,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--learner-env",
         action="append",
         default=[],
+        type=env_setting("LEARNER_"),
         metavar="KEY=VALUE",
         help="extra LEARNER_* setting for the learner process (repeatable)",
     )

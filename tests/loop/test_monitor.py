@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
@@ -9,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from devtools.broker import DevBroker
 from loop.dashboard import render_text
-from loop.demo import Observation, env_pairs
+from loop.demo import Observation, env_pairs, env_setting
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
 from tests.serving.live import live_server
 
@@ -74,6 +76,18 @@ def test_env_pairs_refuses_a_key_without_the_service_prefix() -> None:
     assert env_pairs(["LEARNER_SEED=3"], "LEARNER_") == {"LEARNER_SEED": "3"}
     with pytest.raises(Exception, match="did you mean 'LEARNER_REWARD_CONFIG'"):
         env_pairs(['REWARD_CONFIG={"pooling": "last"}'], "LEARNER_")
+
+
+def test_a_setting_without_its_prefix_is_a_usage_error_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    p = argparse.ArgumentParser(prog="bench")
+    p.add_argument("--learner-env", action="append", default=[], type=env_setting("LEARNER_"))
+    assert p.parse_args(["--learner-env", "LEARNER_SEED=3"]).learner_env == ["LEARNER_SEED=3"]
+    with pytest.raises(SystemExit) as stopped:
+        p.parse_args(["--learner-env", "SEED=3"])
+    assert stopped.value.code == 2
+    assert "did you mean 'LEARNER_SEED'" in capsys.readouterr().err
 
 
 @pytest.mark.kafka
