@@ -48,7 +48,7 @@ from common.signals import StopSignals, stop_reason  # noqa: E402
 from learner.publish import AdapterStore  # noqa: E402
 from learner.settings import LearnerSettings  # noqa: E402
 from loop.dashboard import running_stage  # noqa: E402
-from loop.demo import Demo, benchmark_config, env_setting  # noqa: E402
+from loop.demo import Demo, add_env_option, benchmark_config  # noqa: E402
 from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
 from loop.labels import label_ceiling, vote_agreement  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
@@ -369,14 +369,7 @@ def main() -> int:
         help="answer pairs per held-out prompt in the blind eval (58 prompts x 3 = 174 pairs: "
         "a 95%% interval of about +/-0.07)",
     )
-    p.add_argument(
-        "--learner-env",
-        action="append",
-        default=[],
-        type=env_setting("LEARNER_"),
-        metavar="KEY=VALUE",
-        help="extra LEARNER_* setting (repeatable)",
-    )
+    add_env_option(p, "learner")
     p.add_argument(
         "--data-dir", type=Path, default=None, help="run directory (default: var/demo/run-<time>)"
     )

@@ -36,7 +36,7 @@ for path in (REPO, REPO / "bench"):
 import bench_loop  # noqa: E402
 import bench_serving  # noqa: E402
 
-from loop.demo import env_setting  # noqa: E402
+from loop.demo import add_env_option  # noqa: E402
 
 
 def repo_relative(text: str) -> str:
@@ -93,13 +93,7 @@ def main() -> int:
     )
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
-    p.add_argument(
-        "--learner-env",
-        action="append",
-        default=[],
-        type=env_setting("LEARNER_"),
-        metavar="KEY=VALUE",
-    )
+    add_env_option(p, "learner")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "summary.md")
     args = p.parse_args()
 

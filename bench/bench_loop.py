@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from common.cli import command_parser  # noqa: E402
 from loop.client import ServiceClient  # noqa: E402
-from loop.demo import Demo, benchmark_config, env_setting  # noqa: E402
+from loop.demo import Demo, add_env_option, benchmark_config  # noqa: E402
 from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
 from loop.user_options import add_user_options  # noqa: E402
 
@@ -165,13 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="open the quality gates so the timing always covers a publish",
     )
-    p.add_argument(
-        "--learner-env",
-        action="append",
-        default=[],
-        type=env_setting("LEARNER_"),
-        metavar="KEY=VALUE",
-    )
+    add_env_option(p, "learner")
     p.add_argument("--tiny", action="store_true", help="tiny random model (checks the script)")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, help="also write the Markdown table here")

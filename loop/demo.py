@@ -513,6 +513,20 @@ def env_setting(prefix: str) -> Callable[[str], str]:
     return check
 
 
+def add_env_option(p: argparse.ArgumentParser, service: str) -> None:
+    """``--<service>-env KEY=VALUE`` (repeatable): an extra setting for that service's process,
+    whose key must carry the service's prefix (``LEARNER_``, ``SERVING_``)."""
+    prefix = f"{service.upper()}_"
+    p.add_argument(
+        f"--{service}-env",
+        action="append",
+        default=[],
+        type=env_setting(prefix),
+        metavar="KEY=VALUE",
+        help=f"extra {prefix}* setting for the {service} process (repeatable)",
+    )
+
+
 def benchmark_config(
     args: argparse.Namespace, learner_env: dict[str, str], **users: Any
 ) -> DemoConfig:
@@ -577,22 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds the learner may take to stop after SIGTERM before SIGKILL",
     )
-    p.add_argument(
-        "--serving-env",
-        action="append",
-        default=[],
-        type=env_setting("SERVING_"),
-        metavar="KEY=VALUE",
-        help="extra SERVING_* setting for the serve process (repeatable)",
-    )
-    p.add_argument(
-        "--learner-env",
-        action="append",
-        default=[],
-        type=env_setting("LEARNER_"),
-        metavar="KEY=VALUE",
-        help="extra LEARNER_* setting for the learner process (repeatable)",
-    )
+    add_env_option(p, "serving")
+    add_env_option(p, "learner")
     p.add_argument("--plain", action="store_true", help="plain text instead of the rich view")
     return p
 

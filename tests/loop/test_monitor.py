@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from devtools.broker import DevBroker
 from loop.dashboard import render_text
-from loop.demo import Observation, env_pairs, env_setting
+from loop.demo import Observation, add_env_option, env_pairs
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
 from tests.serving.live import live_server
 
@@ -82,7 +82,7 @@ def test_a_setting_without_its_prefix_is_a_usage_error_before_anything_starts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     p = argparse.ArgumentParser(prog="bench")
-    p.add_argument("--learner-env", action="append", default=[], type=env_setting("LEARNER_"))
+    add_env_option(p, "learner")
     assert p.parse_args(["--learner-env", "LEARNER_SEED=3"]).learner_env == ["LEARNER_SEED=3"]
     with pytest.raises(SystemExit) as stopped:
         p.parse_args(["--learner-env", "SEED=3"])
