@@ -432,6 +432,8 @@ def main() -> int:
                 label_ceiling([u for u, _ in votes], args.noise),
                 vote_agreement(votes),
             )
+            sim = demo.sim.stats.snapshot()
+            verdict["requests"] = (sim["requests"], sim["pairs"], sim["single"])
             signals.stopping()
             progress.phase = "stopping the services"
             summary = demo.shutdown("acceptance finished")
@@ -543,6 +545,13 @@ def _markdown(
             f"Label quality of the users' pairwise votes: label ceiling {ceiling} (expected "
             f"agreement of one noisy vote with the noise-free ordering); observed agreement "
             f"{agreement}.",
+            "",
+        ]
+    if "requests" in verdict:
+        requests, pairs, single = verdict["requests"]
+        lines += [
+            f"Chat requests: {requests}; {pairs} asked the user for a comparison, {single} were "
+            "answered with one answer by informative pairing.",
             "",
         ]
     lines += [f"Round {r.number}: {r.outcome}: {r.reason}" for r in rounds if r.reason]

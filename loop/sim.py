@@ -40,6 +40,10 @@ from loop.prompts import Prompt, load_prompts
 
 logger = logging.getLogger(__name__)
 PAIR_VOTES_KEPT = 100_000
+# With informative pairing a request may be answered with one answer and ask no comparison; a
+# run for N comparisons stops anyway after SINGLE_CAP * N such requests (serving that never
+# shows a pair would otherwise keep it asking for ever). Floor 0.2 shows about 60 % of pairs.
+SINGLE_CAP = 10
 
 
 @dataclass
@@ -78,6 +82,9 @@ class SimStats:
         # Pairs whose two answers came out identical: serving answers them unpaired (nothing to
         # compare), which is not an error.
         self.unpaired = 0
+        # Pairs that informative pairing served as one answer (SERVING_PAIR_SHOW_FLOOR < 1): no
+        # comparison was asked, so they do not count toward ``comparisons``.
+        self.single = 0
         self.votes: Counter[str] = Counter()  # choice / ranking / tie / both_bad
         self.feedback_ok: Counter[str] = Counter()  # preference / rating / correction
         self.feedback_failed: Counter[str] = Counter()
@@ -136,6 +143,7 @@ class SimStats:
                 "requests": self.requests,
                 "pairs": self.pairs,
                 "unpaired": self.unpaired,
+                "single": self.single,
                 "votes": dict(self.votes),
                 "feedback_ok": dict(self.feedback_ok),
                 "feedback_failed": dict(self.feedback_failed),
@@ -210,8 +218,20 @@ class Simulator:
             return False
         if self.config.comparisons and self._issued >= self.config.comparisons:
             return False
+        if self.config.comparisons and self.stats.single >= SINGLE_CAP * self.config.comparisons:
+            logger.warning(
+                "serving answered %d requests with one answer: stopping before %d comparisons",
+                self.stats.single,
+                self.config.comparisons,
+            )
+            return False
         self._issued += 1
         return True
+
+    def _unclaim(self) -> None:
+        """A request that asked no comparison (one answer served) gives its claim back, so that
+        ``comparisons`` counts the comparisons the users made, not the requests."""
+        self._issued -= 1
 
     def make_client(self) -> ServiceClient:
         """The API client the users share (a test may record through a subclass)."""
@@ -238,7 +258,8 @@ class Simulator:
         while self._claim():
             await limiter.wait()
             try:
-                await self.one_comparison(client, model)
+                if not await self.one_comparison(client, model):
+                    self._unclaim()
             except openai.APIStatusError as exc:
                 self.stats.count("errors", f"chat_{exc.status_code}")
                 logger.warning("chat request failed: %s", exc)
@@ -247,7 +268,9 @@ class Simulator:
                 logger.warning("request failed: %s", exc)
                 await asyncio.sleep(0.5)  # the server may be restarting: do not spin
 
-    async def one_comparison(self, client: ServiceClient, model: str) -> None:
+    async def one_comparison(self, client: ServiceClient, model: str) -> bool:
+        """One chat request and the user's feedback on it. False when serving answered with
+        one answer (informative pairing asked no comparison); True otherwise."""
         cfg = self.config
         user = f"sim-user-{self.rng.randrange(cfg.users):03d}"
         prompt = self.rng.choice(self.prompts).prompt
@@ -261,12 +284,15 @@ class Simulator:
             max_tokens=cfg.max_tokens,
             temperature=cfg.temperature,
         )
+        if result.pair_token is None and len(result.answers) == 1:
+            self.stats.bump("single")
+            return False
         if result.pair_token is None and len({a.text for a in result.answers}) == 1:
             self.stats.bump("unpaired")
-            return
+            return True
         if result.pair_token is None or len(result.answers) < 2:
             self.stats.count("errors", "not_a_pair")
-            return
+            return True
         self.stats.bump("pairs")
         texts = [a.text for a in result.answers]
         outcome = self.voter(prompt, texts)
@@ -281,6 +307,7 @@ class Simulator:
             body = self._correction_body(prompt, user, result.answers, outcome)
             if body is not None:
                 await self._send(client, "correction", body)
+        return True
 
     def _rating_body(
         self, user: str, answers: list[Answer], outcome: PreferenceOutcome

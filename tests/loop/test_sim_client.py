@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,22 @@ class Service:
         return {e.kind for e in self.events.events}
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+@contextmanager
+def running_service(tmp_path: Path, **settings: Any) -> Iterator[Service]:
     engine = ConciseAdapterEngine()
     asyncio.run(engine.load_adapter(CONCISE, tmp_path))
     events = RecordingEvents()
-    app = create_app(make_settings(), engine=engine, events=events, adapters=FakeAdapters(engine))
+    app = create_app(
+        make_settings(**settings), engine=engine, events=events, adapters=FakeAdapters(engine)
+    )
     with live_server(app) as (_server, port):
         yield Service(f"http://127.0.0.1:{port}", engine, events)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    with running_service(tmp_path) as running:
+        yield running
 
 
 def _sim(service: Service, **overrides: object) -> Simulator:
@@ -115,6 +124,19 @@ def test_sim_drives_pairs_and_votes_for_the_shorter_answer(service: Service) -> 
         assert word_count(c.text) < word_count(original)
     assert snap["feedback_ok"]["preference"] == 16
     assert snap["answers_by_version"][BASE]["answers"] == 32
+
+
+def test_sim_counts_comparisons_not_requests_under_informative_pairing(tmp_path: Path) -> None:
+    # Floor 0: a pair whose answers differ less than recent pairs' did may come back as one
+    # answer; such a request asked the user nothing and must not use up a comparison.
+    with running_service(tmp_path, pair_show_floor=0.0) as informative:
+        sim = _sim(informative, comparisons=12, thumbs_rate=0.0, correction_rate=0.0)
+        snap = asyncio.run(sim.run()).snapshot()
+        votes = informative.of_kind("feedback.preference")
+    assert snap["single"] > 0, "floor 0 must serve some pairs as one answer"
+    assert snap["pairs"] == 12 and len(votes) == 12
+    assert snap["requests"] == 12 + snap["single"]
+    assert not snap["errors"]
 
 
 def test_sim_k3_sends_a_ranking_best_first(service: Service) -> None:
