@@ -56,7 +56,7 @@ def _table(args: argparse.Namespace, groups_by_pref: dict[str, list[list[float]]
         answers = sum(len(g) for g in groups)
         for accuracy in scorers:
             label = "1.0 (oracle)" if accuracy is None else f"{accuracy:g}"
-            cells = [frontier(groups, n, accuracy, args.trials, args.seed) for n in ns]
+            cells = frontier(groups, ns, accuracy, args.trials, args.seed)
             lines.append(
                 f"| {name} | {len(groups)} | {answers} | {label} | "
                 + " | ".join(f"{c:.3f}" for c in cells)

@@ -123,6 +123,16 @@ def probe(
     return sum(accs) / len(accs)
 
 
+def pair_utilities(
+    args: argparse.Namespace, pool: list[Any], tokenizer: Any, name: str
+) -> tuple[torch.Tensor, int]:
+    """Each pool pair's noise-free utilities under preference ``name`` (N, 2), and how many
+    pairs differ."""
+    rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
+    utilities = torch.tensor([r.utilities for r in rows])
+    return utilities, int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+
+
 def learning_curve(
     args: argparse.Namespace, pool: list[Any], tokenizer: Any, feats: torch.Tensor
 ) -> list[str]:
@@ -133,9 +143,7 @@ def learning_curve(
         "|---|---|" + "---|" * len(sizes),
     ]
     for name in args.preferences.split(","):
-        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
-        utilities = torch.tensor([r.utilities for r in rows])
-        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+        utilities, differ = pair_utilities(args, pool, tokenizer, name)
         accs = [probe(feats, utilities, args.noise, args.seeds, 3.0, size) for size in sizes]
         lines.append(f"| {name} | {differ} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
         print(lines[-1], flush=True)
@@ -151,9 +159,7 @@ def head_table(
         "|---|---|---|" + "---|" * len(HEAD_INPUTS),
     ]
     for name in args.preferences.split(","):
-        rows = score_pool(pool, tokenizer, load_preference(name), args.max_tokens)
-        utilities = torch.tensor([r.utilities for r in rows])
-        differ = int(((utilities[:, 0] - utilities[:, 1]).abs() > 1e-9).sum())
+        utilities, differ = pair_utilities(args, pool, tokenizer, name)
         for l2 in args.l2:
             accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in HEAD_INPUTS]
             lines.append(

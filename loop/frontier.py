@@ -58,16 +58,24 @@ def _informative_gaps(groups: Sequence[Sequence[float]], tol: float = 1e-9) -> n
     return np.concatenate(gaps) if gaps else np.zeros(0)
 
 
-def truth_accuracy_of_noise(groups: Sequence[Sequence[float]], sigma: float) -> float:
-    """Expected accuracy against the truth of the scorer ``u + sigma * z`` over the pairs of
-    different utility: P(sign of the score gap is right) = Phi(|du| / (sigma * sqrt 2))."""
+def _nonempty_gaps(groups: Sequence[Sequence[float]]) -> np.ndarray:
     gaps = _informative_gaps(groups)
     if gaps.size == 0:
         raise ValueError("no pair of answers differs in utility")
+    return gaps
+
+
+def _accuracy_of_gaps(gaps: np.ndarray, sigma: float) -> float:
     if sigma <= 0:
         return 1.0
     z = gaps / (sigma * math.sqrt(2.0))
     return float(np.mean([0.5 * math.erfc(-x / math.sqrt(2.0)) for x in z]))
+
+
+def truth_accuracy_of_noise(groups: Sequence[Sequence[float]], sigma: float) -> float:
+    """Expected accuracy against the truth of the scorer ``u + sigma * z`` over the pairs of
+    different utility: P(sign of the score gap is right) = Phi(|du| / (sigma * sqrt 2))."""
+    return _accuracy_of_gaps(_nonempty_gaps(groups), sigma)
 
 
 def noise_for_accuracy(groups: Sequence[Sequence[float]], accuracy: float) -> float:
@@ -77,12 +85,13 @@ def noise_for_accuracy(groups: Sequence[Sequence[float]], accuracy: float) -> fl
         raise ValueError(f"accuracy must be in (0.5, 1], got {accuracy}")
     if accuracy >= 1.0:
         return 0.0
+    gaps = _nonempty_gaps(groups)  # once: the bisection only changes sigma
     low, high = 0.0, 1.0
-    while truth_accuracy_of_noise(groups, high) > accuracy:
+    while _accuracy_of_gaps(gaps, high) > accuracy:
         high *= 2.0
     for _ in range(60):
         mid = 0.5 * (low + high)
-        if truth_accuracy_of_noise(groups, mid) > accuracy:
+        if _accuracy_of_gaps(gaps, mid) > accuracy:
             low = mid
         else:
             high = mid
@@ -109,15 +118,21 @@ def noisy_best_of_n_win_rate(
 
 def frontier(
     groups: Sequence[Sequence[float]],
-    n: int,
+    ns: Sequence[int],
     accuracy: float | None,
     trials: int = 2000,
     seed: int = 0,
-) -> float:
-    """Win rate against the base of best-of-n by a scorer of the given truth accuracy (None:
-    the oracle), averaged over prompts with equal weight."""
+) -> list[float]:
+    """Win rate against the base of best-of-n for each n in ``ns``, by a scorer of the given
+    truth accuracy (None: the oracle), averaged over prompts with equal weight. The scorer's
+    noise is calibrated once; each n draws from its own generator seeded with ``seed``."""
     if accuracy is None:
-        return float(np.mean([oracle_win_rate(g, n) for g in groups]))
+        return [float(np.mean([oracle_win_rate(g, n) for g in groups])) for n in ns]
     sigma = noise_for_accuracy(groups, accuracy)
-    rng = np.random.default_rng(seed)
-    return float(np.mean([noisy_best_of_n_win_rate(g, n, sigma, trials, rng) for g in groups]))
+    rates = []
+    for n in ns:
+        rng = np.random.default_rng(seed)
+        rates.append(
+            float(np.mean([noisy_best_of_n_win_rate(g, n, sigma, trials, rng) for g in groups]))
+        )
+    return rates

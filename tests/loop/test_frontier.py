@@ -73,7 +73,7 @@ def test_noisy_best_of_n_tends_to_the_oracle_and_to_chance() -> None:
 
 def test_frontier_orders_scorers_by_accuracy() -> None:
     groups = [[0.0, 0.5, 1.0, 1.5, 3.0, 0.0], [0.0, 2.0, 2.0, 1.0]]
-    oracle = frontier(groups, 8, None)
-    good = frontier(groups, 8, 0.9, trials=4000)
-    weak = frontier(groups, 8, 0.6, trials=4000)
+    [oracle] = frontier(groups, [8], None)
+    [good] = frontier(groups, [8], 0.9, trials=4000)
+    [weak] = frontier(groups, [8], 0.6, trials=4000)
     assert oracle > good > weak > 0.5
