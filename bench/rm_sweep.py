@@ -62,15 +62,26 @@ from loop.preferences import (  # noqa: E402
 from loop.prompts import load_prompts  # noqa: E402
 from schemas.events import ChatMessage  # noqa: E402
 
-# Recipes: RewardConfig overrides. "baseline" is the recipe before this sweep existed.
+# Recipes: RewardConfig overrides. "baseline" is the recipe before this sweep existed. Each names
+# its pooling, so a recipe keeps its meaning when the default changes.
 RECIPES: dict[str, dict[str, Any]] = {
     # The recipe before this sweep: random-normal head, LoRA on every layer, 1 epoch.
-    "baseline": {"head_init": "normal", "lora_layers": 0},
-    "zero-head": {"head_init": "zero", "lora_layers": 0},
+    "baseline": {"head_init": "normal", "lora_layers": 0, "pooling": "last"},
+    "zero-head": {"head_init": "zero", "lora_layers": 0, "pooling": "last"},
     # LoRA on the last 8 of 30 layers: the backward pass stops there (about 2x faster on CPU).
-    "zero-head-top8": {"head_init": "zero", "lora_layers": 8},
-    "zero-head-top8-lr3e-4": {"head_init": "zero", "lora_layers": 8, "learning_rate": 3e-4},
-    "zero-head-top8-2ep": {"head_init": "zero", "lora_layers": 8, "num_epochs": 2},
+    "zero-head-top8": {"head_init": "zero", "lora_layers": 8, "pooling": "last"},
+    "zero-head-top8-lr3e-4": {
+        "head_init": "zero",
+        "lora_layers": 8,
+        "pooling": "last",
+        "learning_rate": 3e-4,
+    },
+    "zero-head-top8-2ep": {
+        "head_init": "zero",
+        "lora_layers": 8,
+        "pooling": "last",
+        "num_epochs": 2,
+    },
     # Head on the mean and the sum of the answer tokens' states (learner.rm.model).
     "pooled-top8": {"head_init": "zero", "lora_layers": 8, "pooling": "mean+sum"},
     # The same with the zero head at 2e-3 (the body stays at 1e-4) over 2 epochs.
@@ -84,6 +95,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "zero-head-top8-2ep-cosine": {
         "head_init": "zero",
         "lora_layers": 8,
+        "pooling": "last",
         "num_epochs": 2,
         "learning_rate": 3e-4,
         "lr_scheduler": "cosine",
