@@ -108,6 +108,12 @@ class ServingSettings(BaseSettings, TopicSettings):
         description="transformers engine: longer prompts are prefilled this many tokens at a "
         "time between decode steps, so they do not stall running answers",
     )
+    fold_adapters: bool = Field(
+        True,
+        description="transformers engine: decode steps whose rows all use one adapter run on "
+        "a copy of the base weights with that adapter folded in (as fast as the base, one "
+        "extra copy of the adapted weights in memory); false keeps PEFT's LoRA path",
+    )
     max_n: int = Field(8, ge=1, le=64, description="largest n (answers) of a non-pair request")
     max_stop_sequences: int = Field(
         4, ge=1, le=16, description="most stop strings a request may give (OpenAI allows 4)"

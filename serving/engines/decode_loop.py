@@ -463,7 +463,8 @@ class DecodeLoop:
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **self._adapters.forward_kwargs([adapter]),
+                # Folding the new version here would evict the served one's folded weights.
+                **self._adapters.forward_kwargs([adapter], fold=False),
             )
             logits = out.logits[0, -1]
             if not bool(torch.isfinite(logits).all()):

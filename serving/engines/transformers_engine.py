@@ -53,11 +53,13 @@ class TransformersEngine(ModelEngine):
         smoke_tokens: int = 16,
         kv_cache_budget_mib: float = 2048.0,
         prefill_chunk_tokens: int = 512,
+        fold_adapters: bool = True,
     ) -> None:
         super().__init__(model_dir, dtype, max_batch_size, max_queue, smoke_tokens)
         self.device = device
         self.kv_cache_budget_mib = kv_cache_budget_mib
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.fold_adapters = fold_adapters
         self._loop: DecodeLoop | None = None
         self._adapters: AdapterSet | None = None
         self._draining: set[str] = set()
@@ -74,6 +76,7 @@ class TransformersEngine(ModelEngine):
             max_batch_size=settings.max_batch_size,
             kv_cache_budget_mib=settings.kv_cache_budget_mib,
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            fold_adapters=settings.fold_adapters,
         )
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -98,7 +101,7 @@ class TransformersEngine(ModelEngine):
         model = model.to(device).eval()
         use_gqa_attention(model)
         self._max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
-        self._adapters = AdapterSet(model)
+        self._adapters = AdapterSet(model, fold=self.fold_adapters)
         self._loop = DecodeLoop(
             self._adapters,
             loop_tokenizer,

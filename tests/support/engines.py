@@ -27,9 +27,15 @@ def req(prompt: str, **kwargs: object) -> GenerationRequest:
 
 
 def write_lora_adapter(
-    model_dir: Path, out_dir: Path, seed: int, nan: bool = False, scale: float = 0.5
+    model_dir: Path,
+    out_dir: Path,
+    seed: int,
+    nan: bool = False,
+    scale: float = 0.5,
+    dora: bool = False,
 ) -> Path:
-    """A random rank-4 LoRA adapter for ``model_dir`` with non-zero B (it changes outputs)."""
+    """A random rank-4 LoRA adapter for ``model_dir`` with non-zero B (it changes outputs);
+    ``dora``: the DoRA variant (weight-decomposed, which serving cannot fold)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -41,6 +47,7 @@ def write_lora_adapter(
         target_modules=["q_proj", "v_proj", "o_proj"],
         task_type="CAUSAL_LM",
         init_lora_weights=False,
+        use_dora=dora,
     )
     peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(seed)
