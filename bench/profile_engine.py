@@ -2,10 +2,12 @@
 thread (the figures of docs/architecture.md, "Where a decode step's time goes").
 
     .venv/bin/python bench/profile_engine.py [--pairs 64] [--tokens 64] [--top 15]
-        [--dtype float32|bfloat16]
+        [--dtype float32|bfloat16] [--adapter] [--no-fold]
 
 Prints generated tokens/s, the engine's step count and time, and cProfile's top functions by
-own time on the engine thread (torch ops show as their ``torch._C`` entry points).
+own time on the engine thread (torch ops show as their ``torch._C`` entry points). With
+``--adapter`` every answer uses a rank-8 LoRA adapter on all linear layers (as the learner makes
+them), folded into the weights unless ``--no-fold``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import cProfile
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from bench_serving import make_prompts
 
 from schemas.events import ChatMessage
 from serving.engines import decode_loop
-from serving.engines.protocol import GenerationRequest
+from serving.engines.protocol import BASE, GenerationRequest
 from serving.engines.transformers_engine import TransformersEngine
 
 PROFILE = cProfile.Profile()
@@ -44,16 +47,25 @@ def profiled_run(original: Any) -> Any:
     return run
 
 
-async def burst(pairs: int, tokens: int, dtype: str) -> tuple[int, float]:
+async def burst(args: argparse.Namespace) -> tuple[int, float]:
     from common.embedded_model import materialize_embedded_model
 
-    engine = TransformersEngine(materialize_embedded_model(), dtype=dtype, max_batch_size=2 * pairs)
+    pairs, tokens = args.pairs, args.tokens
+    model_dir = materialize_embedded_model()
+    engine = TransformersEngine(
+        model_dir, dtype=args.dtype, max_batch_size=2 * pairs, fold_adapters=not args.no_fold
+    )
     await engine.start()
+    version = BASE
     try:
+        if args.adapter:
+            version = await load_adapter(engine, model_dir)
 
         def request(prompt: str, max_tokens: int) -> GenerationRequest:
             message = ChatMessage(role="user", content=prompt)
-            return GenerationRequest(messages=[message], max_tokens=max_tokens, n=2)
+            return GenerationRequest(
+                messages=[message], max_tokens=max_tokens, n=2, adapter=version
+            )
 
         prompts = make_prompts(pairs)
         await asyncio.gather(*(engine.generate(request(p, 4)) for p in prompts[:4]))  # warm-up
@@ -65,15 +77,37 @@ async def burst(pairs: int, tokens: int, dtype: str) -> tuple[int, float]:
     return sum(o.completion_tokens for a in answers for o in a), elapsed
 
 
+async def load_adapter(engine: TransformersEngine, model_dir: Path) -> str:
+    """Write and load the benchmark's adapter (bench_serving's): rank 8 on all linear layers."""
+    from bench_serving import LORA_RANK, LORA_TARGETS
+
+    from loop.faults.adapters import write_version
+
+    adapter = write_version(
+        Path(tempfile.mkdtemp()),
+        "policy",
+        1,
+        model_dir,
+        model_name="smollm2-135m-instruct",
+        rank=LORA_RANK,
+        targets=LORA_TARGETS,
+        std=0.02,
+    )
+    await engine.load_adapter(adapter.version, Path(adapter.uri))
+    return adapter.version
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--pairs", type=int, default=64, help="concurrent pair requests")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     parser.add_argument("--top", type=int, default=15, help="functions to list")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--adapter", action="store_true", help="answer with a LoRA adapter")
+    parser.add_argument("--no-fold", action="store_true", help="keep PEFT's LoRA path")
     args = parser.parse_args()
     decode_loop.DecodeLoop._run = profiled_run(decode_loop.DecodeLoop._run)  # type: ignore[method-assign]
-    tokens, seconds = asyncio.run(burst(args.pairs, args.tokens, args.dtype))
+    tokens, seconds = asyncio.run(burst(args))
     [metric] = decode_loop.STEP_SECONDS.collect()
     steps = {sample.name: sample.value for sample in metric.samples}
     print(f"{tokens} tokens in {seconds:.1f} s: {tokens / seconds:.0f} tokens/s")
