@@ -485,10 +485,26 @@ def baseline_row(
     return (name, str(requests), f"{seconds:.1f}", str(tokens), rate, "-", "-", "-", note)
 
 
+def write_bench_adapter(store: Path, model_dir: Path) -> Any:
+    """The benchmark's adapter ``policy@v1``: LoRA rank 8 on every linear layer, as the learner
+    makes them (a ``loop.faults.adapters.BuiltAdapter``)."""
+    from loop.faults.adapters import write_version
+
+    return write_version(
+        store,
+        "policy",
+        1,
+        model_dir,
+        model_name="smollm2-135m-instruct",
+        rank=LORA_RANK,
+        targets=LORA_TARGETS,
+        std=0.02,  # a sane adapter: it changes answers without breaking them
+    )
+
+
 def run(args: argparse.Namespace) -> str:
     from common.embedded_model import materialize_embedded_model
     from devtools.broker import DevBroker
-    from loop.faults.adapters import write_version
 
     model_dir = materialize_embedded_model()
     prompts = make_prompts(args.clients)
@@ -496,16 +512,7 @@ def run(args: argparse.Namespace) -> str:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, DevBroker() as broker:
         workdir = Path(tmp)
-        adapter = write_version(
-            workdir / "adapters",
-            "policy",
-            1,
-            model_dir,
-            model_name="smollm2-135m-instruct",
-            rank=LORA_RANK,
-            targets=LORA_TARGETS,
-            std=0.02,  # a sane adapter: it changes answers without breaking them
-        )
+        adapter = write_bench_adapter(workdir / "adapters", model_dir)
         adapter_dir = Path(adapter.uri)
         counts: dict[str, float] = {}
         for engine in args.engines:

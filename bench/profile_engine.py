@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_serving import make_prompts
+from bench_serving import make_prompts, write_bench_adapter
 
 from schemas.events import ChatMessage
 from serving.engines import decode_loop
@@ -78,21 +78,8 @@ async def burst(args: argparse.Namespace) -> tuple[int, float]:
 
 
 async def load_adapter(engine: TransformersEngine, model_dir: Path) -> str:
-    """Write and load the benchmark's adapter (bench_serving's): rank 8 on all linear layers."""
-    from bench_serving import LORA_RANK, LORA_TARGETS
-
-    from loop.faults.adapters import write_version
-
-    adapter = write_version(
-        Path(tempfile.mkdtemp()),
-        "policy",
-        1,
-        model_dir,
-        model_name="smollm2-135m-instruct",
-        rank=LORA_RANK,
-        targets=LORA_TARGETS,
-        std=0.02,
-    )
+    """Write and load the serving benchmark's adapter (rank 8 on all linear layers)."""
+    adapter = write_bench_adapter(Path(tempfile.mkdtemp()), model_dir)
     await engine.load_adapter(adapter.version, Path(adapter.uri))
     return adapter.version
 
