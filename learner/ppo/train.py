@@ -261,6 +261,12 @@ def _save(
     return adapter_dir, head_path
 
 
+def _reached_kl_stop(config: PPOConfig, kl: float, step: int) -> bool:
+    """Has the policy reached ``kl_stop``? Never on the first iteration: a cycle that starts
+    from an earlier cycle's adapter always gets one update (the KL gate still judges it)."""
+    return config.kl_stop is not None and step > 1 and kl >= config.kl_stop
+
+
 def run_ppo(
     base_model_dir: Path,
     reward_adapter_dir: Path,
@@ -300,6 +306,17 @@ def run_ppo(
         exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
         scored = time.perf_counter()
         metrics = _rollout_metrics(exp, accelerator, kl_coef)
+        if _reached_kl_stop(config, metrics["objective/kl"], step):
+            # The policy that sampled these rollouts is the one saved; gathered metrics, so
+            # every process stops at the same iteration.
+            history[-1]["objective/kl_at_stop"] = metrics["objective/kl"]
+            logger.info(
+                "ppo stopped before iteration %d's update: rollout KL %.2f nats >= kl_stop %.2f",
+                step,
+                metrics["objective/kl"],
+                config.kl_stop,
+            )
+            break
         warming_up = config.advantage_estimator == "gae" and step <= config.value_warmup_steps
         metrics.update(
             _update(prepared, optimizer, accelerator, exp, config, generator, not warming_up)

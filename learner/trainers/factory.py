@@ -13,7 +13,7 @@ from learner.trainers.protocol import Trainers
 def make_trainers(settings: Any) -> Trainers:
     configs = (
         settings.reward_config,
-        settings.ppo_config,
+        ppo_overrides(settings),
         settings.sft_config,
         settings.eval_config,
         settings.seed,
@@ -24,3 +24,9 @@ def make_trainers(settings: Any) -> Trainers:
         launcher = launcher_from_setting(settings.train_launcher)
         return LaunchedTrainers(launcher, *configs, device=settings.device)
     return RealTrainers(*configs, device=settings.device)
+
+
+def ppo_overrides(settings: Any) -> dict[str, Any]:
+    """The PPO config overrides: ``kl_stop`` from the KL budget unless ppo_config sets it."""
+    stop = settings.ppo_kl_stop_fraction * settings.kl_budget
+    return ({"kl_stop": stop} if stop > 0 else {}) | dict(settings.ppo_config)

@@ -108,3 +108,34 @@ def test_adapter_loads_with_plain_peft_and_reference_is_the_base(
     mask = rollout.response_mask.bool()
     torch.testing.assert_close(ref_lp[mask], base_lp[mask], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(policy_lp[mask], base_lp[mask], atol=1e-3)  # the adapter acts
+
+
+def test_stops_before_the_update_that_would_pass_kl_stop(
+    tiny_model_dir: Path,
+    reward_result: RewardResult,
+    sft_result: SFTResult,
+    tmp_path: Path,
+) -> None:
+    # From the SFT adapter the KL to the base is above 0 from the first rollouts: the first
+    # iteration still updates (kl_stop never applies to it), the second stops before its update.
+    config = PPOConfig(
+        num_steps=3,
+        batch_size=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-2,
+        kl_stop=1e-9,
+    )
+    result = run_ppo(
+        tiny_model_dir,
+        reward_result.adapter_dir,
+        [user(p) for p in PROMPTS],
+        config,
+        tmp_path,
+        init_adapter=sft_result.adapter_dir,
+    )
+    assert len(result.history) == 1
+    assert result.metrics["objective/kl_at_stop"] >= 1e-9
+    assert result.metrics == result.history[-1]
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()

@@ -1,0 +1,40 @@
+"""learner.trainers.factory.ppo_overrides: PPO's KL stop follows the learner's KL budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from learner.settings import LearnerSettings
+from learner.trainers.factory import ppo_overrides
+from tests.learner.test_cycle import fake_model_dir
+
+pytestmark = pytest.mark.unit
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> LearnerSettings:
+    return LearnerSettings(
+        data_dir=str(tmp_path / "data"),
+        adapter_store=str(tmp_path / "adapters"),
+        model_dir=str(fake_model_dir(tmp_path / "model")),
+        metrics_port=0,
+        **overrides,
+    )
+
+
+def test_kl_stop_is_the_budget_share(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, kl_budget=8.0, ppo_config={"num_steps": 3})
+    assert ppo_overrides(settings) == {"kl_stop": pytest.approx(4.8), "num_steps": 3}
+
+
+def test_ppo_config_kl_stop_wins_and_zero_turns_it_off(tmp_path: Path) -> None:
+    explicit = _settings(tmp_path, ppo_config={"kl_stop": 2.5})
+    assert ppo_overrides(explicit) == {"kl_stop": 2.5}
+    assert ppo_overrides(_settings(tmp_path, ppo_kl_stop_fraction=0)) == {}
+
+
+def test_fraction_outside_zero_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ppo_kl_stop_fraction"):
+        _settings(tmp_path, ppo_kl_stop_fraction=1.5)
