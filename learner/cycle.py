@@ -47,6 +47,7 @@ from learner.settings import LearnerSettings
 from learner.store import Snapshot, TrainingStore
 from learner.store.queries import split_prompts
 from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
+from learner.trainers.factory import ppo_overrides
 from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
 
@@ -425,7 +426,8 @@ class CycleRunner:
             },
             "trainers": self.s.trainers,
             "reward_config": self.s.reward_config,
-            "ppo_config": self.s.ppo_config,
+            # The overrides PPO ran with, the KL stop derived from the budget included.
+            "ppo_config": ppo_overrides(self.s),
             "sft_config": self.s.sft_config,
             "eval_config": self.s.eval_config,
             "ppo_num_prompts": self.s.ppo_num_prompts,

@@ -74,6 +74,8 @@ def test_cycle_publishes_a_complete_version(tmp_path: Path, store: TrainingStore
     manifest = runner.adapters.manifest(1)
     assert manifest.parent_version is None and manifest.reward_model_version == "reward@v1"
     assert manifest.event_count == 8
+    # The PPO config it ran with: the KL stop derived from the budget (0.6 x 10 nats).
+    assert manifest.config["ppo_config"] == {"kl_stop": pytest.approx(6.0)}
     assert [(r.topic, r.start, r.end) for r in manifest.offsets] == [
         ("rlhf.feedback", 0, 4),
         ("rlhf.interactions", 0, 4),
