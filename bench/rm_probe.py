@@ -46,25 +46,34 @@ from loop.preferences import load_preference  # noqa: E402
 from schemas.events import ChatMessage  # noqa: E402
 
 HEAD_INPUTS = ("last", "mean", "mean+sum")
+# ``--layers``: the answer's pooled states after these decoder layers (0 = the input
+# embeddings, a bag of words), as extra head inputs named ``L<n> mean+sum``.
 
 
 @torch.no_grad()
-def features(model: Any, tokenizer: Any, rows: list[Scored]) -> dict[str, torch.Tensor]:
+def features(
+    model: Any, tokenizer: Any, rows: list[Scored], layers: tuple[int, ...] = ()
+) -> dict[str, torch.Tensor]:
     """Per answer (2 per pair, a then b): each head input, (2N, F)."""
     items = [(r.prompt, t) for r in rows for t in r.texts]
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in HEAD_INPUTS}
+    names = HEAD_INPUTS + tuple(f"L{n} mean+sum" for n in layers)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(items), 16):
         batch = items[start : start + 16]
         encoded = [
             encode_pair(tokenizer, (ChatMessage(role="user", content=q),), t, 512) for q, t in batch
         ]
         ids, mask, answer = pad_right_pairs(encoded, tokenizer.pad_token_id)
-        hidden = model.get_decoder()(
+        decoded = model.get_decoder()(
             input_ids=ids,
             attention_mask=mask,
             position_ids=position_ids_from_mask(mask),
             use_cache=False,
-        ).last_hidden_state
+            output_hidden_states=bool(layers),
+        )
+        hidden = decoded.last_hidden_state
+        for n in layers:
+            out[f"L{n} mean+sum"].append(pool_answer(decoded.hidden_states[n], answer))
         last = hidden[torch.arange(len(batch)), last_token_index(mask)]
         pooled = pool_answer(hidden, answer)
         out["last"].append(last)
@@ -154,14 +163,15 @@ def head_table(
     args: argparse.Namespace, pool: list[Any], tokenizer: Any, feats: dict[str, torch.Tensor]
 ) -> list[str]:
     """Accuracy vs truth of each head input's probe, at each L2."""
+    names = list(feats)
     lines = [
-        "| preference | pairs that differ | L2 | " + " | ".join(HEAD_INPUTS) + " |",
-        "|---|---|---|" + "---|" * len(HEAD_INPUTS),
+        "| preference | pairs that differ | L2 | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
     ]
     for name in args.preferences.split(","):
         utilities, differ = pair_utilities(args, pool, tokenizer, name)
         for l2 in args.l2:
-            accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in HEAD_INPUTS]
+            accs = [probe(feats[h], utilities, args.noise, args.seeds, l2) for h in names]
             lines.append(
                 f"| {name} | {differ} | {l2:g} | " + " | ".join(f"{a:.3f}" for a in accs) + " |"
             )
@@ -186,6 +196,13 @@ def main() -> None:
         default=None,
         help="learning curve: the mean+sum probe at L2 3 fitted on this many pairs per fold",
     )
+    p.add_argument(
+        "--layers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also probe the pooled states after these decoder layers (0 = input embeddings)",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = p.parse_args()
     model_dir = resolve_model_dir(args.model_dir)
@@ -194,7 +211,7 @@ def main() -> None:
     pool = [q for q in load_pool(args.pool) if q.split == args.split]
     # The texts do not depend on the preference: features once, from the first scoring.
     first = score_pool(pool, tokenizer, load_preference("concise"), args.max_tokens)
-    feats = features(model, tokenizer, first)
+    feats = features(model, tokenizer, first, tuple(args.layers))
     lines = [
         f"Probe `.venv/bin/python bench/rm_probe.py {command_line()}` ({len(pool)} pairs, "
         f"noise {args.noise}, {args.seeds} vote draws x 4 folds).",
