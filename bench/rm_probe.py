@@ -203,6 +203,12 @@ def main() -> None:
         default=[],
         help="also probe the pooled states after these decoder layers (0 = input embeddings)",
     )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the features in this file and reuse them when it exists (same pool and layers)",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = p.parse_args()
     model_dir = resolve_model_dir(args.model_dir)
@@ -211,7 +217,12 @@ def main() -> None:
     pool = [q for q in load_pool(args.pool) if q.split == args.split]
     # The texts do not depend on the preference: features once, from the first scoring.
     first = score_pool(pool, tokenizer, load_preference("concise"), args.max_tokens)
-    feats = features(model, tokenizer, first, tuple(args.layers))
+    if args.cache and args.cache.is_file():
+        feats = torch.load(args.cache)
+    else:
+        feats = features(model, tokenizer, first, tuple(args.layers))
+        if args.cache:
+            torch.save(feats, args.cache)
     lines = [
         f"Probe `.venv/bin/python bench/rm_probe.py {command_line()}` ({len(pool)} pairs, "
         f"noise {args.noise}, {args.seeds} vote draws x 4 folds).",
