@@ -24,7 +24,8 @@ class PPOConfig(TrainOptions):
     kl_stop: float | None = option(
         None,
         "Stop before the update of an iteration (not the first) whose rollouts' mean KL to the "
-        "reference per answer reached this many nats; None = every iteration runs.",
+        "reference per answer reached this many nats, undoing the update before it when the "
+        "rollouts before that were under the stop; None = every iteration runs.",
     )
     batch_size: int = option(
         8, "Prompts per rollout (per process under accelerate); rows = this * samples_per_prompt."

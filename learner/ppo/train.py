@@ -267,6 +267,60 @@ def _reached_kl_stop(config: PPOConfig, kl: float, step: int) -> bool:
     return config.kl_stop is not None and step > 1 and kl >= config.kl_stop
 
 
+def _trainable_state(model: PolicyWithValue) -> dict[str, torch.Tensor]:
+    """A copy of the policy's trainable (LoRA) weights: a few MB, taken before each update."""
+    return {
+        name: param.detach().clone()
+        for name, param in model.policy.named_parameters()
+        if param.requires_grad
+    }
+
+
+@torch.no_grad()
+def _restore(model: PolicyWithValue, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.policy.named_parameters())
+    for name, value in state.items():
+        params[name].copy_(value)
+
+
+def _stop_at_kl(
+    model: PolicyWithValue,
+    before_last_update: dict[str, torch.Tensor] | None,
+    history: list[dict[str, float]],
+    config: PPOConfig,
+    step: int,
+    kl: float,
+) -> None:
+    """Stop: keep the last policy whose rollouts stayed under ``kl_stop``.
+
+    One update can move the KL a long way (5.4 -> 10.3 nats in one ``concise`` acceptance
+    cycle at lr 3e-4), so the policy that just crossed the stop may already be over the
+    budget: the update before this rollout is undone when the rollout before it was under the
+    stop. A start already over it (a cycle from an earlier adapter) keeps its one update."""
+    last = history[-1]
+    last["objective/kl_at_stop"] = kl
+    under_before = last["objective/kl"] < float(config.kl_stop or 0.0)
+    if before_last_update is not None and under_before:
+        _restore(model, before_last_update)
+        last["objective/update_undone"] = 1.0
+        logger.info(
+            "ppo stopped at iteration %d: rollout KL %.2f nats >= kl_stop %.2f; undid iteration "
+            "%d's update (its rollouts: KL %.2f)",
+            step,
+            kl,
+            config.kl_stop,
+            step - 1,
+            last["objective/kl"],
+        )
+        return
+    logger.info(
+        "ppo stopped before iteration %d's update: rollout KL %.2f nats >= kl_stop %.2f",
+        step,
+        kl,
+        config.kl_stop,
+    )
+
+
 def run_ppo(
     base_model_dir: Path,
     reward_adapter_dir: Path,
@@ -291,6 +345,7 @@ def run_ppo(
     )
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
+    before_update: dict[str, torch.Tensor] | None = None
     for step in range(1, config.num_steps + 1):
         unwrapped: PolicyWithValue = accelerator.unwrap_model(prepared)
         # Each prompt samples_per_prompt times, contiguous: the RLOO groups.
@@ -307,16 +362,10 @@ def run_ppo(
         scored = time.perf_counter()
         metrics = _rollout_metrics(exp, accelerator, kl_coef)
         if _reached_kl_stop(config, metrics["objective/kl"], step):
-            # The policy that sampled these rollouts is the one saved; gathered metrics, so
-            # every process stops at the same iteration.
-            history[-1]["objective/kl_at_stop"] = metrics["objective/kl"]
-            logger.info(
-                "ppo stopped before iteration %d's update: rollout KL %.2f nats >= kl_stop %.2f",
-                step,
-                metrics["objective/kl"],
-                config.kl_stop,
-            )
+            # Gathered metrics, so every process stops (and undoes) at the same iteration.
+            _stop_at_kl(unwrapped, before_update, history, config, step, metrics["objective/kl"])
             break
+        before_update = _trainable_state(unwrapped) if config.kl_stop is not None else None
         warming_up = config.advantage_estimator == "gae" and step <= config.value_warmup_steps
         metrics.update(
             _update(prepared, optimizer, accelerator, exp, config, generator, not warming_up)

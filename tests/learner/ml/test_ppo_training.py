@@ -137,5 +137,32 @@ def test_stops_before_the_update_that_would_pass_kl_stop(
     )
     assert len(result.history) == 1
     assert result.metrics["objective/kl_at_stop"] >= 1e-9
+    assert "objective/update_undone" not in result.metrics  # its start was already past it
     assert result.metrics == result.history[-1]
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_an_update_that_crosses_kl_stop_is_undone(
+    tiny_model_dir: Path, reward_result: RewardResult, tmp_path: Path
+) -> None:
+    # From the base the first rollouts have KL 0 (a fresh LoRA's B is zero); one large update
+    # moves the policy past the stop, so the second iteration stops and undoes that update:
+    # the saved adapter is the fresh one again.
+    config = PPOConfig(
+        num_steps=3,
+        batch_size=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        max_new_tokens=6,
+        learning_rate=5e-2,
+        kl_stop=1e-3,
+    )
+    result = run_ppo(
+        tiny_model_dir, reward_result.adapter_dir, [user(p) for p in PROMPTS], config, tmp_path
+    )
+    assert len(result.history) == 1
+    assert result.history[0]["objective/kl"] < 1e-3 <= result.metrics["objective/kl_at_stop"]
+    assert result.metrics["objective/update_undone"] == 1.0
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(w) == 0 for w in lora_b)
