@@ -70,6 +70,7 @@ class VLLMEngine(ModelEngine):
         max_lora_rank: int = 8,
         max_model_len: int = 2048,
         memory_fraction: float = 0.2,
+        kv_cache_bytes: int | None = None,
         smoke_tokens: int = 16,
         retries: int = 2,
     ) -> None:
@@ -80,6 +81,10 @@ class VLLMEngine(ModelEngine):
         # On the CPU backend vLLM reserves this share of host memory for its KV cache (the
         # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
         self.memory_fraction = memory_fraction
+        # A fixed KV cache size instead: vLLM's CPU backend sizes it as memory_fraction of the
+        # NUMA node's memory minus the process's resident size, which goes negative for a small
+        # fraction on a machine whose node reports little memory (11 of 24 GiB on one VM).
+        self.kv_cache_bytes = kv_cache_bytes
         self.retries = retries
         self._llm: Any = None
         self._ids = itertools.count(1)
@@ -120,6 +125,7 @@ class VLLMEngine(ModelEngine):
             max_model_len=self.max_model_len,
             seed=0,
             gpu_memory_utilization=self.memory_fraction,
+            kv_cache_memory_bytes=self.kv_cache_bytes,
             disable_log_stats=True,
         )
         self._llm = AsyncLLM.from_engine_args(args)

@@ -32,7 +32,7 @@ def engine_for(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Any, Pa
     from serving.engines.vllm_engine import VLLMEngine
 
     model = write_vllm_tiny_model(tiny_model_dir, tmp_path / "vllm-tiny")
-    return VLLMEngine(model, max_batch_size=8, max_model_len=256, memory_fraction=0.05), model
+    return VLLMEngine(model, max_batch_size=8, max_model_len=256, kv_cache_bytes=256 << 20), model
 
 
 @pytest.mark.parametrize(

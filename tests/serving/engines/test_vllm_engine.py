@@ -42,7 +42,7 @@ def vllm_adapters(vllm_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
 async def engine(vllm_model: Path, anyio_backend: str) -> AsyncIterator[VLLMEngine]:
     from serving.engines.vllm_engine import VLLMEngine
 
-    eng = VLLMEngine(vllm_model, max_batch_size=16, max_model_len=256, memory_fraction=0.05)
+    eng = VLLMEngine(vllm_model, max_batch_size=16, max_model_len=256, kv_cache_bytes=256 << 20)
     await eng.start()
     yield eng
     await eng.stop()
