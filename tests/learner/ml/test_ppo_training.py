@@ -110,6 +110,19 @@ def test_adapter_loads_with_plain_peft_and_reference_is_the_base(
     assert not torch.allclose(policy_lp[mask], base_lp[mask], atol=1e-3)  # the adapter acts
 
 
+def _kl_stop_config(learning_rate: float, kl_stop: float) -> PPOConfig:
+    """Three tiny iterations with a large step, so that one update can cross ``kl_stop``."""
+    return PPOConfig(
+        num_steps=3,
+        batch_size=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        max_new_tokens=6,
+        learning_rate=learning_rate,
+        kl_stop=kl_stop,
+    )
+
+
 def test_stops_before_the_update_that_would_pass_kl_stop(
     tiny_model_dir: Path,
     reward_result: RewardResult,
@@ -118,15 +131,7 @@ def test_stops_before_the_update_that_would_pass_kl_stop(
 ) -> None:
     # From the SFT adapter the KL to the base is above 0 from the first rollouts: the first
     # iteration still updates (kl_stop never applies to it), the second stops before its update.
-    config = PPOConfig(
-        num_steps=3,
-        batch_size=2,
-        samples_per_prompt=2,
-        mini_batch_size=2,
-        max_new_tokens=6,
-        learning_rate=1e-2,
-        kl_stop=1e-9,
-    )
+    config = _kl_stop_config(learning_rate=1e-2, kl_stop=1e-9)
     result = run_ppo(
         tiny_model_dir,
         reward_result.adapter_dir,
@@ -148,15 +153,7 @@ def test_an_update_that_crosses_kl_stop_is_undone(
     # From the base the first rollouts have KL 0 (a fresh LoRA's B is zero); one large update
     # moves the policy past the stop, so the second iteration stops and undoes that update:
     # the saved adapter is the fresh one again.
-    config = PPOConfig(
-        num_steps=3,
-        batch_size=2,
-        samples_per_prompt=2,
-        mini_batch_size=2,
-        max_new_tokens=6,
-        learning_rate=5e-2,
-        kl_stop=1e-3,
-    )
+    config = _kl_stop_config(learning_rate=5e-2, kl_stop=1e-3)
     result = run_ppo(
         tiny_model_dir, reward_result.adapter_dir, [user(p) for p in PROMPTS], config, tmp_path
     )
