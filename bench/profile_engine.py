@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=64, help="concurrent pair requests")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
     parser.add_argument("--top", type=int, default=15, help="functions to list")
+    parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--adapter", action="store_true", help="answer with a LoRA adapter")
     parser.add_argument("--no-fold", action="store_true", help="keep PEFT's LoRA path")
@@ -103,7 +104,7 @@ def main() -> int:
         steps["rlhf_serving_engine_step_seconds_sum"],
     )
     print(f"{count:.0f} engine steps, {total:.1f} s in steps")
-    pstats.Stats(PROFILE).sort_stats("tottime").print_stats(args.top)
+    pstats.Stats(PROFILE).sort_stats(args.sort).print_stats(args.top)
     return 0
 
 

@@ -98,7 +98,7 @@ class KVSlab:
         new, columns = mask.shape
         if self._shape is None:
             keys = kv[0][0]
-            self._shape = (keys.shape[1], keys.shape[3], _cache_dtype(keys))
+            self._shape = (keys.shape[1], keys.shape[3], keys.dtype)
         if self.rows == 0:
             self.clear()
         start = min(self.start, self.end - columns)
@@ -178,14 +178,6 @@ class KVSlab:
         if not self._keys:
             return 0, 0
         return self._keys[0].shape[0], self._keys[0].shape[2]
-
-
-def _cache_dtype(keys: torch.Tensor) -> torch.dtype:
-    """float32 for a reduced-precision model on the CPU: its attention runs in float32
-    (serving/engines/attention.py), so the cache is kept ready for it."""
-    if keys.device.type == "cpu" and keys.dtype in (torch.bfloat16, torch.float16):
-        return torch.float32
-    return keys.dtype
 
 
 def layers_of(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

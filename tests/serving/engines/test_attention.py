@@ -34,16 +34,33 @@ def test_grouped_query_attention_equals_the_copying_kind() -> None:
     assert torch.equal(out, reference(q, k, v, mask))
 
 
-def test_bfloat16_attends_in_float32_and_answers_in_bfloat16() -> None:
+def test_a_bfloat16_prompt_attends_in_float32_and_answers_in_bfloat16() -> None:
     q, k, v, mask = inputs(torch.bfloat16)
-    out, _ = gqa_sdpa_attention(torch.nn.Module(), q, k, v, mask)
+    q = q.expand(-1, -1, 12, -1).contiguous()  # a 12-token prompt
+    prompt_mask = mask.expand(-1, -1, 12, -1) & torch.ones((12, 12), dtype=torch.bool).tril()
+    out, _ = gqa_sdpa_attention(torch.nn.Module(), q, k, v, prompt_mask)
     assert out.dtype == torch.bfloat16
-    exact = reference(q.float(), k.float(), v.float(), mask).to(torch.bfloat16)
+    exact = reference(q.float(), k.float(), v.float(), prompt_mask).to(torch.bfloat16)
     assert torch.equal(out, exact)
-    # The KV slab keeps a bfloat16 model's cache in float32, ready for that attention.
+
+
+def test_a_bfloat16_decode_step_matches_float32_attention_within_bfloat16_rounding() -> None:
+    q, k, v, mask = inputs(torch.bfloat16)
+    exact = reference(q.float(), k.float(), v.float(), mask)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    for given in (mask, additive):
+        out, _ = gqa_sdpa_attention(torch.nn.Module(), q, k, v, given)
+        assert out.dtype == torch.bfloat16 and out.shape == (4, 1, 9, 16)
+        # Scores and weights round to bfloat16 as in transformers' eager attention.
+        assert torch.allclose(out.float(), exact, atol=0.03, rtol=0.02)
+    unmasked, _ = gqa_sdpa_attention(torch.nn.Module(), q[1:], k[1:], v[1:], None)
+    assert torch.allclose(unmasked.float(), exact[1:], atol=0.03, rtol=0.02)
+    # Read through the KV slab's strided view, the step is the same.
     slab = KVSlab(layers=1)
-    slab.append([(k, v)], torch.ones((4, 12), dtype=torch.long))
+    slab.append([(k[:, :, :11], v[:, :, :11])], torch.ones((4, 11), dtype=torch.long))
     mask2 = slab.begin_step()
-    keys, _ = slab.cache.update(k[:, :, :1], v[:, :, :1], 0)
+    keys, values = slab.cache.update(k[:, :, 11:], v[:, :, 11:], 0)
     slab.end_step(mask2)
-    assert keys.dtype == torch.float32 and torch.equal(keys[:, :, :12], k.float())
+    assert keys.dtype == torch.bfloat16 and not keys.is_contiguous()
+    via_slab, _ = gqa_sdpa_attention(torch.nn.Module(), q, keys, values, mask)
+    assert torch.equal(via_slab, gqa_sdpa_attention(torch.nn.Module(), q, k, v, mask)[0])

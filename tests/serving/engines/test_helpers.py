@@ -33,6 +33,25 @@ def test_sampling_follows_the_distribution() -> None:
     assert freq[2] == 0 and abs(float(freq[0]) - 0.7 / 0.9) < 0.03
 
 
+def test_a_row_samples_the_same_token_alone_or_in_any_batch() -> None:
+    logits = torch.randn((6, 50), generator=torch.Generator().manual_seed(2))
+    temps, top_ps = [0.0, 0.7, 1.0, 0.0, 1.3, 1.0], [1.0, 1.0, 0.9, 1.0, 1.0, 1.0]
+    batch = sample_rows(logits, temps, top_ps, [make_generator(9, i) for i in range(6)])
+    alone = [
+        int(
+            sample_rows(
+                logits[i : i + 1], temps[i : i + 1], top_ps[i : i + 1], [make_generator(9, i)]
+            )[0]
+        )
+        for i in range(6)
+    ]
+    assert batch.tolist() == alone
+    assert batch[0] == logits[0].argmax() and batch[3] == logits[3].argmax()
+    # bfloat16 logits (a bfloat16 model's LM head) sample the same way.
+    half = sample_rows(logits.bfloat16(), temps, top_ps, [make_generator(9, i) for i in range(6)])
+    assert half.dtype == torch.long and half.shape == (6,)
+
+
 def test_seeded_generators_repeat_and_differ_by_index() -> None:
     a = torch.rand(3, generator=make_generator(5, 0))
     assert torch.equal(a, torch.rand(3, generator=make_generator(5, 0)))
