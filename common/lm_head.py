@@ -1,4 +1,5 @@
-"""Keep the LM head's input foldable into one matrix multiply.
+"""Two fixes for the LM head's matrix multiply on the CPU: keep its input foldable into one
+multiply, and run a float32 head over blocks of the vocabulary.
 
 A forward with ``logits_to_keep=1`` (the serving engine's prefill) hands the LM head
 ``hidden[:, -1:, :]``, a (B, 1, H) view whose batch stride is T x H. ``torch.matmul``
@@ -12,6 +13,12 @@ plain model (docs/architecture.md). Copying the (B, 1, H) input instead costs B 
 The learner's rollouts (``generate`` on a PEFT model) showed no such batched multiply in their
 profile, so only the serving engine registers the hook; why ``generate`` escapes it was not
 looked into.
+
+A float32 head of SmolLM2's size (576 x 49152, 113 MB) ran far below the other linear layers
+on this 2-core CPU: 88 ms for 128 rows and 35 ms for 2 (3.3 GB/s of weights read), where
+96 blocks of 512 vocabulary rows took 66 ms and 19 ms with bit-identical logits. Each block's
+weights stay in cache across the rows. bfloat16 heads ran slower in blocks (27 -> 35 ms at 128
+rows), so they keep one multiply.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 _HOOKED = "_rlhf_contiguous_input_hook"
+_BLOCKED = "_rlhf_vocabulary_blocks"
+VOCABULARY_BLOCK = 512
 
 
 def _contiguous_input(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -36,3 +46,30 @@ def keep_lm_head_input_contiguous(model: Any) -> None:
         return
     head.register_forward_pre_hook(_contiguous_input)
     setattr(head, _HOOKED, True)
+
+
+def compute_float32_lm_head_in_blocks(model: Any, block: int = VOCABULARY_BLOCK) -> None:
+    """Run ``model``'s output embedding, when it is a float32 CPU ``nn.Linear``, as one multiply
+    per ``block`` vocabulary rows (idempotent; other heads are left alone)."""
+    head = model.get_output_embeddings()
+    if (
+        not isinstance(head, torch.nn.Linear)
+        or head.weight.dtype != torch.float32
+        or head.weight.device.type != "cpu"
+        or getattr(head, _BLOCKED, False)
+    ):
+        return
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        # The weight is read at call time: tied embeddings or a swapped weight stay current.
+        weight, bias = head.weight, head.bias
+        if hidden.dtype != weight.dtype or hidden.device != weight.device:
+            return F.linear(hidden, weight, bias)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        blocks = weight.split(block)
+        biases = bias.split(block) if bias is not None else (None,) * len(blocks)
+        parts = [F.linear(flat, w, b) for w, b in zip(blocks, biases, strict=True)]
+        return torch.cat(parts, dim=-1).view(*hidden.shape[:-1], weight.shape[0])
+
+    head.forward = forward  # type: ignore[method-assign]
+    setattr(head, _BLOCKED, True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common.lm_head import keep_lm_head_input_contiguous
+from common.lm_head import compute_float32_lm_head_in_blocks, keep_lm_head_input_contiguous
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +57,26 @@ def test_hooked_lm_head_runs_one_matrix_multiply_with_the_same_logits(
     assert bmms == 0
     assert len(model.get_output_embeddings()._forward_pre_hooks) == 1
     torch.testing.assert_close(after, before)
+
+
+def test_a_float32_head_in_vocabulary_blocks_gives_the_same_logits(tiny_model_dir: Path) -> None:
+    model = _frozen_model(tiny_model_dir)
+    ids = torch.arange(ROWS * TOKENS).reshape(ROWS, TOKENS) % 50 + 3
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+        compute_float32_lm_head_in_blocks(model, block=7)  # blocks that do not divide the vocab
+        compute_float32_lm_head_in_blocks(model, block=7)  # idempotent
+        after = model(input_ids=ids).logits
+        last = model(input_ids=ids, logits_to_keep=1).logits
+    assert "forward" in vars(model.get_output_embeddings())
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    torch.testing.assert_close(last, before[:, -1:], rtol=0, atol=1e-6)
+
+
+def test_a_bfloat16_head_keeps_one_multiply(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    head = model.get_output_embeddings()
+    compute_float32_lm_head_in_blocks(model)
+    assert "forward" not in vars(head)
