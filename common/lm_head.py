@@ -71,5 +71,5 @@ def compute_float32_lm_head_in_blocks(model: Any, block: int = VOCABULARY_BLOCK)
         parts = [F.linear(flat, w, b) for w, b in zip(blocks, biases, strict=True)]
         return torch.cat(parts, dim=-1).view(*hidden.shape[:-1], weight.shape[0])
 
-    head.forward = forward  # type: ignore[method-assign]
+    head.forward = forward  # type: ignore[method-assign,assignment]
     setattr(head, _BLOCKED, True)
