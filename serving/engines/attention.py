@@ -9,6 +9,9 @@ same tensors, with bit-identical output (profile in docs/architecture.md, "Where
 time goes"). Grouped-query attention: Ainslie et al. 2023, "GQA: Training Generalized
 Multi-Query Transformer Models from Multi-Head Checkpoints", https://arxiv.org/abs/2305.13245.
 
+A bfloat16 or float16 decode step on the CPU (one token per row) skips SDPA: two batched
+matmuls around a float32 softmax read the bfloat16 cache directly (``_decode_step_reduced``).
+
 Registered with transformers' attention and mask interfaces under its own name, so the model
 keeps transformers' sdpa masks and only the kernel call changes; models that cannot switch keep
 their own attention (logged).

@@ -41,14 +41,9 @@ def sample_rows(
     must not depend on whether a batch-mate asked for top-p (it did while one sort served
     every row)."""
     device = logits.device
-    greedy = [i for i, t in enumerate(temperatures) if t <= 0.0]
     sampled = [i for i, t in enumerate(temperatures) if t > 0.0]
     if not sampled:
         return logits.argmax(dim=-1)
-    tokens = torch.zeros(logits.shape[0], dtype=torch.long, device=device)
-    if greedy:
-        rows = torch.tensor(greedy, dtype=torch.long, device=device)
-        tokens[rows] = logits[rows].argmax(dim=-1)
     every = len(sampled) == logits.shape[0]
     idx = torch.tensor(sampled, dtype=torch.long, device=device)
     temps = torch.tensor([temperatures[i] for i in sampled], dtype=torch.float32, device=device)
@@ -57,20 +52,30 @@ def sample_rows(
     # The row generators are CPU ones: a seeded answer draws the same numbers on any device.
     uniforms = torch.stack([torch.rand((), generator=generators[i]) for i in sampled])  # (S,)
     uniforms = uniforms.to(device)
-    nucleus = [j for j, i in enumerate(sampled) if top_ps[i] < 1.0]
-    plain = [j for j, i in enumerate(sampled) if top_ps[i] >= 1.0]
     picked = torch.zeros(len(sampled), dtype=torch.long, device=device)
-    for group, pick in ((plain, _pick_plain), (nucleus, _pick_nucleus)):
-        if not group:
-            continue
-        whole = len(group) == len(sampled)
-        rows = torch.tensor(group, dtype=torch.long, device=device)
-        cut = [top_ps[sampled[j]] for j in group]
-        picked[rows] = pick(probs if whole else probs[rows], uniforms[rows], cut)
+    plain = [j for j, i in enumerate(sampled) if top_ps[i] >= 1.0]
+    if plain:
+        rows = torch.tensor(plain, dtype=torch.long, device=device)
+        # Inverse CDF works in any token order, so plain rows sample the unsorted vocabulary.
+        picked[rows] = _inverse_cdf(_take(probs, rows), uniforms[rows])
+    nucleus = [j for j, i in enumerate(sampled) if top_ps[i] < 1.0]
+    if nucleus:
+        rows = torch.tensor(nucleus, dtype=torch.long, device=device)
+        cut = [top_ps[sampled[j]] for j in nucleus]
+        picked[rows] = _pick_nucleus(_take(probs, rows), uniforms[rows], cut)
     if every:
         return picked
+    tokens = logits.new_zeros(logits.shape[0], dtype=torch.long)
+    greedy = [i for i, t in enumerate(temperatures) if t <= 0.0]
+    rows = torch.tensor(greedy, dtype=torch.long, device=device)
+    tokens[rows] = logits[rows].argmax(dim=-1)
     tokens[idx] = picked
     return tokens
+
+
+def _take(probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``probs[rows]``, without the copy when ``rows`` are all of them (in order)."""
+    return probs if rows.numel() == probs.shape[0] else probs[rows]
 
 
 def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -79,11 +84,6 @@ def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     target = (uniforms * cdf[:, -1])[:, None]  # (S, 1)
     pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)  # (S, 1)
     return pick.squeeze(-1)
-
-
-def _pick_plain(probs: torch.Tensor, uniforms: torch.Tensor, _: list[float]) -> torch.Tensor:
-    # Inverse CDF works in any token order, so plain rows sample from the unsorted vocabulary.
-    return _inverse_cdf(probs, uniforms)
 
 
 def _pick_nucleus(probs: torch.Tensor, uniforms: torch.Tensor, top_ps: list[float]) -> torch.Tensor:
