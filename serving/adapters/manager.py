@@ -252,9 +252,10 @@ class AdapterManager:
             uri, manifest_sha256 = self._known_uris[version]
         try:
             try:
-                adapter = await asyncio.to_thread(
-                    self._fetcher.fetch, version, uri, manifest_sha256
-                )
+                with metrics.LOAD_STAGE_SECONDS.labels("fetch").time():
+                    adapter = await asyncio.to_thread(
+                        self._fetcher.fetch, version, uri, manifest_sha256
+                    )
             except AdapterError:
                 raise
             except Exception as exc:  # store unreachable, permissions, bad URL: a clear 422
@@ -273,11 +274,13 @@ class AdapterManager:
             await self._engine.unload_adapter(version)
             self._loaded.pop(version, None)
         try:
-            await self._engine.load_adapter(version, adapter.path)
+            with metrics.LOAD_STAGE_SECONDS.labels("engine_load").time():
+                await self._engine.load_adapter(version, adapter.path)
         except AdapterRejected as exc:
             raise AdapterRefused("load_failed", f"{version}: {exc}") from exc
         try:
-            await self._engine.smoke_check(version)
+            with metrics.LOAD_STAGE_SECONDS.labels("smoke_check").time():
+                await self._engine.smoke_check(version)
         except AdapterRejected as exc:
             await self._engine.unload_adapter(version)
             raise AdapterRefused("smoke_check_failed", f"{version}: {exc}") from exc

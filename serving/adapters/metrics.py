@@ -13,6 +13,13 @@ SWAP_SECONDS = Histogram(
     "Time from the start of a swap (fetch, verify, load, smoke check) to the alias flip.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+LOAD_STAGE_SECONDS = Histogram(
+    "rlhf_serving_adapter_load_stage_seconds",
+    "Time of each stage of loading a version: fetch (download and verify the files), "
+    "engine_load (into the model), smoke_check (a short greedy answer with it).",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60),
+)
 REFUSALS = Counter(
     "rlhf_serving_adapter_refusals_total",
     "Adapter versions refused, by reason.",

@@ -24,7 +24,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +46,7 @@ from serving.engines.protocol import (
     GenerationRequest,
 )
 from serving.engines.sampling import make_generator, sample_rows
+from serving.engines.solo_greedy import solo_greedy
 
 logger = logging.getLogger(__name__)
 
@@ -449,33 +450,23 @@ class DecodeLoop:
         BATCH_ROWS.observe(len(rows))
         STEP_SECONDS.observe(time.perf_counter() - started)
 
-    def solo_greedy(self, prompt_ids: list[int], adapter: str, max_new: int) -> list[int]:
+    def solo_greedy(
+        self, prompt_ids: list[int], adapter: str, max_new: int, draft: Sequence[int] = ()
+    ) -> list[int]:
         """Greedy tokens of one prompt decoded alone, outside the batch (run it through ``call``:
         the batch waits meanwhile). A smoke check decodes this way: inside a busy batch its
-        16 tokens would take 16 batch steps (seconds), alone a few milliseconds each."""
-        cache = DynamicCache()
-        ids, tokens = self._index([prompt_ids]), []
-        position = 0
-        for _ in range(max_new):
-            out = self._adapters.model(
-                input_ids=ids,
-                position_ids=self._index([list(range(position, position + ids.shape[1]))]),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                # Folding the new version here would evict the served one's folded weights.
-                **self._adapters.forward_kwargs([adapter], fold=False),
-            )
-            logits = out.logits[0, -1]
-            if not bool(torch.isfinite(logits).all()):
-                raise EngineFailure(f"non-finite logits (adapter {adapter})")
-            position += ids.shape[1]
-            token = int(logits.argmax())
-            if token in self._eos or position >= self._max_positions:
-                break
-            tokens.append(token)
-            ids = self._index([[token]])
-        return tokens
+        16 tokens would take 16 batch steps (seconds); alone, with a draft of the answer, one
+        or a few forwards (``serving.engines.solo_greedy``)."""
+        return solo_greedy(
+            self._adapters,
+            prompt_ids,
+            adapter,
+            max_new,
+            eos_ids=self._eos,
+            max_positions=self._max_positions,
+            device=self._device,
+            draft=draft,
+        )
 
     def _index(self, values: list[int] | list[list[int]]) -> torch.Tensor:
         """A long tensor on the model's device (token ids, positions, row indices)."""

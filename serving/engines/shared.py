@@ -12,6 +12,7 @@ from typing import Any
 from common.chat_encoding import encode_chat
 from schemas.events import ChatMessage
 from serving.engines.protocol import (
+    BASE,
     AdapterRejected,
     EngineFailure,
     GenerationChunk,
@@ -85,15 +86,8 @@ class ModelEngine:
         return (await self.generate(request))[0].text
 
     async def smoke_check(self, version: str) -> None:
-        request = GenerationRequest(
-            messages=SMOKE_MESSAGES,
-            max_tokens=self.smoke_tokens,
-            temperature=0.0,
-            adapter=version,
-            priority=True,
-        )
         try:
-            text = await self._smoke_answer(request)
+            text = await self._smoke_answer(smoke_request(version, self.smoke_tokens))
         except (EngineFailure, UnknownAdapter) as exc:
             raise AdapterRejected(f"smoke check of {version} failed: {exc}") from exc
         problem = degenerate(text)
@@ -111,6 +105,17 @@ class ModelEngine:
         async for chunk in self._stream(request):
             if not isinstance(chunk, int):
                 yield chunk
+
+
+def smoke_request(adapter: str, max_tokens: int) -> GenerationRequest:
+    """The smoke prompt, answered greedily by ``adapter`` ahead of queued requests."""
+    return GenerationRequest(
+        messages=SMOKE_MESSAGES,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        adapter=adapter,
+        priority=True,
+    )
 
 
 def check_prompt_fits(prompt: list[int], context: int) -> None:
@@ -161,8 +166,5 @@ class BaseSmokeAnswer:
 
     async def get(self, answer: Callable[[GenerationRequest], Awaitable[str]]) -> str:
         if self._text is None:
-            request = GenerationRequest(
-                messages=SMOKE_MESSAGES, max_tokens=self.max_tokens, temperature=0.0, priority=True
-            )
-            self._text = await answer(request)
+            self._text = await answer(smoke_request(BASE, self.max_tokens))
         return self._text

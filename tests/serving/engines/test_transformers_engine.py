@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from serving.engines.protocol import (
     InvalidRequest,
     UnknownAdapter,
 )
+from serving.engines.shared import smoke_request
 from serving.engines.transformers_engine import TransformersEngine
 from tests.support.engines import PROMPTS, req
 
@@ -350,6 +352,29 @@ async def test_the_smoke_answer_decoded_alone_is_the_served_greedy_answer(
         request = req(PROMPTS[0], adapter=adapter, max_tokens=12)
         served = (await engine.generate(request))[0].text
         assert await engine._smoke_answer(request) == served
+
+
+async def test_the_smoke_answer_is_decoded_in_the_pause_of_the_load(
+    engine: TransformersEngine, adapter_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load every pause of the batch first waits for the running step: one, not two.
+    loop = engine._require_loop()
+    pauses: list[object] = []
+    call = loop.call
+    monkeypatch.setattr(loop, "call", lambda fn, **kw: pauses.append(fn) or call(fn, **kw))
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    await engine.smoke_check("a@v1")
+    assert len(pauses) == 1
+    # The answer it checked is the one the engine serves to the smoke prompt.
+    smoke = smoke_request("a@v1", engine.smoke_tokens)
+    await engine.unload_adapter("a@v1")
+    await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
+    served = (await engine.generate(dataclasses.replace(smoke, priority=False)))[0].text
+    assert await engine._smoke_answer(smoke) == served
+    assert engine._smoke_ready == {}  # taken by the check: nothing stale left behind
+    await engine.load_adapter("b@v1", adapter_dirs["b@v1"])
+    await engine.unload_adapter("b@v1")  # never checked: its answer goes with it
+    assert engine._smoke_ready == {}
 
 
 async def test_a_smoke_check_does_not_wait_behind_queued_traffic(
