@@ -322,3 +322,22 @@ async def test_rollback_is_instant_while_another_version_loads(
         assert "policy@v3" in engine.loaded_adapters()
     finally:
         await manager.stop()
+
+
+async def test_each_load_stage_is_timed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def counts() -> list[float]:
+        return [
+            REGISTRY.get_sample_value(
+                "rlhf_serving_adapter_load_stage_seconds_count", {"stage": stage}
+            )
+            or 0.0
+            for stage in ("fetch", "engine_load", "smoke_check")
+        ]
+
+    v1 = write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
+    manager, _, _ = await _manager(tiny_model_dir, tmp_path)
+    before = counts()
+    await manager.load("policy@v1", v1.uri)
+    assert [after - was for after, was in zip(counts(), before, strict=True)] == [1, 1, 1]
