@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
 
+SmokeKey = tuple[tuple[int, ...], int]  # a smoke prompt's tokens, and its max new tokens
+
 
 async def collect_outputs(
     request: GenerationRequest, chunks: AsyncIterator[GenerationChunk | int]
@@ -73,6 +75,9 @@ class ModelEngine:
         self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
         self.smoke_tokens = smoke_tokens
         self._base_smoke = BaseSmokeAnswer(smoke_tokens)
+        # The base model's greedy answers to smoke prompts (token ids): the drafts an adapter's
+        # smoke check verifies in one forward (serving.engines.solo_greedy, vllm_greedy).
+        self._base_answers: dict[SmokeKey, list[int]] = {}
         self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
 
     def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:
@@ -118,6 +123,18 @@ def smoke_request(adapter: str, max_tokens: int) -> GenerationRequest:
     )
 
 
+def token_ids(*values: object) -> set[int]:
+    """The token ids in config values that are a token id, a list of them, or None (a model's
+    EOS tokens are spread over its config, generation config and tokenizer)."""
+    ids: set[int] = set()
+    for value in values:
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return ids
+
+
 def check_prompt_fits(prompt: list[int], context: int) -> None:
     """Refuse a prompt that leaves no token of room in the model's context."""
     if len(prompt) + 1 >= context:
@@ -137,6 +154,23 @@ def lora_config(path: Path) -> Any:
     if not isinstance(config, LoraConfig):
         raise AdapterRejected(f"{path}: expected a LoRA adapter, got {type(config).__name__}")
     return config
+
+
+def non_finite_weights(path: Path) -> list[str]:
+    """Names of the tensors in a PEFT adapter directory that hold NaN or infinity (weights
+    saved as ``adapter_model.safetensors`` or, in older PEFT, ``adapter_model.bin``)."""
+    import torch
+
+    safetensors, pickled = path / "adapter_model.safetensors", path / "adapter_model.bin"
+    if safetensors.is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(safetensors))
+    elif pickled.is_file():
+        tensors = torch.load(pickled, map_location="cpu", weights_only=True)
+    else:
+        raise AdapterRejected(f"{path}: no adapter_model.safetensors or adapter_model.bin")
+    return [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
 
 
 def degenerate(text: str) -> str | None:

@@ -32,17 +32,17 @@ from serving.engines.protocol import (
 from serving.engines.shared import (
     SMOKE_MESSAGES,
     ModelEngine,
+    SmokeKey,
     check_prompt_fits,
     collect_outputs,
     smoke_request,
+    token_ids,
 )
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-
-SmokeKey = tuple[tuple[int, ...], int]  # a smoke prompt's tokens, and its max new tokens
 
 
 class TransformersEngine(ModelEngine):
@@ -69,9 +69,6 @@ class TransformersEngine(ModelEngine):
         self._adapters: AdapterSet | None = None
         self._draining: set[str] = set()
         self._max_positions = 0
-        # Greedy base answers to smoke prompts, by (prompt tokens, max tokens): the drafts an
-        # adapter's smoke check verifies in one forward (serving.engines.solo_greedy).
-        self._base_answers: dict[SmokeKey, list[int]] = {}
         # Smoke answers decoded in the same pause as their adapter's load, until the smoke
         # check asks (a failed decode is kept as its exception), by (adapter, prompt, max).
         self._smoke_ready: dict[tuple[str, SmokeKey], list[int] | EngineFailure] = {}
@@ -284,17 +281,11 @@ def _unload_on_loop(loop: DecodeLoop, adapters: AdapterSet, version: str) -> Non
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for value in (
+    return token_ids(
         getattr(model.generation_config, "eos_token_id", None),
         model.config.eos_token_id,
         tokenizer.eos_token_id,
-    ):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(int(v) for v in value)
-    return ids
+    )
 
 
 def _pad_id(tokenizer: Any) -> int:

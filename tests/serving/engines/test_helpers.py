@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from serving.engines.detokenize import StreamDecoder
+from serving.engines.protocol import AdapterRejected
 from serving.engines.sampling import make_generator, sample_rows
-from serving.engines.shared import degenerate
+from serving.engines.shared import degenerate, non_finite_weights
 
 
 def test_sampling_greedy_rows_and_top_p() -> None:
@@ -139,3 +141,19 @@ def test_degenerate() -> None:
     assert degenerate("!!!!!!!!!!") == "one character repeated"
     assert degenerate("the the the the the the") == "one word repeated"
     assert degenerate("Two plus two is four.") is None
+
+
+def test_non_finite_weights_names_the_broken_tensors(
+    adapter_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    assert non_finite_weights(adapter_dirs["a@v1"]) == []
+    broken = non_finite_weights(adapter_dirs["nan@v1"])
+    assert broken and all("lora_B" in name for name in broken)
+    # Older PEFT's pickled weights are read the same way.
+    tensors = load_file(str(adapter_dirs["nan@v1"] / "adapter_model.safetensors"))
+    torch.save(tensors, tmp_path / "adapter_model.bin")
+    assert non_finite_weights(tmp_path) == broken
+    with pytest.raises(AdapterRejected, match="no adapter_model"):
+        non_finite_weights(tmp_path / "missing")

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -361,7 +362,12 @@ async def test_the_smoke_answer_is_decoded_in_the_pause_of_the_load(
     loop = engine._require_loop()
     pauses: list[object] = []
     call = loop.call
-    monkeypatch.setattr(loop, "call", lambda fn, **kw: pauses.append(fn) or call(fn, **kw))
+
+    def counted(fn: Any, **kw: Any) -> Any:
+        pauses.append(fn)
+        return call(fn, **kw)
+
+    monkeypatch.setattr(loop, "call", counted)
     await engine.load_adapter("a@v1", adapter_dirs["a@v1"])
     await engine.smoke_check("a@v1")
     assert len(pauses) == 1

@@ -88,9 +88,35 @@ async def test_adapters_load_and_stay_isolated_under_concurrency(
     assert [o.text for o in await engine.generate(again)] == alone[2]
 
 
-async def test_smoke_check_rejects_nan_adapter(
+async def test_a_nan_adapter_is_refused_before_vllm_sees_it(
     engine: VLLMEngine, vllm_adapters: dict[str, Path]
 ) -> None:
-    await engine.load_adapter("nan@v1", vllm_adapters["nan"])
-    with pytest.raises(AdapterRejected):
-        await engine.smoke_check("nan@v1")
+    with pytest.raises(AdapterRejected, match="non-finite weights"):
+        await engine.load_adapter("nan@v1", vllm_adapters["nan"])
+    assert "nan@v1" not in engine.loaded_adapters()
+    # Nothing of it reached vLLM: answers stay finite (the draft test below checks them).
+    assert (await engine.generate(req(PROMPTS[0], max_tokens=4)))[0].text
+
+
+async def test_the_smoke_answer_from_a_draft_is_the_served_greedy_answer(
+    engine: VLLMEngine, vllm_adapters: dict[str, Path]
+) -> None:
+    import dataclasses
+
+    from serving.engines.shared import smoke_request
+    from serving.engines.vllm_greedy import greedy_tokens
+
+    if "a@v1" not in engine.loaded_adapters():
+        await engine.load_adapter("a@v1", vllm_adapters["a"])
+    for adapter in (BASE, "a@v1"):
+        smoke = smoke_request(adapter, 12)
+        served = await engine.generate(dataclasses.replace(smoke, priority=False))
+        assert await engine._smoke_answer(smoke) == served[0].text
+        # Any draft, right, wrong or partly right, gives the same tokens.
+        prompt = engine._encode(smoke.messages)
+        lora, llm, eos = engine._loras[adapter], engine._llm, engine._eos_ids
+        plain = await greedy_tokens(llm, lora, prompt, 12, eos)
+        assert engine._tokenizer.decode(plain, skip_special_tokens=True) == served[0].text
+        wrong = [(t + 1) % 100 for t in plain]
+        for draft in (plain, wrong, plain[:4] + wrong[4:], plain[:2]):
+            assert await greedy_tokens(llm, lora, prompt, 12, eos, draft) == plain, draft
