@@ -65,6 +65,20 @@ class ServingSettings(BaseSettings, TopicSettings):
         "in proportion to it (rank 16 ran at 62 tokens/s against 107 for 8 on 2 cores), so keep "
         "it at the learner's rank (8 by default)",
     )
+    vllm_memory_fraction: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="vllm engine: share of the device's memory vLLM may take (its "
+        "gpu_memory_utilization; of host memory on the CPU backend, where its 0.92 default "
+        "fails on a shared machine); raise it to about 0.9 on a GPU the replica owns",
+    )
+    vllm_kv_cache_mib: float | None = Field(
+        None,
+        gt=0,
+        description="vllm engine: a fixed KV cache size instead of vllm_memory_fraction (for a "
+        "CPU host whose NUMA node reports less memory than the machine has)",
+    )
     adapter_follow_topic: bool = Field(True, description="follow adapter.* events on Kafka")
     adapter_start_timeout_seconds: float = Field(
         30.0,

@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 SMOKE_MESSAGES = [ChatMessage(role="user", content="What is two plus two? Answer briefly.")]
 
-SmokeKey = tuple[tuple[int, ...], int]  # a smoke prompt's tokens, and its max new tokens
-
 
 async def collect_outputs(
     request: GenerationRequest, chunks: AsyncIterator[GenerationChunk | int]
@@ -75,9 +73,6 @@ class ModelEngine:
         self.max_queue = max_queue if max_queue is not None else 4 * max_batch_size
         self.smoke_tokens = smoke_tokens
         self._base_smoke = BaseSmokeAnswer(smoke_tokens)
-        # The base model's greedy answers to smoke prompts (token ids): the drafts an adapter's
-        # smoke check verifies in one forward (serving.engines.solo_greedy, vllm_greedy).
-        self._base_answers: dict[SmokeKey, list[int]] = {}
         self._tokenizer: Any = None  # caller side (chat template, prompt tokens)
 
     def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk | int]:

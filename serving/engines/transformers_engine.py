@@ -32,7 +32,6 @@ from serving.engines.protocol import (
 from serving.engines.shared import (
     SMOKE_MESSAGES,
     ModelEngine,
-    SmokeKey,
     check_prompt_fits,
     collect_outputs,
     smoke_request,
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
     from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
+
+SmokeKey = tuple[tuple[int, ...], int]  # a smoke prompt's tokens, and its max new tokens
 
 
 class TransformersEngine(ModelEngine):
@@ -72,6 +73,9 @@ class TransformersEngine(ModelEngine):
         # Smoke answers decoded in the same pause as their adapter's load, until the smoke
         # check asks (a failed decode is kept as its exception), by (adapter, prompt, max).
         self._smoke_ready: dict[tuple[str, SmokeKey], list[int] | EngineFailure] = {}
+        # The base model's greedy answers to smoke prompts (token ids): the drafts an adapter's
+        # smoke check verifies in one forward (serving.engines.solo_greedy).
+        self._base_answers: dict[SmokeKey, list[int]] = {}
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> TransformersEngine:

@@ -43,7 +43,6 @@ from serving.engines.shared import (
     collect_outputs,
     lora_config,
     non_finite_weights,
-    smoke_request,
     token_ids,
 )
 from serving.engines.vllm_greedy import greedy_tokens
@@ -108,6 +107,12 @@ class VLLMEngine(ModelEngine):
             # the versions serving keeps loaded, and the base's identity adapter
             max_loras=settings.adapter_keep_loaded + 1,
             max_lora_rank=settings.max_lora_rank,
+            memory_fraction=settings.vllm_memory_fraction,
+            kv_cache_bytes=(
+                None
+                if settings.vllm_kv_cache_mib is None
+                else int(settings.vllm_kv_cache_mib * (1 << 20))
+            ),
         )
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -131,6 +136,9 @@ class VLLMEngine(ModelEngine):
             gpu_memory_utilization=self.memory_fraction,
             kv_cache_memory_bytes=self.kv_cache_bytes,
             disable_log_stats=True,
+            # Smoke checks jump the queue (see vllm_greedy): under load the FCFS queue made one
+            # wait for a whole generation of client answers.
+            scheduling_policy="priority",
         )
         self._llm = AsyncLLM.from_engine_args(args)
         self._tmp = tempfile.TemporaryDirectory(prefix="rlhf-identity-lora-")
@@ -142,8 +150,6 @@ class VLLMEngine(ModelEngine):
             raise EngineFailure("vLLM refused the identity adapter")
         self._loras[BASE] = base
         self._eos_ids = _eos_ids(self.model_dir, self._tokenizer)
-        # Now, on an idle engine: every adapter's smoke check starts from this answer.
-        await self._smoke_answer(smoke_request(BASE, self.smoke_tokens))
         logger.info(
             "vllm engine: %s (%s), max batch %d, max loras %d",
             self.model_dir,
@@ -288,27 +294,16 @@ class VLLMEngine(ModelEngine):
         logger.info("adapter %s (LoRA id %d) unloaded", version, lora.lora_int_id)
 
     async def _smoke_answer(self, request: GenerationRequest) -> str:
-        """The greedy answer, from the base model's as a draft (``vllm_greedy``): one prefill
-        instead of a batch step per token when the adapter agrees with the base."""
+        """The greedy answer, ahead of client answers in vLLM's queue (``vllm_greedy``)."""
         lora = self._lora_for(request)
         prompt = self._encode(request.messages)
-        key = (tuple(prompt), request.max_tokens)
-        tokens = self._base_answers.get(key) if request.adapter == BASE else None
-        if tokens is None:
-            self._in_flight[request.adapter] += 1  # an unload waits for it
-            try:
-                tokens = await greedy_tokens(
-                    self._require_llm(),
-                    lora,
-                    prompt,
-                    request.max_tokens,
-                    self._eos_ids,
-                    self._base_answers.get(key, ()),
-                )
-            finally:
-                self._in_flight[request.adapter] -= 1
-            if request.adapter == BASE:
-                self._base_answers[key] = tokens
+        self._in_flight[request.adapter] += 1  # an unload waits for it
+        try:
+            tokens = await greedy_tokens(
+                self._require_llm(), lora, prompt, request.max_tokens, self._eos_ids
+            )
+        finally:
+            self._in_flight[request.adapter] -= 1
         return str(self._tokenizer.decode(tokens, skip_special_tokens=True))
 
     def loaded_adapters(self) -> list[str]:

@@ -68,3 +68,17 @@ def test_vllm_from_settings_reserves_the_learner_s_rank_and_a_slot_per_kept_vers
     assert engine.max_batch_size == 16
     wider = create_engine(settings.model_copy(update={"max_lora_rank": 16}))
     assert isinstance(wider, VLLMEngine) and wider.max_lora_rank == 16
+
+
+def test_vllm_memory_settings_reach_the_engine(tiny_model_dir: Path) -> None:
+    from serving.engines.vllm_engine import VLLMEngine
+
+    settings = ServingSettings(engine="vllm", model_dir=str(tiny_model_dir))
+    default = create_engine(settings)
+    assert isinstance(default, VLLMEngine)
+    assert default.memory_fraction == 0.2 and default.kv_cache_bytes is None
+    gpu = create_engine(
+        settings.model_copy(update={"vllm_memory_fraction": 0.9, "vllm_kv_cache_mib": 512.0})
+    )
+    assert isinstance(gpu, VLLMEngine)
+    assert gpu.memory_fraction == 0.9 and gpu.kv_cache_bytes == 512 << 20

