@@ -136,8 +136,8 @@ class VLLMEngine(ModelEngine):
             gpu_memory_utilization=self.memory_fraction,
             kv_cache_memory_bytes=self.kv_cache_bytes,
             disable_log_stats=True,
-            # Smoke checks jump the queue (see vllm_greedy): under load the FCFS queue made one
-            # wait for a whole generation of client answers.
+            # Priority requests (smoke checks) jump the queue (see vllm_greedy): first come
+            # first served, one waited for a whole generation of client answers under load.
             scheduling_policy="priority",
         )
         self._llm = AsyncLLM.from_engine_args(args)
@@ -219,7 +219,11 @@ class VLLMEngine(ModelEngine):
         try:
             yield len(prompt)
             async for out in llm.generate(
-                {"prompt_token_ids": prompt}, params, request_id, lora_request=lora
+                {"prompt_token_ids": prompt},
+                params,
+                request_id,
+                lora_request=lora,
+                priority=_vllm_priority(request),
             ):
                 for c in out.outputs:
                     if c.index >= params.n:
@@ -300,7 +304,12 @@ class VLLMEngine(ModelEngine):
         self._in_flight[request.adapter] += 1  # an unload waits for it
         try:
             tokens = await greedy_tokens(
-                self._require_llm(), lora, prompt, request.max_tokens, self._eos_ids
+                self._require_llm(),
+                lora,
+                prompt,
+                request.max_tokens,
+                self._eos_ids,
+                _vllm_priority(request),
             )
         finally:
             self._in_flight[request.adapter] -= 1
@@ -323,6 +332,11 @@ class VLLMEngine(ModelEngine):
         if self._llm is None:
             raise EngineFailure("engine not started")
         return self._llm
+
+
+def _vllm_priority(request: GenerationRequest) -> int:
+    """vLLM's priority for ``request``: its scheduler admits lower values first."""
+    return -1 if request.priority else 0
 
 
 def _eos_ids(model_dir: Path, tokenizer: Any) -> set[int]:

@@ -1,8 +1,9 @@
 """The vLLM engine's smoke check: one greedy answer, admitted ahead of client answers.
 
-The engine runs vLLM's priority scheduler and the smoke request goes in with a priority ahead
-of the default one: with first-come-first-served admission it queued behind up to a whole batch
-of client answers, and a load under 64 pair clients took 48-63 s on 2 CPU cores.
+The smoke request is a priority request (``GenerationRequest.priority``), which the engine
+hands to vLLM's priority scheduler ahead of client answers: with first-come-first-served
+admission it queued behind up to a whole batch of them, and a load under 64 pair clients took
+48-63 s on 2 CPU cores.
 
 It decodes the ordinary way, one batch step per token. The transformers engine checks the base
 model's greedy answer as a draft in one forward (``serving.engines.solo_greedy``); the same
@@ -19,15 +20,12 @@ from typing import Any
 
 from serving.engines.protocol import EngineFailure
 
-# vLLM's priority scheduler admits lower values first; client answers keep the default 0.
-SMOKE_PRIORITY = -1
-
 
 async def greedy_tokens(
-    llm: Any, lora: Any, prompt: list[int], max_new: int, eos_ids: set[int]
+    llm: Any, lora: Any, prompt: list[int], max_new: int, eos_ids: set[int], priority: int
 ) -> list[int]:
-    """Up to ``max_new`` greedy tokens after ``prompt`` (EOS not included); EngineFailure on
-    non-finite logits."""
+    """Up to ``max_new`` greedy tokens after ``prompt`` (EOS not included), at vLLM
+    ``priority``; EngineFailure on non-finite logits."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -45,7 +43,7 @@ async def greedy_tokens(
             sampling,
             request_id,
             lora_request=lora,
-            priority=SMOKE_PRIORITY,
+            priority=priority,
         ):
             out = update  # FINAL_ONLY: one update, when the answer is done
     finally:
