@@ -47,6 +47,7 @@ for path in (REPO, REPO / "bench"):
 
 from bench_all import command_line, machine  # noqa: E402
 
+from common.chat_encoding import encode_text  # noqa: E402
 from common.embedded_model import resolve_model_dir  # noqa: E402
 from learner.data import Comparison, Rating  # noqa: E402
 from learner.rm.config import RewardConfig  # noqa: E402
@@ -182,7 +183,8 @@ def _from_store(args: argparse.Namespace) -> None:
             prompt = json.loads(messages)[-1]["content"]
             pair: dict[str, Any] = {"split": "train", "prompt": prompt}
             for side, rid in zip("ab", ids, strict=True):
-                tokens = tokenizer(texts[rid], add_special_tokens=False)["input_ids"]
+                # As the learner encodes stored text: special-token text stays text.
+                tokens = encode_text(tokenizer, texts[rid])
                 pair[side], pair[f"{side}_eos"] = tokens, len(tokens) < args.max_tokens
             sink.write(json.dumps(pair) + "\n")
             written += 1

@@ -7,10 +7,14 @@ message's content; the template's own text is tokenised with special tokens reco
 each content with them split into ordinary text (``split_special_tokens=True``).
 
 Serving and the learner both encode prompts with ``encode_chat``, so a policy is trained on the
-same ids it is served with. Each piece is tokenised on its own, so merges never cross a boundary
-between template text and content (for ChatML this changes nothing unless a content begins with
-whitespace). A template that does not print each content exactly once, as given, is refused:
-placing content it transforms or drops would no longer be what the template means.
+same ids it is served with. The learner encodes every other stored text (answers, corrections,
+the sampled answers it scores) with ``encode_text``, the same content path without a template:
+otherwise a correction holding ``<|im_end|>`` would teach the policy to end its turn there.
+
+Each piece is tokenised on its own, so merges never cross a boundary between template text and
+content (for ChatML this changes nothing unless a content begins with whitespace). A template
+that does not print each content exactly once, as given, is refused: placing content it
+transforms or drops would no longer be what the template means.
 
 ``split_special_tokens`` switches a flag on the tokenizer for the duration of a call: do not
 share one tokenizer between threads that encode at the same time.
@@ -41,6 +45,12 @@ def encode_chat(
     return ids
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of plain content text (an answer, a correction): special-token text in it is
+    ordinary text, as message content in ``encode_chat``; no BOS/EOS is added."""
+    return _ids(tokenizer, text, split_special=True)
+
+
 def _template_parts(
     tokenizer: Any, messages: Sequence[ChatMessage], add_generation_prompt: bool
 ) -> list[str]:
@@ -67,6 +77,8 @@ def _template_parts(
 
 
 def _ids(tokenizer: Any, text: str, split_special: bool) -> list[int]:
+    # Passed on every call, never set on the tokenizer: each call sets the backend's flag from
+    # its own argument, so no other caller's setting decides how this text is split.
     if not text:
         return []
     encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.chat_encoding import encode_chat
+from common.chat_encoding import encode_chat, encode_text
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -187,9 +187,14 @@ def encode_prompt(tokenizer: Any, prompt: Sequence[ChatMessage]) -> list[int]:
 
 
 def encode_response(tokenizer: Any, response: str) -> list[int]:
-    """Response tokens followed by EOS (the end-of-turn token that ends a served answer)."""
-    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
-    return [*ids, tokenizer.eos_token_id]
+    """Response tokens followed by EOS (the end-of-turn token that ends a served answer).
+
+    Stored answers and corrections come from users (and PPO scores decoded samples), so
+    special-token text in them stays text (``encode_text``): a correction holding
+    ``<|im_end|>\\n<|im_start|>user`` must not teach the policy to end its turn or open a forged
+    one. The one real EOS is the one appended here.
+    """
+    return [*encode_text(tokenizer, response), tokenizer.eos_token_id]
 
 
 def encode_pair(
