@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +144,14 @@ def write_promoted(
     fs.pipe_file(
         f"{root.rstrip('/')}/{adapter_name}/{PROMOTED_FILENAME}", record.model_dump_json().encode()
     )
+
+
+def link_out_of_store(path: Path, outside: Path) -> Path:
+    """Move ``path`` (a version directory or one of its files) into ``outside`` and leave a
+    link to it in its place. The bytes still match every checksum, so only where the link
+    leads can tell (serving refuses it: ``outside_store``). Returns the link's target."""
+    outside.mkdir(parents=True, exist_ok=True)
+    target = outside / path.name
+    shutil.move(path, target)
+    path.symlink_to(target, target_is_directory=target.is_dir())
+    return target
