@@ -28,6 +28,7 @@ from loop.faults.rows import FaultRow, markdown_table  # noqa: E402
 from loop.faults.serving_faults import run_serving_faults  # noqa: E402
 from loop.faults.soak import run_soak  # noqa: E402
 from loop.faults.spool_disk import run_spool_disk_faults  # noqa: E402
+from loop.faults.training_text import training_text_rows  # noqa: E402
 from loop.faults.world import World, WorldOptions  # noqa: E402
 
 logger = logging.getLogger("reliability")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=5.0)
     parser.add_argument(
         "--only",
-        choices=["event-path", "spool-disk", "serving", "schemathesis", "soak"],
+        choices=["event-path", "spool-disk", "serving", "training-text", "schemathesis", "soak"],
         help="run one part (the report then holds only its rows)",
     )
     args = parser.parse_args(argv)
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ("event-path", run_event_path_faults),
         ("spool-disk", run_spool_disk_faults),
         ("serving", run_serving_faults),
+        ("training-text", training_text_rows),
         ("schemathesis", lambda tmp: [schemathesis_row(tmp)]),
     ]
     if args.soak or args.only == "soak":

@@ -21,6 +21,8 @@ from serving.deps import AdapterControl, EventSink, Services
 from serving.engines import create_engine
 from serving.engines.protocol import Engine
 from serving.errors import install_error_handlers
+from serving.forwarded import ForwardedHeadersMiddleware
+from serving.idempotency import IdempotencyKeys
 from serving.metrics import HTTPMetricsMiddleware
 from serving.openapi import install_openapi
 from serving.ratelimit import RateLimits
@@ -55,6 +57,9 @@ def build_services(
         signer=IdSigner(key, settings.pair_ttl_seconds),
         web_sessions=WebSessions(key, settings.web_session_ttl_seconds),
         limits=RateLimits(settings),
+        idempotency=IdempotencyKeys(
+            settings.idempotency_key_ttl_seconds, settings.idempotency_keys_max
+        ),
     )
 
 
@@ -107,6 +112,12 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app, settings)
     app.add_middleware(HTTPMetricsMiddleware, max_body_bytes=settings.max_request_bytes)
+    # Added last, so outermost: everything inside sees the client behind the trusted proxies.
+    app.add_middleware(
+        ForwardedHeadersMiddleware,
+        trusted=settings.forwarded_allow_ips,
+        hops=settings.forwarded_trusted_hops,
+    )
     for module in (chat, models, feedback, admin, health, metrics):
         app.include_router(module.router)
     if settings.web_active:

@@ -108,14 +108,21 @@ def _unsupported(body: ChatCompletionRequest) -> str | None:
     checks = {
         "logprobs": bool(body.logprobs),
         "top_logprobs": bool(body.top_logprobs),
-        "response_format": fmt is not None and fmt.get("type", "text") != "text",
+        "response_format": fmt is not None and fmt.type != "text",
         "tools": bool(body.tools),
         "tool_choice": body.tool_choice not in (None, "none"),
+        # As OpenAI: only meaningful with tools, which are never served, so any value is refused.
+        "parallel_tool_calls": body.parallel_tool_calls is not None,
         "functions": bool(body.functions),
         "function_call": body.function_call not in (None, "none"),
         "frequency_penalty": bool(body.frequency_penalty),
         "presence_penalty": bool(body.presence_penalty),
         "logit_bias": bool(body.logit_bias),
+        "reasoning_effort": body.reasoning_effort is not None,
+        "modalities": body.modalities not in (None, ["text"]),
+        "audio": body.audio is not None,
+        "prediction": body.prediction is not None,
+        "web_search_options": body.web_search_options is not None,
     }
     return next((name for name, used in checks.items() if used), None)
 

@@ -115,9 +115,9 @@ def uvicorn_config(settings: ServingSettings, app: Any, log_level: str) -> Any:
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         timeout_keep_alive=int(settings.keep_alive_seconds),
-        # Whose X-Forwarded-For is believed: the client address the rate limits count by.
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Off: uvicorn's would believe the client-written leftmost X-Forwarded-For entry with
+        # forwarded_allow_ips=*; the app's own middleware reads it (serving.forwarded).
+        proxy_headers=False,
     )
 
 

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 
 from serving.engines.protocol import Engine
 from serving.errors import APIError
+from serving.idempotency import IdempotencyKeys
 from serving.informative import RecentDifferences
 from serving.protocol import AdapterInfo
 from serving.ratelimit import RateLimits
@@ -57,6 +58,7 @@ class Services:
     signer: IdSigner
     web_sessions: WebSessions
     limits: RateLimits
+    idempotency: IdempotencyKeys
     engine_started: bool = False
     # Informative pairing's memory of recent pairs (serving.informative), made on first use.
     recent_differences: RecentDifferences | None = None
@@ -90,7 +92,8 @@ class Caller:
 
 
 def client_address(request: Request) -> str:
-    """The client's address (the X-Forwarded-For one from a trusted proxy; see settings)."""
+    """The client's address (behind trusted proxies, the one ``serving.forwarded`` took from
+    the right of X-Forwarded-For)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -155,7 +158,7 @@ def get_page_caller(request: Request, services: ServicesDep) -> Caller:
 def _rate_limited(route: str) -> Callable[[Request, Services], Caller]:
     def caller(request: Request, services: ServicesDep) -> Caller:
         who = get_page_caller(request, services)
-        services.limits.check(route, who.web, who.limit_key)
+        services.limits.check(route, who.web, who.limit_key, client_address(request))
         return who
 
     return caller

@@ -5,9 +5,10 @@ expiry) (``serving.security``), so any replica checks a vote without shared stat
 
 Every vote is its own event with a fresh ``event_id``, so a vote changed back (a, b, a) is three
 events and the learner keeps the last per (pair, user). A client that may retry a request sends
-an ``Idempotency-Key`` header: the event id is then derived from (kind, target id, user, key), so
-the retry yields the same ``event_id`` and the learner's dedup makes it count once. The id is not
-derived from the vote's value: that is what made a vote changed back collide with the first one.
+an ``Idempotency-Key`` header: the event id is then derived from (kind, target id, user, key,
+body), so the retry yields the same ``event_id`` and the learner's dedup makes it count once. The
+key alone must not decide the id: a vote changed back under one key (a, b, a) would collide with
+the first one and be lost. A key reused with another body is a 409 (``serving.idempotency``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemas.events import (
 from serving import metrics
 from serving.deps import Caller, Services
 from serving.errors import APIError
+from serving.idempotency import body_fingerprint
 from serving.protocol import FeedbackRequest, FeedbackResponse
 from serving.security import PairToken, ResponseToken, TokenError
 
@@ -124,10 +126,17 @@ def record_feedback(
 ) -> FeedbackResponse:
     """Emit the vote. ``idempotency_key`` (the request's header) makes a retry the same event."""
     uhash = services.user_hash(caller.api_key, body.user)
+    retry_key = None
+    if idempotency_key is not None:
+        fingerprint = body_fingerprint(body.model_dump())
+        retry_key = f"{idempotency_key}|{fingerprint}"
     if body.kind() == "preference":
-        event: EventBase = _preference(services, body, uhash, idempotency_key)
+        event: EventBase = _preference(services, body, uhash, retry_key)
     else:
-        event = _single(services, body, uhash, idempotency_key)
+        event = _single(services, body, uhash, retry_key)
+    if idempotency_key is not None:
+        # After the ids are verified: a refused request does not claim the key.
+        services.idempotency.claim(uhash, idempotency_key, fingerprint)
     services.events.emit(event)
     value = body.choice or body.rating or ("ranking" if body.ranking else "text")
     metrics.FEEDBACK.labels(body.kind(), value).inc()

@@ -25,7 +25,7 @@ _ERRORS = {
     "401": "missing or invalid credentials",
     "403": "not allowed for these credentials",
     "404": "unknown model, adapter or route",
-    "409": "conflicts with the current adapter state",
+    "409": "conflicts with the current state (adapter, pair, or an Idempotency-Key's first use)",
     "413": "request body too large",
     "429": "rate limited; see Retry-After",
     "503": "overloaded or not ready; see Retry-After",
@@ -54,6 +54,12 @@ _NEUTRAL: dict[str, Schema] = {
     "frequency_penalty": {"enum": [0, None]},
     "presence_penalty": {"enum": [0, None]},
     "logit_bias": {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
+    "parallel_tool_calls": {"type": "null"},
+    "reasoning_effort": {"type": "null"},
+    "modalities": {"anyOf": [{"const": ["text"]}, {"type": "null"}]},
+    "audio": {"type": "null"},
+    "prediction": {"type": "null"},
+    "web_search_options": {"type": "null"},
 }
 
 

@@ -35,6 +35,32 @@ def _encodable(value: str) -> str:
 # JSON allows escaped lone surrogates that no UTF-8 text can hold.
 Text = Annotated[str, AfterValidator(_encodable)]
 
+# Unbounded, a seed of 2**80 would reach an engine's generator (torch, vLLM's SamplingParams)
+# and fail there. The bound is I-JSON's interoperable integer range (RFC 7493, 2.2: what a
+# double holds exactly), not int64's: a client, a proxy or a schema checker that reads JSON
+# numbers as doubles cannot tell 2**63 - 1 from 2**63, so a published int64 maximum is not
+# one every client can keep.
+SEED_MIN, SEED_MAX = -(2**53 - 1), 2**53 - 1
+
+
+def _all_text_encodable(value: Any, path: str = "body") -> None:
+    """Every string of the raw body, keys and unknown fields included, is valid Unicode: an
+    ignored field is still read by the log and the proxy in front, and the README promises a
+    400 for a lone surrogate in any string."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            message = f"{path}: not valid Unicode: lone surrogate at position {exc.start}"
+            raise ValueError(message) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _all_text_encodable(key, f"{path} key")
+            _all_text_encodable(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _all_text_encodable(item, f"{path}[{i}]")
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -54,6 +80,14 @@ class RequestMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: ``type`` is required, as OpenAI requires it; only "text"
+    is served (``serving.chat`` refuses the others rather than ignore them)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
@@ -64,12 +98,13 @@ class ChatCompletionRequest(BaseModel):
 
     model: Text = ""
     messages: list[RequestMessage] = Field(..., min_length=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # Not NaN or infinite: a NaN fails every bound, and the bound's message would mislead.
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -77,19 +112,31 @@ class ChatCompletionRequest(BaseModel):
     # OpenAI parameters not implemented: neutral values only (checked in serving.chat).
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0)
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    frequency_penalty: float | None = Field(None, allow_inf_nan=False)
+    presence_penalty: float | None = Field(None, allow_inf_nan=False)
+    logit_bias: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    reasoning_effort: Text | None = None
+    modalities: list[Text] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
     # Extensions.
     pair: bool | None = None
     k: int = Field(2, ge=2)
     adapter_version: Text | None = Field(None, min_length=1, max_length=256)
     conversation_id: Text | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_string_encodable(cls, data: Any) -> Any:
+        _all_text_encodable(data)
+        return data
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings_checks import BootstrapServers, ModelDir, TopicSettings
@@ -97,6 +97,20 @@ class ServingSettings(BaseSettings, TopicSettings):
         default_factory=list,
         description="chat client API keys; empty = no auth (dev only, refused with require_auth)",
     )
+    retired_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="API keys no longer accepted for chat whose users may still be erased by "
+        "name (POST /admin/users/erase with user and api_key)",
+    )
+    idempotency_key_ttl_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="how long a replica remembers the body an Idempotency-Key was first used "
+        "with (a reuse with another body is a 409)",
+    )
+    idempotency_keys_max: int = Field(
+        100_000, ge=1, description="most Idempotency-Keys a replica remembers (oldest forgotten)"
+    )
     admin_token: SecretStr = Field(SecretStr(_DEV_SECRET), description="bearer token for /admin")
     hmac_key: SecretStr = Field(
         SecretStr(_DEV_SECRET), description="key signing pair ids and hashing user ids"
@@ -155,6 +169,20 @@ class ServingSettings(BaseSettings, TopicSettings):
     web_feedback_per_minute: float = Field(
         60.0, ge=0, description="feedback requests per web session; 0 = no limit"
     )
+    # Sessions are free to open, so per-session limits alone multiply with page loads: these
+    # budgets are shared by every web session of one client address (on top of each session's).
+    web_address_chat_per_minute: float = Field(
+        40.0,
+        ge=0,
+        description="web-page chat requests per client address, shared by all its sessions "
+        "(IPv6: per /64); 0 = no limit",
+    )
+    web_address_feedback_per_minute: float = Field(
+        120.0,
+        ge=0,
+        description="web-page feedback requests per client address, shared by all its sessions "
+        "(IPv6: per /64); 0 = no limit",
+    )
     key_chat_per_minute: float = Field(
         3000.0,
         ge=0,
@@ -173,8 +201,18 @@ class ServingSettings(BaseSettings, TopicSettings):
     )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",
-        description="proxies trusted for X-Forwarded-For (the client address rate limits "
-        "use): comma-separated addresses, or * when only the ingress can reach serving",
+        description="proxies trusted for X-Forwarded-For and X-Forwarded-Proto (the client "
+        "address rate limits use, and the scheme): comma-separated addresses or networks, "
+        "walked from the right of X-Forwarded-For; or * when only the ingress can reach "
+        "serving (then forwarded_trusted_hops entries from the right are proxies)",
+    )
+    forwarded_trusted_hops: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="with forwarded_allow_ips=*: how many proxies, counting the one that "
+        "connects, each append to X-Forwarded-For; the client is that many entries from the "
+        "right (1: the ingress alone); entries further left are the client's own and ignored",
     )
     fake_token_delay_seconds: float = Field(
         0.0, ge=0.0, description="fake engine: delay per generated word (tests only)"
@@ -226,6 +264,14 @@ class ServingSettings(BaseSettings, TopicSettings):
     def web_active(self) -> bool:
         """Whether the web page and its sessions are on: never silently beside required auth."""
         return self.web_enabled and (self.web_with_auth or not self.require_auth)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        from serving.forwarded import parse_trusted
+
+        parse_trusted(value)  # a typo would otherwise silently trust no proxy
+        return value
 
     @model_validator(mode="after")
     def _safe_secrets(self) -> ServingSettings:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loop.faults.adapters import write_version
+from loop.faults.adapters import link_out_of_store, write_version
+from loop.faults.address_limits import address_limit_rows
+from loop.faults.api_rules import api_rule_rows
+from loop.faults.replica import Replica, input_row
 from loop.faults.rows import FaultRow
 from loop.faults.world import SERVING_MODEL_NAME, World, WorldOptions
 from schemas.manifest import MANIFEST_FILENAME
@@ -27,31 +29,6 @@ logger = logging.getLogger(__name__)
 # enough for every ordinary request of the suite (tiny model: 128 bytes of KV per token).
 KV_BUDGET_MIB = 0.1
 WEIGHTS = "adapter_model.safetensors"
-
-
-class Replica:
-    """The serving process under test and plain HTTP calls to it."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.http = httpx.Client(base_url=world.root, timeout=120)
-        self.auth = {"Authorization": f"Bearer {world.api_key}"}
-        self.admin = {"Authorization": f"Bearer {world.admin_token}"}
-
-    def chat(self, content: str, **extra: Any) -> httpx.Response:
-        body = {"model": SERVING_MODEL_NAME, "messages": [{"role": "user", "content": content}]}
-        return self.http.post(
-            "/v1/chat/completions", json=body | {"max_tokens": 8} | extra, headers=self.auth
-        )
-
-    def answered_by(self) -> str:
-        """The adapter version that answers a plain request now (and that one is served)."""
-        resp = self.chat("Say something short.")
-        resp.raise_for_status()
-        return str(resp.json()["choices"][0]["adapter_version"])
-
-    def admin_post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return self.http.post(path, json=body, headers=self.admin)
 
 
 def _reason(resp: httpx.Response) -> str:
@@ -107,6 +84,8 @@ def adapter_rows(world: World, replica: Replica) -> list[FaultRow]:
     outside = write_version(
         world.tmp / "outside-store", "policy", 7, model, model_name=SERVING_MODEL_NAME
     )
+    link_out_of_store(build(8), world.tmp / "linked-out" / "directory")
+    link_out_of_store(build(9) / WEIGHTS, world.tmp / "linked-out" / "weights")
     cases: list[tuple[str, str, dict[str, Any]]] = [
         ("corrupt adapter", "one byte of the weights flipped", {"version": "policy@v2"}),
         ("truncated adapter", "weights cut in half, manifest re-hashed to match",
@@ -120,6 +99,10 @@ def adapter_rows(world: World, replica: Replica) -> list[FaultRow]:
         ("version name with /", "version policy/../../x@v1", {"version": "policy/../../x@v1"}),
         ("uri outside the store", "a valid adapter outside the store, named by uri",
          {"version": "policy@v7", "uri": outside.uri}),
+        ("version directory is a symlink out of the store",
+         "store's v8 is a link to a valid adapter outside the store", {"version": "policy@v8"}),
+        ("weights file is a symlink out of the store",
+         "v9's weights are a link to the same bytes outside the store", {"version": "policy@v9"}),
     ]  # fmt: skip
     rows = []
     for name, action, body in cases:
@@ -145,22 +128,6 @@ def adapter_rows(world: World, replica: Replica) -> list[FaultRow]:
 
 
 # -- abusive requests --------------------------------------------------------------------------
-def _row(
-    name: str, action: str, check: Callable[[], tuple[bool, str]], replica: Replica
-) -> FaultRow:
-    t0 = time.monotonic()
-    ok, outcome = check()
-    healthy = replica.chat("Still there?").status_code == 200
-    return FaultRow(
-        "input",
-        name,
-        action,
-        f"{outcome}; next request 200: {healthy}",
-        passed=ok and healthy,
-        seconds=time.monotonic() - t0,
-    )
-
-
 def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
     from transformers import AutoTokenizer
 
@@ -223,16 +190,18 @@ def abuse_rows(world: World, replica: Replica) -> list[FaultRow]:
         return status in (400, 403, 410), f"expired id (valid MAC): {status}"
 
     return [
-        _row("oversized prompt, n=8", "60-word (~250-token) prompt, n=8, max_tokens 64, KV budget "
-             f"{KV_BUDGET_MIB} MiB", oversized, replica),
-        _row("12,000 stop strings", "stop = 12,000 strings", many_stops, replica),
-        _row("chat-template injection", "content forging <|im_end|>/<|im_start|>system turns",
-             injection, replica),
-        _row("lone surrogate", 'content "a\\ud800b" (raw JSON escape)', surrogate, replica),
-        _row("forged vote id", "feedback on a pair id with a changed MAC, and a made-up one",
-             forged_vote, replica),
-        _row("expired vote id", "feedback on a correctly signed pair id past its expiry",
-             expired_vote, replica),
+        input_row("oversized prompt, n=8",
+                  f"60-word (~250-token) prompt, n=8, max_tokens 64, KV budget {KV_BUDGET_MIB} MiB",
+                  oversized, replica),
+        input_row("12,000 stop strings", "stop = 12,000 strings", many_stops, replica),
+        input_row("chat-template injection",
+                  "content forging <|im_end|>/<|im_start|>system turns", injection, replica),
+        input_row("lone surrogate", 'content "a\\ud800b" (raw JSON escape)', surrogate, replica),
+        input_row("forged vote id",
+                  "feedback on a pair id with a changed MAC, and a made-up one", forged_vote,
+                  replica),
+        input_row("expired vote id", "feedback on a correctly signed pair id past its expiry",
+                  expired_vote, replica),
     ]  # fmt: skip
 
 
@@ -244,13 +213,17 @@ def _vote(replica: Replica, pair_token: str) -> int:
 
 
 def run_serving_faults(tmp: Path) -> list[FaultRow]:
-    """Adapter refusals and abusive input against one real serving process."""
+    """Adapter refusals, abusive input and API rule breaks against one real serving process."""
+
     options = WorldOptions(
         extra_serving_env={
             "SERVING_KAFKA_ENABLED": "false",  # events are not the point of these rows
             "SERVING_ADAPTER_FOLLOW_TOPIC": "false",
             "SERVING_KV_CACHE_BUDGET_MIB": str(KV_BUDGET_MIB),
             "SERVING_ADAPTER_UNLOAD_GRACE_SECONDS": "0",
+            # As docs/deployment.md advises behind the shipped ingress: the X-Forwarded-For
+            # rotation row then probes exactly that setting.
+            "SERVING_FORWARDED_ALLOW_IPS": "*",
         }
     )
     world = World(tmp, options)
@@ -258,6 +231,12 @@ def run_serving_faults(tmp: Path) -> list[FaultRow]:
         world.start_serving()
         world.wait_for("serving ready", world.ready, 180)
         replica = Replica(world)
-        return adapter_rows(world, replica) + abuse_rows(world, replica)
+        return [
+            *adapter_rows(world, replica),
+            *abuse_rows(world, replica),
+            *api_rule_rows(replica),
+            # Last: it spends the page budgets of 127.0.0.1.
+            *address_limit_rows(world, replica),
+        ]
     finally:
         world.close()

@@ -24,6 +24,7 @@ from serving.protocol import (
     LoadRequest,
     VersionRequest,
 )
+from serving.security import constant_time_in
 
 logger = logging.getLogger(__name__)
 router = APIRouter(
@@ -95,8 +96,25 @@ async def canary(body: CanaryRequest, services: ServicesDep) -> AdapterState:
 async def erase_user(body: EraseRequest, services: ServicesDep) -> EraseResponse:
     """Emit ``user.erased``; the learner deletes the user's stored data when it reads it (the
     event goes through the spool like every event, so a broker outage delays, never loses it)."""
-    user_id = body.user_id or services.user_hash(body.api_key or "", body.user)
+    user_id = body.user_id or _user_id_by_name(services, body.api_key or "", body.user)
     event = UserErased(user_id=user_id, requested_by="admin-api", reason=body.reason)
     services.events.emit(event)
     logger.info("erasure of user %s requested (event %s)", user_id, event.event_id)
     return EraseResponse(event_id=event.event_id, user_id=user_id)
+
+
+def _user_id_by_name(services: ServicesDep, api_key: str, user: str | None) -> str:
+    """The pseudonymous id of ``user`` under ``api_key``, which must be a configured (or
+    retired) key: a typo would derive the id of nobody, and the erasure would do nothing."""
+    settings = services.settings
+    known = [k.get_secret_value() for k in (*settings.api_keys, *settings.retired_api_keys)]
+    if not constant_time_in(api_key, known):
+        hint = "" if known else "; no API keys are configured here: erase by user_id"
+        # 404, not 400: the body is well-formed; the key it names does not exist here.
+        raise APIError(
+            404,
+            f"api_key is not one of this service's API keys (current or retired){hint}",
+            param="api_key",
+            code="unknown_api_key",
+        )
+    return services.user_hash(api_key, user)

@@ -52,7 +52,7 @@ def _secret_value(docs: list[Doc], name: str, key: str) -> str:
     if generated:
         return base64.b64decode(generated[0]["data"][key]).decode()
     assert key in secret_templates().get(name, set()), f"{name}/{key}: no Secret, no template"
-    return _PLACEHOLDER if key != "api-keys" else f'["{_PLACEHOLDER}"]'
+    return _PLACEHOLDER if not key.endswith("api-keys") else f'["{_PLACEHOLDER}"]'
 
 
 def _env_for(docs: list[Doc], ctr: Doc, prefix: str, tmp_path: Path) -> dict[str, str]:

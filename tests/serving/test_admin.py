@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.serving import ADMIN, API_KEY, Harness, auth, harness
+from tests.support.serving import ADMIN, API_KEY, Harness, auth, harness, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +93,30 @@ async def test_erase_user_emits_user_erased() -> None:
         r = await h.http.post("/admin/users/erase", headers=auth(), json={"user_id": "x"})
         assert r.status_code == 401
         assert len(h.events.events) == 2
+
+
+async def test_erase_by_name_refuses_an_api_key_that_is_not_configured() -> None:
+    async with harness(make_settings(retired_api_keys=["old-key"])) as h:
+        admin = auth(ADMIN)
+        for key in ("typo", API_KEY + " ", ""):
+            by_name = {"user": "alice", "api_key": key}
+            r = await h.http.post("/admin/users/erase", headers=admin, json=by_name)
+            assert r.status_code in (400, 404), key  # "" fails the schema (min length 1)
+            if key:
+                assert r.json()["error"]["code"] == "unknown_api_key", r.text
+        assert h.events.events == []
+        # A retired key still names its users, so they can be erased after the key is gone.
+        r = await h.http.post(
+            "/admin/users/erase", headers=admin, json={"user": "alice", "api_key": "old-key"}
+        )
+        assert r.status_code == 202
+        assert r.json()["user_id"] == h.app.state.services.user_hash("old-key", "alice")
+        r = await h.http.get("/v1/models", headers=auth("old-key"))
+        assert r.status_code == 401  # retired: no longer a chat credential
+
+
+async def test_erase_by_name_without_configured_keys_points_to_user_id() -> None:
+    async with harness(make_settings(api_keys=[])) as h:
+        by_name = {"user": "alice", "api_key": "anything"}
+        r = await h.http.post("/admin/users/erase", headers=auth(ADMIN), json=by_name)
+        assert r.status_code == 404 and "erase by user_id" in r.json()["error"]["message"]

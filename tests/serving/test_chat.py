@@ -222,6 +222,15 @@ async def _error(h, body, headers=None):
         ({"logprobs": True}, 400, "logprobs"),
         ({"top_logprobs": 3}, 400, "top_logprobs"),
         ({"response_format": {"type": "json_object"}}, 400, "response_format"),
+        ({"response_format": {}}, 400, "response_format.type"),
+        ({"response_format": {"json_schema": {"name": "x"}}}, 400, "response_format.type"),
+        ({"parallel_tool_calls": False}, 400, "parallel_tool_calls"),
+        ({"parallel_tool_calls": True}, 400, "parallel_tool_calls"),
+        ({"reasoning_effort": "high"}, 400, "reasoning_effort"),
+        ({"modalities": ["text", "audio"]}, 400, "modalities"),
+        ({"seed": 2**80}, 400, "seed"),
+        ({"seed": 2**53}, 400, "seed"),
+        ({"seed": -(2**53)}, 400, "seed"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
         ({"tool_choice": "auto"}, 400, "tool_choice"),
         ({"presence_penalty": 0.5}, 400, "presence_penalty"),
@@ -346,6 +355,52 @@ async def test_lone_surrogate_is_a_400_not_a_500(body: bytes) -> None:
         assert r.status_code == 400, r.text
         assert "surrogate" in r.json()["error"]["message"]
         assert not h.events.events
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"messages": [{"role": "user", "content": "hi"}], "unknown": "\\ud800"}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "x": {"y": ["\\udfff"]}}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}',
+        b'{"messages": [{"role": "user", "content": "hi", "name": "\\ud800"}]}',
+    ],
+)
+async def test_lone_surrogate_in_an_ignored_field_is_a_400_too(body: bytes) -> None:
+    async with harness() as h:
+        r = await h.http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={**auth(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert "surrogate" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "presence_penalty"])
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_non_finite_numbers_are_named_as_such(field: str, value: bytes) -> None:
+    async with harness() as h:
+        body = b'{"messages": [{"role": "user", "content": "hi"}], "%s": %s}' % (
+            field.encode(),
+            value,
+        )
+        r = await h.http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={**auth(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == field and "finite" in error["message"], error
+
+
+async def test_the_largest_json_safe_seeds_are_accepted() -> None:
+    async with harness() as h:
+        for seed in (2**53 - 1, -(2**53 - 1), 0):
+            body = {"messages": HELLO, "seed": seed}
+            r = await h.http.post("/v1/chat/completions", json=body, headers=auth())
+            assert r.status_code == 200, r.text
 
 
 async def test_feedback_lone_surrogate_is_a_400() -> None:

@@ -1,24 +1,27 @@
 """The ``serve`` CLI's settings, and the app under a real uvicorn on a loopback port: the
-openai client streaming over real HTTP, and graceful shutdown draining in-flight requests."""
+openai client streaming over real HTTP, graceful shutdown draining in-flight requests, and the
+client address behind a proxy (X-Forwarded-For) that the per-address limits count by."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import uvicorn
 
 from serving.app import create_app
-from serving.cli import build_parser, main, settings_from_args
+from serving.cli import build_parser, main, settings_from_args, uvicorn_config
 from serving.engines.fake import FakeEngine
 from tests.serving.fakes import FakeAdapters, RecordingEvents
 from tests.serving.live import live_server
-from tests.support.serving import API_KEY, make_settings
+from tests.support.serving import API_KEY, PAGE_CHAT, make_settings, page_headers
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,3 +185,46 @@ def _read_response(sock: Any) -> bytes:
     while len(body) < length:
         body += sock.recv(4096)
     return data
+
+
+def test_uvicorn_leaves_forwarded_headers_to_the_app() -> None:
+    """uvicorn's proxy_headers with forwarded_allow_ips=* believes the client-written leftmost
+    X-Forwarded-For entry; the app's own middleware (serving.forwarded) reads it instead."""
+    settings = make_settings(forwarded_allow_ips="*")
+    config = uvicorn_config(settings, object(), "error")
+    assert config.proxy_headers is False
+
+
+def test_rotating_x_forwarded_for_behind_a_trusted_ingress_does_not_escape_limits() -> None:
+    """With SERVING_FORWARDED_ALLOW_IPS=* (docs/deployment.md), a client that writes a fresh
+    address into X-Forwarded-For on each request is still the address the ingress appended."""
+    engine = FakeEngine()
+    settings = make_settings(
+        forwarded_allow_ips="*",
+        web_sessions_per_minute=6,  # 3 new sessions at once per address
+        web_address_chat_per_minute=4,  # 2 web chats at once per address
+        rate_limit_burst_seconds=30,
+    )
+    app = create_app(
+        settings, engine=engine, events=RecordingEvents(), adapters=FakeAdapters(engine)
+    )
+    rotating = (f"203.0.113.{i}, 198.51.100.7" for i in itertools.count(1))
+    with live_server(app, settings=settings) as (_, port):
+        origin = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=origin, timeout=10) as http:
+            pages = [http.get("/", headers={"X-Forwarded-For": next(rotating)}) for _ in range(5)]
+            assert [p.status_code for p in pages] == [200, 200, 200, 429, 429]
+            chats = [
+                http.post(
+                    "/v1/chat/completions",
+                    json=PAGE_CHAT,
+                    headers=page_headers(
+                        page.cookies["rlhf_session"],
+                        origin=origin,
+                        **{"X-Forwarded-For": next(rotating)},
+                    ),
+                ).status_code
+                for page in pages[:3]
+                for _ in range(2)
+            ]
+            assert sorted(chats) == [200, 200, 429, 429, 429, 429]

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from schemas.events import FeedbackCorrection, FeedbackPreference, FeedbackRating, PairServed
+from serving.errors import APIError
+from serving.idempotency import IdempotencyKeys
 from serving.security import IdSigner
 from tests.learner.factories import Feeder, new_store
 from tests.support.serving import API_KEY, HMAC_KEY, auth, harness, make_settings
@@ -148,6 +150,53 @@ async def test_retry_with_the_same_idempotency_key_is_the_same_event() -> None:
             h, {"pair_id": body_b["pair_id"], "choice": "a", "user": "bob"}, "retry-1"
         )
         assert bob != first
+
+
+async def test_a_key_reused_with_another_vote_is_a_409_not_a_lost_vote() -> None:
+    async with harness() as h:
+        body, _ = await _pair(h)
+        vote = {"pair_id": body["pair_id"], "choice": "b", "user": "alice"}
+        first = await _vote_with_key(h, vote, "k-1")
+        assert await _vote_with_key(h, vote, "k-1") == first
+        headers = {**auth(), "Idempotency-Key": "k-1"}
+        r = await h.http.post("/v1/feedback", json={**vote, "choice": "a"}, headers=headers)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "idempotency_key_reused"
+        assert len(h.events.events) == 3  # pair.served, then b twice: the a is not emitted
+        # The same key on another target is another body too.
+        rid = body["choices"][0]["response_id"]
+        r = await h.http.post(
+            "/v1/feedback",
+            json={"response_id": rid, "rating": "up", "user": "alice"},
+            headers=headers,
+        )
+        assert r.status_code == 409
+
+
+async def test_a_reused_key_on_another_replica_is_a_new_event_not_a_duplicate() -> None:
+    """Replicas share no memory of keys: there the reuse cannot be refused, but its event id
+    differs from the first, so the learner keeps it as the later vote instead of dropping it."""
+    async with harness() as h:
+        body, _ = await _pair(h)
+        vote = {"pair_id": body["pair_id"], "choice": "b", "user": "alice"}
+        first = await _vote_with_key(h, vote, "k-1")
+        h.app.state.services.idempotency = IdempotencyKeys(3600, 10)  # another replica's memory
+        assert await _vote_with_key(h, {**vote, "choice": "a"}, "k-1") != first
+
+
+def test_idempotency_keys_expire_and_stay_bounded() -> None:
+    now = [0.0]
+    keys = IdempotencyKeys(ttl_seconds=10, max_keys=2, clock=lambda: now[0])
+    keys.claim("u", "k", "body-1")
+    with pytest.raises(APIError):
+        keys.claim("u", "k", "body-2")
+    keys.claim("u", "k", "body-1")  # a retry
+    keys.claim("v", "k", "body-2")  # another user's key of the same name
+    now[0] = 11.0
+    keys.claim("u", "k", "body-2")  # expired: a new first use
+    keys.claim("w", "k", "x")
+    keys.claim("z", "k", "x")  # the oldest (u) is forgotten past max_keys
+    keys.claim("u", "k", "body-3")
 
 
 async def test_without_a_key_every_vote_is_a_new_event() -> None:

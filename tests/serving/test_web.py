@@ -141,3 +141,41 @@ async def test_assets() -> None:
         assert "Authorization" not in js.text  # the cookie is the page's only credential
         assert (await h.http.get("/web/style.css")).status_code == 200
         assert (await h.http.get("/web/..%2Fapp.py")).status_code == 404
+
+
+_PAGE_SECURITY = {
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+}
+
+
+async def test_page_and_assets_send_security_headers_and_hsts_only_over_https() -> None:
+    async with harness() as h:
+        for path in ("/", "/web/app.js", "/web/style.css"):
+            plain = await h.http.get(path)
+            assert plain.status_code == 200
+            assert _PAGE_SECURITY.items() <= plain.headers.items(), (path, plain.headers)
+            assert "strict-transport-security" not in plain.headers  # wrong over plain http
+            secure = await h.http.get(f"https://testserver{path}")
+            assert _PAGE_SECURITY.items() <= secure.headers.items()
+            assert secure.headers["strict-transport-security"] == "max-age=31536000"
+        page = await h.http.get("/")
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "behind_tls"),
+    [("127.0.0.1", True), ("*", True), ("10.0.0.1", False)],  # the test client is 127.0.0.1
+)
+async def test_a_trusted_proxys_https_makes_the_cookie_secure_and_sends_hsts(
+    trusted: str, behind_tls: bool
+) -> None:
+    async with harness(make_settings(forwarded_allow_ips=trusted)) as h:
+        page = await h.http.get(
+            "/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+        )
+        assert page.status_code == 200
+        cookie = page.headers["set-cookie"].lower()
+        assert ("; secure" in cookie) is behind_tls, cookie
+        assert ("strict-transport-security" in page.headers) is behind_tls

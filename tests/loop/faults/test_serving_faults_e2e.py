@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_broken_adapters_and_abusive_input_are_refused(tmp_path: Path) -> None:
     rows = run_serving_faults(tmp_path)
-    assert len([r for r in rows if r.group == "adapter"]) == 9
-    assert len([r for r in rows if r.group == "input"]) == 6
+    assert len([r for r in rows if r.group == "adapter"]) == 11
+    assert len([r for r in rows if r.group == "input"]) == 16
     failed = [(r.name, r.outcome) for r in rows if not r.passed]
     assert not failed, failed
