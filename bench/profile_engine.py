@@ -1,7 +1,7 @@
 """Where the transformers engine's time goes: one burst of pair requests, profiled on the engine
 thread (the figures of docs/architecture.md, "Where a decode step's time goes").
 
-    .venv/bin/python bench/profile_engine.py [--pairs 64] [--tokens 64] [--top 15]
+    .venv/bin/python -m bench.profile_engine [--pairs 64] [--tokens 64] [--top 15]
         [--dtype float32|bfloat16] [--adapter] [--no-fold]
 
 Prints generated tokens/s, the engine's step count and time, and cProfile's top functions by
@@ -16,16 +16,12 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_serving import make_prompts, write_bench_adapter
-
+from bench.bench_serving import make_prompts, write_bench_adapter
 from schemas.events import ChatMessage
 from serving.engines import decode_loop
 from serving.engines.protocol import BASE, GenerationRequest
