@@ -19,12 +19,14 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.acceptance import ACCEPTANCE_MAX_TOKENS
 from bench.bench_all import command_line, machine
 from bench.rm_sweep import Scored, load_pool, score_pool
 from common.embedded_model import resolve_model_dir
 from learner.modeling import load_tokenizer
 from loop.frontier import best_of_n_kl_bound, frontier
 from loop.preferences import load_preference
+from loop.user_options import add_max_tokens_option
 
 
 def answer_groups(rows: list[Scored], min_answers: int) -> list[list[float]]:
@@ -63,7 +65,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pool", type=Path, nargs="+", required=True, help="pool .jsonl files")
     p.add_argument("--preferences", default="concise,friendly,format")
-    p.add_argument("--max-tokens", type=int, default=128, help="answer length the users see")
+    add_max_tokens_option(
+        p, ACCEPTANCE_MAX_TOKENS, why="the acceptance run's answer length, which this predicts"
+    )
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
     p.add_argument(
         "--accuracies",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO
+from bench.acceptance import ACCEPTANCE_MAX_TOKENS
 from bench.bench_all import command_line, machine
 from common.embedded_model import resolve_model_dir
 from common.stats import wilson_interval
@@ -32,6 +33,7 @@ from learner.ppo.rollout import sample
 from learner.ppo.train import run_ppo
 from loop.preferences import load_preference, word_count
 from loop.prompts import load_prompts
+from loop.user_options import add_max_tokens_option
 from schemas.events import ChatMessage
 
 
@@ -64,7 +66,9 @@ def main() -> None:
     p.add_argument("--reward", type=Path, required=True, help="reward-model adapter directory")
     p.add_argument("--preference", default="concise")
     p.add_argument("--model-dir", default="embedded")
-    p.add_argument("--max-tokens", type=int, default=128)
+    add_max_tokens_option(
+        p, ACCEPTANCE_MAX_TOKENS, why="the acceptance run's answer length, which this predicts"
+    )
     p.add_argument("--ppo-config", default="{}", help="JSON PPOConfig overrides")
     p.add_argument("--samples", type=int, default=2, help="answers per eval prompt and model")
     p.add_argument("--seed", type=int, default=0)
