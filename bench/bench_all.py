@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import REPO, RESULTS, bench_loop, bench_serving
-from loop.demo import add_env_option
+from loop.service_options import add_env_option
 
 
 def repo_relative(text: str) -> str:
@@ -74,7 +74,7 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--clients", type=int, default=64, help="concurrent pair clients (serving)")
-    p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    bench_serving.add_bench_max_tokens(p)
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
     bench_serving.add_engine_arguments(p, engines=["transformers", "vllm"])
@@ -93,7 +93,7 @@ def main() -> int:
     started = time.monotonic()
     serving_args = argparse.Namespace(
         clients=args.clients,
-        tokens=args.tokens,
+        max_tokens=args.max_tokens,
         idle=args.idle,
         vllm=args.vllm,
         engines=args.engines,
@@ -136,8 +136,8 @@ def run_loop(args: argparse.Namespace) -> tuple[str, str]:
         [
             "--comparisons",
             str(args.comparisons),
-            "--tokens",
-            str(args.tokens),
+            "--max-tokens",
+            str(args.max_tokens),
             "--timeout",
             str(args.loop_timeout),
             *(f"--learner-env={e}" for e in args.learner_env),
