@@ -11,7 +11,8 @@
    adapter serving, with the learner's stage durations.
 
 The report starts with the machine (CPU model, cores, memory, library versions), and is written
-to ``--out`` (default ``bench/results/summary.md``).
+to ``--out`` (default ``var/bench_all.md``); then ``bench/results/summary.md`` is regenerated from
+the latest run in each filed results file (:mod:`bench.summary`).
 
 Usage: ``.venv/bin/python -m bench.bench_all [--no-vllm] [--no-loop] [--clients 64]
 [--comparisons 64] [--out FILE]``
@@ -29,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import REPO, RESULTS, bench_loop, bench_serving
+from bench.summary import write_summary
 from loop.service_options import add_env_option
 
 
@@ -87,7 +89,12 @@ def main() -> int:
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
     add_env_option(p, "learner")
-    p.add_argument("--out", type=Path, default=RESULTS / "summary.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "var" / "bench_all.md",
+        help="this run's report (file it under bench/results/ by hand; see its README.md)",
+    )
     args = p.parse_args()
 
     started = time.monotonic()
@@ -127,6 +134,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"written to {args.out}")
+    print(f"summary of the latest filed runs written to {write_summary(RESULTS)}")
     return 0 if outcome == "served" else 1
 
 
