@@ -17,7 +17,7 @@ Pass = win rate >= ``--target`` (0.70), interval lower bound > 0.5, KL <= the le
 sanity prompts passed. Results go to ``--out`` (``bench/results/acceptance.md``) and the data
 dir (logs, store, adapters, eval.md/json/png).
 
-Usage: ``.venv/bin/python bench/acceptance.py [--preference concise] [--comparisons 500]``
+Usage: ``.venv/bin/python -m bench.acceptance [--preference concise] [--comparisons 500]``
 """
 
 from __future__ import annotations
@@ -34,31 +34,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from acceptance_stages import StageResult, stage_contributions  # noqa: E402
-from acceptance_stages import markdown as stages_markdown  # noqa: E402
-from bench_all import command_line, machine, repo_relative  # noqa: E402
-
-from common.cli import command_parser  # noqa: E402
-from common.signals import StopSignals, stop_reason  # noqa: E402
-from learner.publish import AdapterStore  # noqa: E402
-from learner.settings import LearnerSettings  # noqa: E402
-from loop.dashboard import running_stage  # noqa: E402
-from loop.demo import Demo, add_env_option, benchmark_config  # noqa: E402
-from loop.eval import EvalConfig, run_eval, write_outputs  # noqa: E402
-from loop.labels import label_ceiling, vote_agreement  # noqa: E402
-from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
-from loop.preferences import NoiseConfig  # noqa: E402
-from loop.user_options import add_user_options  # noqa: E402
+from bench import RESULTS
+from bench.acceptance_stages import StageResult, stage_contributions
+from bench.acceptance_stages import markdown as stages_markdown
+from bench.bench_all import command_line, machine, repo_relative
+from common.cli import command_parser
+from common.signals import StopSignals, stop_reason
+from learner.publish import AdapterStore
+from learner.settings import LearnerSettings
+from loop.dashboard import running_stage
+from loop.demo import Demo, benchmark_config
+from loop.eval import run_eval, write_outputs
+from loop.labels import label_ceiling, vote_agreement
+from loop.monitor import admin_adapters, metric_sum, scrape
+from loop.preferences import NoiseConfig
+from loop.service_options import add_env_option
+from loop.user_options import add_max_tokens_option, add_user_options
 
 # Learner settings of the run (on top of the defaults); printed in the report. A cycle starts
 # at each round's last comparison and never on the clock: on a slow machine the one-hour
 # period would otherwise start a cycle at whatever count the hour reached.
 LEARNER_ENV = {"LEARNER_CYCLE_PERIOD_SECONDS": "0"}
+# The answer length of the acceptance run, and of the offline studies that predict it
+# (bench/ppo_check.py, bench/policy_frontier.py).
+ACCEPTANCE_MAX_TOKENS = 128
 
 
 @dataclasses.dataclass
@@ -266,23 +265,16 @@ def run_rounds(demo: Demo, args: argparse.Namespace, progress: Progress) -> list
 def evaluate(
     demo: Demo, version: str, args: argparse.Namespace, progress: Progress, out_name: str = "eval"
 ) -> Any:
-    config = EvalConfig(
-        base_url=demo.root,
-        api_key=demo.api_key,
-        admin_token=demo.admin_token,
-        version_a=version,
-        version_b="base",
-        preference=args.preference,
+    config = demo.versus_base(
+        version,
         noise=NoiseConfig(args.eval_noise),
         prompts="eval",
         samples=args.eval_samples,
-        max_tokens=args.max_tokens,
         # None: the server's default (1.0), the temperature the users' pairs were sampled at,
         # so the win is measured on the answers users get.
         temperature=None,
         seed=args.seed,
         concurrency=8,
-        adapter_store=str(demo.data_dir / "adapters"),
     )
     progress.phase = f"blind eval of {version} vs base"
     report = asyncio.run(run_eval(config, progress=progress.eval_progress))
@@ -329,12 +321,11 @@ def main() -> int:
     )
     p.add_argument("--rounds", type=int, default=2, help="learner cycles over the comparisons")
     p.add_argument("--eval-noise", type=float, default=0.0, help="judge noise in the eval")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=128,
-        help="answer length limit the users see (at 64 most base answer pairs are both cut "
-        "off and a length vote carries little signal; see docs/learning.md)",
+    add_max_tokens_option(
+        p,
+        ACCEPTANCE_MAX_TOKENS,
+        why="longer than the default: at 64 most base answer pairs are both cut off and a "
+        "length vote carries little signal; see docs/learning.md",
     )
     p.add_argument(
         "--corrections",
@@ -377,7 +368,7 @@ def main() -> int:
     p.add_argument(
         "--out",
         type=Path,
-        default=REPO / "bench" / "results" / "acceptance.md",
+        default=RESULTS / "acceptance.md",
         help="where the report goes",
     )
     p.add_argument(
@@ -507,7 +498,7 @@ def _markdown(
     lines = [
         "# Acceptance on SmolLM2-135M (CPU)",
         "",
-        f"Run {when}: `.venv/bin/python bench/acceptance.py {command_line()}`; "
+        f"Run {when}: `.venv/bin/python -m bench.acceptance {command_line()}`; "
         f"wall time {wall / 60:.1f} min in all.",
         f"Machine: {machine()}.",
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "

@@ -11,9 +11,10 @@
    adapter serving, with the learner's stage durations.
 
 The report starts with the machine (CPU model, cores, memory, library versions), and is written
-to ``--out`` (default ``bench/results/summary.md``).
+to ``--out`` (default ``var/bench_all.md``); then ``bench/results/summary.md`` is regenerated from
+the latest run in each filed results file (:mod:`bench.summary`).
 
-Usage: ``.venv/bin/python bench/bench_all.py [--no-vllm] [--no-loop] [--clients 64]
+Usage: ``.venv/bin/python -m bench.bench_all [--no-vllm] [--no-loop] [--clients 64]
 [--comparisons 64] [--out FILE]``
 """
 
@@ -28,21 +29,15 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import bench_loop  # noqa: E402
-import bench_serving  # noqa: E402
-
-from loop.demo import add_env_option  # noqa: E402
+from bench import REPO, RESULTS, bench_loop, bench_serving
+from bench.summary import write_summary
+from loop.service_options import add_env_option
 
 
 def repo_relative(text: str) -> str:
     """``text`` with absolute paths inside the repository made relative to it: results files
     must not carry the paths of the machine that made them."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO)
     return text.replace(root + os.sep, "").replace(root, ".")
 
 
@@ -81,7 +76,7 @@ def machine() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--clients", type=int, default=64, help="concurrent pair clients (serving)")
-    p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    bench_serving.add_bench_max_tokens(p)
     p.add_argument("--idle", type=int, default=3, help="sequential idle pairs (serving)")
     p.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
     bench_serving.add_engine_arguments(p, engines=["transformers", "vllm"])
@@ -94,13 +89,18 @@ def main() -> int:
     p.add_argument("--comparisons", type=int, default=64, help="N for the loop latency")
     p.add_argument("--loop-timeout", type=float, default=3600.0)
     add_env_option(p, "learner")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "summary.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "var" / "bench_all.md",
+        help="this run's report (file it under bench/results/ by hand; see its README.md)",
+    )
     args = p.parse_args()
 
     started = time.monotonic()
     serving_args = argparse.Namespace(
         clients=args.clients,
-        tokens=args.tokens,
+        max_tokens=args.max_tokens,
         idle=args.idle,
         vllm=args.vllm,
         engines=args.engines,
@@ -123,7 +123,7 @@ def main() -> int:
         [
             "# Benchmarks",
             "",
-            f"Run {when} by `.venv/bin/python bench/bench_all.py {command_line()}`"
+            f"Run {when} by `.venv/bin/python -m bench.bench_all {command_line()}`"
             f" in {(time.monotonic() - started) / 60:.1f} min.",
             f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (embedded), "
             f"serving in {args.dtype}.",
@@ -134,6 +134,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"written to {args.out}")
+    print(f"summary of the latest filed runs written to {write_summary(RESULTS)}")
     return 0 if outcome == "served" else 1
 
 
@@ -143,8 +144,8 @@ def run_loop(args: argparse.Namespace) -> tuple[str, str]:
         [
             "--comparisons",
             str(args.comparisons),
-            "--tokens",
-            str(args.tokens),
+            "--max-tokens",
+            str(args.max_tokens),
             "--timeout",
             str(args.loop_timeout),
             *(f"--learner-env={e}" for e in args.learner_env),

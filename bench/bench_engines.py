@@ -6,7 +6,7 @@ concurrently, as a busy server would; ``model.generate`` gets them as one left-p
 Generated tokens are counted up to (not including) each answer's end-of-sequence token, the same way
 for every engine.
 
-    .venv/bin/python bench/bench_engines.py [--model-dir DIR] [--with-vllm] [--repeats N]
+    .venv/bin/python -m bench.bench_engines [--model-dir DIR] [--with-vllm] [--repeats N]
         [--device cpu|cuda] [--json OUT]
 
 Prints a markdown table of generated tokens per second (``--json`` also writes the rows).

@@ -11,7 +11,7 @@ The trainers run wherever ``learner.modeling.make_accelerator`` puts them: on CU
 is visible, else on the CPU; the results record which (``device``). On a GPU, pass that chip's
 fp32 peak as ``--peak-gflops`` (PyTorch's default fp32 matmuls do not use TF32).
 
-Usage: ``.venv/bin/python bench/bench_learner.py [--model-dir DIR] [--pairs 64] [--json OUT]``
+Usage: ``.venv/bin/python -m bench.bench_learner [--model-dir DIR] [--pairs 64] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -25,17 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from learner.data import Comparison  # noqa: E402
-from learner.modeling import encode_pair, load_tokenizer  # noqa: E402
-from learner.ppo.config import PPOConfig  # noqa: E402
-from learner.ppo.train import run_ppo  # noqa: E402
-from learner.rm.config import RewardConfig  # noqa: E402
-from learner.rm.train import train_reward_model  # noqa: E402
-from schemas.events import ChatMessage  # noqa: E402
+from learner.data import Comparison
+from learner.modeling import encode_pair, load_tokenizer
+from learner.ppo.config import PPOConfig
+from learner.ppo.train import run_ppo
+from learner.rm.config import RewardConfig
+from learner.rm.train import train_reward_model
+from schemas.events import ChatMessage
 
 QUESTIONS = [
     "What is the capital of France?",

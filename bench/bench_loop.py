@@ -17,7 +17,7 @@ The learner's stage durations come from its own ``/metrics``. Gates are opened b
 enough for a better model (that is the acceptance run, ``bench/acceptance.py``); every stage
 still runs in full.
 
-Usage: ``.venv/bin/python bench/bench_loop.py [--comparisons 64] [--out bench/results/loop.md]``
+Usage: ``.venv/bin/python -m bench.bench_loop [--comparisons 64] [--out bench/results/loop.md]``
 """
 
 from __future__ import annotations
@@ -30,15 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.cli import command_parser  # noqa: E402
-from loop.client import ServiceClient  # noqa: E402
-from loop.demo import Demo, add_env_option, benchmark_config  # noqa: E402
-from loop.monitor import admin_adapters, metric_sum, scrape  # noqa: E402
-from loop.user_options import add_user_options  # noqa: E402
+from common.cli import command_parser
+from loop.client import ServiceClient
+from loop.demo import DEMO_MAX_TOKENS, Demo, benchmark_config
+from loop.monitor import admin_adapters, metric_sum, scrape
+from loop.service_options import add_env_option
+from loop.user_options import add_max_tokens_option, add_user_options
 
 OPEN_GATES = {
     "LEARNER_RM_MIN_ACCURACY": "0.0",
@@ -118,7 +115,7 @@ def run(args: argparse.Namespace) -> LoopTiming:
         concurrency=args.concurrency,
         rate=args.rate,
         noise=args.noise,
-        max_tokens=args.tokens,
+        max_tokens=args.max_tokens,
     )
     demo = Demo(config)
     try:
@@ -148,7 +145,7 @@ def table(timing: LoopTiming, args: argparse.Namespace) -> str:
     lines.append(
         f"\nN = {timing.comparisons} comparisons, version {timing.version or '-'}, outcome "
         f"{timing.outcome}; users: {args.concurrency} concurrent, N comparisons then stop, "
-        f"{args.tokens} max tokens; gates {gates}; learner env overrides: "
+        f"{args.max_tokens} max tokens; gates {gates}; learner env overrides: "
         f"{', '.join(args.learner_env) or 'none'}."
     )
     return "\n".join(lines) + "\n"
@@ -157,7 +154,12 @@ def table(timing: LoopTiming, args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser(__doc__)
     add_user_options(p, comparisons=64, concurrency=4, comparisons_help="N: comparisons per cycle")
-    p.add_argument("--tokens", type=int, default=64, help="max tokens per answer")
+    add_max_tokens_option(
+        p,
+        DEMO_MAX_TOKENS,
+        why="the demo's: this measures the loop the demo runs",
+        aliases=("--tokens",),
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="give up after seconds")
     p.add_argument(
         "--open-gates",

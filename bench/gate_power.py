@@ -8,7 +8,7 @@ accuracy against the noise-free ordering on the pairs that differ, its agreement
 and the pass rate of the gate with the accuracy test (one-sided Wilson bound > 0.5) and with the
 signed-rank test (learner.gates.reward_gate, 95 %), both with the accuracy floor at 0.5.
 
-Usage: ``.venv/bin/python bench/gate_power.py [--runs 2000] [--out bench/results/gate_power.md]``
+Usage: ``.venv/bin/python -m bench.gate_power [--runs 2000] [--out bench/results/gate_power.md]``
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_all import command_line, machine  # noqa: E402
-
-from learner.gates import reward_gate  # noqa: E402
-from learner.rm.loss import signed_rank_z  # noqa: E402
+from bench.bench_all import command_line, machine
+from learner.gates import reward_gate
+from learner.rm.loss import signed_rank_z
 
 
 def trial(rng: random.Random, skill: float, votes: int, informative: float) -> dict[str, float]:
@@ -67,7 +61,7 @@ def main() -> int:
     lines = [
         "# Reward-model gate: pass rates by reward-model skill",
         "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/gate_power.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.gate_power "
         f"{command_line()}`",
         f"Machine: {machine()}.",
         f"{args.runs} simulated sets of {args.votes} held-out votes per row (see the script's "

@@ -8,30 +8,25 @@ a reward model is compared at its measured KL with the best-of-n row of the same
 
 Usage::
 
-    .venv/bin/python bench/policy_frontier.py --pool var/rm_sweep/pool.jsonl \
+    .venv/bin/python -m bench.policy_frontier --pool var/rm_sweep/pool.jsonl \
         --preferences concise,friendly,format --out bench/results/policy_frontier.md
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_all import command_line, machine  # noqa: E402
-from rm_sweep import Scored, load_pool, score_pool  # noqa: E402
-
-from common.embedded_model import resolve_model_dir  # noqa: E402
-from learner.modeling import load_tokenizer  # noqa: E402
-from loop.frontier import best_of_n_kl_bound, frontier  # noqa: E402
-from loop.preferences import load_preference  # noqa: E402
+from bench.acceptance import ACCEPTANCE_MAX_TOKENS
+from bench.bench_all import command_line, machine
+from bench.rm_sweep import Scored, load_pool, score_pool
+from common.embedded_model import resolve_model_dir
+from learner.modeling import load_tokenizer
+from loop.frontier import best_of_n_kl_bound, frontier
+from loop.preferences import load_preference
+from loop.user_options import add_max_tokens_option
 
 
 def answer_groups(rows: list[Scored], min_answers: int) -> list[list[float]]:
@@ -70,7 +65,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pool", type=Path, nargs="+", required=True, help="pool .jsonl files")
     p.add_argument("--preferences", default="concise,friendly,format")
-    p.add_argument("--max-tokens", type=int, default=128, help="answer length the users see")
+    add_max_tokens_option(
+        p, ACCEPTANCE_MAX_TOKENS, why="the acceptance run's answer length, which this predicts"
+    )
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
     p.add_argument(
         "--accuracies",
@@ -97,7 +94,7 @@ def main() -> None:
         for name in args.preferences.split(",")
     }
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/policy_frontier.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.policy_frontier "
         f"{command_line()}` ({len(pool)} base-model answer pairs, max tokens {args.max_tokens}, "
         f"{args.trials} Monte Carlo trials per prompt).",
         f"Machine: {machine()}.",

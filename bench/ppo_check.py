@@ -9,7 +9,7 @@ by themselves. Per-iteration reward and KL come from PPO's own log.
 
 Usage::
 
-    .venv/bin/python bench/ppo_check.py --reward var/rm_sweep/models/concise-128-zero-head-top8-0 \
+    .venv/bin/python -m bench.ppo_check --reward var/rm_sweep/models/concise-128-zero-head-top8-0 \
         --preference concise --max-tokens 128
 """
 
@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_all import command_line, machine  # noqa: E402
-
-from common.embedded_model import resolve_model_dir  # noqa: E402
-from common.stats import wilson_interval  # noqa: E402
-from learner.modeling import load_base_model, load_tokenizer, set_seed  # noqa: E402
-from learner.ppo.config import PPOConfig  # noqa: E402
-from learner.ppo.rollout import sample  # noqa: E402
-from learner.ppo.train import run_ppo  # noqa: E402
-from loop.preferences import load_preference, word_count  # noqa: E402
-from loop.prompts import load_prompts  # noqa: E402
-from schemas.events import ChatMessage  # noqa: E402
+from bench import REPO
+from bench.acceptance import ACCEPTANCE_MAX_TOKENS
+from bench.bench_all import command_line, machine
+from common.embedded_model import resolve_model_dir
+from common.stats import wilson_interval
+from learner.modeling import load_base_model, load_tokenizer, set_seed
+from learner.ppo.config import PPOConfig
+from learner.ppo.rollout import sample
+from learner.ppo.train import run_ppo
+from loop.preferences import load_preference, word_count
+from loop.prompts import load_prompts
+from loop.user_options import add_max_tokens_option
+from schemas.events import ChatMessage
 
 
 def answers(
@@ -70,7 +66,9 @@ def main() -> None:
     p.add_argument("--reward", type=Path, required=True, help="reward-model adapter directory")
     p.add_argument("--preference", default="concise")
     p.add_argument("--model-dir", default="embedded")
-    p.add_argument("--max-tokens", type=int, default=128)
+    add_max_tokens_option(
+        p, ACCEPTANCE_MAX_TOKENS, why="the acceptance run's answer length, which this predicts"
+    )
     p.add_argument("--ppo-config", default="{}", help="JSON PPOConfig overrides")
     p.add_argument("--samples", type=int, default=2, help="answers per eval prompt and model")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +96,7 @@ def main() -> None:
     low, high = wilson_interval(wins, len(held))
     hist = result.history
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/ppo_check.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.ppo_check "
         f"{command_line()}`; PPO {ppo_seconds / 60:.1f} min.",
         f"Machine: {machine()}.",
         "",

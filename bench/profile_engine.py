@@ -1,7 +1,7 @@
 """Where the transformers engine's time goes: one burst of pair requests, profiled on the engine
 thread (the figures of docs/architecture.md, "Where a decode step's time goes").
 
-    .venv/bin/python bench/profile_engine.py [--pairs 64] [--tokens 64] [--top 15]
+    .venv/bin/python -m bench.profile_engine [--pairs 64] [--max-tokens 64] [--top 15]
         [--dtype float32|bfloat16] [--adapter] [--no-fold]
 
 Prints generated tokens/s, the engine's step count and time, and cProfile's top functions by
@@ -16,16 +16,13 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_serving import make_prompts, write_bench_adapter
-
+from bench.bench_serving import add_bench_max_tokens
+from bench.serving_load import make_prompts, write_bench_adapter
 from schemas.events import ChatMessage
 from serving.engines import decode_loop
 from serving.engines.protocol import BASE, GenerationRequest
@@ -50,7 +47,7 @@ def profiled_run(original: Any) -> Any:
 async def burst(args: argparse.Namespace) -> tuple[int, float]:
     from common.embedded_model import materialize_embedded_model
 
-    pairs, tokens = args.pairs, args.tokens
+    pairs, tokens = args.pairs, args.max_tokens
     model_dir = materialize_embedded_model()
     engine = TransformersEngine(
         model_dir, dtype=args.dtype, max_batch_size=2 * pairs, fold_adapters=not args.no_fold
@@ -87,7 +84,7 @@ async def load_adapter(engine: TransformersEngine, model_dir: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--pairs", type=int, default=64, help="concurrent pair requests")
-    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
+    add_bench_max_tokens(parser)
     parser.add_argument("--top", type=int, default=15, help="functions to list")
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

@@ -2,8 +2,8 @@
 real broker and real processes on the tiny random model, one row each, written to
 ``bench/results/reliability.md``.
 
-    .venv/bin/python bench/reliability.py            # about 4 minutes on 2 cores
-    .venv/bin/python bench/reliability.py --soak     # plus 64 clients for --soak-minutes (5)
+    .venv/bin/python -m bench.reliability            # about 4 minutes on 2 cores
+    .venv/bin/python -m bench.reliability --soak     # plus 64 clients for --soak-minutes (5)
 """
 
 from __future__ import annotations
@@ -19,21 +19,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from loop.faults.conformance import run_schemathesis  # noqa: E402
-from loop.faults.kafka_faults import run_event_path_faults  # noqa: E402
-from loop.faults.rows import FaultRow, markdown_table  # noqa: E402
-from loop.faults.serving_faults import run_serving_faults  # noqa: E402
-from loop.faults.soak import run_soak  # noqa: E402
-from loop.faults.spool_disk import run_spool_disk_faults  # noqa: E402
-from loop.faults.training_text import training_text_rows  # noqa: E402
-from loop.faults.world import World, WorldOptions  # noqa: E402
+from bench import RESULTS
+from loop.faults.conformance import run_schemathesis
+from loop.faults.kafka_faults import run_event_path_faults
+from loop.faults.rows import FaultRow, markdown_table
+from loop.faults.serving_faults import run_serving_faults
+from loop.faults.soak import run_soak
+from loop.faults.spool_disk import run_spool_disk_faults
+from loop.faults.training_text import training_text_rows
+from loop.faults.world import World, WorldOptions
 
 logger = logging.getLogger("reliability")
 
-OUT = REPO / "bench" / "results" / "reliability.md"
+OUT = RESULTS / "reliability.md"
 MIN_CASES = 1000
 
 
@@ -136,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             (Path(tmp) / name).mkdir()
             rows += run(Path(tmp) / name)
     command = (
-        "python bench/reliability.py"
+        "python -m bench.reliability"
         + (f" --soak --soak-minutes {args.soak_minutes:g}" if args.soak else "")
         + (f" --only {args.only}" if args.only else "")
     )

@@ -10,7 +10,7 @@ and scaled sum (``mean+sum``, ``learner.rm.model``).
 
 Usage::
 
-    .venv/bin/python bench/rm_probe.py --pool var/rm_sweep/pool.jsonl \
+    .venv/bin/python -m bench.rm_probe --pool var/rm_sweep/pool.jsonl \
         --preferences concise,friendly,format --max-tokens 160
 """
 
@@ -23,17 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+import torch
 
-import torch  # noqa: E402
-from bench_all import command_line, machine  # noqa: E402
-from rm_sweep import Scored, load_pool, score_pool  # noqa: E402
-
-from common.embedded_model import resolve_model_dir  # noqa: E402
-from learner.modeling import (  # noqa: E402
+from bench.bench_all import command_line, machine
+from bench.rm_sweep import Scored, load_pool, score_pool
+from common.embedded_model import resolve_model_dir
+from learner.modeling import (
     encode_pair,
     last_token_index,
     load_base_model,
@@ -41,9 +36,9 @@ from learner.modeling import (  # noqa: E402
     pad_right_pairs,
     position_ids_from_mask,
 )
-from learner.rm.model import pool_answer  # noqa: E402
-from loop.preferences import load_preference  # noqa: E402
-from schemas.events import ChatMessage  # noqa: E402
+from learner.rm.model import pool_answer
+from loop.preferences import load_preference
+from schemas.events import ChatMessage
 
 HEAD_INPUTS = ("last", "mean", "mean+sum")
 # ``--layers``: the answer's pooled states after these decoder layers (0 = the input
@@ -224,7 +219,7 @@ def main() -> None:
         if args.cache:
             torch.save(feats, args.cache)
     lines = [
-        f"Probe `.venv/bin/python bench/rm_probe.py {command_line()}` ({len(pool)} pairs, "
+        f"Probe `.venv/bin/python -m bench.rm_probe {command_line()}` ({len(pool)} pairs, "
         f"noise {args.noise}, {args.seeds} vote draws x 4 folds).",
         f"Machine: {machine()}.",
         "",

@@ -20,8 +20,8 @@ on pool pairs it never trained on.
 
 Usage::
 
-    .venv/bin/python bench/rm_sweep.py generate --out var/rm_sweep/pool.jsonl
-    .venv/bin/python bench/rm_sweep.py sweep --pool var/rm_sweep/pool.jsonl \
+    .venv/bin/python -m bench.rm_sweep generate --out var/rm_sweep/pool.jsonl
+    .venv/bin/python -m bench.rm_sweep sweep --pool var/rm_sweep/pool.jsonl \
         --preferences concise,friendly,format --recipes baseline,zero-head
 """
 
@@ -32,7 +32,6 @@ import dataclasses
 import json
 import random
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,28 +39,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_all import command_line, machine  # noqa: E402
-
-from common.chat_encoding import encode_text  # noqa: E402
-from common.embedded_model import resolve_model_dir  # noqa: E402
-from learner.data import Comparison, Rating  # noqa: E402
-from learner.rm.config import RewardConfig  # noqa: E402
-from learner.rm.model import RewardModel  # noqa: E402
-from learner.rm.train import train_reward_model  # noqa: E402
-from loop.labels import expected_agreement, label_ceiling, truth_accuracy  # noqa: E402
-from loop.preferences import (  # noqa: E402
+from bench import REPO
+from bench.bench_all import command_line, machine
+from common.chat_encoding import encode_text
+from common.embedded_model import resolve_model_dir
+from learner.data import Comparison, Rating
+from learner.rm.config import RewardConfig
+from learner.rm.model import RewardModel
+from learner.rm.train import train_reward_model
+from loop.labels import expected_agreement, label_ceiling, truth_accuracy
+from loop.preferences import (
     load_preference,
     neutral_for,
     plackett_luce,
     sample_rating,
 )
-from loop.prompts import load_prompts  # noqa: E402
-from schemas.events import ChatMessage  # noqa: E402
+from loop.prompts import load_prompts
+from schemas.events import ChatMessage
 
 # Recipes: RewardConfig overrides. "baseline" is the recipe before this sweep existed. Each names
 # its pooling, so a recipe keeps its meaning when the default changes.
@@ -298,7 +292,7 @@ def _sweep(args: argparse.Namespace) -> None:
         dataclasses.replace(p, split="eval") for p in load_pool(args.held_out)
     ]
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.rm_sweep "
         f"{command_line()}`",
         f"Machine: {machine()}.",
         "",
@@ -356,7 +350,7 @@ def _score(args: argparse.Namespace) -> None:
     scores_b = model.score(prompts, [r.texts[1] for r in rows]).tolist()
     seconds = time.monotonic() - started
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.rm_sweep "
         f"{command_line()}`",
         f"Machine: {machine()}. {len(rows)} pairs scored in {seconds:.0f} s.",
         "",
@@ -387,7 +381,7 @@ def _labels(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
     pool = [p for p in load_pool(args.pool) if p.split == "train"]
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.rm_sweep "
         f"{command_line()}` ({len(pool)} base-model answer pairs, noise {args.noise})",
         "",
         "| preference | max tokens | pairs both cut off | pairs of equal utility | label ceiling |",
@@ -420,7 +414,7 @@ def _pairing(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
     pool = [p for p in load_pool(args.pool) if p.split == "train"]
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/rm_sweep.py "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python -m bench.rm_sweep "
         f"{command_line()}` ({len(pool)} base-model answer pairs, noise {args.noise}, "
         f"max tokens {args.max_tokens}).",
         "",

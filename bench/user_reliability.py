@@ -17,7 +17,7 @@ user).
 
 Usage::
 
-    .venv/bin/python bench/user_reliability.py --out bench/results/user_reliability.md
+    .venv/bin/python -m bench.user_reliability --out bench/results/user_reliability.md
 """
 
 from __future__ import annotations
@@ -25,23 +25,16 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_all import command_line, machine  # noqa: E402
-
-from learner.rm.config import RewardConfig  # noqa: E402
-from learner.rm.loss import pairwise_loss  # noqa: E402
-from learner.rm.reliability import PrequentialWeights  # noqa: E402
+from bench.bench_all import command_line, machine
+from learner.rm.config import RewardConfig
+from learner.rm.loss import pairwise_loss
+from learner.rm.reliability import PrequentialWeights
 
 DIM = 32
 USERS = 20
@@ -166,7 +159,7 @@ def main() -> None:
         "# Per-user reliability weights in simulation",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
-        f"`.venv/bin/python bench/user_reliability.py {command_line()}`  ",
+        f"`.venv/bin/python -m bench.user_reliability {command_line()}`  ",
         f"Machine: {machine()}.",
         "",
         f"{USERS} users vote on {args.comparisons} pairs of {DIM}-feature answers (Bradley-Terry "

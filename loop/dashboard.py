@@ -1,5 +1,6 @@
 """Terminal dashboard of the running loop: a ``rich`` view that fits the terminal, or a plain text
-block printed periodically. Rendering only: the numbers come from :class:`loop.demo.Observation`.
+block printed periodically. Rendering only: the numbers come in an :class:`Observation`
+(gathered by :meth:`loop.demo.Demo.observe`).
 
 Each row has a priority. The rich view shows as many rows as the terminal has lines, dropping
 the least important first, so at the default 80x24 the adapters (the point of the demo) and the
@@ -15,13 +16,31 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loop.monitor import metric_labels, metric_sum
+from loop.monitor import AdapterEvent, metric_labels, metric_sum
 from schemas.versions import BASE, AdapterVersion
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
-    from loop.demo import Observation
+
+@dataclass
+class Observation:
+    """One look at the running loop (:meth:`loop.demo.Demo.observe`), all this view renders."""
+
+    preference: str
+    elapsed: float
+    sim: dict[str, Any]
+    serving_metrics: dict[str, float]
+    learner_metrics: dict[str, float]
+    adapters: dict[str, Any] | None
+    adapter_events: list[AdapterEvent]
+    learner_state: str
+    eval_line: str
+    root: str = ""  # serving's root URL
+    data_dir: str = ""
+    cycle_comparisons: int = 0  # what the demo asked for, until the learner reports its own
+    expected_cycle_seconds: float = 0.0  # until the learner finished a cycle
+
 
 # Lower is more important; rows above the cut-off are dropped when the terminal is short.
 ALWAYS, HIGH, MEDIUM, LOW, LEAST = 0, 1, 2, 3, 4

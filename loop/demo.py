@@ -1,20 +1,20 @@
 """The whole loop on one machine, live: broker, serving, learner and simulated users.
 
-Why one file (over 400 lines): the process orchestration, its live view and its command line
-share ``DemoConfig`` and the run's state; ``benchmark_config`` serves the benchmarks that drive it.
+:class:`Demo` starts the development Kafka broker (``devtools.broker.DevBroker``), the ``serve``
+and ``learner run`` processes (configured only through their ``SERVING_*`` / ``LEARNER_*``
+settings) on the embedded SmolLM2 (or ``tiny``, a tiny random model for tests), and simulated
+users voting under a preference function; :meth:`Demo.observe` gathers what the dashboard
+(:mod:`loop.dashboard`) shows: pairs served, feedback by kind, events produced / spooled /
+dropped, the learner's cycles and gates, adapter versions published and swapped in, and how the
+serving version does against the base. The command line (``rlhf-demo``) is
+:mod:`loop.demo_cli`; the acceptance run and the loop benchmark drive a :class:`Demo` too
+(:func:`benchmark_config`).
 
-One command (``rlhf-demo``) starts the development Kafka broker (``devtools.broker.DevBroker``),
-the ``serve`` and ``learner run`` processes (configured only through their ``SERVING_*`` /
-``LEARNER_*`` settings) on the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests),
-and simulated users voting under a preference function; a terminal dashboard shows pairs served,
-feedback by kind, events produced / spooled / dropped, the learner's cycles and gates, adapter
-versions published and swapped in, and how the serving version does against the base.
-
-Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops it in the order that loses no
-event: simulated users stop starting comparisons and finish the ones in flight; serving gets
-SIGTERM and drains (its event logger flushes last); the learner gets SIGTERM; then every event
-in the broker is counted and compared with what the users were served and said; then the broker
-stops. The verdict and all numbers are written to ``{data_dir}/summary.json``.
+:meth:`Demo.shutdown` stops it in the order that loses no event: simulated users stop starting
+comparisons and finish the ones in flight; serving gets SIGTERM and drains (its event logger
+flushes last); the learner gets SIGTERM; then every event in the broker is counted and compared
+with what the users were served and said; then the broker stops. The verdict and all numbers
+are written to ``{data_dir}/summary.json``.
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ import asyncio
 import json
 import logging
 import secrets
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.cli import command_parser, config_from_args
-from loop.user_options import add_user_options
+from loop.service_options import env_pairs
+from loop.user_options import DEFAULT_MAX_TOKENS
 
 # The rest is imported where it is used: ``rlhf-demo --help`` must answer at once, and the
 # clients, metrics parser and dashboard (openai, httpx, prometheus_client, rich, pydantic
 # schemas) take a noticeable part of a second to import, more on a busy machine.
 if TYPE_CHECKING:
     from devtools.broker import DevBroker
-    from loop.monitor import AdapterEvent, AdapterWatcher
+    from loop.dashboard import Observation
+    from loop.eval import EvalConfig
+    from loop.monitor import AdapterWatcher
     from loop.processes import ManagedProcess
     from loop.sim import Simulator
 
@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 # the outlook shown before the learner finished its first cycle; then its own time is used.
 TINY_CYCLE_SECONDS = 180.0
 EMBEDDED_CPU_CYCLE_SECONDS = 1800.0
+# Shorter than the other commands' answers (DEFAULT_MAX_TOKENS): on CPU each pair takes time in
+# proportion, and the demo is about seeing cycles and swaps come round.
+DEMO_MAX_TOKENS = 64
+assert DEMO_MAX_TOKENS < DEFAULT_MAX_TOKENS
 
 
 @dataclass
@@ -68,7 +72,7 @@ class DemoConfig:
     noise: float = 1.0
     correction_rate: float = 0.05  # share of comparisons that also send a rewritten answer
     thumbs_rate: float = 0.1  # share that also rate one answer up/down
-    max_tokens: int = 64
+    max_tokens: int = DEMO_MAX_TOKENS
     cycle_comparisons: int = 64  # LEARNER_MIN_NEW_COMPARISONS
     until_swapped: int = 0  # stop once answers came from this many new versions
     eval_prompts: int = 8  # held-out prompts per automatic eval of a new version (0 = off)
@@ -77,23 +81,6 @@ class DemoConfig:
     refresh: float = 1.0
     serving_env: dict[str, str] = field(default_factory=dict)
     learner_env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Observation:
-    preference: str
-    elapsed: float
-    sim: dict[str, Any]
-    serving_metrics: dict[str, float]
-    learner_metrics: dict[str, float]
-    adapters: dict[str, Any] | None
-    adapter_events: list[AdapterEvent]
-    learner_state: str
-    eval_line: str
-    root: str = ""  # serving's root URL
-    data_dir: str = ""
-    cycle_comparisons: int = 0  # what the demo asked for, until the learner reports its own
-    expected_cycle_seconds: float = 0.0  # until the learner finished a cycle
 
 
 class Demo:
@@ -130,6 +117,7 @@ class Demo:
         from loop.monitor import AdapterWatcher
         from loop.preferences import NoiseConfig
         from loop.processes import ManagedProcess, entry_point
+        from loop.services import start_serving, wait_ready
         from loop.sim import SimConfig, Simulator
         from schemas.topics import DEFAULT_TOPICS
 
@@ -137,12 +125,9 @@ class Demo:
         model_dir = self._model_dir()
         self.broker = DevBroker(log_path=self.data_dir / "broker.log").start()
         store = str(self.data_dir / "adapters")
-        self.serving = ManagedProcess(
-            "serving",
-            entry_point("serve", "serving.cli"),
-            self._serving_env(model_dir, store),
-            self.data_dir / "serving.log",
-        ).start()
+        self.serving = start_serving(
+            self._serving_env(model_dir, store), self.data_dir / "serving.log"
+        )
         self.learner = ManagedProcess(
             "learner",
             [*entry_point("learner", "learner.cli"), "run"],
@@ -150,7 +135,7 @@ class Demo:
             self.data_dir / "learner.log",
         ).start()
         self.watcher = AdapterWatcher(self.broker.bootstrap, DEFAULT_TOPICS.adapters).start()
-        self._wait_ready()
+        wait_ready(self.root, self.serving, self.config.ready_timeout)
         sim_config = SimConfig(
             base_url=self.root,
             api_key=self.api_key,
@@ -186,19 +171,19 @@ class Demo:
         return str(resolve_model_dir(self.config.model_dir))
 
     def _serving_env(self, model_dir: str, store: str) -> dict[str, str]:
+        from loop.services import serving_env
+
         assert self.broker is not None
-        env = {
-            "SERVING_MODEL_DIR": model_dir,
-            "SERVING_PORT": str(self.serving_port),
-            "SERVING_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "SERVING_SPOOL_DIR": str(self.data_dir / "serving-spool"),
-            "SERVING_ADAPTER_STORE": store,
-            "SERVING_ADAPTER_CACHE_DIR": str(self.data_dir / "serving-adapter-cache"),
-            "SERVING_API_KEYS": json.dumps([self.api_key]),
-            "SERVING_ADMIN_TOKEN": self.admin_token,
-            "SERVING_HMAC_KEY": secrets.token_hex(16),
-        }
-        return {**env, **self.config.serving_env}
+        env = serving_env(
+            model_dir=model_dir,
+            bootstrap=self.broker.bootstrap,
+            store=store,
+            spool_dir=self.data_dir / "serving-spool",
+            adapter_cache_dir=self.data_dir / "serving-adapter-cache",
+            api_key=self.api_key,
+            admin_token=self.admin_token,
+        )
+        return {**env, "SERVING_PORT": str(self.serving_port), **self.config.serving_env}
 
     def _learner_env(self, model_dir: str, store: str) -> dict[str, str]:
         assert self.broker is not None
@@ -231,29 +216,10 @@ class Demo:
             )
         return {**env, **self.config.learner_env}
 
-    def _wait_ready(self) -> None:
-        import httpx
-
-        assert self.serving is not None
-        deadline = time.monotonic() + self.config.ready_timeout
-        while time.monotonic() < deadline:
-            if not self.serving.running:
-                raise RuntimeError(
-                    f"serving exited with {self.serving.returncode}:\n{self.serving.log_tail()}"
-                )
-            try:
-                if httpx.get(f"{self.root}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(
-            f"serving not ready after {self.config.ready_timeout:.0f}s:\n{self.serving.log_tail()}"
-        )
-
     # -- observe -------------------------------------------------------------------------------
 
     def observe(self) -> Observation:
+        from loop.dashboard import Observation
         from loop.monitor import admin_adapters, scrape
 
         assert self.sim is not None and self.learner is not None and self.watcher is not None
@@ -278,7 +244,7 @@ class Demo:
 
     def _maybe_eval(self, adapters: dict[str, Any] | None) -> None:
         """Blind eval of each newly serving version against the base, in the background."""
-        from loop.eval import EvalConfig, run_eval, write_outputs
+        from loop.eval import run_eval, write_outputs
 
         version = (adapters or {}).get("serving_version")
         if (
@@ -290,18 +256,7 @@ class Demo:
         ):
             return
         self._evaluated.add(version)
-        config = EvalConfig(
-            base_url=self.root,
-            api_key=self.api_key,
-            admin_token=self.admin_token,
-            version_a=version,
-            version_b="base",
-            preference=self.config.preference,
-            limit=self.config.eval_prompts,
-            max_tokens=self.config.max_tokens,
-            concurrency=2,
-            adapter_store=str(self.data_dir / "adapters"),
-        )
+        config = self.versus_base(version, limit=self.config.eval_prompts, concurrency=2)
         self.eval_line = f"{version}: evaluating on {self.config.eval_prompts} held-out prompts"
 
         def work() -> None:
@@ -322,6 +277,24 @@ class Demo:
 
         self._eval_thread = threading.Thread(target=work, name="eval", daemon=True)
         self._eval_thread.start()
+
+    def versus_base(self, version: str, **options: Any) -> EvalConfig:
+        """The blind evaluation of ``version`` against the base through this demo's serving
+        (version pins with its admin token), under its preference and answer length, KL read
+        from its adapter store; ``options`` are the rest of :class:`loop.eval.EvalConfig`."""
+        from loop.eval import EvalConfig
+
+        return EvalConfig(
+            base_url=self.root,
+            api_key=self.api_key,
+            admin_token=self.admin_token,
+            version_a=version,
+            version_b="base",
+            preference=self.config.preference,
+            max_tokens=self.config.max_tokens,
+            adapter_store=str(self.data_dir / "adapters"),
+            **options,
+        )
 
     def done(self, obs: Observation) -> str | None:
         """Why the demo should stop now, or None."""
@@ -399,134 +372,6 @@ class Demo:
         }
 
 
-def run(config: DemoConfig, plain: bool = False) -> dict[str, Any]:
-    from common.signals import StopSignals, stop_reason
-
-    demo = Demo(config)
-    _log_to_file(demo.data_dir)
-    # The children run in their own sessions (a terminal's Ctrl-C reaches only the demo), so
-    # whatever ends the demo must stop them first: Ctrl-C, SIGTERM (kill) and SIGHUP (terminal
-    # closed) all raise here and go through the same no-loss shutdown; a second signal during
-    # it is only logged.
-    with StopSignals("the demo") as signals:
-        try:
-            _say("\n".join(banner(demo)))
-            demo.start()
-            reason = _dashboard_loop(demo, plain)
-        except KeyboardInterrupt as exc:
-            reason = stop_reason(exc)
-        except Exception as exc:
-            logger.exception("demo failed")
-            reason = f"error: {exc}"
-        finally:
-            signals.stopping()
-        _say(f"stopping ({reason}): users, serving (drain), learner, then counting events...")
-        return demo.shutdown(reason)
-
-
-def banner(demo: Demo) -> list[str]:
-    """What the person starting the demo needs before the dashboard appears (serving takes a
-    while to load the model)."""
-    from loop.dashboard import display_path, first_adapter_estimate
-
-    return [
-        f"rlhf-demo: preference {demo.config.preference}",
-        f"  chat API      {demo.root}/v1 (OpenAI-compatible)",
-        f"  voting page   {demo.root}/ (open it in a browser to vote too)",
-        f"  data and logs {display_path(str(demo.data_dir))}",
-        "  " + first_adapter_estimate(demo.config.cycle_comparisons, demo.expected_cycle_seconds),
-        f"starting the broker, serving and the learner; serving may take up to "
-        f"{demo.config.ready_timeout:.0f} s to load the model...",
-    ]
-
-
-def _say(text: str) -> None:
-    """Print for the person watching; after SIGHUP the terminal may be gone, and a failed print
-    must not stop the shutdown (logs go to the data dir anyway)."""
-    try:
-        print(text, flush=True)
-    except OSError:
-        logger.info("terminal gone; not shown: %s", text)
-
-
-def _dashboard_loop(demo: Demo, plain: bool) -> str:
-    from loop.dashboard import render_rich, render_text
-
-    if not plain and sys.stdout.isatty():
-        try:
-            from rich.live import Live
-        except ImportError:
-            plain = True
-        else:
-            obs = demo.observe()
-            # Redrawn once per observation (the view fits itself to the terminal on each draw).
-            with Live(render_rich(obs), auto_refresh=False, screen=False) as live:
-                while (reason := demo.done(obs)) is None:
-                    time.sleep(demo.config.refresh)
-                    obs = demo.observe()
-                    live.update(render_rich(obs), refresh=True)
-            return reason
-    last_print = 0.0
-    while True:
-        obs = demo.observe()
-        if (reason := demo.done(obs)) is not None:
-            return reason
-        if time.monotonic() - last_print >= 10 * demo.config.refresh:
-            print(render_text(obs), flush=True)
-            last_print = time.monotonic()
-        time.sleep(demo.config.refresh)
-
-
-def _log_to_file(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    from common.logs import configure_logging
-
-    configure_logging(file=data_dir / "demo.log")
-
-
-def env_pairs(values: list[str], prefix: str = "") -> dict[str, str]:
-    """``KEY=VALUE`` items as a dict. Every key must start with ``prefix``: a setting without
-    its service's prefix (``REWARD_CONFIG`` for ``LEARNER_REWARD_CONFIG``) would reach the
-    process and be ignored by its settings, so a long run would measure the wrong recipe."""
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
-        if not key.startswith(prefix):
-            raise argparse.ArgumentTypeError(
-                f"{key!r} is not a {prefix}* setting: did you mean {prefix + key!r}?"
-            )
-        out[key] = value
-    return out
-
-
-def env_setting(prefix: str) -> Callable[[str], str]:
-    """An argparse ``type=`` for one ``KEY=VALUE`` item of a service: a bad item is a usage
-    error at the command line, before any process starts (see :func:`env_pairs`)."""
-
-    def check(item: str) -> str:
-        env_pairs([item], prefix)
-        return item
-
-    check.__name__ = f"{prefix}KEY=VALUE"
-    return check
-
-
-def add_env_option(p: argparse.ArgumentParser, service: str) -> None:
-    """``--<service>-env KEY=VALUE`` (repeatable): an extra setting for that service's process,
-    whose key must carry the service's prefix (``LEARNER_``, ``SERVING_``)."""
-    prefix = f"{service.upper()}_"
-    p.add_argument(
-        f"--{service}-env",
-        action="append",
-        default=[],
-        type=env_setting(prefix),
-        metavar="KEY=VALUE",
-        help=f"extra {prefix}* setting for the {service} process (repeatable)",
-    )
-
-
 def benchmark_config(
     args: argparse.Namespace, learner_env: dict[str, str], **users: Any
 ) -> DemoConfig:
@@ -542,94 +387,3 @@ def benchmark_config(
         learner_stop_timeout=60,
         **users,
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = command_parser(__doc__, prog="rlhf-demo")
-    add_user_options(p, comparisons=0, concurrency=4)
-    p.add_argument(
-        "--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)"
-    )
-    p.add_argument(
-        "--until-swapped",
-        type=int,
-        default=0,
-        help="stop once answers came from N new adapter versions (0 = off)",
-    )
-    p.add_argument(
-        "--model-dir", default="embedded", help="'embedded' (SmolLM2-135M) or a model directory"
-    )
-    p.add_argument("--tiny", action="store_true", help="tiny random model (tests, CI)")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="logs, store, adapters, summary (default: var/demo/run-<time>)",
-    )
-    p.add_argument("--max-tokens", type=int, default=64, help="max tokens per answer")
-    p.add_argument(
-        "--cycle-comparisons",
-        type=int,
-        default=64,
-        help="new comparisons that start a learner cycle",
-    )
-    p.add_argument(
-        "--eval-prompts",
-        type=int,
-        default=8,
-        help="held-out prompts for the automatic eval of each new version (0 = off)",
-    )
-    p.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=600.0,
-        help="seconds serving may take to load the model and answer /readyz",
-    )
-    p.add_argument(
-        "--learner-stop-timeout",
-        type=float,
-        default=300.0,
-        help="seconds the learner may take to stop after SIGTERM before SIGKILL",
-    )
-    add_env_option(p, "serving")
-    add_env_option(p, "learner")
-    p.add_argument("--plain", action="store_true", help="plain text instead of the rich view")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(
-        DemoConfig,
-        args,
-        serving_env=env_pairs(args.serving_env, "SERVING_"),
-        learner_env=env_pairs(args.learner_env, "LEARNER_"),
-    )
-    summary = run(config, plain=args.plain)
-    _say(
-        json.dumps(
-            {
-                k: summary.get(k)
-                for k in (
-                    "reason",
-                    "events_in_kafka",
-                    "events_expected",
-                    "events_missing",
-                    "eval",
-                    "data_dir",
-                )
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    failed = (
-        summary.get("events_missing")
-        or "loss_check_error" in summary
-        or str(summary.get("reason", "")).startswith(("error", "serving exited", "learner exited"))
-    )
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

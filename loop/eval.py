@@ -48,6 +48,7 @@ from loop.preferences import (
     word_count,
 )
 from loop.prompts import Prompt, load_prompts
+from loop.user_options import DEFAULT_MAX_TOKENS, add_max_tokens_option
 from schemas.versions import BASE, AdapterVersion
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class EvalConfig:
     # Answers per prompt and version, each pair with its own seed: a held-out set of 58 prompts
     # gives a Wilson interval of about +/-0.12; three samples each narrow it to about +/-0.07.
     samples: int = 1
-    max_tokens: int | None = 96
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
     temperature: float | None = 0.7
     seed: int = 0
     concurrency: int = 4
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="answer pairs per prompt, each with its own seed",
     )
-    p.add_argument("--max-tokens", type=int, default=96, help="max tokens per answer")
+    add_max_tokens_option(p)
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both sides")
     p.add_argument("--concurrency", type=int, default=4, help="prompts evaluated at once")

@@ -37,6 +37,7 @@ from loop.preferences import (
     word_count,
 )
 from loop.prompts import Prompt, load_prompts
+from loop.user_options import DEFAULT_MAX_TOKENS
 
 logger = logging.getLogger(__name__)
 PAIR_VOTES_KEPT = 100_000
@@ -60,7 +61,7 @@ class SimConfig:
     thumbs_rate: float = 0.1  # chance of also rating one answer up/down
     correction_rate: float = 0.05  # chance of also sending a rewritten answer
     k: int = 2
-    max_tokens: int | None = 96
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
     temperature: float | None = None  # None: the server's default
     users: int = 20
     prompts: str = "train"

@@ -19,7 +19,7 @@ from common.cli import command_parser, config_from_args
 from loop import sim
 from loop.preferences import NoiseConfig
 from loop.sim import SimConfig, SimStats, Simulator
-from loop.user_options import add_user_options
+from loop.user_options import add_max_tokens_option, add_user_options
 
 
 def add_vote_kind_options(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thumbs-rate", type=float, default=0.1, help="chance of a thumbs vote too")
     p.add_argument("--correction-rate", type=float, default=0.05, help="chance of a correction too")
     p.add_argument("--k", type=int, default=2, help="answers per comparison")
-    p.add_argument("--max-tokens", type=int, default=96, help="max tokens per answer")
+    add_max_tokens_option(p)
     p.add_argument(
         "--temperature",
         type=float,

@@ -1,13 +1,16 @@
 """The simulated users' command-line options, declared once for every command that runs them
-(rlhf-sim, rlhf-demo, the acceptance run and the loop benchmark): each option has one name and
-one meaning everywhere; only the defaults differ by command. Light on purpose: ``--help`` of
-the demo must not import the API clients."""
+(rlhf-sim, rlhf-demo, rlhf-eval, the acceptance run and the benchmarks): each option has one
+name and one meaning everywhere; a command that needs another default says why in its help.
+Light on purpose: ``--help`` of the demo must not import the API clients."""
 
 from __future__ import annotations
 
 import argparse
 
 DEFAULT_PREFERENCE = "loop.preferences:concise"
+# The answer length limit (new tokens per answer) of every command and config unless it says why
+# not (``add_max_tokens_option``'s ``why``).
+DEFAULT_MAX_TOKENS = 96
 
 
 def add_user_options(
@@ -40,4 +43,26 @@ def add_user_options(
         type=float,
         default=noise,
         help="Bradley-Terry temperature: P(a>b) = sigmoid((u_a-u_b)/noise); 0 = deterministic",
+    )
+
+
+def add_max_tokens_option(
+    parser: argparse.ArgumentParser,
+    default: int = DEFAULT_MAX_TOKENS,
+    why: str = "",
+    aliases: tuple[str, ...] = (),
+) -> None:
+    """``--max-tokens`` (into ``max_tokens``): the answer length limit the users see. A command
+    with another default than :data:`DEFAULT_MAX_TOKENS` must say ``why``, shown in its help;
+    ``aliases`` are older names of the option that still work."""
+    if default != DEFAULT_MAX_TOKENS and not why:
+        raise ValueError(f"--max-tokens {default} instead of {DEFAULT_MAX_TOKENS} needs a why")
+    reason = f" ({why})" if why else ""
+    parser.add_argument(
+        "--max-tokens",
+        *aliases,
+        dest="max_tokens",
+        type=int,
+        default=default,
+        help=f"max new tokens per answer{reason}",
     )

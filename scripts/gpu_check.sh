@@ -18,8 +18,8 @@
 #      (.gpu-model/smollm2-135m-config, ignored like .whl/: config.json, generation_config.json,
 #      tokenizer.json, tokenizer_config.json and chat_template.jinja copied from the embedded
 #      model's directory, `rlhf-model` prints it; no weights: too large to carry), so the
-#      timings are the real model's, and runs bench/bench_learner.py (reward model + 2 PPO
-#      steps of 16 prompts x 64 new tokens) and bench/bench_engines.py --device cuda on it.
+#      timings are the real model's, and runs python -m bench.bench_learner (reward model + 2 PPO
+#      steps of 16 prompts x 64 new tokens) and python -m bench.bench_engines --device cuda on it.
 #
 # Everything goes to $OUT (logs + JSON). A failing step is recorded and the next one still runs;
 # the exit status is the number of failed steps.
@@ -119,12 +119,12 @@ DEVICE=cpu
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && DEVICE=cuda
 
 step "bench_learner ($DEVICE)"
-timeout 150 "$PY" bench/bench_learner.py --model-dir "$MODEL" "${LEARNER_ARGS[@]}" \
+timeout 150 "$PY" -m bench.bench_learner --model-dir "$MODEL" "${LEARNER_ARGS[@]}" \
     --json "$OUT/bench_learner.json" 2>&1 | tee "$OUT/bench_learner.log"
 record bench_learner "${PIPESTATUS[0]}"
 
 step "bench_engines ($DEVICE)"
-timeout 120 "$PY" bench/bench_engines.py --model-dir "$MODEL" --device "$DEVICE" \
+timeout 120 "$PY" -m bench.bench_engines --model-dir "$MODEL" --device "$DEVICE" \
     "${ENGINE_ARGS[@]}" --json "$OUT/bench_engines.json" 2>&1 | tee "$OUT/bench_engines.log"
 record bench_engines "${PIPESTATUS[0]}"
 

@@ -51,15 +51,17 @@ def write_lora_files(
     nan: bool = False,
     std: float = 0.5,
     targets: str | list[str] | None = None,
-) -> None:
+    dora: bool = False,
+) -> Path:
     """A random PEFT LoRA adapter for the model in ``model_dir`` (B != 0, so it changes output),
-    on ``targets`` (PEFT target_modules; q_proj and v_proj unless told).
-    ``nan=True`` fills the LoRA weights with NaN (passes file checks, fails a smoke check)."""
+    on ``targets`` (PEFT target_modules; q_proj and v_proj unless told); the one LoRA writer of
+    the fault suite, the benchmarks and the engine tests. ``nan=True`` fills the LoRA B weights
+    with NaN (passes file checks, fails a smoke check); ``dora``: the DoRA variant
+    (weight-decomposed, which serving cannot fold). Returns ``out``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     config = LoraConfig(
         r=rank,
@@ -67,15 +69,20 @@ def write_lora_files(
         target_modules=targets or ["q_proj", "v_proj"],
         init_lora_weights=False,
         task_type="CAUSAL_LM",
+        use_dora=dora,
     )
     model = get_peft_model(base, config)
+    # Its own generator, not torch's global one: writing an adapter in a test must not reseed
+    # whatever the test samples next.
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
-                param.normal_(0.0, std)
-                if nan:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+                if nan and "lora_B" in name:  # B alone already makes every output NaN
                     param.fill_(float("nan"))
     model.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def write_version(

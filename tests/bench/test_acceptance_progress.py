@@ -4,15 +4,9 @@ interval, or when the learner enters another stage or the run another phase), no
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
+from bench.acceptance import Progress, ProgressReporter, progress_line
 from tests.support.clock import FakeClock
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-
-from acceptance import Progress, ProgressReporter, progress_line  # noqa: E402
 
 
 def test_a_line_says_phase_comparisons_rate_stage_and_eval() -> None:

@@ -3,25 +3,20 @@ published, waited for and evaluated (here with the fake trainers and a stand-in 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.events import correction, pair, pref
-from tests.learner.factories import Feeder, new_store
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-
-from acceptance_stages import (  # noqa: E402
+from bench.acceptance_stages import (
     StageResult,
     markdown,
     published_version,
     stage_commands,
     stage_contributions,
 )
+from tests.events import correction, pair, pref
+from tests.learner.factories import Feeder, new_store
 
 
 class FakeReport:

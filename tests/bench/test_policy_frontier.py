@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-
-import policy_frontier  # noqa: E402
-from rm_sweep import Scored  # noqa: E402
+from bench import policy_frontier
+from bench.rm_sweep import Scored
 
 
 def scored(prompt: str, ua: float, ub: float) -> Scored:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-
-import rm_sweep  # noqa: E402
-
-from loop.preferences import concise  # noqa: E402
+from bench import rm_sweep
+from loop.preferences import concise
 
 
 class WordTokenizer:

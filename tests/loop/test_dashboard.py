@@ -16,12 +16,12 @@ from learner import metrics as learner_metrics
 from learner.checkpoint import STAGES
 from loop.dashboard import (
     Dashboard,
+    Observation,
     comparisons_toward_cycle,
     outlook,
     render_text,
     running_stage,
 )
-from loop.demo import Observation
 from loop.monitor import AdapterEvent, parse_metrics
 
 BUSY_LEARNER = {

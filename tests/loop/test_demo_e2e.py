@@ -21,7 +21,7 @@ def test_demo_tiny_closes_the_loop(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "loop.demo",
+        "loop.demo_cli",
         "--tiny",
         "--plain",
         "--data-dir",

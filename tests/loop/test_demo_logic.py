@@ -6,7 +6,8 @@ import json
 import threading
 from pathlib import Path
 
-from loop.demo import Demo, DemoConfig, Observation
+from loop.dashboard import Observation
+from loop.demo import Demo, DemoConfig
 
 
 def _obs(elapsed: float = 1.0, versions: tuple[str, ...] = ("base",)) -> Observation:

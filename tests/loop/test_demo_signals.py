@@ -29,7 +29,7 @@ def _start_demo(tmp_path: Path) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
-        "loop.demo",
+        "loop.demo_cli",
         "--plain",
         "--model-dir",
         str(model),

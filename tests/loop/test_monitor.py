@@ -10,9 +10,9 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from devtools.broker import DevBroker
-from loop.dashboard import render_text
-from loop.demo import Observation, add_env_option, env_pairs
+from loop.dashboard import Observation, render_text
 from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
+from loop.service_options import add_env_option, env_pairs
 from tests.serving.live import live_server
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from loop.faults.adapters import write_lora_files
 from schemas.events import ChatMessage
 from serving.engines.protocol import GenerationRequest
 
@@ -34,31 +35,12 @@ def write_lora_adapter(
     scale: float = 0.5,
     dora: bool = False,
 ) -> Path:
-    """A random rank-4 LoRA adapter for ``model_dir`` with non-zero B (it changes outputs);
-    ``dora``: the DoRA variant (weight-decomposed, which serving cannot fold)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-        init_lora_weights=False,
-        use_dora=dora,
+    """A random rank-4 LoRA adapter on q, v and o for ``model_dir`` with non-zero B (it changes
+    outputs), written by the fault suite's LoRA writer; ``dora``: the DoRA variant."""
+    targets = ["q_proj", "v_proj", "o_proj"]
+    return write_lora_files(
+        model_dir, out_dir, seed=seed, rank=4, nan=nan, std=scale, targets=targets, dora=dora
     )
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * scale)
-                if nan and "lora_B" in name:
-                    param.fill_(float("nan"))
-    peft_model.save_pretrained(out_dir)
-    return out_dir
 
 
 def write_lively_model(tiny_dir: Path, out_dir: Path, std: float = 0.5, seed: int = 0) -> Path:
