@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.api_models import ErrorInfo, ErrorResponse
 from serving.engines.protocol import EngineFailure, EngineOverloaded, InvalidRequest, UnknownAdapter
-from serving.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger(__name__)
 

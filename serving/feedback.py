@@ -23,10 +23,10 @@ from schemas.events import (
     new_event_id,
 )
 from serving import metrics
+from serving.api_models import FeedbackRequest, FeedbackResponse
 from serving.deps import Caller, Services
 from serving.errors import APIError
 from serving.idempotency import body_fingerprint
-from serving.protocol import FeedbackRequest, FeedbackResponse
 from serving.security import PairToken, ResponseToken, TokenError
 
 _STATUS = {"malformed": 400, "forged": 403, "expired": 410}

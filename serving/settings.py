@@ -242,7 +242,7 @@ class ServingSettings(BaseSettings, TopicSettings):
         "pair the client did not ask for; 0 answers what the client asked, as OpenAI does",
     )
 
-    # serving.informative: off (1.0) by default, because fewer, more informative comparisons
+    # serving.pair_sampling: off (1.0) by default, because fewer, more informative comparisons
     # have not yet been shown to train a better adapter than the same traffic paired uniformly.
     pair_show_floor: float = Field(
         1.0,

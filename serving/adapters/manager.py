@@ -43,8 +43,8 @@ from serving.adapters.errors import (
 )
 from serving.adapters.follower import TopicFollower
 from serving.adapters.store import AdapterFetcher, VerifiedAdapter, parse_version
+from serving.api_models import AdapterInfo, ManifestSummary
 from serving.engines.protocol import BASE, AdapterRejected, Engine
-from serving.protocol import AdapterInfo, ManifestSummary
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
