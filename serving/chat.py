@@ -84,7 +84,7 @@ def _wants_pair(services: Services, body: ChatCompletionRequest, pinned: bool) -
     # an evaluation request pinned to a version (its prompts are not user traffic).
     if body.n > 1 or body.stream or pinned:
         return False
-    return random.random() < services.settings.pair_fraction
+    return random.random() < services.settings.unrequested_pair_share
 
 
 class ChatHandler:
