@@ -48,7 +48,6 @@ from learner.store import Snapshot, TrainingStore
 from learner.store.queries import split_prompts
 from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
 from learner.trainers.factory import ppo_overrides
-from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
 
 logger = logging.getLogger(__name__)
@@ -443,14 +442,7 @@ class CycleRunner:
             start_canary(self.store, ckpt.version, baseline)
         else:
             # The store's record first: a replica starting while Kafka is down serves it.
-            self.adapters.record_promoted(
-                PromotedRecord(
-                    model_name=self.s.model_name,
-                    version=ckpt.version,
-                    uri=ckpt.uri,
-                    manifest_sha256=ckpt.manifest_sha256,
-                )
-            )
+            self.publisher.record_promoted(ckpt.version)
         crash_points.crash_point("publish.before_event")
         # Deterministic event id: a re-announce after a crash is the same event to consumers.
         event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
