@@ -11,24 +11,27 @@ from serving.deps import Caller, Services
 from serving.errors import APIError
 
 
+def _refused(param: str, code: str, message: str, status: int = 400) -> APIError:
+    """A refusal naming the parameter at fault (OpenAI's ``param``) and a stable ``code``."""
+    return APIError(status, message, param=param, code=code)
+
+
 def _check_stop(services: Services, body: ChatCompletionRequest) -> None:
     """Stop strings are checked against every decoded token: bound how many and how long."""
     s = services.settings
     stops = body.stop_list()
     if len(stops) > s.max_stop_sequences:
-        raise APIError(
-            400,
+        raise _refused(
+            "stop",
+            "too_many_stop_sequences",
             f"too many stop sequences: {len(stops)} > {s.max_stop_sequences}",
-            param="stop",
-            code="too_many_stop_sequences",
         )
     longest = max((len(stop) for stop in stops), default=0)
     if longest > s.max_stop_chars:
-        raise APIError(
-            400,
+        raise _refused(
+            "stop",
+            "stop_sequence_too_long",
             f"a stop sequence of {longest} characters exceeds the limit {s.max_stop_chars}",
-            param="stop",
-            code="stop_sequence_too_long",
         )
 
 
@@ -61,12 +64,8 @@ def _unsupported(body: ChatCompletionRequest) -> str | None:
 def _check_supported(body: ChatCompletionRequest) -> None:
     name = _unsupported(body)
     if name is not None:
-        raise APIError(
-            400,
-            f"{name} is not supported by this server; leave it unset",
-            param=name,
-            code="unsupported_parameter",
-        )
+        message = f"{name} is not supported by this server; leave it unset"
+        raise _refused(name, "unsupported_parameter", message)
 
 
 def _check_model(services: Services, body: ChatCompletionRequest) -> None:
@@ -75,20 +74,19 @@ def _check_model(services: Services, body: ChatCompletionRequest) -> None:
     if not body.model or (base == name and (not version or version == body.adapter_version)):
         return
     if base == name and body.adapter_version is not None:
-        raise APIError(
-            400,
+        raise _refused(
+            "model",
+            "conflicting_versions",
             f"model {body.model!r} pins {version!r} but adapter_version is "
             f"{body.adapter_version!r}; give one",
-            param="model",
-            code="conflicting_versions",
         )
     if base == name:
         return  # "name:version" is a version pin, checked like adapter_version
-    raise APIError(
-        404,
+    raise _refused(
+        "model",
+        "model_not_found",
         f"model {body.model!r} does not exist; GET /v1/models lists {name!r}",
-        param="model",
-        code="model_not_found",
+        status=404,
     )
 
 
@@ -105,33 +103,25 @@ def check_limits(services: Services, body: ChatCompletionRequest) -> int:
     """Refuse requests over the configured caps; the max_tokens to use."""
     s = services.settings
     if len(body.messages) > s.max_messages:
-        raise APIError(
-            400,
+        raise _refused(
+            "messages",
+            "too_many_messages",
             f"too many messages: {len(body.messages)} > {s.max_messages}",
-            param="messages",
-            code="too_many_messages",
         )
     _check_stop(services, body)
     max_tokens = body.requested_max_tokens() or s.default_max_tokens
     if max_tokens > s.max_tokens_cap:
-        raise APIError(
-            400,
+        raise _refused(
+            "max_tokens",
+            "max_tokens_too_large",
             f"max_tokens {max_tokens} exceeds the limit {s.max_tokens_cap}",
-            param="max_tokens",
-            code="max_tokens_too_large",
         )
     if body.n > s.max_n:
-        raise APIError(
-            400, f"n {body.n} exceeds the limit {s.max_n}", param="n", code="n_too_large"
-        )
+        raise _refused("n", "n_too_large", f"n {body.n} exceeds the limit {s.max_n}")
     if body.k > s.max_k:
-        raise APIError(
-            400, f"k {body.k} exceeds the limit {s.max_k}", param="k", code="k_too_large"
-        )
+        raise _refused("k", "k_too_large", f"k {body.k} exceeds the limit {s.max_k}")
     if body.pair and body.n > 1:
-        raise APIError(
-            400, "a pair request sets k (answers to compare), not n", param="n", code="n_with_pair"
-        )
+        raise _refused("n", "n_with_pair", "a pair request sets k (answers to compare), not n")
     _check_supported(body)
     _check_model(services, body)
     return max_tokens

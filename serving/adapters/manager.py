@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from functools import cached_property
 
 from schemas.events import AdapterPromoted, AdapterPublished, AdapterRolledBack, EventBase
 from schemas.versions import AdapterVersion
@@ -25,8 +25,7 @@ from serving.adapters import metrics
 from serving.adapters.aliases import AdapterAliases
 from serving.adapters.errors import AdapterNotFound, AdapterRefused, AdapterStateError
 from serving.adapters.follower import TopicFollower
-from serving.engines.protocol import BASE, Engine
-from serving.settings import ServingSettings
+from serving.engines.protocol import BASE
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +33,20 @@ logger = logging.getLogger(__name__)
 class AdapterManager(AdapterAliases):
     """The alias state machine, started, following the adapters topic (module docstring)."""
 
-    def __init__(
-        self,
-        settings: ServingSettings,
-        engine: Engine,
-        event_logger: Any | None,
-        base_model_sha256: str | Callable[[], str] | None = None,
-    ) -> None:
-        super().__init__(settings, engine, event_logger, base_model_sha256)
-        self._ready = asyncio.Event()
-        self._caught_up = False  # the adapters topic has been read to its end once
-        self._degraded = False  # serving without the topic (see _serve_from_store)
-        self._inbox: asyncio.Queue[tuple[list[EventBase], bool]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._follower: TopicFollower | None = None
+    # The following state. Constructed as AdapterAliases is (no __init__ of its own); the
+    # defaults are replaced per instance as the topic is read.
+    _caught_up = False  # the adapters topic has been read to its end once
+    _degraded = False  # serving without the topic (see _serve_from_store)
+    _worker: asyncio.Task[None] | None = None
+    _follower: TopicFollower | None = None
+
+    @cached_property
+    def _ready(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    @cached_property
+    def _inbox(self) -> asyncio.Queue[tuple[list[EventBase], bool]]:
+        return asyncio.Queue()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -56,10 +55,11 @@ class AdapterManager(AdapterAliases):
             self._ready.set()
             return
         loop = asyncio.get_running_loop()
+        inbox = self._inbox  # made here, on the loop, before the follower's thread uses it
         self._worker = loop.create_task(self._process_inbox())
 
         def on_batch(events: list[EventBase], caught_up: bool) -> None:
-            loop.call_soon_threadsafe(self._inbox.put_nowait, (events, caught_up))
+            loop.call_soon_threadsafe(inbox.put_nowait, (events, caught_up))
 
         self._follower = TopicFollower(
             self._settings.kafka_bootstrap, self._settings.topic_adapters, on_batch
