@@ -403,13 +403,13 @@ def _labels(args: argparse.Namespace) -> None:
 
 def _pairing(args: argparse.Namespace) -> None:
     """Signal per vote with uniform pairing (every pair asked) and informative pairing
-    (``serving.informative``: pairs shown with a probability that rises with the rank of the
+    (``serving.pair_sampling``: pairs shown with a probability that rises with the rank of the
     answers' difference among the pairs), from the same base-model pairs: the expected
     agreement of one noisy vote with the noise-free ordering over the pairs asked, and its
     margin over chance (2a - 1, the signal a vote carries; pairs of equal utility carry
     none)."""
     from learner.modeling import load_tokenizer
-    from serving.informative import answer_difference, show_probability
+    from serving.pair_sampling import answer_difference, show_probability
 
     tokenizer = load_tokenizer(resolve_model_dir(args.model_dir))
     pool = [p for p in load_pool(args.pool) if p.split == "train"]

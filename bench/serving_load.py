@@ -112,7 +112,7 @@ def start_server(
         "SERVING_ENGINE": engine,
         "SERVING_DTYPE": dtype,
         "SERVING_MAX_BATCH_SIZE": str(batch),
-        "SERVING_PAIR_FRACTION": "0",
+        "SERVING_UNREQUESTED_PAIR_SHARE": "0",
         # Each engine's server starts clean: the previous server's adapter.promoted events on
         # the shared broker must not promote its adapter here (the bench loads it by HTTP).
         "SERVING_ADAPTER_FOLLOW_TOPIC": "false",

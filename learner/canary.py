@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
 
@@ -47,20 +47,27 @@ WIN_LOW = Gauge("rlhf_learner_canary_win_rate_low", "lower bound of the canary's
 WIN_HIGH = Gauge("rlhf_learner_canary_win_rate_high", "upper bound of the canary's win rate")
 
 
+def _default(rule: str) -> Any:
+    """The default of the setting ``canary_<rule>`` (LEARNER_CANARY_ALPHA...): each rule's one
+    default lives in ``LearnerSettings``, with its bounds and description."""
+    return LearnerSettings.model_fields[f"canary_{rule}"].default
+
+
 @dataclass(frozen=True)
 class CanaryRules:
-    alpha: float = 0.05
-    margin: float = 0.0
-    min_votes: int = 20
-    max_votes: int = 1000
-    max_seconds: float = 86400.0
-    guard_min_answers: int = 20
-    guard_max_empty_share: float = 0.2
-    guard_max_down_excess: float = 0.25
+    """The decision's parameters; each is the setting of the same name behind ``canary_``."""
+
+    alpha: float = _default("alpha")
+    margin: float = _default("margin")
+    min_votes: int = _default("min_votes")
+    max_votes: int = _default("max_votes")
+    max_seconds: float = _default("max_seconds")
+    guard_min_answers: int = _default("guard_min_answers")
+    guard_max_empty_share: float = _default("guard_max_empty_share")
+    guard_max_down_excess: float = _default("guard_max_down_excess")
 
     @staticmethod
     def from_settings(s: LearnerSettings) -> CanaryRules:
-        # Each rule is the setting of the same name behind ``canary_`` (LEARNER_CANARY_ALPHA...).
         return CanaryRules(**{f.name: getattr(s, f"canary_{f.name}") for f in fields(CanaryRules)})
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.embedded_model import model_dir_sha256
-from learner import faults, gates, metrics
+from learner import crash_points, gates, metrics
 from learner.canary import start_canary
 from learner.checkpoint import (
     STAGES,
@@ -48,7 +48,6 @@ from learner.store import Snapshot, TrainingStore
 from learner.store.queries import split_prompts
 from learner.trainers import EvalJob, PPOJob, RewardJob, SFTJob, Trainers
 from learner.trainers.factory import ppo_overrides
-from schemas.manifest import PromotedRecord
 from schemas.versions import BASE, AdapterVersion
 
 logger = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class CycleRunner:
             snap.max_seq,
             ckpt.parent_version or "base",
         )
-        faults.hit("cycle.after_snapshot")
+        crash_points.crash_point("cycle.after_snapshot")
         return ckpt
 
     def run(self, ckpt: CycleCheckpoint | None = None) -> CycleCheckpoint:
@@ -209,7 +208,7 @@ class CycleRunner:
         logger.info("cycle %d: SFT on %d new correction(s)", ckpt.cycle_id, len(examples))
         job = SFTJob(self.base, examples, self._fresh(ckpt, "sft"), self._parent_dir(ckpt))
         res = self.trainers.sft(job)
-        faults.hit("cycle.after_sft")
+        crash_points.crash_point("cycle.after_sft")
         return ckpt.model_copy(
             update={
                 "stage": "reward",
@@ -264,7 +263,7 @@ class CycleRunner:
             ckpt = ckpt.model_copy(
                 update={"metrics": ckpt.metrics | _prefixed("reward_eval", other.metrics)}
             )
-        faults.hit("cycle.after_reward")
+        crash_points.crash_point("cycle.after_reward")
         return ckpt.model_copy(
             update={
                 "stage": "ppo",
@@ -291,7 +290,7 @@ class CycleRunner:
         res = self.trainers.ppo(
             PPOJob(self.base, Path(ckpt.reward_adapter), prompts, out, init, steps)
         )
-        faults.hit("cycle.after_ppo")
+        crash_points.crash_point("cycle.after_ppo")
         return ckpt.model_copy(
             update={
                 "stage": "evaluate",
@@ -359,7 +358,7 @@ class CycleRunner:
         failed = gates.first_failure(decisions)
         if failed:
             return self._reject(ckpt, failed.reason)
-        faults.hit("cycle.after_evaluate")
+        crash_points.crash_point("cycle.after_evaluate")
         return ckpt.model_copy(update={"stage": "publish"})
 
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
@@ -443,15 +442,8 @@ class CycleRunner:
             start_canary(self.store, ckpt.version, baseline)
         else:
             # The store's record first: a replica starting while Kafka is down serves it.
-            self.adapters.record_promoted(
-                PromotedRecord(
-                    model_name=self.s.model_name,
-                    version=ckpt.version,
-                    uri=ckpt.uri,
-                    manifest_sha256=ckpt.manifest_sha256,
-                )
-            )
-        faults.hit("publish.before_event")
+            self.publisher.record_promoted(ckpt.version)
+        crash_points.crash_point("publish.before_event")
         # Deterministic event id: a re-announce after a crash is the same event to consumers.
         event_id = hashlib.sha256(f"{ckpt.version}:{ckpt.manifest_sha256}".encode())
         self.publisher.announce(
@@ -495,7 +487,7 @@ class CycleRunner:
             write_report(self.data_dir, ckpt, self.store)
         except Exception:  # a plot must never stop the learner; logged with its stack
             logger.exception("report for cycle %d failed", ckpt.cycle_id)
-        faults.hit("cycle.before_done")
+        crash_points.crash_point("cycle.before_done")
         save_checkpoint(self.data_dir, ckpt)
         if outcome == "published" and self.workdir(ckpt).exists():
             shutil.rmtree(self.workdir(ckpt))

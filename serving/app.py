@@ -11,6 +11,7 @@ already started.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from serving.openapi import install_openapi
 from serving.ratelimit import RateLimits
 from serving.routes import admin, chat, feedback, health, metrics, models, web
 from serving.security import IdSigner, WebSessions
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, warn_deprecated_env
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def create_app(
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     settings = settings or ServingSettings()
+    warn_deprecated_env(os.environ)
     app = FastAPI(
         title="rlhf-serving", lifespan=_lifespan, docs_url=None, redoc_url=None, **fastapi_kwargs
     )

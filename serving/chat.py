@@ -1,12 +1,11 @@
-"""Chat completions handler: request checks, adapter choice, generation, the served events.
-
-Why one file (over 400 lines): the handler's steps (checks, adapter choice, generation, served
-events) share one request's state and the one engine/event-logger pair it owns.
+"""Chat completions handler: adapter choice, generation, the served events.
 
 ``ChatHandler`` owns what ``routes/chat.py`` delegates (vLLM's ``serving_chat.py`` split: thin
 router, handler that owns the engine), streamed or not (``serving.streaming`` builds the SSE
-body and hands the finished answers back to ``ChatHandler.serve``). Each answer records the
-exact adapter version the engine reports for it; after an answer is complete the handler emits
+body and hands the finished answers to the ``on_finished`` callable it is given, which is
+``ChatHandler.finish_answers``). The request's checks are ``serving.chat_checks``; the planned
+request is ``serving.chat_job.ChatJob``. Each answer records the exact adapter version the
+engine reports for it; after an answer is complete the handler emits
 ``pair.served`` (a comparison) or one ``response.served`` per answer through the event logger,
 whose ``emit`` never blocks, so logging costs the client nothing (docs/architecture.md, "Event
 logging never blocks").
@@ -20,11 +19,20 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TypeVar
 
 from schemas.events import ChatMessage, PairServed, ResponseServed, SamplingParams, ServedResponse
 from serving import metrics
+from serving.api_models import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    Usage,
+)
+from serving.chat_checks import check_limits, check_web_scope, pinned_version
+from serving.chat_job import ChatJob
 from serving.deps import Caller, Services, is_admin
 from serving.engines.protocol import (
     AdapterRejected,
@@ -34,42 +42,13 @@ from serving.engines.protocol import (
     UnknownAdapter,
 )
 from serving.errors import APIError
-from serving.informative import show_pair
+from serving.pair_sampling import show_pair
 from serving.pairing import AnswerPlan, plan_pair
-from serving.protocol import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    Usage,
-)
 from serving.security import new_id
 from serving.streaming import ChatStream
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class ChatJob:
-    """One accepted chat request, planned: everything needed to answer and to log it."""
-
-    body: ChatCompletionRequest
-    messages: list[ChatMessage]
-    sampling: SamplingParams
-    plan: AnswerPlan
-    paired: bool
-    pinned: bool
-    uhash: str
-    model: str
-    # The inner pair id (logged); the client gets it signed (ChatHandler.pair_token).
-    pair_id: str | None
-    # Inner response ids, canonical order.
-    response_ids: list[str]
-    started: float = field(default_factory=time.perf_counter)
-
-    def api_index(self, canonical: int) -> int:
-        return self.plan.shown_order.index(canonical)
 
 
 def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
@@ -80,159 +59,10 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     return out
 
 
-def _check_stop(services: Services, body: ChatCompletionRequest) -> None:
-    """Stop strings are checked against every decoded token: bound how many and how long."""
-    s = services.settings
-    stops = body.stop_list()
-    if len(stops) > s.max_stop_sequences:
-        raise APIError(
-            400,
-            f"too many stop sequences: {len(stops)} > {s.max_stop_sequences}",
-            param="stop",
-            code="too_many_stop_sequences",
-        )
-    longest = max((len(stop) for stop in stops), default=0)
-    if longest > s.max_stop_chars:
-        raise APIError(
-            400,
-            f"a stop sequence of {longest} characters exceeds the limit {s.max_stop_chars}",
-            param="stop",
-            code="stop_sequence_too_long",
-        )
-
-
-# Neutral values of OpenAI parameters this server does not implement: anything else would be
-# silently ignored, so it is refused instead.
-def _unsupported(body: ChatCompletionRequest) -> str | None:
-    fmt = body.response_format
-    checks = {
-        "logprobs": bool(body.logprobs),
-        "top_logprobs": bool(body.top_logprobs),
-        "response_format": fmt is not None and fmt.type != "text",
-        "tools": bool(body.tools),
-        "tool_choice": body.tool_choice not in (None, "none"),
-        # As OpenAI: only meaningful with tools, which are never served, so any value is refused.
-        "parallel_tool_calls": body.parallel_tool_calls is not None,
-        "functions": bool(body.functions),
-        "function_call": body.function_call not in (None, "none"),
-        "frequency_penalty": bool(body.frequency_penalty),
-        "presence_penalty": bool(body.presence_penalty),
-        "logit_bias": bool(body.logit_bias),
-        "reasoning_effort": body.reasoning_effort is not None,
-        "modalities": body.modalities not in (None, ["text"]),
-        "audio": body.audio is not None,
-        "prediction": body.prediction is not None,
-        "web_search_options": body.web_search_options is not None,
-    }
-    return next((name for name, used in checks.items() if used), None)
-
-
-def _check_supported(body: ChatCompletionRequest) -> None:
-    name = _unsupported(body)
-    if name is not None:
-        raise APIError(
-            400,
-            f"{name} is not supported by this server; leave it unset",
-            param=name,
-            code="unsupported_parameter",
-        )
-
-
-def _check_model(services: Services, body: ChatCompletionRequest) -> None:
-    name = services.settings.model_name
-    base, _, version = body.model.partition(":")
-    if not body.model or (base == name and (not version or version == body.adapter_version)):
-        return
-    if base == name and body.adapter_version is not None:
-        raise APIError(
-            400,
-            f"model {body.model!r} pins {version!r} but adapter_version is "
-            f"{body.adapter_version!r}; give one",
-            param="model",
-            code="conflicting_versions",
-        )
-    if base == name:
-        return  # "name:version" is a version pin, checked like adapter_version
-    raise APIError(
-        404,
-        f"model {body.model!r} does not exist; GET /v1/models lists {name!r}",
-        param="model",
-        code="model_not_found",
-    )
-
-
-def _pinned_version(services: Services, body: ChatCompletionRequest) -> str | None:
-    """The version a request pins: ``adapter_version``, or the id ``name:version`` that
-    ``GET /v1/models`` lists for each loaded adapter."""
-    if body.adapter_version is not None:
-        return body.adapter_version
-    _, _, version = body.model.partition(":")
-    return version or None
-
-
-def _check_limits(services: Services, body: ChatCompletionRequest) -> int:
-    """Refuse requests over the configured caps; the max_tokens to use."""
-    s = services.settings
-    if len(body.messages) > s.max_messages:
-        raise APIError(
-            400,
-            f"too many messages: {len(body.messages)} > {s.max_messages}",
-            param="messages",
-            code="too_many_messages",
-        )
-    _check_stop(services, body)
-    max_tokens = body.requested_max_tokens() or s.default_max_tokens
-    if max_tokens > s.max_tokens_cap:
-        raise APIError(
-            400,
-            f"max_tokens {max_tokens} exceeds the limit {s.max_tokens_cap}",
-            param="max_tokens",
-            code="max_tokens_too_large",
-        )
-    if body.n > s.max_n:
-        raise APIError(
-            400, f"n {body.n} exceeds the limit {s.max_n}", param="n", code="n_too_large"
-        )
-    if body.k > s.max_k:
-        raise APIError(
-            400, f"k {body.k} exceeds the limit {s.max_k}", param="k", code="k_too_large"
-        )
-    if body.pair and body.n > 1:
-        raise APIError(
-            400, "a pair request sets k (answers to compare), not n", param="n", code="n_with_pair"
-        )
-    _check_supported(body)
-    _check_model(services, body)
-    return max_tokens
-
-
-def _check_web_scope(services: Services, body: ChatCompletionRequest, caller: Caller) -> None:
-    """A web session may ask only what the page asks: one two-answer comparison, not streamed,
-    at the default length; anything else needs an API key."""
-    if not caller.web:
-        return
-    max_tokens = body.requested_max_tokens()
-    page_like = (
-        body.pair is True
-        and body.k == 2
-        and body.n == 1
-        and not body.stream
-        and _pinned_version(services, body) is None
-        and (max_tokens is None or max_tokens <= services.settings.default_max_tokens)
-    )
-    if not page_like:
-        raise APIError(
-            403,
-            "a web session may only ask for the page's two-answer comparisons; "
-            "other requests need an API key",
-            code="web_session_scope",
-        )
-
-
 def _resolve_version(
     services: Services, body: ChatCompletionRequest, admin_token: str | None
 ) -> tuple[str, bool]:
-    pinned = _pinned_version(services, body)
+    pinned = pinned_version(body)
     if pinned is None:
         return services.adapters.serving_version(), False
     if not is_admin(services, admin_token):
@@ -254,7 +84,7 @@ def _wants_pair(services: Services, body: ChatCompletionRequest, pinned: bool) -
     # an evaluation request pinned to a version (its prompts are not user traffic).
     if body.n > 1 or body.stream or pinned:
         return False
-    return random.random() < services.settings.pair_fraction
+    return random.random() < services.settings.unrequested_pair_share
 
 
 class ChatHandler:
@@ -262,7 +92,8 @@ class ChatHandler:
 
     Owns the engine and the event logger for the request: the one hot-swap retry
     (``_with_swap_retry``) covers a plain generation and a stream's first increment alike, and
-    both end in ``serve`` (identical answers unpaired, informative pairing, the served event)."""
+    both end in ``finish_answers`` (identical answers unpaired, informative pairing, the served
+    event)."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -273,8 +104,8 @@ class ChatHandler:
         self, body: ChatCompletionRequest, caller: Caller, admin_token: str | None
     ) -> ChatJob:
         services = self.services
-        max_tokens = _check_limits(services, body)
-        _check_web_scope(services, body, caller)
+        max_tokens = check_limits(services, body)
+        check_web_scope(services, body, caller)
         version, pinned = _resolve_version(services, body, admin_token)
         paired = _wants_pair(services, body, pinned)
         messages = _messages(body)
@@ -309,7 +140,7 @@ class ChatHandler:
             plan=plan,
             paired=paired,
             pinned=pinned,
-            uhash=services.user_hash(caller.api_key, body.user),
+            user_hash=services.user_hash(caller.api_key, body.user),
             model=services.settings.model_name,
             pair_id=new_id("pair") if paired else None,
             response_ids=[new_id("resp") for _ in range(plan.k)],
@@ -317,7 +148,7 @@ class ChatHandler:
 
     async def complete(self, job: ChatJob) -> ChatCompletion:
         outputs, latencies = await self._with_swap_retry(job, lambda: self._generate(job))
-        outputs = self.serve(job, outputs, latencies, streamed=False)
+        outputs = self.finish_answers(job, outputs, latencies, streamed=False)
         return self._completion(job, outputs)
 
     async def stream(self, job: ChatJob) -> AsyncIterator[str]:
@@ -325,7 +156,15 @@ class ChatHandler:
         gets a proper status code)."""
 
         async def opened() -> tuple[ChatStream, tuple[int, GenerationChunk] | None]:
-            stream = ChatStream(self, job)
+            stream = ChatStream(
+                self.engine,
+                job,
+                self.pair_token(job),
+                [self.response_token(job, i) for i in range(job.plan.k)],
+                on_finished=lambda outputs, latencies: self.finish_answers(
+                    job, outputs, latencies, streamed=True
+                ),
+            )
             return stream, await stream.first()
 
         stream, first = await self._with_swap_retry(job, opened)
@@ -377,7 +216,7 @@ class ChatHandler:
         latencies = [lat for batch, lat in results for _ in batch]
         return outputs, latencies
 
-    def serve(
+    def finish_answers(
         self,
         job: ChatJob,
         outputs: list[GenerationOutput],
@@ -402,10 +241,12 @@ class ChatHandler:
         """The signed pair id sent to the client (carries the shown order)."""
         if job.pair_id is None:
             return None
-        return self.services.signer.pair(job.pair_id, job.plan.shown_order, job.uhash)
+        return self.services.signer.pair(job.pair_id, job.plan.shown_order, job.user_hash)
 
     def response_token(self, job: ChatJob, canonical: int) -> str:
-        return self.services.signer.response(job.response_ids[canonical], job.pair_id, job.uhash)
+        return self.services.signer.response(
+            job.response_ids[canonical], job.pair_id, job.user_hash
+        )
 
     def _completion(self, job: ChatJob, outputs: list[GenerationOutput]) -> ChatCompletion:
         choices = []
@@ -453,7 +294,7 @@ class ChatHandler:
                     PairServed(
                         pair_id=job.pair_id,
                         conversation_id=conversation,
-                        user_id=job.uhash,
+                        user_id=job.user_hash,
                         model=job.model,
                         messages=job.messages,
                         responses=served,
@@ -467,7 +308,7 @@ class ChatHandler:
                     self.events.emit(
                         ResponseServed(
                             conversation_id=conversation,
-                            user_id=job.uhash,
+                            user_id=job.user_hash,
                             model=job.model,
                             messages=job.messages,
                             response=response,
@@ -495,7 +336,7 @@ def drop_comparison_if_same(job: ChatJob, outputs: list[GenerationOutput]) -> No
 def keep_pair_if_informative(
     services: Services, job: ChatJob, outputs: list[GenerationOutput], latencies: list[float]
 ) -> tuple[list[GenerationOutput], list[float]]:
-    """Informative pairing (serving.informative): a same-version pair whose answers differ
+    """Informative pairing (serving.pair_sampling): a same-version pair whose answers differ
     little is served as its first shown answer alone. Canary pairs are always shown."""
     s = services.settings
     if not job.paired or len(job.plan.requests) > 1:

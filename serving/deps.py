@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
+from serving.api_models import AdapterInfo
 from serving.engines.protocol import Engine
 from serving.errors import APIError
 from serving.idempotency import IdempotencyKeys
-from serving.informative import RecentDifferences
-from serving.protocol import AdapterInfo
+from serving.pair_sampling import RecentDifferences
 from serving.ratelimit import RateLimits
 from serving.security import IdSigner, WebSessions, bearer, constant_time_in, user_hash
 from serving.settings import ServingSettings
@@ -60,7 +60,7 @@ class Services:
     limits: RateLimits
     idempotency: IdempotencyKeys
     engine_started: bool = False
-    # Informative pairing's memory of recent pairs (serving.informative), made on first use.
+    # Informative pairing's memory of recent pairs (serving.pair_sampling), made on first use.
     recent_differences: RecentDifferences | None = None
 
     def pair_differences(self) -> RecentDifferences:

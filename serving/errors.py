@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.api_models import ErrorInfo, ErrorResponse
 from serving.engines.protocol import EngineFailure, EngineOverloaded, InvalidRequest, UnknownAdapter
-from serving.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +111,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _retry_shortly(message: str, code: str) -> JSONResponse:
+    """A 503 the client may retry after a second (the engine's state, not the request's)."""
+    return error_response(APIError(503, message, code=code, headers={"Retry-After": "1"}))
+
+
 async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(
-        APIError(
-            503,
-            "the engine is overloaded; retry shortly",
-            code="engine_overloaded",
-            headers={"Retry-After": "1"},
-        )
-    )
+    return _retry_shortly("the engine is overloaded; retry shortly", "engine_overloaded")
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -135,14 +133,7 @@ async def _unknown_adapter(request: Request, exc: Exception) -> JSONResponse:
 
 async def _engine_failure(request: Request, exc: Exception) -> JSONResponse:
     logger.error("engine failure on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(
-        APIError(
-            503,
-            "generation failed; retry shortly",
-            code="engine_failure",
-            headers={"Retry-After": "1"},
-        )
-    )
+    return _retry_shortly("generation failed; retry shortly", "engine_failure")
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:

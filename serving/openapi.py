@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from serving.protocol import ErrorResponse
+from serving.api_models import ErrorResponse
 from serving.settings import ServingSettings
 
 Schema = dict[str, Any]

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings_checks import BootstrapServers, ModelDir, TopicSettings
 
 _DEV_SECRET = "dev-insecure-change-me"
+logger = logging.getLogger(__name__)
+
+# Old environment names still read for one release, then dropped: old name -> new name.
+DEPRECATED_ENV = {"SERVING_PAIR_FRACTION": "SERVING_UNREQUESTED_PAIR_SHARE"}
+
+
+def warn_deprecated_env(environ: Mapping[str, str]) -> list[str]:
+    """Log a deprecation warning for each old environment name set (names are read
+    case-insensitively, as the settings read them); the old names found."""
+    present = {name.upper() for name in environ}
+    used = [old for old in DEPRECATED_ENV if old in present]
+    for old in used:
+        logger.warning(
+            "%s is deprecated and will be removed in the next release; set %s instead",
+            old,
+            DEPRECATED_ENV[old],
+        )
+    return used
 
 
 class ServingSettings(BaseSettings, TopicSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SERVING_", extra="forbid", env_nested_delimiter="__"
+        env_prefix="SERVING_",
+        extra="forbid",
+        env_nested_delimiter="__",
+        # Fields with a validation alias (a kept old env name) are still set by their name.
+        populate_by_name=True,
     )
 
     engine: Literal["transformers", "vllm", "fake"] = Field(
@@ -234,15 +258,17 @@ class ServingSettings(BaseSettings, TopicSettings):
         description="share of pairs that compare the canary with the serving version while a "
         "canary is set (one answer each, sides shuffled)",
     )
-    pair_fraction: float = Field(
+    unrequested_pair_share: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
+        # SERVING_PAIR_FRACTION is the old name (DEPRECATED_ENV), read for one more release.
+        validation_alias=AliasChoices("SERVING_UNREQUESTED_PAIR_SHARE", "SERVING_PAIR_FRACTION"),
         description="share of plain requests (no pair field, n=1, not streamed) answered with a "
         "pair the client did not ask for; 0 answers what the client asked, as OpenAI does",
     )
 
-    # serving.informative: off (1.0) by default, because fewer, more informative comparisons
+    # serving.pair_sampling: off (1.0) by default, because fewer, more informative comparisons
     # have not yet been shown to train a better adapter than the same traffic paired uniformly.
     pair_show_floor: float = Field(
         1.0,

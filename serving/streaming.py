@@ -5,8 +5,8 @@ queue; chunks are renumbered from canonical to API order (``shown_order``) so a 
 both answers side by side. The first increment is awaited before the HTTP response starts, so
 overload or a bad adapter still gets a proper status code; a fault after that is sent as an
 ``error`` event (which the openai client raises). Once every answer has finished, the answers
-go through the handler's one output path (``ChatHandler.serve``: pairing rules, served event),
-as a non-streamed request's do.
+go to the ``on_finished`` callable the stream was given (the handler's one output path,
+``ChatHandler.finish_answers``: pairing rules, served event), as a non-streamed request's do.
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from serving.api_models import ChatCompletionChunk, ChunkChoice, Delta, Usage
+from serving.chat_job import ChatJob
 from serving.engines.protocol import (
+    Engine,
     FinishReason,
     GenerationChunk,
     GenerationOutput,
     GenerationRequest,
 )
 from serving.errors import error_body
-from serving.protocol import ChatCompletionChunk, ChunkChoice, Delta, Usage
-
-if TYPE_CHECKING:  # the handler makes the stream
-    from serving.chat import ChatHandler, ChatJob
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -41,13 +39,13 @@ def _sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
-async def _merged(handler: ChatHandler, job: ChatJob) -> AsyncIterator[tuple[int, GenerationChunk]]:
+async def _merged(engine: Engine, job: ChatJob) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """(canonical index, chunk) from every engine request of the plan, as they arrive."""
     queue: asyncio.Queue[object] = asyncio.Queue()
 
     async def pump(request: GenerationRequest, offset: int) -> None:
         try:
-            async for chunk in handler.engine.generate_stream(request):
+            async for chunk in engine.generate_stream(request):
                 await queue.put((offset + chunk.index, chunk))
         except Exception as exc:
             await queue.put(exc)
@@ -97,18 +95,33 @@ class _Answer:
         )
 
 
-class ChatStream:
-    """Builds the SSE body for one job; its finished answers go to ``ChatHandler.serve``."""
+# Called once every answer has finished: (outputs, latencies), canonical order.
+OnFinished = Callable[[list[GenerationOutput], list[float]], object]
 
-    def __init__(self, handler: ChatHandler, job: ChatJob) -> None:
-        self.handler = handler
+
+class ChatStream:
+    """Builds the SSE body for one job; its finished answers go to ``on_finished``.
+
+    ``pair_token`` and ``response_tokens`` (canonical order) are the signed ids the client
+    gets in every chunk; the stream only sends them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job: ChatJob,
+        pair_token: str | None,
+        response_tokens: list[str],
+        on_finished: OnFinished,
+    ) -> None:
+        self.engine = engine
         self.job = job
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.pair_token = handler.pair_token(job)
-        self.response_tokens = [handler.response_token(job, i) for i in range(job.plan.k)]
+        self.pair_token = pair_token
+        self.response_tokens = response_tokens
+        self.on_finished = on_finished
         self.answers = [_Answer(adapter) for adapter in job.plan.canonical_adapters()]
-        self._source = _merged(handler, job)
+        self._source = _merged(engine, job)
 
     async def first(self) -> tuple[int, GenerationChunk] | None:
         """Await the first increment (raises overload/adapter errors before headers go out)."""
@@ -159,9 +172,9 @@ class ChatStream:
             logger.exception("stream %s failed mid-way", self.id)
             yield _sse(json.dumps(error_body(500, "generation failed", code="internal_error")))
             return
-        prompt_tokens = self.handler.engine.count_prompt_tokens(self.job.messages)
+        prompt_tokens = self.engine.count_prompt_tokens(self.job.messages)
         outputs = [a.output(i, prompt_tokens) for i, a in enumerate(self.answers)]
-        self.handler.serve(self.job, outputs, [a.latency for a in self.answers], streamed=True)
+        self.on_finished(outputs, [a.latency for a in self.answers])
         if self.job.body.stream_options and self.job.body.stream_options.include_usage:
             yield self._sse_chunk(
                 ChatCompletionChunk(

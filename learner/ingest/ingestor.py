@@ -12,7 +12,7 @@ import time
 
 from kafka.errors import KafkaError
 
-from learner import faults, metrics
+from learner import crash_points, metrics
 from learner.ingest.consumer import KafkaSource
 from learner.store import TrainingStore
 from learner.store.records import BatchStats
@@ -50,7 +50,7 @@ class Ingestor:
             logger.warning("kafka poll failed: %s", exc)
             time.sleep(1.0)
             return 0
-        stats = self.store.ingest_batch(records, fault_hook=faults.hit)
+        stats = self.store.ingest_batch(records, fault_hook=crash_points.crash_point)
         _publish_stats(stats)
         self._empty_behind_since = None
         metrics.CONSUMER_STALLED.set(0)

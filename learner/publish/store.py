@@ -24,7 +24,7 @@ from typing import Any
 
 import fsspec
 
-from learner import faults
+from learner import crash_points
 from schemas.manifest import MANIFEST_FILENAME, PROMOTED_FILENAME, AdapterManifest, PromotedRecord
 from schemas.versions import AdapterVersion
 
@@ -170,7 +170,7 @@ class AdapterStore:
         tmp.mkdir()
         for name, blob in files.items():
             _write_synced(tmp / name, blob)
-        faults.hit("publish.after_files")
+        crash_points.crash_point("publish.after_files")
         _write_synced(tmp / MANIFEST_FILENAME, manifest)
         _fsync_dir(tmp)
         try:
@@ -180,7 +180,7 @@ class AdapterStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise VersionExistsError(f"{final} already exists") from exc
         _fsync_dir(final.parent)
-        faults.hit("publish.after_rename")
+        crash_points.crash_point("publish.after_rename")
 
     def _publish_object_store(self, number: int, files: dict[str, bytes], manifest: bytes) -> None:
         final = self.version_dir(number)
@@ -188,9 +188,9 @@ class AdapterStore:
             raise VersionExistsError(f"{final} already exists")
         for name, blob in files.items():
             self.fs.pipe_file(f"{final}/{name}", blob)
-        faults.hit("publish.after_files")
+        crash_points.crash_point("publish.after_files")
         self.fs.pipe_file(f"{final}/{MANIFEST_FILENAME}", manifest)
-        faults.hit("publish.after_rename")
+        crash_points.crash_point("publish.after_rename")
 
 
 def _write_synced(path: Path, blob: bytes) -> None:

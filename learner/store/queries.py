@@ -14,6 +14,7 @@ import hashlib
 import json
 import sqlite3
 from itertools import combinations
+from typing import Any
 
 from learner.data import Comparison, Prompt, Rating, SFTExample
 from schemas.events import ChatMessage
@@ -29,14 +30,25 @@ def _seq_filter(min_seq: int, max_seq: int | None, col: str = "seq") -> tuple[st
     return f"{col} > ? AND {col} <= ?", [min_seq, max_seq]
 
 
+def _rows_in(
+    conn: sqlite3.Connection, sql: str, min_seq: int, max_seq: int | None, col: str = "seq"
+) -> list[Any]:
+    """The rows of ``sql`` whose ``col`` is in (min_seq, max_seq]: its ``{where}`` is filled
+    with that condition, the bounds passed as parameters."""
+    where, params = _seq_filter(min_seq, max_seq, col)
+    return conn.execute(sql.format(where=where), params).fetchall()
+
+
 def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[Comparison]:
-    where, params = _seq_filter(min_seq, max_seq, "v.seq")
-    rows = conn.execute(
+    rows = _rows_in(
+        conn,
         "SELECT v.pair_id, v.choice, v.ranking, p.messages, p.response_ids, v.user_id "
-        f"FROM votes v JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} "
+        "FROM votes v JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} "
         "ORDER BY v.seq, v.pair_id, v.user_id",
-        params,
-    ).fetchall()
+        min_seq,
+        max_seq,
+        "v.seq",
+    )
     out: list[Comparison] = []
     for pair_id, choice, ranking_json, msgs, ids_json, user in rows:
         ids = json.loads(ids_json)
@@ -62,20 +74,24 @@ def comparisons(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> 
 
 def ratings(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[Rating]:
     """Thumbs up/down on served answers, and both answers of each "both bad" vote as down."""
-    where, params = _seq_filter(min_seq, max_seq, "r.seq")
-    rows = conn.execute(
+    rows = _rows_in(
+        conn,
         "SELECT COALESCE(s.pair_id, s.response_id), s.messages, s.text, r.rating FROM ratings r "
-        f"JOIN served s ON s.response_id = r.response_id WHERE {where} ORDER BY r.seq, r.user_id",
-        params,
-    ).fetchall()
+        "JOIN served s ON s.response_id = r.response_id WHERE {where} ORDER BY r.seq, r.user_id",
+        min_seq,
+        max_seq,
+        "r.seq",
+    )
     out = [Rating(ref, _prompt(msgs), text, rating == "up") for ref, msgs, text, rating in rows]
-    where, params = _seq_filter(min_seq, max_seq, "v.seq")
-    rows = conn.execute(
+    rows = _rows_in(
+        conn,
         "SELECT v.pair_id, p.messages, p.response_ids FROM votes v "
-        f"JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} AND v.choice = 'both_bad' "
+        "JOIN pairs p ON p.pair_id = v.pair_id WHERE {where} AND v.choice = 'both_bad' "
         "ORDER BY v.seq, v.user_id",
-        params,
-    ).fetchall()
+        min_seq,
+        max_seq,
+        "v.seq",
+    )
     for pair_id, msgs, ids_json in rows:
         texts = _texts(conn, json.loads(ids_json))
         out += [Rating(pair_id, _prompt(msgs), text, False) for text in texts.values()]
@@ -100,21 +116,21 @@ def _texts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
 
 
 def sft_examples(conn: sqlite3.Connection, min_seq: int, max_seq: int | None) -> list[SFTExample]:
-    where, params = _seq_filter(min_seq, max_seq)
-    rows = conn.execute(
-        f"SELECT messages, text FROM corrections WHERE {where} ORDER BY seq", params
-    ).fetchall()
+    rows = _rows_in(
+        conn, "SELECT messages, text FROM corrections WHERE {where} ORDER BY seq", min_seq, max_seq
+    )
     return [SFTExample(_prompt(m), t) for m, t in rows]
 
 
 def prompts(conn: sqlite3.Connection, max_seq: int | None) -> list[Prompt]:
     """Distinct logged real prompts (from pairs and single responses), in first-seen order."""
-    where, params = _seq_filter(0, max_seq)
-    rows = conn.execute(
-        f"SELECT messages, MIN(seq) AS first FROM served WHERE {where} GROUP BY messages "
+    rows = _rows_in(
+        conn,
+        "SELECT messages, MIN(seq) AS first FROM served WHERE {where} GROUP BY messages "
         "ORDER BY first",
-        params,
-    ).fetchall()
+        0,
+        max_seq,
+    )
     return [_prompt(m) for m, _ in rows]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from learner import faults
+from learner import crash_points
 from learner.publish import AdapterStore
 from loop.faults.adapters import write_version
 from loop.faults.ledger import read_all
@@ -271,7 +271,7 @@ def learner_sigkill_every_stage(world: World, timeout: float = 240) -> list[Faul
     world.learner.stop(timeout=60)
     once = world.tmp / "faults-fired"
     env = {
-        "RLHF_LEARNER_FAULT_AT": ",".join(faults.STAGE_POINTS),
+        "RLHF_LEARNER_FAULT_AT": ",".join(crash_points.STAGE_POINTS),
         "RLHF_LEARNER_FAULT_ONCE_DIR": str(once),
     }
     started = time.monotonic()
@@ -280,13 +280,13 @@ def learner_sigkill_every_stage(world: World, timeout: float = 240) -> list[Faul
     fired: list[tuple[str, int]] = []  # (point, learner start that died there)
     learner = world.start_learner(MIN_NEW_COMPARISONS, **env)
     deadline = started + timeout
-    while len(fired) < len(faults.STAGE_POINTS) and time.monotonic() < deadline:
+    while len(fired) < len(crash_points.STAGE_POINTS) and time.monotonic() < deadline:
         if learner.running:
             time.sleep(0.2)
             continue
         if learner.returncode != -signal.SIGKILL:
             break
-        new = [p for p in faults.STAGE_POINTS if (once / p).exists()]
+        new = [p for p in crash_points.STAGE_POINTS if (once / p).exists()]
         fired += [(p, world.learner_starts) for p in new if p not in dict(fired)]
         learner = world.start_learner(MIN_NEW_COMPARISONS, **env)
     # Every armed point fired; this learner runs clean: let it finish a cycle.
@@ -314,9 +314,9 @@ def learner_sigkill_every_stage(world: World, timeout: float = 240) -> list[Faul
             _resumed(world, start + 1),
             passed=True,
         )
-        for point, start in sorted(fired, key=lambda f: faults.STAGE_POINTS.index(f[0]))
+        for point, start in sorted(fired, key=lambda f: crash_points.STAGE_POINTS.index(f[0]))
     ]
-    missing = [p for p in faults.STAGE_POINTS if p not in dict(fired)]
+    missing = [p for p in crash_points.STAGE_POINTS if p not in dict(fired)]
     rows += [
         FaultRow("learner", f"learner SIGKILL at {p}", "armed", "never reached", passed=False)
         for p in missing

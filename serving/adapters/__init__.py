@@ -1,4 +1,5 @@
-"""Adapter hot-swap: ``AdapterManager`` (see ``serving.adapters.manager``) and its errors."""
+"""Adapter hot-swap: ``AdapterManager`` (``serving.adapters.manager``: the alias state machine of
+``serving.adapters.aliases`` following the adapters topic) and its errors."""
 
 from serving.adapters.errors import (
     AdapterError,
@@ -6,7 +7,8 @@ from serving.adapters.errors import (
     AdapterRefused,
     AdapterStateError,
 )
-from serving.adapters.manager import AdapterInfo, AdapterManager
+from serving.adapters.manager import AdapterManager
+from serving.api_models import AdapterInfo
 
 __all__ = [
     "AdapterError",

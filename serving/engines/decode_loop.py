@@ -46,7 +46,7 @@ from serving.engines.protocol import (
     GenerationRequest,
 )
 from serving.engines.sampling import make_generator, sample_rows
-from serving.engines.solo_greedy import solo_greedy
+from serving.engines.smoke_decode import smoke_decode
 
 logger = logging.getLogger(__name__)
 
@@ -450,14 +450,14 @@ class DecodeLoop:
         BATCH_ROWS.observe(len(rows))
         STEP_SECONDS.observe(time.perf_counter() - started)
 
-    def solo_greedy(
+    def smoke_decode(
         self, prompt_ids: list[int], adapter: str, max_new: int, draft: Sequence[int] = ()
     ) -> list[int]:
         """Greedy tokens of one prompt decoded alone, outside the batch (run it through ``call``:
         the batch waits meanwhile). A smoke check decodes this way: inside a busy batch its
         16 tokens would take 16 batch steps (seconds); alone, with a draft of the answer, one
-        or a few forwards (``serving.engines.solo_greedy``)."""
-        return solo_greedy(
+        or a few forwards (``serving.engines.smoke_decode``)."""
+        return smoke_decode(
             self._adapters,
             prompt_ids,
             adapter,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.engines.folded_lora import FoldedAdapter, lora_layers, set_lora_enabled
+from serving.engines.model_engine import lora_config
 from serving.engines.protocol import BASE, AdapterRejected
-from serving.engines.shared import lora_config
 
 logger = logging.getLogger(__name__)
 

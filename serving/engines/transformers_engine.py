@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING, Any, cast
 from common.lm_head import compute_float32_lm_head_in_blocks, keep_lm_head_input_contiguous
 from serving.engines.attention import use_gqa_attention
 from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
+from serving.engines.model_engine import (
+    SMOKE_MESSAGES,
+    ModelEngine,
+    check_prompt_fits,
+    collect_outputs,
+    smoke_request,
+    token_ids,
+)
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
     BASE,
@@ -28,14 +36,6 @@ from serving.engines.protocol import (
     GenerationRequest,
     InvalidRequest,
     UnknownAdapter,
-)
-from serving.engines.shared import (
-    SMOKE_MESSAGES,
-    ModelEngine,
-    check_prompt_fits,
-    collect_outputs,
-    smoke_request,
-    token_ids,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class TransformersEngine(ModelEngine):
         # check asks (a failed decode is kept as its exception), by (adapter, prompt, max).
         self._smoke_ready: dict[tuple[str, SmokeKey], list[int] | EngineFailure] = {}
         # The base model's greedy answers to smoke prompts (token ids): the drafts an adapter's
-        # smoke check verifies in one forward (serving.engines.solo_greedy).
+        # smoke check verifies in one forward (serving.engines.smoke_decode).
         self._base_answers: dict[SmokeKey, list[int]] = {}
 
     @classmethod
@@ -216,7 +216,9 @@ class TransformersEngine(ModelEngine):
         """On the loop thread: ``adapter``'s greedy answer, or why it could not be decoded."""
         prompt, max_new = key
         try:
-            return loop.solo_greedy(list(prompt), adapter, max_new, self._base_answers.get(key, ()))
+            return loop.smoke_decode(
+                list(prompt), adapter, max_new, self._base_answers.get(key, ())
+            )
         except EngineFailure as exc:
             return exc
 

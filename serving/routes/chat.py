@@ -17,9 +17,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
+from serving.api_models import ChatCompletion, ChatCompletionRequest
 from serving.chat import ChatHandler
 from serving.deps import ChatCallerDep, ServicesDep
-from serving.protocol import ChatCompletion, ChatCompletionRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
+from serving.api_models import FeedbackRequest, FeedbackResponse
 from serving.deps import FeedbackCallerDep, ServicesDep
 from serving.feedback import record_feedback
-from serving.protocol import FeedbackRequest, FeedbackResponse
 
 router = APIRouter()
 

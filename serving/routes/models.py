@@ -6,8 +6,8 @@ import time
 
 from fastapi import APIRouter
 
+from serving.api_models import ModelCard, ModelList
 from serving.deps import CallerDep, ServicesDep
-from serving.protocol import ModelCard, ModelList
 
 router = APIRouter()
 _STARTED = int(time.time())

@@ -47,6 +47,11 @@ def test_a_margin_promotes_a_canary_that_is_not_worse() -> None:
     assert decide(ev, 0.0, CanaryRules(margin=0.1, max_votes=10_000))[0] == "promoted"
 
 
+def test_the_rules_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    settings = LearnerSettings(data_dir=str(tmp_path / "data"), metrics_port=0)
+    assert CanaryRules() == CanaryRules.from_settings(settings)
+
+
 def _controller(tmp_path: Path, sent: list[EventBase], promoted: list[str]) -> CanaryController:
     settings = LearnerSettings(
         data_dir=str(tmp_path / "data"), metrics_port=0, canary=True, canary_min_votes=10

@@ -1,10 +1,10 @@
 """Crash safety of ``learner run``: real broker, real SIGKILL.
 
 The learner runs as a subprocess with fast stand-in trainers (``LEARNER_TRAINERS=fake``: the
-service, not the ML, is under test). It is killed with SIGKILL first at every named fault
-point (``learner.faults``: inside the ingestion transaction, after each training stage, between
-adapter files and manifest, after the rename, before the Kafka announcement, before the cycle
-is marked done), then at random moments, with new traffic between restarts. Afterwards:
+service, not the ML, is under test). It is killed with SIGKILL first at every named crash
+point (``learner.crash_points``: inside the ingestion transaction, after each training stage,
+between adapter files and manifest, after the rename, before the Kafka announcement, before
+the cycle is marked done), then at random moments, with new traffic between restarts. Afterwards:
 every produced event is in the store exactly once, every visible version is complete, and the
 published manifests' offset ranges tile each partition exactly once.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from devtools.broker import DevBroker
-from learner import faults
+from learner import crash_points
 from learner.publish import AdapterStore
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, EventBase
@@ -124,7 +124,7 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
         produced.extend(events)
 
     # 1) Self-inflicted SIGKILL at each fault point, in the order a cycle reaches them.
-    for point in faults.POINTS:
+    for point in crash_points.POINTS:
         wave()
         learner.start(fault_at=point)
         rc = learner.wait(timeout=90)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from learner import faults, metrics
+from learner import crash_points, metrics
 from learner.checkpoint import STAGES, load_checkpoint
 from learner.cycle import CycleRunner
 from learner.publish import AdapterStore
@@ -161,7 +161,7 @@ def test_period_trigger_needs_at_least_one_new_comparison(
 
 
 # Every crash point once the snapshot is taken: a crash there must resume on that snapshot.
-AFTER_SNAPSHOT = faults.POINTS[faults.POINTS.index("cycle.after_snapshot") + 1 :]
+AFTER_SNAPSHOT = crash_points.POINTS[crash_points.POINTS.index("cycle.after_snapshot") + 1 :]
 
 
 @pytest.mark.parametrize("point", AFTER_SNAPSHOT)
@@ -175,14 +175,14 @@ def test_crash_at_any_point_resumes_on_the_same_snapshot(
         if at == point:
             raise Crash(at)
 
-    monkeypatch.setattr(faults, "hit", crash)
+    monkeypatch.setattr(crash_points, "crash_point", crash)
     runner = make_runner(tmp_path, store)
     with pytest.raises(Crash):
         runner.run()
     snapshot = load_checkpoint(tmp_path / "data")
     assert snapshot is not None and snapshot.stage != "done"
     feed_votes(feeder, 4, 2)  # arrives while the learner is down
-    monkeypatch.setattr(faults, "hit", lambda at: None)
+    monkeypatch.setattr(crash_points, "crash_point", lambda at: None)
     restarted = make_runner(tmp_path, store)
     assert restarted.pending() is not None
     ckpt = restarted.run()
@@ -220,10 +220,10 @@ def test_crash_while_rejecting_resumes_to_the_same_decision(
         if at == "cycle.before_done":
             raise Crash(at)
 
-    monkeypatch.setattr(faults, "hit", crash)
+    monkeypatch.setattr(crash_points, "crash_point", crash)
     with pytest.raises(Crash):
         make_runner(tmp_path, store, eval_config={"fake_kl": 12.0}).run()
-    monkeypatch.setattr(faults, "hit", lambda at: None)
+    monkeypatch.setattr(crash_points, "crash_point", lambda at: None)
     runner = make_runner(tmp_path, store, eval_config={"fake_kl": 12.0})
     ckpt = runner.run()
     assert ckpt.outcome == "rejected" and "mean KL 12.0000" in ckpt.reason

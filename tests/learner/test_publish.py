@@ -8,7 +8,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from learner import faults
+from learner import crash_points
 from learner.publish import AdapterStore, VersionExistsError, build_manifest
 from learner.publish.manifest import code_revision, offset_ranges
 from learner.store.records import PartitionPosition, Snapshot
@@ -74,14 +74,14 @@ def test_crash_before_manifest_leaves_nothing_visible(
         if point == "publish.after_files":
             raise Crash(point)
 
-    monkeypatch.setattr(faults, "hit", crash)
+    monkeypatch.setattr(crash_points, "crash_point", crash)
     with pytest.raises(Crash):
         store.publish(adapter, manifest_for(adapter, 1))
     assert store.versions() == [] and store.latest() is None
     if store.local:
         assert store.cleanup_temp() == 1
         assert store.fs.ls(store.family, detail=False) == []
-    monkeypatch.setattr(faults, "hit", lambda point: None)
+    monkeypatch.setattr(crash_points, "crash_point", lambda point: None)
     store.publish(adapter, manifest_for(adapter, 1))  # the retry takes the same number
     assert store.versions() == [1] and store.verify(1) == []
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from schemas.events import EventBase
 from serving.adapters.errors import AdapterStateError
+from serving.api_models import AdapterInfo
 from serving.engines.protocol import BASE, AdapterRejected, Engine
-from serving.protocol import AdapterInfo
 
 
 class RecordingEvents:

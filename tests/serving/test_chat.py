@@ -94,8 +94,8 @@ async def test_canary_pair_serves_both_versions(tmp_path) -> None:
             assert r.choices[api_index].message.content == " ".join(expected)
 
 
-async def test_pair_fraction_pairs_plain_requests_but_never_streams() -> None:
-    async with harness(make_settings(pair_fraction=1.0)) as h:
+async def test_unrequested_pair_share_pairs_plain_requests_but_never_streams() -> None:
+    async with harness(make_settings(unrequested_pair_share=1.0)) as h:
         r = await h.openai().chat.completions.create(model=MODEL, messages=HELLO)
         assert len(r.choices) == 2 and r.model_extra["pair_id"]
         stream = await h.openai().chat.completions.create(model=MODEL, messages=HELLO, stream=True)
@@ -181,7 +181,7 @@ async def test_n_choices_each_logged() -> None:
 
 
 async def test_pin_needs_admin_token(tmp_path) -> None:
-    async with harness(make_settings(pair_fraction=1.0)) as h:
+    async with harness(make_settings(unrequested_pair_share=1.0)) as h:
         await h.engine.load_adapter("policy@v9", tmp_path)
         body = {"model": MODEL, "messages": HELLO, "adapter_version": "policy@v9"}
         refused = await h.http.post("/v1/chat/completions", json=body, headers=auth())
@@ -464,7 +464,7 @@ async def test_identical_streamed_pair_is_logged_as_plain_answers() -> None:
 
 
 async def test_by_default_a_plain_request_gets_what_it_asked_for() -> None:
-    # The shipped default pair_fraction, not the harness's explicit 0.
+    # The shipped default unrequested_pair_share, not the harness's explicit 0.
     settings = ServingSettings(
         engine="fake", kafka_enabled=False, api_keys=[API_KEY], admin_token=ADMIN, hmac_key=HMAC_KEY
     )

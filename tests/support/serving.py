@@ -30,7 +30,7 @@ def make_settings(**overrides: Any) -> ServingSettings:
         api_keys=[API_KEY],
         admin_token=ADMIN,
         hmac_key=HMAC_KEY,
-        pair_fraction=0.0,
+        unrequested_pair_share=0.0,
     )
     values.update(overrides)
     return ServingSettings(**values)

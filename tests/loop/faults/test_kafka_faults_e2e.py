@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from learner import faults
+from learner import crash_points
 from loop.faults.kafka_faults import run_event_path_faults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 def test_event_path_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     rows = run_event_path_faults(tmp_path)
     names = [r.name for r in rows]
-    for point in faults.STAGE_POINTS:
+    for point in crash_points.STAGE_POINTS:
         assert f"learner SIGKILL at {point}" in names
     failed = [r for r in rows if not r.passed]
     assert not failed, failed

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from serving.engines.detokenize import StreamDecoder
+from serving.engines.model_engine import degenerate, non_finite_weights
 from serving.engines.protocol import AdapterRejected
 from serving.engines.sampling import make_generator, sample_rows
-from serving.engines.shared import degenerate, non_finite_weights
 
 
 def test_sampling_greedy_rows_and_top_p() -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from schemas.events import ChatMessage
+from serving.engines.model_engine import smoke_request
 from serving.engines.protocol import (
     BASE,
     AdapterRejected,
@@ -20,7 +21,6 @@ from serving.engines.protocol import (
     InvalidRequest,
     UnknownAdapter,
 )
-from serving.engines.shared import smoke_request
 from serving.engines.transformers_engine import TransformersEngine
 from tests.support.engines import PROMPTS, req
 

@@ -103,7 +103,7 @@ async def test_the_smoke_answer_is_the_served_greedy_answer(
 ) -> None:
     import dataclasses
 
-    from serving.engines.shared import smoke_request
+    from serving.engines.model_engine import smoke_request
 
     if "a@v1" not in engine.loaded_adapters():
         await engine.load_adapter("a@v1", vllm_adapters["a"])

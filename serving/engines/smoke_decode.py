@@ -24,7 +24,7 @@ from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import EngineFailure
 
 
-def solo_greedy(
+def smoke_decode(
     adapters: AdapterSet,
     prompt_ids: list[int],
     adapter: str,

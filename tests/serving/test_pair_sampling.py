@@ -1,4 +1,4 @@
-"""Informative pairing (serving.informative): pairs whose answers differ little are asked about
+"""Informative pairing (serving.pair_sampling): pairs whose answers differ little are asked about
 less often, down to a floor; canary pairs always."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import PairServed, ResponseServed
 from serving import chat
-from serving.informative import (
+from serving.pair_sampling import (
     RecentDifferences,
     answer_difference,
     show_pair,

@@ -7,7 +7,7 @@ Extensions (sent by the openai client through ``extra_body``): ``pair``, ``k``,
 ``adapter_version``; responses add ``pair_id`` and, per choice, ``response_id`` and
 ``adapter_version``. OpenAI parameters this server does not implement (logprobs, tools,
 response_format, penalties...) are accepted at their neutral values and refused with a 400
-otherwise (``serving.chat``), so a client never gets a silently different answer; unknown
+otherwise (``serving.chat_checks``), so a client never gets a silently different answer; unknown
 fields are ignored. Every string must be valid Unicode: a lone surrogate (``"\\ud800"`` in the
 JSON) cannot be encoded for the model or the log, so it is a 400 here, not a 500 later.
 """
@@ -82,7 +82,7 @@ class RequestMessage(BaseModel):
 
 class ResponseFormat(BaseModel):
     """OpenAI's ``response_format``: ``type`` is required, as OpenAI requires it; only "text"
-    is served (``serving.chat`` refuses the others rather than ignore them)."""
+    is served (``serving.chat_checks`` refuses the others rather than ignore them)."""
 
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"]
@@ -109,7 +109,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = Field(None, max_length=256)
-    # OpenAI parameters not implemented: neutral values only (checked in serving.chat).
+    # OpenAI parameters not implemented: neutral values only (checked in serving.chat_checks).
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0)
     response_format: ResponseFormat | None = None

@@ -1,4 +1,4 @@
-"""Greedy decoding alone with a draft (serving.engines.solo_greedy): whatever the draft, the
+"""Greedy decoding alone with a draft (serving.engines.smoke_decode): whatever the draft, the
 answer is plain greedy decoding's; a right draft saves the sequential forwards."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import BASE, EngineFailure
-from serving.engines.solo_greedy import solo_greedy
+from serving.engines.smoke_decode import smoke_decode
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +52,7 @@ def decode(
     adapters: AdapterSet, adapter: str, draft: list[int], max_new: int = MAX_NEW, eos: int = -1
 ) -> list[int]:
     with torch.inference_mode():
-        return solo_greedy(
+        return smoke_decode(
             adapters,
             PROMPT,
             adapter,

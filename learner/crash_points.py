@@ -1,9 +1,11 @@
-"""Crash-injection points for the crash-safety tests (``tests/learner/test_crash_e2e.py``).
+"""Crash points: where the learner may SIGKILL itself, for the crash-safety tests
+(``tests/learner/test_crash_e2e.py``) and the fault suite's learner rows (``loop/faults/``, which
+drives them from outside; hence not named "faults" here).
 
 ``RLHF_LEARNER_FAULT_AT=<point>[,<point>...]`` makes the process SIGKILL itself the first time
 it reaches a named point; ``RLHF_LEARNER_FAULT_ONCE_DIR`` (a directory) remembers which points
-already fired so the restarted process runs through them. Unset in production: ``hit`` is then
-a dictionary lookup and nothing else.
+already fired so the restarted process runs through them. Unset in production:
+``crash_point`` is then a dictionary lookup and nothing else.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ STAGE_POINTS = (
 POINTS = tuple(p for p in STAGE_POINTS if p not in ("cycle.after_sft", "cycle.after_evaluate"))
 
 
-def hit(point: str) -> None:
+def crash_point(point: str) -> None:
     wanted = os.environ.get("RLHF_LEARNER_FAULT_AT", "")
     if not wanted or point not in wanted.split(","):
         return
