@@ -30,11 +30,6 @@ from tests.support.serving import API_KEY, auth, make_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _population_votes(http: httpx.AsyncClient, prefers_canary: bool, n: int) -> None:
     """Users who can tell the versions apart and always prefer one of them."""
     for i in range(n):
