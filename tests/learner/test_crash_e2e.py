@@ -26,13 +26,13 @@ import pytest
 from devtools.broker import DevBroker
 from learner import faults
 from learner.publish import AdapterStore
+from loop.faults.store_query import query_store
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, EventBase
 from schemas.manifest import PROMOTED_FILENAME
 from tests.learner.kafka_helpers import produce, voted_pairs
 from tests.learner.test_cycle import fake_model_dir
 from tests.support.kafka_read import read_topic
-from tests.support.store_query import query_store
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
