@@ -25,6 +25,15 @@ def ingestor_for(broker: DevBroker, store: TrainingStore) -> Ingestor:
     return ingestor
 
 
+def ingested_votes(broker: DevBroker, tmp_path: Path, pairs: int) -> tuple[TrainingStore, Ingestor]:
+    """``pairs`` voted pairs on the topics, all of them read into a new store."""
+    produce(broker.bootstrap, voted_pairs(0, pairs))
+    store = new_store(tmp_path)
+    ingestor = ingestor_for(broker, store)
+    ingestor.drain()
+    return store, ingestor
+
+
 def event_ids(store: TrainingStore) -> list[str]:
     return [r[0] for r in store.conn.execute("SELECT event_id FROM events")]
 
@@ -75,10 +84,7 @@ def test_ingests_every_partition_and_resumes_after_restart(
 def test_broker_restart_resets_out_of_range_offsets_and_counts_it(
     two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
-    produce(two_partition_broker.bootstrap, voted_pairs(0, 12))
-    store = new_store(tmp_path)
-    ingestor = ingestor_for(two_partition_broker, store)
-    ingestor.drain()
+    store, ingestor = ingested_votes(two_partition_broker, tmp_path, 12)
     ingestor.source.close()
     assert len(store.comparisons()) == 12
 
@@ -99,10 +105,7 @@ def test_broker_restart_resets_out_of_range_offsets_and_counts_it(
 def test_broker_restart_while_running_is_detected(
     two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
-    produce(two_partition_broker.bootstrap, voted_pairs(0, 12))
-    store = new_store(tmp_path)
-    ingestor = ingestor_for(two_partition_broker, store)
-    ingestor.drain()
+    store, ingestor = ingested_votes(two_partition_broker, tmp_path, 12)
     two_partition_broker.restart()
     # Nothing produced yet: the saved offsets now exceed the (empty) broker's end.
     ingestor.update_gauges()
