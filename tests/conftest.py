@@ -96,7 +96,8 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker
 
 @pytest.fixture
 def fresh_broker(tmp_path: Path) -> Iterator[DevBroker]:
-    """A broker of the test's own, for tests that stop or restart it."""
+    """A broker of the test's own, for tests that stop or restart it or read a topic from its
+    start."""
     with DevBroker(log_path=tmp_path / "tansu.log") as broker:
         yield broker
 
