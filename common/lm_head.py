@@ -9,7 +9,7 @@ copy). A plain model's weights require gradients, so it folds; under PEFT the ba
 frozen, so it does not, and broadcasts the (H, V) weight to every row for a batched multiply:
 SmolLM2's 576 x 49152 head copied 63 times (3.5 GB in bfloat16) for one 63-row prefill. On this
 2-core CPU that made a 63-row prefill with an adapter loaded take 6-16 s against 0.7-2 s on the
-plain model (docs/architecture.md). Copying the (B, 1, H) input instead costs B x H values.
+plain model (docs/measurements.md). Copying the (B, 1, H) input instead costs B x H values.
 The learner's rollouts (``generate`` on a PEFT model) showed no such batched multiply in their
 profile, so only the serving engine registers the hook; why ``generate`` escapes it was not
 looked into.

@@ -206,7 +206,7 @@ class ChatHandler:
         async def one(request: GenerationRequest) -> tuple[list[GenerationOutput], float]:
             outputs = await self.engine.generate(request)
             if len(outputs) != request.n:
-                # vLLM was seen returning fewer than n outputs (docs/architecture.md): never
+                # vLLM was seen returning fewer than n outputs (docs/measurements.md): never
                 # serve a short set.
                 raise RuntimeError(f"engine returned {len(outputs)} answers, expected {request.n}")
             return outputs, time.perf_counter() - job.started

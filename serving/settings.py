@@ -56,7 +56,7 @@ class ServingSettings(BaseSettings, TopicSettings):
         "float32",
         description="float32 by default (the learner trains and evaluates in float32); bfloat16 "
         "pays only on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x float32 there, "
-        "4x slower without it (docs/architecture.md)",
+        "4x slower without it (docs/measurements.md)",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models, the real Kafka-protocol broker, tier markers.
+"""Shared fixtures: tiny random models, the real Kafka-protocol broker, the async backend, tier
+markers.
 
 Tiers (pytest markers, see pyproject.toml): unit (default), kafka, slow, vllm, browser, gpu, e2e.
 A tier whose dependency cannot exist on this machine is skipped with the reason printed
@@ -95,9 +96,26 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker
 
 @pytest.fixture
 def fresh_broker(tmp_path: Path) -> Iterator[DevBroker]:
-    """A broker of the test's own, for tests that stop or restart it."""
+    """A broker of the test's own, for tests that stop or restart it or read a topic from its
+    start."""
     with DevBroker(log_path=tmp_path / "tansu.log") as broker:
         yield broker
+
+
+@pytest.fixture
+def two_partition_broker(tmp_path: Path) -> Iterator[DevBroker]:
+    """A broker of the test's own with two partitions per topic, so that reading or resuming
+    must cover more than partition 0."""
+    with DevBroker(partitions=2, log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    # Async tests (marked anyio) run on asyncio only, not once per installed backend (trio is
+    # installed too). Module scope so that an engine can be a module fixture (the vLLM tier
+    # starts one per module).
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")

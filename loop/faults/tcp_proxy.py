@@ -1,6 +1,6 @@
 """A small threaded TCP proxy on loopback that tests can cut, slow down and resume.
 
-Tests "the broker is unreachable" without destroying the broker's data (docs/architecture.md,
+Tests "the broker is unreachable" without destroying the broker's data (docs/measurements.md,
 "Dev broker"). The idea is the one of Shopify's toxiproxy, reduced to what our tests need:
 
 - ``cut()``: close every open connection and close new ones as soon as they are accepted

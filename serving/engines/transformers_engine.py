@@ -1,7 +1,7 @@
 """The transformers engine: the CPU default, float32, PEFT multi-adapter, continuous batching.
 
 The asyncio side only tokenises, queues and relays: the model belongs to ``DecodeLoop``'s thread,
-which batches every running answer into one forward per step (docs/architecture.md: a bare loop
+which batches every running answer into one forward per step (docs/measurements.md: a bare loop
 with a KV cache and ``logits_to_keep=1`` ran ~2x ``model.generate`` at batch 64 on this CPU).
 Chunks come back to the caller's event loop via ``call_soon_threadsafe``.
 """

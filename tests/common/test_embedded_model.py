@@ -12,6 +12,7 @@ from common.embedded_model import (
     model_dir_sha256,
     resolve_model_dir,
 )
+from tests.support.chat_template import user_turn_batch
 
 
 def test_gguf_file_ships_with_the_wheel():
@@ -80,12 +81,7 @@ def test_converted_smollm2_answers_a_simple_question(embedded_model_dir: Path):
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    batch = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is 2+2?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
+    batch = user_turn_batch(tokenizer, "What is 2+2?")
     out = model.generate(**batch, max_new_tokens=30, do_sample=False)
     answer = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "4" in answer, answer

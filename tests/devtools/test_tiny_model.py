@@ -4,6 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from devtools.tiny_model import build_tiny_tokenizer
+from tests.support.chat_template import user_turn_batch
 
 
 def test_tiny_model_dir_loads_and_generates(tiny_model_dir):
@@ -11,12 +12,7 @@ def test_tiny_model_dir_loads_and_generates(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert model.config.hidden_size == 16 and model.config.num_hidden_layers == 2
     assert sum(p.numel() for p in model.parameters()) < 50_000
-    batch = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
+    batch = user_turn_batch(tokenizer, "hi")
     out = model.generate(**batch, max_new_tokens=5, do_sample=False)
     assert (
         out.shape[1] == batch["input_ids"].shape[1] + 5 or out[0, -1] == model.config.eos_token_id

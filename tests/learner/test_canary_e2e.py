@@ -5,10 +5,7 @@ controller decides; every replica follows the decision from the topic."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,21 +15,17 @@ from learner.canary import CanaryController, start_canary
 from learner.ingest import Ingestor, KafkaSource
 from learner.publish.announce import produce_event
 from learner.settings import LearnerSettings
+from loop.faults.adapters import write_version
 from serving.adapters import AdapterManager
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.events.logger import EventLogger
 from tests.learner.factories import new_store
 from tests.learner.kafka_helpers import fresh_topics, topic_settings
-from tests.support.adapters import write_version
 from tests.support.serving import API_KEY, auth, make_settings
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def _population_votes(http: httpx.AsyncClient, prefers_canary: bool, n: int) -> None:
@@ -56,13 +49,6 @@ async def _population_votes(http: httpx.AsyncClient, prefers_canary: bool, n: in
         assert (
             await http.post("/v1/feedback", headers=auth(API_KEY), json=vote)
         ).status_code == 200
-
-
-async def _until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("prefers_canary", [True, False])
@@ -119,13 +105,16 @@ async def test_the_users_votes_promote_or_roll_back_the_canary(
             source = KafkaSource(broker.bootstrap, [topics.interactions, topics.feedback])
             ingestor = Ingestor(store, source)
             ingestor.start()
-            await _until(lambda: ingestor.drain() >= 0 and len(store.comparisons()) >= 40)
+            await until(
+                lambda: ingestor.drain() >= 0 and len(store.comparisons()) >= 40, timeout=30.0
+            )
             source.close()
             outcome = controller.tick()
             assert outcome == ("promoted" if prefers_canary else "rolled_back")
             expected = "policy@v2" if prefers_canary else "policy@v1"
-            await _until(
-                lambda: manager.canary_version() is None and manager.serving_version() == expected
+            await until(
+                lambda: manager.canary_version() is None and manager.serving_version() == expected,
+                timeout=30.0,
             )
             # New pairs compare the serving version with itself again.
             r = await http.post(

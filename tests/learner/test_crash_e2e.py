@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,16 @@ import pytest
 from devtools.broker import DevBroker
 from learner import crash_points
 from learner.publish import AdapterStore
+from loop.faults.store_query import query_store
 from schemas.codec import decode_event
 from schemas.events import AdapterPublished, EventBase
 from schemas.manifest import PROMOTED_FILENAME
 from tests.learner.kafka_helpers import produce, voted_pairs
 from tests.learner.test_cycle import fake_model_dir
 from tests.support.kafka_read import read_topic
-from tests.support.store_query import query_store
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[DevBroker]:
-    with DevBroker(partitions=2, log_path=tmp_path / "tansu.log") as b:
-        yield b
 
 
 class Learner:
@@ -112,15 +105,15 @@ class Learner:
 
 
 def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
-    broker: DevBroker, tmp_path: Path
+    two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
     rng = random.Random(7)
-    learner = Learner(tmp_path, broker.bootstrap)
+    learner = Learner(tmp_path, two_partition_broker.bootstrap)
     produced: list[EventBase] = []
 
     def wave() -> None:
         events = voted_pairs(len(produced) // 2, 5, t0=time.time())
-        produce(broker.bootstrap, events)
+        produce(two_partition_broker.bootstrap, events)
         produced.extend(events)
 
     # 1) Self-inflicted SIGKILL at each fault point, in the order a cycle reaches them.
@@ -191,7 +184,10 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
     assert sum(m.event_count for m in manifests) == len(want)
 
     # Each published version was announced (re-announcements after a crash are the same event).
-    announced = [decode_event(v).event for _, v in read_topic(broker.bootstrap, "rlhf.adapters")]
+    announced = [
+        decode_event(v).event
+        for _, v in read_topic(two_partition_broker.bootstrap, "rlhf.adapters")
+    ]
     pubs = [e for e in announced if isinstance(e, AdapterPublished)]
     assert {e.version for e in pubs} == {m.version for m in manifests}
     for e in pubs:
@@ -203,13 +199,13 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
 
 
 def test_sigterm_aborts_the_running_stage_and_the_restart_finishes_it(
-    broker: DevBroker, tmp_path: Path
+    two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
-    learner = Learner(tmp_path, broker.bootstrap)
+    learner = Learner(tmp_path, two_partition_broker.bootstrap)
     # A reward stage that would take 10 minutes: SIGTERM must not wait for it.
     learner.env["LEARNER_REWARD_CONFIG"] = json.dumps({"fake_seconds": 600})
     events = voted_pairs(0, 6, t0=time.time())
-    produce(broker.bootstrap, events)
+    produce(two_partition_broker.bootstrap, events)
     learner.start()
     deadline = time.monotonic() + 60
     while (ckpt := learner.checkpoint()) is None or ckpt["stage"] != "reward":

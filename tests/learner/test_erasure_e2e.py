@@ -20,11 +20,6 @@ from tests.support.serving import ADMIN, API_KEY, auth, harness, make_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _pair_and_vote(h: Any, user: str, prompt: str) -> None:
     r = await h.http.post(
         "/v1/chat/completions",

@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ from tests.support.kafka_read import read_topic
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 FILLERS = ["the lazy dog", "have a nice day", "sure here is", "brown fox", "thanks", "hello"]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[DevBroker]:
-    with DevBroker(log_path=tmp_path / "tansu.log") as b:
-        yield b
 
 
 def traffic(n: int) -> list[EventBase]:
@@ -62,12 +55,12 @@ def traffic(n: int) -> list[EventBase]:
 
 
 def test_one_real_cycle_publishes_a_loadable_version(
-    broker: DevBroker, tmp_path: Path, tiny_model_dir: Path
+    fresh_broker: DevBroker, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    produce(broker.bootstrap, traffic(24))
+    produce(fresh_broker.bootstrap, traffic(24))
     env = os.environ | {
         "PYTHONPATH": str(REPO),
-        "LEARNER_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "LEARNER_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
         "LEARNER_DATA_DIR": str(tmp_path / "data"),
         "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
         "LEARNER_MODEL_DIR": str(tiny_model_dir),
@@ -129,7 +122,7 @@ def test_one_real_cycle_publishes_a_loadable_version(
 
     PeftModel.from_pretrained(load_base_model(tiny_model_dir), store.version_dir(1))
 
-    ((_, raw),) = read_topic(broker.bootstrap, "rlhf.adapters", expect=1)
+    ((_, raw),) = read_topic(fresh_broker.bootstrap, "rlhf.adapters", expect=1)
     event = decode_event(raw).event
     assert isinstance(event, AdapterPublished) and event.version == "policy@v1"
     assert event.manifest_sha256 == hashlib.sha256(store.manifest_bytes(1)).hexdigest()

@@ -3,7 +3,6 @@ the store's offsets after a restart, and a broker restart's offset-out-of-range.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,19 @@ pytestmark = pytest.mark.kafka
 TOPICS = ["rlhf.interactions", "rlhf.feedback"]
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[DevBroker]:
-    """Two partitions per topic, so assignment must cover more than partition 0."""
-    with DevBroker(partitions=2, log_path=tmp_path / "tansu.log") as b:
-        yield b
-
-
 def ingestor_for(broker: DevBroker, store: TrainingStore) -> Ingestor:
     ingestor = Ingestor(store, KafkaSource(broker.bootstrap, TOPICS, max_poll_records=7))
     ingestor.start()
     return ingestor
+
+
+def ingested_votes(broker: DevBroker, tmp_path: Path, pairs: int) -> tuple[TrainingStore, Ingestor]:
+    """``pairs`` voted pairs on the topics, all of them read into a new store."""
+    produce(broker.bootstrap, voted_pairs(0, pairs))
+    store = new_store(tmp_path)
+    ingestor = ingestor_for(broker, store)
+    ingestor.drain()
+    return store, ingestor
 
 
 def event_ids(store: TrainingStore) -> list[str]:
@@ -38,12 +39,12 @@ def event_ids(store: TrainingStore) -> list[str]:
 
 
 def test_ingests_every_partition_and_resumes_after_restart(
-    broker: DevBroker, tmp_path: Path
+    two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
     first = voted_pairs(0, 10)
-    produce(broker.bootstrap, [*first, ("rlhf.feedback", b"not json")])
+    produce(two_partition_broker.bootstrap, [*first, ("rlhf.feedback", b"not json")])
     store = new_store(tmp_path)
-    ingestor = ingestor_for(broker, store)
+    ingestor = ingestor_for(two_partition_broker, store)
     assert {(tp.topic, tp.partition) for tp in ingestor.source.assigned} == {
         (t, p) for t in TOPICS for p in (0, 1)
     }
@@ -67,9 +68,9 @@ def test_ingests_every_partition_and_resumes_after_restart(
 
     # "Restart": new store object, new consumer; only what came after is read.
     second = voted_pairs(10, 5)
-    produce(broker.bootstrap, second)
+    produce(two_partition_broker.bootstrap, second)
     store = new_store(tmp_path)
-    ingestor = ingestor_for(broker, store)
+    ingestor = ingestor_for(two_partition_broker, store)
     ingestor.drain()
     ids = event_ids(store)
     assert len(ids) == len(set(ids)) == 30
@@ -81,19 +82,16 @@ def test_ingests_every_partition_and_resumes_after_restart(
 
 
 def test_broker_restart_resets_out_of_range_offsets_and_counts_it(
-    broker: DevBroker, tmp_path: Path
+    two_partition_broker: DevBroker, tmp_path: Path
 ) -> None:
-    produce(broker.bootstrap, voted_pairs(0, 12))
-    store = new_store(tmp_path)
-    ingestor = ingestor_for(broker, store)
-    ingestor.drain()
+    store, ingestor = ingested_votes(two_partition_broker, tmp_path, 12)
     ingestor.source.close()
     assert len(store.comparisons()) == 12
 
-    broker.restart()  # memory storage: every topic is empty again
+    two_partition_broker.restart()  # memory storage: every topic is empty again
     later = voted_pairs(100, 2)
-    produce(broker.bootstrap, later)
-    ingestor = ingestor_for(broker, store)
+    produce(two_partition_broker.bootstrap, later)
+    ingestor = ingestor_for(two_partition_broker, store)
     ingestor.drain()
     resets = store.counters()["offset_resets"]
     assert sum(resets.values()) >= 2  # at least the partitions that had held more
@@ -104,17 +102,16 @@ def test_broker_restart_resets_out_of_range_offsets_and_counts_it(
     ingestor.source.close()
 
 
-def test_broker_restart_while_running_is_detected(broker: DevBroker, tmp_path: Path) -> None:
-    produce(broker.bootstrap, voted_pairs(0, 12))
-    store = new_store(tmp_path)
-    ingestor = ingestor_for(broker, store)
-    ingestor.drain()
-    broker.restart()
+def test_broker_restart_while_running_is_detected(
+    two_partition_broker: DevBroker, tmp_path: Path
+) -> None:
+    store, ingestor = ingested_votes(two_partition_broker, tmp_path, 12)
+    two_partition_broker.restart()
     # Nothing produced yet: the saved offsets now exceed the (empty) broker's end.
     ingestor.update_gauges()
     assert sum(store.counters()["offset_resets"].values()) >= 2
     later = voted_pairs(200, 3)
-    produce(broker.bootstrap, later)
+    produce(two_partition_broker.bootstrap, later)
     ingestor.drain(idle_polls=4)
     assert {e.event_id for e in later} <= set(event_ids(store))
     # An emptied Tansu may re-create the topics with another partition count when a client
@@ -126,18 +123,20 @@ def test_broker_restart_while_running_is_detected(broker: DevBroker, tmp_path: P
     ingestor.source.close()
 
 
-def test_status_reads_offsets_and_lag_from_a_live_broker(broker: DevBroker, tmp_path: Path) -> None:
+def test_status_reads_offsets_and_lag_from_a_live_broker(
+    two_partition_broker: DevBroker, tmp_path: Path
+) -> None:
     from learner.settings import LearnerSettings
     from learner.status import collect_status
 
-    produce(broker.bootstrap, voted_pairs(0, 4))
+    produce(two_partition_broker.bootstrap, voted_pairs(0, 4))
     store = TrainingStore(tmp_path / "data" / "store.sqlite")
-    ingestor = ingestor_for(broker, store)
+    ingestor = ingestor_for(two_partition_broker, store)
     ingestor.drain()
     ingestor.source.close()
     settings = LearnerSettings(
         data_dir=str(tmp_path / "data"),
-        kafka_bootstrap=broker.bootstrap,
+        kafka_bootstrap=two_partition_broker.bootstrap,
         adapter_store=str(tmp_path / "adapters"),
     )
     info = collect_status(settings)

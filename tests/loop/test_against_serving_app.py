@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from loop.preferences import NoiseConfig, word_count
-from loop.sim import SimConfig, Simulator
+from loop.preferences import word_count
+from loop.sim import Simulator
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from tests.serving.fakes import FakeAdapters, RecordingEvents
 from tests.serving.live import live_server
 from tests.support.serving import API_KEY, make_settings
+from tests.support.sim_users import every_feedback_config
 
 
 @pytest.fixture
@@ -29,16 +30,7 @@ def served() -> Iterator[tuple[str, Any]]:
 
 def test_sim_votes_are_accepted_and_mapped_to_canonical_order(served: tuple[str, Any]) -> None:
     url, (api_key, events) = served
-    config = SimConfig(
-        base_url=url,
-        api_key=api_key,
-        comparisons=12,
-        concurrency=3,
-        noise=NoiseConfig(0.0),
-        thumbs_rate=1.0,
-        correction_rate=1.0,
-        seed=2,
-    )
+    config = every_feedback_config(url, api_key, comparisons=12, concurrency=3, seed=2)
     snap = asyncio.run(Simulator(config).run()).snapshot()
     assert snap["errors"] == {} and snap["feedback_failed"] == {}
     assert snap["feedback_ok"]["preference"] == 12 and snap["feedback_ok"]["rating"] == 12

@@ -22,7 +22,7 @@ import pytest
 
 from loop.client import ChatResult, ServiceClient
 from loop.eval import EvalConfig, EvalError, run_eval, write_outputs
-from loop.preferences import NoiseConfig, word_count
+from loop.preferences import word_count
 from loop.sim import SimConfig, Simulator
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
@@ -31,6 +31,7 @@ from serving.security import user_hash
 from tests.serving.fakes import FakeAdapters, RecordingEvents
 from tests.serving.live import live_server
 from tests.support.serving import ADMIN, API_KEY, HMAC_KEY, make_settings
+from tests.support.sim_users import every_feedback_config
 
 CONCISE = "policy@v1"
 FEEDBACK = {"feedback.preference", "feedback.rating", "feedback.correction"}
@@ -78,16 +79,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
 
 
 def _sim(service: Service, **overrides: object) -> Simulator:
-    config = SimConfig(
-        base_url=service.url,
-        api_key=API_KEY,
-        comparisons=16,
-        concurrency=4,
-        noise=NoiseConfig(0.0),
-        thumbs_rate=1.0,
-        correction_rate=1.0,
-        seed=5,
-    )
+    config = every_feedback_config(service.url, API_KEY, comparisons=16, concurrency=4, seed=5)
     for key, value in overrides.items():
         setattr(config, key, value)
     return Simulator(config)

@@ -11,10 +11,5 @@ from tests.support.serving import harness
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def make_harness() -> Callable[..., Any]:
     return harness

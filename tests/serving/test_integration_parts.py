@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from common.embedded_model import model_dir_sha256
+from loop.faults.adapters import write_version
 from serving.adapters.manager import AdapterManager
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.engines.transformers_engine import TransformersEngine
 from tests.serving.fakes import RecordingEvents
-from tests.support.adapters import write_version
 from tests.support.engines import write_vllm_tiny_model
 from tests.support.serving import ADMIN, auth, make_settings
 

@@ -1,4 +1,5 @@
-"""Waiting in async tests for a condition that background work makes true."""
+"""Waiting in async tests (and the test benchmarks) for a condition that background work makes
+true."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import time
 from collections.abc import Callable
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Return once ``predicate()`` holds; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def until(predicate: Callable[[], bool], timeout: float = 60.0, poll: float = 0.05) -> float:
+    """Return the seconds waited once ``predicate()`` holds, checking every ``poll`` seconds;
+    AssertionError after ``timeout`` seconds."""
+    start = time.monotonic()
     while not predicate():
-        if time.monotonic() > deadline:
+        if time.monotonic() - start > timeout:
             raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(poll)
+    return time.monotonic() - start

@@ -72,14 +72,20 @@ def child_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture
+def reward_out(tmp_path: Path) -> Path:
+    """An empty output directory for one reward stage."""
+    out = tmp_path / "reward"
+    out.mkdir()
+    return out
+
+
 @pytest.mark.e2e
 @pytest.mark.usefixtures("child_env")
 def test_reward_stage_trains_on_two_processes_and_reports_back(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, reward_out: Path
 ) -> None:
-    out = tmp_path / "reward"
-    out.mkdir()
-    job = RewardJob(tiny_model_dir, separable_comparisons(32), out)
+    job = RewardJob(tiny_model_dir, separable_comparisons(32), reward_out)
     outcome = _trainers(TWO_CPU_PROCESSES).reward(job)
     assert outcome.config["world_size"] == 2
     assert (outcome.adapter_dir / "adapter_model.safetensors").is_file()
@@ -92,11 +98,9 @@ def test_reward_stage_trains_on_two_processes_and_reports_back(
 
 @pytest.mark.usefixtures("child_env")
 def test_a_failing_launch_raises_instead_of_inventing_a_result(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, reward_out: Path
 ) -> None:
-    out = tmp_path / "reward"
-    out.mkdir()
     bad = _trainers([sys.executable, "-c", "import sys; sys.exit(3)", "--"])
     with pytest.raises(StageLaunchError, match="exited with 3"):
-        bad.reward(RewardJob(tiny_model_dir, separable_comparisons(4), out))
-    assert os.listdir(out) == ["request.json"]
+        bad.reward(RewardJob(tiny_model_dir, separable_comparisons(4), reward_out))
+    assert os.listdir(reward_out) == ["request.json"]

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loop.faults.adapters import write_version
 from serving.adapters import AdapterManager
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.settings import ServingSettings
 from tests.serving.adapters.fakes import RecordingEvents
-from tests.support.adapters import write_version
 
 pytestmark = pytest.mark.anyio
 ADMIN = "test-admin-token-0123456789"

@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from devtools.broker import DevBroker, create_topics
+from loop.faults.adapters import write_version
 from schemas.codec import encode_event
 from schemas.events import AdapterRolledBack, EventBase
 from serving.adapters import AdapterManager
@@ -18,7 +19,6 @@ from serving.engines.protocol import BASE
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings
 from tests.serving.adapters.fakes import RecordingEngine
-from tests.support.adapters import write_version
 from tests.support.waits import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka]
@@ -137,8 +137,8 @@ async def test_starts_during_a_kafka_outage_from_the_store_and_converges(
 ) -> None:
     """A replica (re)started while the broker is down serves the learner's latest promoted
     version from the store, degraded, and converges to the topic's decision when it returns."""
+    from loop.faults.adapters import write_promoted
     from serving.adapters import metrics as adapter_metrics
-    from tests.support.adapters import write_promoted
 
     store = tmp_path / "store"
     v1 = write_version(store, "policy", 1, tiny_model_dir, model_name="tiny")

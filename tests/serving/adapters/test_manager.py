@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from loop.faults.adapters import write_version
 from schemas.events import AdapterPromoted, AdapterRolledBack, ChatMessage
 from serving.adapters import (
     AdapterManager,
@@ -21,7 +22,6 @@ from serving.adapters import (
 from serving.engines.protocol import BASE, AdapterRejected, GenerationRequest
 from serving.settings import ServingSettings
 from tests.serving.adapters.fakes import RecordingEngine, RecordingEvents
-from tests.support.adapters import write_version
 
 pytestmark = pytest.mark.anyio
 

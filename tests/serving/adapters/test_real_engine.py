@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from loop.faults.adapters import write_version
 from serving.adapters import AdapterManager, AdapterRefused
 from serving.engines.protocol import BASE
 from serving.engines.transformers_engine import TransformersEngine
 from serving.settings import ServingSettings
-from tests.support.adapters import write_version
 
 pytestmark = pytest.mark.anyio
 

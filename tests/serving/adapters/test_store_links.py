@@ -10,14 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from loop.faults.adapters import link_out_of_store
+from loop.faults.adapters import link_out_of_store, write_version
 from serving.adapters import AdapterManager, AdapterRefused, store
 from serving.app import create_app
 from serving.engines.fake import FakeEngine
 from serving.engines.protocol import BASE, AdapterRejected
 from serving.settings import ServingSettings
 from tests.serving.adapters.fakes import RecordingEngine, RecordingEvents
-from tests.support.adapters import write_version
 
 pytestmark = pytest.mark.anyio
 

@@ -16,13 +16,6 @@ import pytest
 from tests.support.engines import write_lively_model, write_lora_adapter
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    # Async tests run on asyncio through anyio's pytest plugin (installed with anyio); module
-    # scope so that an engine can be a module fixture (the vLLM tier starts one per module).
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def lively_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_lively_model(tiny_model_dir, tmp_path_factory.mktemp("lively-model"))

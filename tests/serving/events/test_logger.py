@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from devtools.broker import DevBroker, create_topics, free_port
+from loop.faults.tcp_proxy import ProxiedBroker
 from schemas.events import EventBase, FeedbackRating, PairServed
 from serving.events.logger import EventLogger
 from serving.settings import ServingSettings
 from tests.events import pair_served
 from tests.support.kafka_read import read_topic
-from tests.support.tcp_proxy import ProxiedBroker
 from tests.support.waits import until
 
 pytestmark = pytest.mark.anyio
