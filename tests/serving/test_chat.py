@@ -345,6 +345,11 @@ async def test_neutral_values_of_unsupported_parameters_are_accepted() -> None:
         b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
         b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}',
         b'{"messages": [{"role": "user", "content": "hi"}], "user": "\\ud800"}',
+        # Ignored fields and keys too: the README promises a 400 for any string.
+        b'{"messages": [{"role": "user", "content": "hi"}], "unknown": "\\ud800"}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "x": {"y": ["\\udfff"]}}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}',
+        b'{"messages": [{"role": "user", "content": "hi", "name": "\\ud800"}]}',
     ],
 )
 async def test_lone_surrogate_is_a_400_not_a_500(body: bytes) -> None:
@@ -357,26 +362,6 @@ async def test_lone_surrogate_is_a_400_not_a_500(body: bytes) -> None:
         assert r.status_code == 400, r.text
         assert "surrogate" in r.json()["error"]["message"]
         assert not h.events.events
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b'{"messages": [{"role": "user", "content": "hi"}], "unknown": "\\ud800"}',
-        b'{"messages": [{"role": "user", "content": "hi"}], "x": {"y": ["\\udfff"]}}',
-        b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}',
-        b'{"messages": [{"role": "user", "content": "hi", "name": "\\ud800"}]}',
-    ],
-)
-async def test_lone_surrogate_in_an_ignored_field_is_a_400_too(body: bytes) -> None:
-    async with harness() as h:
-        r = await h.http.post(
-            "/v1/chat/completions",
-            content=body,
-            headers={**auth(), "Content-Type": "application/json"},
-        )
-        assert r.status_code == 400, r.text
-        assert "surrogate" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("field", ["temperature", "top_p", "presence_penalty"])

@@ -5,42 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from loop.faults.adapters import write_version
-from serving.adapters import AdapterManager
-from serving.app import create_app
-from serving.engines.fake import FakeEngine
-from serving.settings import ServingSettings
-from tests.serving.adapters.fakes import RecordingEvents
+from tests.serving.adapters.admin_app import admin_app
 
 pytestmark = pytest.mark.anyio
-ADMIN = "test-admin-token-0123456789"
 
 
 async def test_admin_routes_drive_the_manager(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     v1 = write_version(store, "policy", 1, tiny_model_dir)
     write_version(store, "policy", 2, tiny_model_dir, base_model_sha256="0" * 64)
-    settings = ServingSettings(
-        engine="fake",
-        kafka_enabled=False,
-        model_dir=str(tiny_model_dir),
-        adapter_store=str(store),
-        adapter_cache_dir=str(tmp_path / "cache"),
-        admin_token=ADMIN,
-        hmac_key="test-hmac-key-0123456789abcdef",
-    )
-    engine, events = FakeEngine(), RecordingEvents()
-    manager = AdapterManager(settings, engine, events)
-    app = create_app(settings, engine=engine, events=events, adapters=manager)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t", headers=admin) as http,
-    ):
+    async with admin_app(tiny_model_dir, store, tmp_path / "cache") as app:
+        http, settings, events = app.http, app.settings, app.events
         r = await http.post("/admin/adapters/load", json={"version": "policy@v1", "uri": v1.uri})
         assert r.status_code == 200, r.text
         r = await http.post("/admin/adapters/promote", json={"version": "policy@v1"})

@@ -7,21 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from loop.faults.adapters import link_out_of_store, write_version
 from serving.adapters import AdapterManager, AdapterRefused, store
-from serving.app import create_app
-from serving.engines.fake import FakeEngine
 from serving.engines.protocol import BASE, AdapterRejected
 from serving.settings import ServingSettings
+from tests.serving.adapters.admin_app import admin_app
 from tests.serving.adapters.fakes import RecordingEngine, RecordingEvents
 
 pytestmark = pytest.mark.anyio
 
 WEIGHTS = "adapter_model.safetensors"
-ADMIN = "test-admin-token"
 
 
 def _settings(
@@ -81,20 +78,12 @@ async def test_a_family_directory_linked_out_of_the_store_is_refused(
     await _assert_refused(manager, engine, version="policy@v1")
 
 
-async def test_a_weights_file_linked_out_of_the_store_is_refused(
-    tiny_model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("name", [WEIGHTS, "manifest.json"])
+async def test_a_weights_file_or_manifest_linked_out_of_the_store_is_refused(
+    name: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     built = write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
-    link_out_of_store(Path(built.uri) / WEIGHTS, tmp_path / "elsewhere")
-    manager, engine = await _manager(tiny_model_dir, tmp_path)
-    await _assert_refused(manager, engine, version="policy@v1")
-
-
-async def test_a_manifest_linked_out_of_the_store_is_refused(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    built = write_version(tmp_path / "store", "policy", 1, tiny_model_dir)
-    link_out_of_store(Path(built.uri) / "manifest.json", tmp_path / "elsewhere")
+    link_out_of_store(Path(built.uri) / name, tmp_path / "elsewhere")
     manager, engine = await _manager(tiny_model_dir, tmp_path)
     await _assert_refused(manager, engine, version="policy@v1")
 
@@ -146,25 +135,9 @@ async def test_admin_api_answers_422_for_a_version_linked_out_of_the_store(
     (tmp_path / "store" / "policy").mkdir(parents=True)
     link = tmp_path / "store" / "policy" / "v1"
     link.symlink_to(outside.uri, target_is_directory=True)
-    settings = _settings(
-        tiny_model_dir,
-        tmp_path,
-        tmp_path / "store",
-        engine="fake",
-        kafka_enabled=False,
-        admin_token=ADMIN,
-        hmac_key="test-hmac-key-0123456789abcdef",
-    )
-    engine, events = FakeEngine(), RecordingEvents()
-    manager = AdapterManager(settings, engine, events)
-    app = create_app(settings, engine=engine, events=events, adapters=manager)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {ADMIN}"}
-        ) as http,
-    ):
+    store_dir, cache = tmp_path / "store", tmp_path / "cache"
+    async with admin_app(tiny_model_dir, store_dir, cache, model_name="tiny") as app:
+        http, manager = app.http, app.manager
         for path, body in (
             ("/admin/adapters/promote", {"version": "policy@v1"}),
             ("/admin/adapters/load", {"version": "policy@v1", "uri": str(link)}),
