@@ -103,6 +103,27 @@ class ServingSettings(BaseSettings, TopicSettings):
         description="vllm engine: a fixed KV cache size instead of vllm_memory_fraction (for a "
         "CPU host whose NUMA node reports less memory than the machine has)",
     )
+    vllm_max_model_len: int = Field(
+        2048,
+        ge=64,
+        description="vllm engine: longest prompt + answer in tokens (vLLM's max_model_len); "
+        "its KV cache must hold at least one sequence this long, so a larger value needs more "
+        "memory (docs/deployment.md)",
+    )
+    vllm_tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="vllm engine: GPUs one replica shards the model over (vLLM's "
+        "tensor_parallel_size); the pod must request as many GPUs",
+    )
+    vllm_max_loras: int = Field(
+        0,
+        ge=0,
+        description="vllm engine: LoRA adapters one batch may mix (vLLM's max_loras); 0 = "
+        "adapter_keep_loaded + 1 (the versions kept loaded and the base's identity adapter), "
+        "the least serving works with; each slot costs GPU memory for the LoRA weights",
+    )
     adapter_follow_topic: bool = Field(True, description="follow adapter.* events on Kafka")
     adapter_start_timeout_seconds: float = Field(
         30.0,
@@ -298,6 +319,25 @@ class ServingSettings(BaseSettings, TopicSettings):
 
         parse_trusted(value)  # a typo would otherwise silently trust no proxy
         return value
+
+    @property
+    def vllm_loras(self) -> int:
+        """The vLLM engine's ``max_loras``: the setting, or the least serving works with."""
+        return self.vllm_max_loras or self.adapter_keep_loaded + 1
+
+    @model_validator(mode="after")
+    def _enough_lora_slots(self) -> ServingSettings:
+        # Fewer slots than loaded versions would make vLLM evict and reload adapters between
+        # batches (or refuse a mix of serving, previous and canary in one batch).
+        needed = self.adapter_keep_loaded + 1
+        if self.vllm_max_loras and self.vllm_max_loras < needed:
+            raise ValueError(
+                f"SERVING_VLLM_MAX_LORAS={self.vllm_max_loras} is less than the {needed} "
+                f"adapters serving keeps loaded (SERVING_ADAPTER_KEEP_LOADED="
+                f"{self.adapter_keep_loaded} versions + the base's identity adapter): set it to "
+                f"at least {needed}, or 0 for exactly that"
+            )
+        return self
 
     @model_validator(mode="after")
     def _safe_secrets(self) -> ServingSettings:

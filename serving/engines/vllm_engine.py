@@ -71,6 +71,7 @@ class VLLMEngine(ModelEngine):
         max_loras: int = 4,
         max_lora_rank: int = 8,
         max_model_len: int = 2048,
+        tensor_parallel_size: int = 1,
         memory_fraction: float = 0.2,
         kv_cache_bytes: int | None = None,
         smoke_tokens: int = 16,
@@ -80,6 +81,7 @@ class VLLMEngine(ModelEngine):
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
+        self.tensor_parallel_size = tensor_parallel_size
         # On the CPU backend vLLM reserves this share of host memory for its KV cache (the
         # option is called gpu_memory_utilization); its 0.92 default fails on a shared machine.
         self.memory_fraction = memory_fraction
@@ -104,9 +106,11 @@ class VLLMEngine(ModelEngine):
             resolve_model_dir(settings.model_dir),
             dtype=settings.dtype,
             max_batch_size=settings.max_batch_size,
-            # the versions serving keeps loaded, and the base's identity adapter
-            max_loras=settings.adapter_keep_loaded + 1,
+            # at least the versions serving keeps loaded and the base's identity adapter
+            max_loras=settings.vllm_loras,
             max_lora_rank=settings.max_lora_rank,
+            max_model_len=settings.vllm_max_model_len,
+            tensor_parallel_size=settings.vllm_tensor_parallel_size,
             memory_fraction=settings.vllm_memory_fraction,
             kv_cache_bytes=(
                 None
@@ -124,22 +128,7 @@ class VLLMEngine(ModelEngine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        args = AsyncEngineArgs(
-            model=str(self.model_dir),
-            dtype=self.dtype,
-            enable_lora=True,
-            max_loras=self.max_loras,
-            max_lora_rank=self.max_lora_rank,
-            max_num_seqs=self.max_batch_size,
-            max_model_len=self.max_model_len,
-            seed=0,
-            gpu_memory_utilization=self.memory_fraction,
-            kv_cache_memory_bytes=self.kv_cache_bytes,
-            disable_log_stats=True,
-            # Priority requests (smoke checks) jump the queue (see vllm_greedy): first come
-            # first served, one waited for a whole generation of client answers under load.
-            scheduling_policy="priority",
-        )
+        args = AsyncEngineArgs(**engine_args(self))
         self._llm = AsyncLLM.from_engine_args(args)
         self._tmp = tempfile.TemporaryDirectory(prefix="rlhf-identity-lora-")
         identity = await asyncio.to_thread(
@@ -151,11 +140,13 @@ class VLLMEngine(ModelEngine):
         self._loras[BASE] = base
         self._eos_ids = _eos_ids(self.model_dir, self._tokenizer)
         logger.info(
-            "vllm engine: %s (%s), max batch %d, max loras %d",
+            "vllm engine: %s (%s), max batch %d, max loras %d, max model len %d, TP %d",
             self.model_dir,
             self.dtype,
             self.max_batch_size,
             self.max_loras,
+            self.max_model_len,
+            self.tensor_parallel_size,
         )
 
     async def stop(self) -> None:
@@ -332,6 +323,28 @@ class VLLMEngine(ModelEngine):
         if self._llm is None:
             raise EngineFailure("engine not started")
         return self._llm
+
+
+def engine_args(engine: VLLMEngine) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``AsyncEngineArgs`` for ``engine`` (a plain dict, so
+    the mapping from settings is testable without vLLM)."""
+    return {
+        "model": str(engine.model_dir),
+        "dtype": engine.dtype,
+        "enable_lora": True,
+        "max_loras": engine.max_loras,
+        "max_lora_rank": engine.max_lora_rank,
+        "max_num_seqs": engine.max_batch_size,
+        "max_model_len": engine.max_model_len,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "seed": 0,
+        "gpu_memory_utilization": engine.memory_fraction,
+        "kv_cache_memory_bytes": engine.kv_cache_bytes,
+        "disable_log_stats": True,
+        # Priority requests (smoke checks) jump the queue (see vllm_greedy): first come
+        # first served, one waited for a whole generation of client answers under load.
+        "scheduling_policy": "priority",
+    }
 
 
 def _vllm_priority(request: GenerationRequest) -> int:
