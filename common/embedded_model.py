@@ -13,7 +13,6 @@ CLI: ``rlhf-model [--cache-dir DIR] [--force]`` prints the model directory.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import logging
@@ -24,6 +23,11 @@ import tempfile
 from pathlib import Path
 
 from common.cli import HelpFormatter
+
+# The base-model fingerprint lives in its own module (cached, see there); re-exported here where
+# its callers have always imported it from.
+from common.weight_digest import file_sha256 as file_sha256
+from common.weight_digest import model_dir_sha256 as model_dir_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -118,23 +122,6 @@ def resolve_model_dir(model_dir: str | Path | None, cache_dir: Path | None = Non
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
     return path
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_dir_sha256(path: Path) -> str:
-    """Digest of a model directory's weight files: the base-model hash in adapter manifests."""
-    digest = hashlib.sha256()
-    for weights in sorted(path.glob("*.safetensors")):
-        digest.update(weights.name.encode())
-        digest.update(file_sha256(weights).encode())
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

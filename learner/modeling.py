@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from common.chat_encoding import encode_chat, encode_text
+from common.end_of_turn import end_of_turn_id
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -187,14 +188,16 @@ def encode_prompt(tokenizer: Any, prompt: Sequence[ChatMessage]) -> list[int]:
 
 
 def encode_response(tokenizer: Any, response: str) -> list[int]:
-    """Response tokens followed by EOS (the end-of-turn token that ends a served answer).
+    """Response tokens followed by the end-of-turn token that ends a served answer
+    (``common.end_of_turn.end_of_turn_id``: the chat template's, e.g. Llama 3's ``<|eot_id|>``
+    rather than its ``eos_token``; the EOS itself for ChatML).
 
     Stored answers and corrections come from users (and PPO scores decoded samples), so
     special-token text in them stays text (``encode_text``): a correction holding
     ``<|im_end|>\\n<|im_start|>user`` must not teach the policy to end its turn or open a forged
-    one. The one real EOS is the one appended here.
+    one. The one real end of turn is the one appended here.
     """
-    return [*encode_text(tokenizer, response), tokenizer.eos_token_id]
+    return [*encode_text(tokenizer, response), end_of_turn_id(tokenizer)]
 
 
 def encode_pair(

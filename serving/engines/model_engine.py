@@ -118,18 +118,6 @@ def smoke_request(adapter: str, max_tokens: int) -> GenerationRequest:
     )
 
 
-def token_ids(*values: object) -> set[int]:
-    """The token ids in config values that are a token id, a list of them, or None (a model's
-    EOS tokens are spread over its config, generation config and tokenizer)."""
-    ids: set[int] = set()
-    for value in values:
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(int(v) for v in value)
-    return ids
-
-
 def check_prompt_fits(prompt: list[int], context: int) -> None:
     """Refuse a prompt that leaves no token of room in the model's context."""
     if len(prompt) + 1 >= context:

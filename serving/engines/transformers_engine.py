@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from common.end_of_turn import end_of_turn_ids
 from common.lm_head import compute_float32_lm_head_in_blocks, keep_lm_head_input_contiguous
 from serving.engines.attention import use_gqa_attention
 from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
@@ -23,7 +24,6 @@ from serving.engines.model_engine import (
     check_prompt_fits,
     collect_outputs,
     smoke_request,
-    token_ids,
 )
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.protocol import (
@@ -287,11 +287,10 @@ def _unload_on_loop(loop: DecodeLoop, adapters: AdapterSet, version: str) -> Non
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    return token_ids(
-        getattr(model.generation_config, "eos_token_id", None),
-        model.config.eos_token_id,
-        tokenizer.eos_token_id,
-    )
+    """The ids an answer stops at (``common.end_of_turn``, as the vLLM engine and the learner's
+    rollouts): the generation config's (which transformers derives from the model config when
+    the directory has none), the tokenizer's EOS, the template's."""
+    return set(end_of_turn_ids(tokenizer, model.generation_config))
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.end_of_turn import end_of_turn_ids
 from serving.engines.identity_adapter import write_identity_adapter
 from serving.engines.model_engine import (
     ModelEngine,
@@ -31,7 +32,6 @@ from serving.engines.model_engine import (
     collect_outputs,
     lora_config,
     non_finite_weights,
-    token_ids,
 )
 from serving.engines.protocol import (
     BASE,
@@ -197,6 +197,9 @@ class VLLMEngine(ModelEngine):
             top_p=request.top_p,
             seed=request.seed,
             stop=list(request.stop) or None,
+            # vLLM stops on its tokenizer's EOS and generation config's by itself; the chat
+            # template's end of turn (Llama 3's <|eot_id|>) may be neither.
+            stop_token_ids=sorted(self._eos_ids),
             max_tokens=min(request.max_tokens, self.max_model_len - len(prompt) - 1),
             output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
         )
@@ -353,12 +356,6 @@ def _vllm_priority(request: GenerationRequest) -> int:
 
 
 def _eos_ids(model_dir: Path, tokenizer: Any) -> set[int]:
-    """The tokens vLLM stops a greedy answer at: the tokenizer's EOS and the generation
-    config's."""
-    from transformers import GenerationConfig
-
-    try:
-        configured = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    except OSError:  # no generation_config.json
-        configured = None
-    return token_ids(tokenizer.eos_token_id, configured)
+    """The tokens an answer stops at (``common.end_of_turn``, as the transformers engine and the
+    learner's rollouts): the generation config's, the tokenizer's EOS, the template's."""
+    return set(end_of_turn_ids(tokenizer, model_dir))
