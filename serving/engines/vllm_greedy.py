@@ -35,6 +35,9 @@ async def greedy_tokens(
         max_tokens=max_new,
         logprobs=0,
         output_kind=RequestOutputKind.FINAL_ONLY,
+        # Stop where a served answer stops (vLLM's own EOS set may miss the end-of-turn token),
+        # not max_new tokens later.
+        stop_token_ids=sorted(eos_ids),
     )
     out = None
     try:
