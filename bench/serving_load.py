@@ -97,8 +97,10 @@ def start_server(
     engine: str = "transformers",
     store: Path | None = None,
     dtype: str = "float32",
+    extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """``serve`` in its own process; its spool, adapter cache and log under ``workdir``."""
+    """``serve`` in its own process; its spool, adapter cache and log under ``workdir``;
+    ``extra_env`` adds to (or overrides) its environment (a benchmark's own settings)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = serving_env(
         model_dir="embedded",
@@ -119,6 +121,7 @@ def start_server(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+    env.update(extra_env or {})
     args = ("--port", str(port), "--log-level", "warning")
     return start_serving(env, workdir / "serve.log", args, cwd=REPO)
 

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args, settings = service_start(build_parser(), argv, settings_from)
     if settings is None:
         return 2
+    configure_threads(settings, args.command)
     handler = {
         "run": _cmd_run,
         "sft": _cmd_sft,
@@ -154,6 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         "erase": _cmd_erase,
     }[args.command]
     return handler(settings, args)
+
+
+# The commands that train or evaluate in this process (a launched stage sets its own threads:
+# learner.trainers.stage_worker).
+_TORCH_COMMANDS = frozenset({"run", "sft", "train-reward", "ppo"})
+
+
+def configure_threads(settings: LearnerSettings, command: str) -> int | None:
+    """torch's thread count for a command that trains or evaluates with the real trainers (the
+    setting, or the CPUs this process may use: ``common.cpu_budget``); None for the others."""
+    if command not in _TORCH_COMMANDS or settings.trainers == "fake":
+        return None
+    from common.cpu_budget import configure_torch_threads
+
+    return configure_torch_threads(settings.torch_threads)
 
 
 def _cmd_run(settings: LearnerSettings, args: argparse.Namespace) -> int:

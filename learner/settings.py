@@ -142,6 +142,13 @@ class LearnerSettings(BaseSettings, TopicSettings):
     trainers: Literal["real", "fake"] = Field(
         "real", description="'fake' = tiny stand-in trainers (tests of the service only)"
     )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of training and evaluation; 0 = automatic: OMP_NUM_THREADS "
+        "if set, else the CPUs this process may use (affinity, cgroup quota), rounded up and "
+        "shared among a launched stage's local processes (common.cpu_budget)",
+    )
     train_launcher: str = Field(
         "",
         description="run each training stage as '<this> -m learner.trainers.stage_worker REQ', "

@@ -99,9 +99,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.app import create_app
 
+    configure_threads(settings)
     config = uvicorn_config(settings, create_app(settings), args.log_level)
     uvicorn.Server(config).run()
     return 0
+
+
+def configure_threads(settings: ServingSettings) -> int | None:
+    """torch's thread count for the transformers engine, set before it loads (the setting, or
+    the CPUs this process may use: ``common.cpu_budget``); None for the other engines: vLLM sets
+    its own threads (``VLLM_CPU_OMP_THREADS_BIND``), the fake engine runs no torch."""
+    if settings.engine != "transformers":
+        return None
+    from common.cpu_budget import configure_torch_threads
+
+    return configure_torch_threads(settings.torch_threads)
 
 
 def uvicorn_config(settings: ServingSettings, app: Any, log_level: str) -> Any:

@@ -168,6 +168,13 @@ class ServingSettings(BaseSettings, TopicSettings):
     max_messages: int = Field(64, ge=1)
     max_request_bytes: int = Field(256 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1, description="most sequences one engine step decodes")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of the transformers engine; 0 = automatic: OMP_NUM_THREADS "
+        "if set, else the CPUs this process may use (affinity, cgroup quota), rounded up "
+        "(common.cpu_budget); vLLM sets its own (VLLM_CPU_OMP_THREADS_BIND)",
+    )
     kv_cache_budget_mib: float = Field(
         2048.0,
         ge=0,

@@ -22,7 +22,9 @@ def make_trainers(settings: Any) -> Trainers:
         return FakeTrainers(*configs)
     if settings.train_launcher:
         launcher = launcher_from_setting(settings.train_launcher)
-        return LaunchedTrainers(launcher, *configs, device=settings.device)
+        return LaunchedTrainers(
+            launcher, *configs, device=settings.device, torch_threads=settings.torch_threads
+        )
     return RealTrainers(*configs, device=settings.device)
 
 

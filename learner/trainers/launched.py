@@ -49,9 +49,12 @@ class LaunchedTrainers(RealTrainers):
     numbers for the gates right away.
     """
 
-    def __init__(self, launcher: list[str], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, launcher: list[str], *args: Any, torch_threads: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.launcher = launcher
+        self.torch_threads = torch_threads
 
     def reward(self, job: RewardJob) -> TrainOutcome:
         return self._launch("reward", job)
@@ -68,6 +71,7 @@ class LaunchedTrainers(RealTrainers):
             "overrides": self.overrides,
             "seed": self.seed,
             "device": self.device,
+            "torch_threads": self.torch_threads,
             "job": encode_job(job),
         }
         request_path = job.out_dir / REQUEST_FILE

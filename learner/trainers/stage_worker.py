@@ -18,6 +18,17 @@ from learner.trainers.protocol import TrainOutcome
 from learner.trainers.wire import RESULT_FILE, decode_job, outcome_to_json
 
 
+def configure_threads(request: dict[str, Any]) -> int:
+    """torch's threads in one launched process: the learner's ``torch_threads`` setting, or
+    with 0 the CPUs this process may use shared among the launch's processes on this machine
+    (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate), so N processes on a C-CPU pod do
+    not start N x C threads."""
+    from common.cpu_budget import configure_torch_threads
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return configure_torch_threads(int(request.get("torch_threads", 0)), processes=local)
+
+
 def run_request(request: dict[str, Any]) -> TrainOutcome:
     o = request["overrides"]
     trainers = RealTrainers(
@@ -40,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     request_path = Path(args[0])
     request = json.loads(request_path.read_text())
+    configure_threads(request)
     outcome = run_request(request)
     # torchrun / accelerate set RANK and WORLD_SIZE; a plain process is rank 0 of 1.
     if int(os.environ.get("RANK", "0")) == 0:

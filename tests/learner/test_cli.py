@@ -144,3 +144,34 @@ def test_sft_without_demonstrations_fails_clearly(
 ) -> None:
     assert main(["sft", *_fake_flags(tmp_path)]) == 1
     assert "no demonstrations" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "trainers", "expected"),
+    [
+        ("run", "real", 4),
+        ("ppo", "real", 4),
+        ("train-reward", "real", 4),
+        ("sft", "real", 4),
+        ("status", "real", None),
+        ("erase", "real", None),
+        ("run", "fake", None),
+    ],
+)
+def test_commands_that_train_set_torch_threads(
+    monkeypatch: pytest.MonkeyPatch, command: str, trainers: str, expected: int | None
+) -> None:
+    import common.cpu_budget
+    from learner.cli import configure_threads
+    from learner.settings import LearnerSettings
+
+    seen: list[int] = []
+
+    def configure(setting: int) -> int:
+        seen.append(setting)
+        return setting
+
+    monkeypatch.setattr(common.cpu_budget, "configure_torch_threads", configure)
+    settings = LearnerSettings(torch_threads=4, trainers=trainers)
+    assert configure_threads(settings, command) == expected
+    assert seen == ([4] if expected else [])
