@@ -83,7 +83,7 @@ def render(
         "",
         "Layouts: `today` = the learner as it is (PPO and evaluation load the policy's base and",
         "the reward model's base separately); `one base` = every adapter on one frozen base",
-        "(issue 30 item 1).",
+        "(PEFT multi-adapter, as TRL's PEFT reference model: the planned layout).",
         "",
     ]
     for name, base, rows in models:

@@ -8,7 +8,7 @@ learner/rm/config.py, learner/ppo/config.py, learner/evaluate.py ``EvalConfig``)
 - ``today``: what the learner builds now. PPO loads the policy's base and the reward model's
   base (learner/ppo/train.py ``_build`` and ``RewardModel.load``), the evaluation likewise
   (learner/evaluate.py), so those stages hold two base copies.
-- ``one base``: issue 30 item 1, every adapter (policy, reward model) on one frozen base.
+- ``one base``: the planned layout, every adapter (policy, reward model) on one frozen base.
 
 The arithmetic is in ``bench.memory_estimate``.
 """
