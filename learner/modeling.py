@@ -9,6 +9,7 @@ scalar outputs (reward / value heads). References: Hu et al. 2021, "LoRA"
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,22 @@ class TrainOptions:
     max_length: int = option(512, "Truncate prompt + response to this many tokens.")
     seed: int = option(0, "Seed for data order, splits, sampling and head initialisation.")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda'.")
+    gradient_accumulation_steps: int = option(
+        1,
+        "Micro-batches per optimiser step: the effective batch is the stage's batch (PPO: "
+        "mini_batch_size) times this, per process.",
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute the decoder's activations in the backward pass: less memory, about a third "
+        "more compute.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(
+                f"gradient_accumulation_steps must be >= 1, not {self.gradient_accumulation_steps}"
+            )
 
 
 def load_tokenizer(base_model_dir: Path) -> Any:
@@ -111,6 +128,67 @@ def _targets(base: Any, options: TrainOptions) -> str | list[str]:
             if isinstance(module, nn.Linear) and module is not head
         }
     )
+
+
+def enable_gradient_checkpointing(peft_model: Any) -> None:
+    """Recompute each decoder layer's activations in the backward pass (transformers'
+    ``gradient_checkpointing_enable`` on the base model).
+
+    Non-reentrant checkpointing (``use_reentrant=False``, the torch default to come): the
+    backward reaches the LoRA weights inside a checkpointed layer even though the layer's input
+    (the frozen embeddings' output) does not require grad, so PEFT's
+    ``enable_input_require_grads`` hook, needed by the reentrant variant, is not (PEFT's
+    ``prepare_model_for_kbit_training`` calls it only for ``use_reentrant=True``). transformers
+    checkpoints only in training mode, so ``generate`` (which ``sample`` runs in eval mode with
+    its KV cache) is unaffected and the model needs no disabling before sampling.
+    """
+    peft_model.get_base_model().gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+
+
+def accumulation_scales(micro_batches: int, steps: int) -> list[tuple[float, bool]]:
+    """For each of ``micro_batches`` micro-batches: the factor its loss is scaled by and whether
+    the optimiser steps after it.
+
+    Groups of ``steps`` micro-batches make one optimiser step; a trailing partial group still
+    steps, its losses scaled by 1 / its own size, so every step follows a mean loss. (Why not
+    accelerate's ``accumulate``: the reward model interleaves two loaders and PPO has none, so
+    accelerate cannot see the end of the data, and it scales a trailing group by 1 / steps.)
+    """
+    if steps < 1:
+        raise ValueError(f"gradient_accumulation_steps must be >= 1, not {steps}")
+    out = []
+    for start in range(0, micro_batches, steps):
+        size = min(steps, micro_batches - start)
+        out += [(1.0 / size, i == size - 1) for i in range(size)]
+    return out
+
+
+def optimizer_steps(micro_batches: int, steps: int) -> int:
+    """Optimiser steps over ``micro_batches`` micro-batches at ``steps`` per step."""
+    return -(-micro_batches // steps)
+
+
+def backward_micro_batch(
+    accelerator: Any, model: Any, loss: torch.Tensor, scale: float, steps_after: bool
+) -> None:
+    """Backward of one micro-batch's scaled loss; under DDP the gradient all-reduce waits for
+    the micro-batch the optimiser steps after (``no_sync`` on the others)."""
+    sync = contextlib.nullcontext() if steps_after else accelerator.no_sync(model)
+    with sync:
+        accelerator.backward(loss * scale)
+
+
+def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean of the micro-batch rows of one optimiser step (keys absent from a row, such
+    as the reward model's comparison metrics in a rating micro-batch, are not counted)."""
+    keys = {key for row in rows for key in row}
+    out = {}
+    for key in sorted(keys):
+        values = [row[key] for row in rows if key in row]
+        out[key] = sum(values) / len(values)
+    return out
 
 
 def decoder_of(peft_model: Any) -> nn.Module:

@@ -39,7 +39,11 @@ class PPOConfig(TrainOptions):
     advantage_estimator: str = option(
         "rloo", "'rloo' (leave-one-out baseline, no critic) or 'gae' (value head + GAE)."
     )
-    mini_batch_size: int = option(8, "Rollouts (rows) per optimiser step during the update.")
+    mini_batch_size: int = option(
+        8,
+        "Rollouts (rows) per micro-batch of the update; an optimiser step takes "
+        "gradient_accumulation_steps of them.",
+    )
     ppo_epochs: int = option(2, "Passes over each rollout batch.")
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
     # Serving's default answer length (SERVING_DEFAULT_MAX_TOKENS): the policy is optimised on

@@ -31,6 +31,9 @@ from safetensors.torch import save_file
 from learner.metrics import stage_progress
 from learner.modeling import (
     ScalarHead,
+    accumulation_scales,
+    backward_micro_batch,
+    enable_gradient_checkpointing,
     load_base_model,
     load_tokenizer,
     make_accelerator,
@@ -152,8 +155,10 @@ def _update(
 ) -> dict[str, float]:
     """ppo_epochs passes of minibatch updates; returns means of the per-minibatch statistics.
 
-    The loss is the clipped policy loss (unless ``policy_on`` is False: value warm-up) plus,
-    with GAE, ``vf_coef`` times the clipped value loss.
+    Each mini-batch is a micro-batch of gradient accumulation: the optimiser steps after every
+    ``gradient_accumulation_steps`` of them (and after a pass's last). The loss is the clipped
+    policy loss (unless ``policy_on`` is False: value warm-up) plus, with GAE,
+    ``vf_coef`` times the clipped value loss.
     """
     use_critic = config.advantage_estimator == "gae"
     stats: dict[str, list[float]] = {}
@@ -162,7 +167,9 @@ def _update(
     context = rollout.context_length
     for _ in range(config.ppo_epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.mini_batch_size):
+        starts = range(0, n, config.mini_batch_size)
+        plan = accumulation_scales(len(starts), config.gradient_accumulation_steps)
+        for start, (scale, steps_after) in zip(starts, plan, strict=True):
             rows = order[start : start + config.mini_batch_size].to(rollout.input_ids.device)
             mask = rollout.response_mask[rows].float()  # (b, R)
             logits, vpred = model(rollout.input_ids[rows], rollout.attention_mask[rows], context)
@@ -179,10 +186,11 @@ def _update(
             loss = (pg.loss if policy_on else 0.0 * pg.loss) + (
                 config.vf_coef * vf if use_critic else 0.0 * vf
             )
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+            backward_micro_batch(accelerator, model, loss, scale, steps_after)
+            if steps_after:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
             with torch.no_grad():
                 row = {
                     "loss/policy": pg.loss,
@@ -244,6 +252,10 @@ def _prompt_sampler(
 def _build(base_model_dir: Path, config: PPOConfig, init_adapter: Path | None) -> PolicyWithValue:
     base = load_base_model(base_model_dir)
     peft_model = with_lora(base, config, init_adapter)
+    if config.gradient_checkpointing:
+        # Only the update's forward runs in training mode with gradients: sampling (eval mode,
+        # KV cache) and scoring (no_grad) are not checkpointed.
+        enable_gradient_checkpointing(peft_model)
     # Value head starts fresh each cycle: values are relative to this cycle's reward model.
     return PolicyWithValue(peft_model, ScalarHead(base.config.hidden_size, seed=config.seed))
 

@@ -15,7 +15,7 @@ class RewardConfig(TrainOptions):
     lora_layers: int = option(
         8, "LoRA only on the last N decoder layers; 0 (or N >= the model's layers) = every layer."
     )
-    batch_size: int = option(8, "Comparisons per optimiser step (per process under accelerate).")
+    batch_size: int = option(8, "Comparisons per micro-batch (per process under accelerate).")
     # 20 %: the learner's gate tests held-out accuracy against chance, and its power grows with
     # the number of held-out votes (see learner.gates.reward_gate).
     eval_fraction: float = option(

@@ -29,8 +29,13 @@ from torch.utils.data import DataLoader
 from learner.data import Comparison, Rating
 from learner.metrics import stage_progress
 from learner.modeling import (
+    accumulation_scales,
+    backward_micro_batch,
+    enable_gradient_checkpointing,
     encode_pair,
     make_accelerator,
+    mean_rows,
+    optimizer_steps,
     pad_right_pairs,
     set_seed,
     trainable_parameters,
@@ -259,6 +264,8 @@ def train_reward_model(
     model = RewardModel.create(
         base_model_dir, config, init_adapter, config.head_init, config.pooling
     )
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model.backbone)
     tokenizer = model.tokenizer
     collate = _collate(tokenizer.pad_token_id)
     train_encoded = _encode(tokenizer, train_set, config.max_length)
@@ -284,7 +291,9 @@ def train_reward_model(
     )
     rating_loader = _rating_loader(tokenizer, train_ratings, config, accelerator)
     rating_batches = len(rating_loader) if rating_loader is not None else 0
-    total = (len(train_loader) + rating_batches) * config.num_epochs
+    accumulation = config.gradient_accumulation_steps
+    micro_per_epoch = len(train_loader) + rating_batches
+    total = optimizer_steps(micro_per_epoch, accumulation) * config.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     reliability = (
         PrequentialWeights(
@@ -301,19 +310,27 @@ def train_reward_model(
     model.train()
     for epoch in range(config.num_epochs):
         pairs_iter, ratings_iter = iter(train_loader), iter(rating_loader or [])
-        for kind in _epoch_plan(len(train_loader), rating_batches, config.seed + epoch):
+        plan = _epoch_plan(len(train_loader), rating_batches, config.seed + epoch)
+        group: list[dict[str, float]] = []
+        for kind, (scale, steps_after) in zip(
+            plan, accumulation_scales(micro_per_epoch, accumulation), strict=True
+        ):
             if kind == "ratings":
                 loss = _rating_loss(model, next(ratings_iter), config)
                 row = {"rating_loss": accelerator.gather(loss.detach()).mean().item()}
             else:
                 loss, chosen, rejected = _loss(model, next(pairs_iter), config, reliability)
                 row = _step_row(accelerator, loss, chosen, rejected)
-            accelerator.backward(loss)
+            backward_micro_batch(accelerator, model, loss, scale, steps_after)
+            group.append(row)
+            if not steps_after:
+                continue
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
+            row, group = mean_rows(group), []
             history.append(row | {"step": float(step), "epoch": float(epoch)})
             stage_progress(step, total)
             if step % config.log_every == 0:

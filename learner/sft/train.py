@@ -21,10 +21,15 @@ from torch.utils.data import DataLoader
 from learner.data import SFTExample
 from learner.metrics import stage_progress
 from learner.modeling import (
+    accumulation_scales,
+    backward_micro_batch,
+    enable_gradient_checkpointing,
     encode_pair,
     load_base_model,
     load_tokenizer,
     make_accelerator,
+    mean_rows,
+    optimizer_steps,
     pad_right,
     set_seed,
     trainable_parameters,
@@ -82,6 +87,8 @@ def run_sft(
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
     model = with_lora(load_base_model(base_model_dir), config, init_adapter)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     loader: DataLoader[Any] = DataLoader(
         _encode(tokenizer, examples, config.max_length),  # type: ignore[arg-type]
         batch_size=config.batch_size,
@@ -95,22 +102,28 @@ def run_sft(
         weight_decay=config.weight_decay,
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    total_steps = len(loader) * config.num_epochs
+    accumulation = config.gradient_accumulation_steps
+    total_steps = optimizer_steps(len(loader), accumulation) * config.num_epochs
     model.train()
     history: list[dict[str, float]] = []
     epoch_losses: list[float] = []
     for epoch in range(config.num_epochs):
-        losses = []
-        for batch in loader:
+        losses, group = [], []
+        plan = accumulation_scales(len(loader), accumulation)
+        for batch, (scale, steps_after) in zip(loader, plan, strict=True):
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits
             loss = completion_loss(logits, batch["labels"])
-            accelerator.backward(loss)
+            backward_micro_batch(accelerator, model, loss, scale, steps_after)
+            group.append({"loss": accelerator.gather(loss.detach()).mean().item()})
+            if not steps_after:
+                continue
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
-            value = accelerator.gather(loss.detach()).mean().item()
+            value = mean_rows(group)["loss"]
+            group = []
             losses.append(value)
             history.append({"step": float(len(history) + 1), "epoch": float(epoch), "loss": value})
             stage_progress(len(history), total_steps)
