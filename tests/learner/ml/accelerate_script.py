@@ -48,7 +48,14 @@ def main() -> None:
         return original_forward(self, *args)
 
     RewardModel.forward = remember  # type: ignore[method-assign,assignment]
-    config = RewardConfig(num_epochs=2, batch_size=4, learning_rate=5e-3, eval_fraction=0.25)
+    # Accumulation 2: the ranks' gradients are all-reduced only on the stepping micro-batch.
+    config = RewardConfig(
+        num_epochs=2,
+        batch_size=4,
+        learning_rate=5e-3,
+        eval_fraction=0.25,
+        gradient_accumulation_steps=2,
+    )
     result = train_reward_model(model_dir, separable_comparisons(32), config, out / "reward")
     ppo_saves: list[int] = []
     original_ppo_save = ppo_train._save
@@ -63,7 +70,12 @@ def main() -> None:
         result.adapter_dir,
         [user(p) for p in PROMPTS],
         PPOConfig(
-            num_steps=2, batch_size=2, mini_batch_size=2, max_new_tokens=4, learning_rate=1e-2
+            num_steps=2,
+            batch_size=2,
+            mini_batch_size=2,
+            max_new_tokens=4,
+            learning_rate=1e-2,
+            gradient_accumulation_steps=2,
         ),
         out / "ppo",
     )
