@@ -7,8 +7,10 @@ size). Checkpointing recomputes the same activations, so it changes neither loss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -58,11 +60,20 @@ def _rm(tiny_model_dir: Path, out: Path, **options: object) -> tuple[RewardResul
     return result, _weights(result.adapter_dir)
 
 
-def test_sft_two_micro_batches_of_two_train_as_one_batch_of_four(
-    tiny_model_dir: Path, tmp_path: Path
+# Each stage's trainer on the tiny model: (result with .history, saved weights).
+TRAINERS: dict[str, Callable[..., tuple[SFTResult | RewardResult, dict]]] = {
+    "sft": _sft,
+    "reward model": _rm,
+}
+
+
+@pytest.mark.parametrize("stage", TRAINERS)
+def test_two_micro_batches_of_two_train_as_one_batch_of_four(
+    stage: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    whole, whole_weights = _sft(tiny_model_dir, tmp_path / "a", batch_size=4)
-    split, split_weights = _sft(
+    train = TRAINERS[stage]
+    whole, whole_weights = train(tiny_model_dir, tmp_path / "a", batch_size=4)
+    split, split_weights = train(
         tiny_model_dir, tmp_path / "b", batch_size=2, gradient_accumulation_steps=2
     )
     assert len(whole.history) == len(split.history) == 1
@@ -70,34 +81,13 @@ def test_sft_two_micro_batches_of_two_train_as_one_batch_of_four(
     _assert_same(whole_weights, split_weights)
 
 
-def test_reward_model_two_micro_batches_of_two_train_as_one_batch_of_four(
-    tiny_model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("stage", TRAINERS)
+def test_checkpointing_changes_neither_loss_nor_weights(
+    stage: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    whole, whole_weights = _rm(tiny_model_dir, tmp_path / "a", batch_size=4)
-    split, split_weights = _rm(
-        tiny_model_dir, tmp_path / "b", batch_size=2, gradient_accumulation_steps=2
-    )
-    assert len(whole.history) == len(split.history) == 1
-    assert abs(whole.history[0]["loss"] - split.history[0]["loss"]) < ATOL
-    _assert_same(whole_weights, split_weights)
-
-
-def test_sft_checkpointing_changes_neither_loss_nor_weights(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    plain, plain_weights = _sft(tiny_model_dir, tmp_path / "a", batch_size=2)
-    ckpt, ckpt_weights = _sft(
-        tiny_model_dir, tmp_path / "b", batch_size=2, gradient_checkpointing=True
-    )
-    assert [h["loss"] for h in plain.history] == [h["loss"] for h in ckpt.history]
-    _assert_same(plain_weights, ckpt_weights)
-
-
-def test_reward_model_checkpointing_changes_neither_loss_nor_weights(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    plain, plain_weights = _rm(tiny_model_dir, tmp_path / "a", batch_size=2)
-    ckpt, ckpt_weights = _rm(
+    train = TRAINERS[stage]
+    plain, plain_weights = train(tiny_model_dir, tmp_path / "a", batch_size=2)
+    ckpt, ckpt_weights = train(
         tiny_model_dir, tmp_path / "b", batch_size=2, gradient_checkpointing=True
     )
     assert [h["loss"] for h in plain.history] == [h["loss"] for h in ckpt.history]
