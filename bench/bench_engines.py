@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from common.embedded_model import resolve_model_dir
+from common.end_of_turn import end_of_turn_ids
 from schemas.events import ChatMessage
 from serving.engines.protocol import GenerationRequest
 from serving.engines.transformers_engine import TransformersEngine
@@ -135,8 +136,7 @@ def run_generate(
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = model.to(device).eval()
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    eos_ids = set(end_of_turn_ids(tokenizer, model.generation_config))
 
     def call(batch_texts: list[str], tokens: int) -> torch.Tensor:
         batch = tokenizer(
@@ -191,7 +191,7 @@ def run_vllm(
     started = time.perf_counter()
     outputs = llm.generate(ids, params, use_tqdm=False)
     elapsed = time.perf_counter() - started
-    eos_ids = {tokenizer.eos_token_id}
+    eos_ids = set(end_of_turn_ids(tokenizer, model_dir))
     tokens = sum(_until_eos(list(c.token_ids), eos_ids) for o in outputs for c in o.outputs)
     del llm
     return tokens, elapsed

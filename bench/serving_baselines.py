@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import REPO
 from bench.serving_load import LORA_RANK, VERSION
+from common.end_of_turn import end_of_turn_ids
 
 
 def _generate_model(model_dir: Path, lora: Path | None, dtype: str) -> tuple[Any, Any]:
@@ -87,12 +88,14 @@ def generate_baseline(
     seconds = time.perf_counter() - start
     new = out[:, batch["input_ids"].shape[1] :]
     generated = 0
+    stops = set(end_of_turn_ids(tok, model.generation_config))
     for row in new.tolist():
-        # Count up to and including the first EOS, as the server counts completion tokens.
+        # Count up to and including the first end-of-turn id, as the server counts completion
+        # tokens.
         n = 0
         for token in row:
             n += 1
-            if token == tok.eos_token_id:
+            if token in stops:
                 break
         generated += n
     return seconds, generated
