@@ -96,7 +96,7 @@ def measure_report() -> str:
     stage = next(
         p
         for p in plan(config, built_base_params(config), options)
-        if p.stage == "reward model" and p.layout == "today"
+        if p.stage == "reward model" and p.layout == "one base"
     )
     measured = result["peak"] - result["baseline"]
     error = measured / stage.total - 1

@@ -2,11 +2,12 @@
 
 Builds each stage's model on the meta device from a model config (the published ones of
 Qwen2.5-1.5B-Instruct and Llama-3.1-8B-Instruct in bench/configs/, or ``--config DIR``) and
-prints, per stage (SFT, reward model, PPO, evaluation), layout (today's separate base copies,
-and one shared base) and GPU, the bytes of base weights, LoRA and heads, gradients, Adam states
-and activations at the stage configs' default batch and lengths (bench/memory_stages.py; the
-formulas and their reference in bench/memory_estimate.py). ``--measure`` checks the plan
-against a measured reward-model step on this CPU (bench/memory_measure.py).
+prints, per stage (SFT, reward model, PPO, evaluation), layout (one shared base, as the
+learner builds, and a base per model for comparison) and GPU, the bytes of base weights, LoRA
+and heads, gradients, Adam states and activations at the stage configs' default batch and
+lengths (bench/memory_stages.py; the formulas and their reference in bench/memory_estimate.py).
+``--measure`` checks the plan against a measured reward-model step on this CPU
+(bench/memory_measure.py).
 
     python -m bench.memory_plan                      # -> bench/results/memory_plan.md
     python -m bench.memory_plan --dtype float32 --config DIR --out /tmp/plan.md
@@ -50,11 +51,12 @@ def model_table(name: str, base: int, rows: list[StagePlan], gpus: int) -> list[
             f"| {gib(r.activations)} ({r.phase}, {r.shapes}) | **{gib(r.total)}** "
             f"| {gib(r.sharded(gpus))} |"
         )
-    today = max(r.total for r in rows if r.layout == "today")
     shared = max(r.total for r in rows if r.layout == "one base")
+    separate = max(r.total for r in rows if r.layout == "base per model")
     lines += [
         "",
-        f"Largest stage per GPU: {gib(today)} GiB today, {gib(shared)} GiB with one base.",
+        f"Largest stage per GPU: {gib(shared)} GiB with one base (the learner), "
+        f"{gib(separate)} GiB with a base per model.",
         "",
     ]
     return lines
@@ -81,9 +83,10 @@ def render(
         "when sampling. Not counted: the CUDA context and allocator slack (about 1-2 GiB per",
         "GPU), and the host copy a load makes before the weights move to the GPU.",
         "",
-        "Layouts: `today` = the learner as it is (PPO and evaluation load the policy's base and",
-        "the reward model's base separately); `one base` = every adapter on one frozen base",
-        "(PEFT multi-adapter, as TRL's PEFT reference model: the planned layout).",
+        "Layouts: `one base` = the learner: policy, reference (adapters off) and reward model",
+        "as PEFT adapters on one frozen base per process (TRL's multi-adapter layout);",
+        "`base per model` = for comparison, PPO and evaluation loading the policy's base and the",
+        "reward model's base separately.",
         "",
     ]
     for name, base, rows in models:

@@ -5,10 +5,12 @@ size of the learner is per process; under DDP that is per GPU).
 Shapes and batch sizes are the stage configs' defaults (learner/sft/config.py,
 learner/rm/config.py, learner/ppo/config.py, learner/evaluate.py ``EvalConfig``). Two layouts:
 
-- ``today``: what the learner builds now. PPO loads the policy's base and the reward model's
-  base (learner/ppo/train.py ``_build`` and ``RewardModel.load``), the evaluation likewise
-  (learner/evaluate.py), so those stages hold two base copies.
-- ``one base``: the planned layout, every adapter (policy, reward model) on one frozen base.
+- ``one base``: what the learner builds. Every stage holds one frozen base per process; PPO
+  and the evaluation put the policy, the reference (adapters off) and the reward model on it
+  as PEFT adapters (learner/adapters.py; ``RewardModel.attach`` in learner/ppo/train.py and
+  learner/evaluate.py).
+- ``base per model``: for comparison, PPO and the evaluation loading a base for the policy
+  and another for the reward model (``RewardModel.load``): two copies.
 
 The arithmetic is in ``bench.memory_estimate``.
 """
@@ -33,7 +35,7 @@ from learner.rm.config import RewardConfig
 from learner.sft.config import SFTConfig
 
 FLOAT32 = 4
-LAYOUTS = ("today", "one base")
+LAYOUTS = ("one base", "base per model")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class StagePlan:
 @dataclass(frozen=True)
 class _Stage:
     name: str
-    bases_today: int
+    bases_per_model: int  # base copies when each model loads its own
     trained: int  # trainable parameters (LoRA + heads)
     frozen: int  # frozen adapter and head parameters
     phases: dict[str, tuple[int, str]]  # phase -> (activation bytes, shapes)
@@ -86,7 +88,7 @@ def plan(config: Any, base: int, options: PlanOptions) -> list[StagePlan]:
     for stage in _stages(config, shape, options):
         phase, (activations, shapes) = max(stage.phases.items(), key=lambda item: item[1][0])
         for layout in LAYOUTS:
-            bases = stage.bases_today if layout == "today" else 1
+            bases = 1 if layout == "one base" else stage.bases_per_model
             out.append(
                 StagePlan(
                     stage=stage.name,

@@ -7,6 +7,9 @@ estimated on the policy's own samples (sum over tokens of the per-token estimato
 k1/k3, http://joschu.net/blog/kl-approx.html); response length statistics. Sanity prompts are
 answered greedily and must give finite log-probs and scores, non-empty text and no degenerate
 repetition. The learner's gates (KL budget, sanity) read these numbers.
+
+One base model holds the policy adapter, the reference (adapters disabled) and the reward model
+(a frozen adapter switched on for scoring; ``learner.adapters``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 
 from common.stats import Z_95
+from learner.adapters import REWARD_ADAPTER
 from learner.modeling import (
     ScalarHead,
     load_base_model,
@@ -233,8 +237,9 @@ def evaluate_policy(
         raise ValueError("evaluation needs at least one held-out prompt")
     device = torch_device(config.device)
     tokenizer = load_tokenizer(base_model_dir)
-    model = _load_policy(base_model_dir, policy_adapter_dir).to(device)
-    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(device)
+    model = _load_policy(base_model_dir, policy_adapter_dir)
+    reward_model = RewardModel.attach(model.policy, reward_adapter_dir, REWARD_ADAPTER, tokenizer)
+    model, reward_model = model.to(device), reward_model.to(device)
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
     policy_rollouts = _generate(model, tokenizer, repeated, config, reference=False)
     ref_rollouts = _generate(model, tokenizer, repeated, config, reference=True)

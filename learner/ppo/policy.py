@@ -3,8 +3,9 @@
 Value head choice: a linear head on the policy's last hidden states (Ziegler et al. 2019 share
 the body too) rather than a separate critic. On this CPU one forward then yields both the
 token logits and the values, and memory holds one copy of the base weights: the reference
-policy is the same module under ``disable_adapter()``. The cost is that value-loss gradients
-reach the policy LoRA; ``vf_coef`` keeps them small.
+policy is the same module under ``disable_adapter()`` (which switches off every adapter, the
+reward model's attached one included: ``learner.adapters``). The cost is that value-loss
+gradients reach the policy LoRA; ``vf_coef`` keeps them small.
 """
 
 from __future__ import annotations

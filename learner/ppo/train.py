@@ -12,6 +12,9 @@ One iteration (Ouyang et al. 2022; Huang et al. 2024, https://arxiv.org/abs/2403
    clipped value loss; the first ``value_warmup_steps`` iterations train the value head only);
 5) update beta (fixed or Ziegler et al. adaptive controller).
 The main process saves the PEFT adapter (servable) and the value head once at the end.
+
+One frozen base per process (``learner.adapters``): the policy LoRA, the reference (adapters
+off) and the reward model (a second, frozen LoRA with its own head) all run on it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from learner.adapters import POLICY_ADAPTER, REWARD_ADAPTER
 from learner.metrics import stage_progress
 from learner.modeling import (
     ScalarHead,
@@ -264,7 +268,8 @@ def _save(
     model: PolicyWithValue, out_dir: Path, history: list[dict[str, float]], config: PPOConfig
 ) -> tuple[Path, Path]:
     adapter_dir = out_dir / "adapter"
-    model.policy.save_pretrained(str(adapter_dir))
+    # Only the policy: the reward adapter on the same base would land in a subfolder.
+    model.policy.save_pretrained(str(adapter_dir), selected_adapters=[POLICY_ADAPTER])
     head_path = out_dir / VALUE_HEAD_FILE
     save_file({k: v.contiguous() for k, v in model.value_head.state_dict().items()}, str(head_path))
     (out_dir / "ppo_metrics.json").write_text(
@@ -348,7 +353,10 @@ def run_ppo(
     set_seed(config.seed + accelerator.process_index)
     tokenizer = load_tokenizer(base_model_dir)
     model = _build(base_model_dir, config, init_adapter)
-    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(accelerator.device)
+    # Attached before ``prepare``, frozen: DDP registers only parameters that require grad,
+    # so it expects no gradient of the reward adapter.
+    reward_model = RewardModel.attach(model.policy, reward_adapter_dir, REWARD_ADAPTER, tokenizer)
+    reward_model = reward_model.to(accelerator.device)
     optimizer = _optimizer(model, config)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     controller = _controller(config)

@@ -34,6 +34,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from learner.adapters import (
+    FIRST_ADAPTER,
+    adapter_active,
+    attach_frozen_adapter,
+)
 from learner.modeling import (
     ScalarHead,
     TrainOptions,
@@ -90,7 +95,12 @@ class RewardNorm:
 
 
 class RewardModel(nn.Module):
-    """LoRA-adapted LM body + scalar head. ``forward`` returns one reward per row."""
+    """LoRA-adapted LM body + scalar head. ``forward`` returns one reward per row.
+
+    The body is a PEFT model and ``adapter_name`` the reward model's adapter in it: its only
+    adapter when the reward model has its own base (``create``, ``load``), or one of several on
+    a base it shares with the policy (``attach``), switched on for each forward.
+    """
 
     def __init__(
         self,
@@ -100,12 +110,14 @@ class RewardModel(nn.Module):
         max_length: int,
         norm: RewardNorm | None = None,
         pooling: str = "last",
+        adapter_name: str = FIRST_ADAPTER,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"reward pooling must be one of {POOLINGS}, not {pooling!r}")
         self.pooling = pooling
         self.backbone = backbone
+        self.adapter_name = adapter_name
         self.head = head
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -147,18 +159,47 @@ class RewardModel(nn.Module):
 
     @classmethod
     def load(cls, base_model_dir: Path, adapter_dir: Path, max_length: int = 1024) -> RewardModel:
-        """A frozen reward model for scoring (PPO, evaluation)."""
+        """A frozen reward model for scoring, on a base of its own. Where a PEFT model of the
+        same base is at hand (PPO, evaluation), ``attach`` saves loading a second copy."""
         from peft import PeftModel
 
         base = load_base_model(base_model_dir)
         backbone = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-        pooling = read_pooling(adapter_dir)
-        head = ScalarHead(base.config.hidden_size * _parts(pooling))
-        norm = RewardNorm.load(adapter_dir)
-        model = cls(backbone, head, load_tokenizer(base_model_dir), max_length, norm, pooling)
-        model._load_head(adapter_dir)
+        tokenizer = load_tokenizer(base_model_dir)
+        model = cls._frozen(backbone, adapter_dir, tokenizer, max_length, FIRST_ADAPTER)
         model.requires_grad_(False)
         return model.eval()
+
+    @classmethod
+    def attach(
+        cls,
+        peft_model: Any,
+        adapter_dir: Path,
+        name: str,
+        tokenizer: Any,
+        max_length: int = 1024,
+    ) -> RewardModel:
+        """A frozen reward model as adapter ``name`` of ``peft_model`` (the policy's), sharing
+        its base weights. Each forward runs under ``adapter_active``: the reward adapter on,
+        no gradients, eval mode, and the policy's adapter, mode and trainability put back."""
+        attach_frozen_adapter(peft_model, adapter_dir, name)
+        return cls._frozen(peft_model, adapter_dir, tokenizer, max_length, name)
+
+    @classmethod
+    def _frozen(
+        cls, backbone: Any, adapter_dir: Path, tokenizer: Any, max_length: int, name: str
+    ) -> RewardModel:
+        """The saved head, pooling and statistics of ``adapter_dir`` on ``backbone``, the head
+        frozen. The backbone's flags are left alone: a shared one keeps the policy trainable
+        (and its reward adapter was loaded frozen)."""
+        pooling = read_pooling(adapter_dir)
+        head = ScalarHead(backbone.get_base_model().config.hidden_size * _parts(pooling))
+        norm = RewardNorm.load(adapter_dir)
+        model = cls(backbone, head, tokenizer, max_length, norm, pooling, name)
+        model._load_head(adapter_dir)
+        model.head.requires_grad_(False)
+        model.threshold.requires_grad_(False)
+        return model
 
     def forward(
         self,
@@ -168,7 +209,8 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """Rewards (B,). ``answer_mask`` (B, T) marks the answer's tokens for the pooled head;
         without it the whole sequence is pooled."""
-        hidden = hidden_states(self.backbone, input_ids, attention_mask)  # (B, T, H)
+        with adapter_active(self.backbone, self.adapter_name):
+            hidden = hidden_states(self.backbone, input_ids, attention_mask)  # (B, T, H)
         if self.pooling == "last":
             rows = torch.arange(hidden.shape[0], device=hidden.device)
             return self.head(hidden[rows, last_token_index(attention_mask)])  # (B,)
@@ -205,6 +247,10 @@ class RewardModel(nn.Module):
         return self.norm.apply(rewards) if normalized else rewards
 
     def save(self, adapter_dir: Path) -> None:
+        if self.adapter_name != FIRST_ADAPTER:
+            # PEFT would write the shared model's policy adapter here and this one in a
+            # subfolder: an attached reward model only scores.
+            raise ValueError("a reward model attached to a shared base cannot be saved")
         adapter_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(str(adapter_dir))
         state = {k: v.contiguous() for k, v in self.head.state_dict().items()}

@@ -72,15 +72,16 @@ def test_one_base_halves_the_weights_of_ppo_and_evaluation() -> None:
     base = est.built_base_params(config)
     rows = {(p.stage, p.layout): p for p in plan(config, base, PlanOptions(dtype_bytes=2))}
     for stage in ("PPO", "evaluation"):
-        assert rows[(stage, "today")].weights == 2 * base * 2
+        assert rows[(stage, "base per model")].weights == 2 * base * 2
         assert rows[(stage, "one base")].weights == base * 2
     for stage in ("SFT", "reward model"):
-        assert rows[(stage, "today")] == replace(rows[(stage, "one base")], layout="today")
+        separate = rows[(stage, "base per model")]
+        assert separate == replace(rows[(stage, "one base")], layout="base per model")
     ppo = rows[("PPO", "one base")]
     trainable = est.built_lora_params(config, PPOConfig()) + config.hidden_size + 1
     assert ppo.gradients == trainable * 4
     assert ppo.optimiser == trainable * 8
-    assert rows[("evaluation", "today")].optimiser == 0
+    assert rows[("evaluation", "base per model")].optimiser == 0
     assert ppo.sharded(4) < ppo.total
 
 
