@@ -28,7 +28,7 @@ from bench.memory_stages import PlanOptions, StagePlan, plan
 CONFIGS = Path(__file__).parent / "configs"
 PUBLISHED = ("qwen2.5-1.5b-instruct", "llama-3.1-8b-instruct")
 DEFAULT_OUT = Path(__file__).parent / "results" / "memory_plan.md"
-# The GPUs of k8s/components/learner-multigpu.
+# The GPUs of k8s/components/learner-multigpu (and learner-fsdp on top of it).
 DEFAULT_GPUS = 4
 
 
@@ -73,8 +73,13 @@ def render(
         "# Learner memory plan",
         "",
         f"`{command}` (meta device: no weights, no GPU). GiB per process (every learner batch",
-        "size is per process, so per GPU under DDP; FSDP also shards the weights, gradients and",
-        f"Adam states). Base weights in {dtype}; LoRA, heads, gradients and Adam states in",
+        "size is per process, so per GPU under DDP). Under FSDP (`LEARNER_DISTRIBUTED=fsdp`,",
+        "learner/sharding.py) the prepared model's weights, LoRA, gradients and Adam states are",
+        "divided among the GPUs; each GPU still holds PPO's frozen reward model whole (the",
+        "second base of `today`), and the units it computes with whole: the root (embeddings,",
+        "final norm, LM head) and two decoder layers. Evaluation runs in the daemon (one",
+        f"process): its FSDP column is its total. Base weights in {dtype}; LoRA, heads, "
+        "gradients and Adam states in",
         "float32 (two moments, no master copy). Activations at the stage configs' default",
         "batch and lengths, the largest phase of the stage, "
         f"{'with' if options.checkpointing else 'without'} gradient checkpointing, "

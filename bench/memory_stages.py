@@ -12,6 +12,9 @@ learner/rm/config.py, learner/ppo/config.py, learner/evaluate.py ``EvalConfig``)
 - ``base per model``: for comparison, PPO and the evaluation loading a base for the policy
   and another for the reward model (``RewardModel.load``): two copies.
 
+Per GPU under ``LEARNER_DISTRIBUTED=fsdp`` (``StagePlan.sharded``) follows learner/sharding.py:
+the prepared model's states are sharded (on one base, the reward adapter with them; a reward
+model on a base of its own would stay whole on each GPU), the evaluation is not launched.
 The arithmetic is in ``bench.memory_estimate``.
 """
 
@@ -61,15 +64,26 @@ class StagePlan:
     activations: int  # at the largest phase
     phase: str  # which phase that is
     shapes: str  # rows x tokens of that phase
+    # Under FSDP (learner/sharding.py): the part of weights + lora every GPU still holds whole
+    # (PPO's frozen reward model, not prepared), the unsharded working set (the root unit and
+    # two decoder layers), and whether the stage is launched at all (evaluation runs in the
+    # daemon: one process, nothing sharded).
+    replicated: int = 0
+    working_set: int = 0
+    launched: bool = True
 
     @property
     def total(self) -> int:
         return self.weights + self.lora + self.gradients + self.optimiser + self.activations
 
     def sharded(self, gpus: int) -> int:
-        """Per GPU when FSDP / ZeRO-3 shards weights, gradients and optimiser over ``gpus``."""
-        states = self.weights + self.lora + self.gradients + self.optimiser
-        return -(-states // gpus) + self.activations
+        """Per GPU under LEARNER_DISTRIBUTED=fsdp over ``gpus``: weights, LoRA, gradients and
+        Adam states divided among them, except what stays whole on each; plus the units
+        gathered whole while they compute."""
+        if not self.launched:
+            return self.total
+        states = self.weights + self.lora + self.gradients + self.optimiser - self.replicated
+        return -(-states // gpus) + self.replicated + self.working_set + self.activations
 
 
 @dataclass(frozen=True)
@@ -84,11 +98,15 @@ class _Stage:
 def plan(config: Any, base: int, options: PlanOptions) -> list[StagePlan]:
     """Every stage in both layouts; ``base`` is the base model's parameter count."""
     shape = ModelShape.of(config)
+    working_set = fsdp_working_set(shape, base) * options.dtype_bytes
     out = []
     for stage in _stages(config, shape, options):
         phase, (activations, shapes) = max(stage.phases.items(), key=lambda item: item[1][0])
         for layout in LAYOUTS:
             bases = 1 if layout == "one base" else stage.bases_per_model
+            # A second base (base per model) is the frozen reward model's, which FSDP leaves
+            # whole; on one base the reward adapter is sharded with the policy's base.
+            replicated = (bases - 1) * (base * options.dtype_bytes + stage.frozen * FLOAT32)
             out.append(
                 StagePlan(
                     stage=stage.name,
@@ -101,9 +119,21 @@ def plan(config: Any, base: int, options: PlanOptions) -> list[StagePlan]:
                     activations=activations,
                     phase=phase,
                     shapes=shapes,
+                    replicated=replicated,
+                    working_set=working_set,
+                    launched=stage.name != "evaluation",
                 )
             )
     return out
+
+
+def fsdp_working_set(shape: ModelShape, base: int) -> int:
+    """Base parameters FSDP holds unsharded at once: the root unit (embeddings, final norm, LM
+    head; whole through each forward and backward) and two decoder layers (the one computing and
+    the one prefetched)."""
+    root = shape.vocab * shape.hidden * (1 if shape.tied else 2) + shape.hidden
+    per_layer = (base - root) // shape.layers
+    return root + 2 * per_layer
 
 
 def _stages(config: Any, shape: ModelShape, o: PlanOptions) -> list[_Stage]:

@@ -360,8 +360,9 @@ def make_accelerator(device: str = "auto") -> Any:
     Without CUDA (or with ``device='cpu'``) it is told ``cpu=True``: then a multi-process launch
     (``accelerate launch --multi_gpu --num_processes N``, i.e. torchrun) becomes MULTI_CPU with
     the gloo backend instead of N unrelated single processes. Under a multi-GPU launch each
-    process takes its local GPU.
+    process takes its local GPU. Under an FSDP launch (``LEARNER_DISTRIBUTED=fsdp``) the model
+    is sharded instead of replicated, on CPU processes too (``learner.sharding``).
     """
-    from accelerate import Accelerator
+    from learner.sharding import make_accelerator as sharding_aware_accelerator
 
-    return Accelerator(cpu=wants_cpu(device))
+    return sharding_aware_accelerator(cpu=wants_cpu(device))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings_checks import BootstrapServers, ModelDir, TopicSettings
+from learner.trainers.launched import fsdp_launcher_problem
 
 
 class LearnerSettings(BaseSettings, TopicSettings):
@@ -154,9 +155,24 @@ class LearnerSettings(BaseSettings, TopicSettings):
         description="run each training stage as '<this> -m learner.trainers.stage_worker REQ', "
         "e.g. 'accelerate launch --multi_gpu --num_processes 4' (data parallel); '' = in-process",
     )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="how a launched stage's processes share the model: 'ddp' = each holds all "
+        "of it (plain data parallel); 'fsdp' = the base, adapters and optimiser states are "
+        "sharded over them (torch FSDP, learner/trainers/accelerate/fsdp.yaml); needs "
+        "train_launcher to be an 'accelerate launch' without --multi_gpu",
+    )
     reward_config: dict[str, Any] = Field(
         default_factory=dict, description="RewardConfig field overrides (JSON in env)"
     )
     ppo_config: dict[str, Any] = Field(default_factory=dict, description="PPOConfig overrides")
     sft_config: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides")
     eval_config: dict[str, Any] = Field(default_factory=dict, description="EvalConfig overrides")
+
+    @model_validator(mode="after")
+    def _fsdp_needs_an_accelerate_launch(self) -> LearnerSettings:
+        if self.distributed == "fsdp":
+            problem = fsdp_launcher_problem(self.train_launcher)
+            if problem:
+                raise ValueError(problem)
+        return self

@@ -59,6 +59,13 @@ from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, va
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample_as
 from learner.rm.model import RewardModel
+from learner.sharding import (
+    gathered_state,
+    prepare_for_sharding,
+    root_unsharded,
+    sub_state,
+    unwrapped_for_saving,
+)
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -265,13 +272,29 @@ def _build(base_model_dir: Path, config: PPOConfig, init_adapter: Path | None) -
 
 
 def _save(
-    model: PolicyWithValue, out_dir: Path, history: list[dict[str, float]], config: PPOConfig
+    model: PolicyWithValue,
+    out_dir: Path,
+    history: list[dict[str, float]],
+    config: PPOConfig,
+    gathered: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Path, Path]:
+    """The adapter, value head and metrics; the weights from ``gathered`` (the model's full
+    state dict, ``learner.sharding.gathered_state``) when the model's own are shards."""
     adapter_dir = out_dir / "adapter"
     # Only the policy: the reward adapter on the same base would land in a subfolder.
-    model.policy.save_pretrained(str(adapter_dir), selected_adapters=[POLICY_ADAPTER])
+    policy_only = [POLICY_ADAPTER]
+    if gathered is None:
+        model.policy.save_pretrained(str(adapter_dir), selected_adapters=policy_only)
+        head = model.value_head.state_dict()
+    else:
+        model.policy.save_pretrained(
+            str(adapter_dir),
+            state_dict=sub_state(gathered, "policy."),
+            selected_adapters=policy_only,
+        )
+        head = sub_state(gathered, "value_head.")
     head_path = out_dir / VALUE_HEAD_FILE
-    save_file({k: v.contiguous() for k, v in model.value_head.state_dict().items()}, str(head_path))
+    save_file({k: v.contiguous() for k, v in head.items()}, str(head_path))
     (out_dir / "ppo_metrics.json").write_text(
         json.dumps({"history": history, "config": asdict(config)}, indent=2, default=str)
     )
@@ -358,6 +381,7 @@ def run_ppo(
     reward_model = RewardModel.attach(model.policy, reward_adapter_dir, REWARD_ADAPTER, tokenizer)
     reward_model = reward_model.to(accelerator.device)
     optimizer = _optimizer(model, config)
+    prepare_for_sharding(accelerator, model)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     controller = _controller(config)
     next_prompt = _prompt_sampler(
@@ -375,10 +399,11 @@ def run_ppo(
             for _ in range(config.samples_per_prompt)
         ]
         started = time.perf_counter()
-        rollout = sample_as(config, unwrapped.policy, tokenizer, batch)
-        sampled = time.perf_counter()
-        kl_coef = controller.value
-        exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
+        with root_unsharded(accelerator, prepared):  # FSDP: generate, forward of the unwrapped
+            rollout = sample_as(config, unwrapped.policy, tokenizer, batch)
+            sampled = time.perf_counter()
+            kl_coef = controller.value
+            exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
         scored = time.perf_counter()
         metrics = _rollout_metrics(exp, accelerator, kl_coef)
         if _reached_kl_stop(config, metrics["objective/kl"], step):
@@ -420,7 +445,9 @@ def run_ppo(
             )
     accelerator.wait_for_everyone()
     adapter_dir, head_path = out_dir / "adapter", out_dir / VALUE_HEAD_FILE
+    gathered = gathered_state(accelerator, prepared)  # every process: FSDP gathers collectively
     if accelerator.is_main_process:
-        adapter_dir, head_path = _save(accelerator.unwrap_model(prepared), out_dir, history, config)
+        with unwrapped_for_saving(accelerator, prepared) as unwrapped:
+            adapter_dir, head_path = _save(unwrapped, out_dir, history, config, gathered)
     accelerator.wait_for_everyone()
     return PPOResult(adapter_dir, history[-1], history, head_path)

@@ -50,6 +50,7 @@ from learner.modeling import (
     pad_right_pairs,
     with_lora,
 )
+from learner.sharding import sub_state
 from schemas.events import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,24 @@ class RewardNorm:
         return cls(**json.loads(path.read_text()))
 
 
+class RatingThreshold(nn.Module):
+    """The rating loss's threshold tau, read by calling the module.
+
+    A module of its own so that, under FSDP, it is a unit of its own: the rating loss reads it
+    outside the model's forward (a unit's parameters are whole only in its forward), and the
+    unit holding the frozen embeddings gets no gradient memory (``learner.sharding``). Shape
+    (1,), not a scalar: FSDP flattens parameters and refuses 0-d ones.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.zeros(1))
+
+    def forward(self) -> torch.Tensor:
+        # A new tensor, not a view: FSDP frees a unit's whole parameters after its forward.
+        return self.value.sum()
+
+
 class RewardModel(nn.Module):
     """LoRA-adapted LM body + scalar head. ``forward`` returns one reward per row.
 
@@ -123,7 +142,11 @@ class RewardModel(nn.Module):
         self.max_length = max_length
         self.norm = norm or RewardNorm()
         # tau of the rating loss, P(thumbs up) = sigmoid(r - tau); unused when scoring.
-        self.threshold = nn.Parameter(torch.zeros(()))
+        self.rating = RatingThreshold()
+
+    @property
+    def threshold(self) -> nn.Parameter:
+        return self.rating.value
 
     @classmethod
     def create(
@@ -246,16 +269,27 @@ class RewardModel(nn.Module):
         rewards = torch.cat(out) if out else torch.zeros(0)
         return self.norm.apply(rewards) if normalized else rewards
 
-    def save(self, adapter_dir: Path) -> None:
+    def save(self, adapter_dir: Path, gathered: dict[str, torch.Tensor] | None = None) -> None:
+        """The adapter, head, threshold, pooling and norm; from ``gathered`` (this model's full
+        state dict, ``learner.sharding.gathered_state``) when its own parameters are shards."""
         if self.adapter_name != FIRST_ADAPTER:
             # PEFT would write the shared model's policy adapter here and this one in a
             # subfolder: an attached reward model only scores.
             raise ValueError("a reward model attached to a shared base cannot be saved")
         adapter_dir.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(adapter_dir))
-        state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
+        if gathered is None:
+            self.backbone.save_pretrained(str(adapter_dir))
+            head = self.head.state_dict()
+            threshold = self.threshold.detach()
+        else:
+            self.backbone.save_pretrained(
+                str(adapter_dir), state_dict=sub_state(gathered, "backbone.")
+            )
+            head = sub_state(gathered, "head.")
+            threshold = gathered["rating.value"]
+        state = {k: v.contiguous() for k, v in head.items()}
         save_file(
-            state | {THRESHOLD_KEY: self.threshold.detach().reshape(()).contiguous()},
+            state | {THRESHOLD_KEY: threshold.reshape(()).contiguous()},
             str(adapter_dir / HEAD_FILE),
         )
         (adapter_dir / POOLING_FILE).write_text(json.dumps({"pooling": self.pooling}))

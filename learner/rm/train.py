@@ -44,6 +44,7 @@ from learner.rm.config import RewardConfig
 from learner.rm.loss import pairwise_loss, pairwise_stats, rating_loss
 from learner.rm.model import RewardModel, RewardNorm
 from learner.rm.reliability import PrequentialWeights
+from learner.sharding import gathered_state, prepare_for_sharding, unwrapped_for_saving
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,11 @@ def _rating_loss(model: Any, batch: dict[str, torch.Tensor], config: RewardConfi
 
 
 def _threshold(model: Any) -> torch.Tensor:
-    """The rating threshold of a reward model, wrapped for distributed training or not."""
-    return model.threshold if hasattr(model, "threshold") else model.module.threshold
+    """The rating threshold of a reward model, wrapped for distributed training or not; read by
+    calling its module, which under FSDP unshards it (``RatingThreshold``)."""
+    reward_model = model if hasattr(model, "rating") else model.module
+    threshold: torch.Tensor = reward_model.rating()
+    return threshold
 
 
 @torch.no_grad()
@@ -286,6 +290,7 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(
         _param_groups(model, config), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    prepare_for_sharding(accelerator, model)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader
     )
@@ -361,8 +366,10 @@ def train_reward_model(
     )
     adapter_dir = out_dir / "adapter"
     accelerator.wait_for_everyone()
+    gathered = gathered_state(accelerator, model)  # every process: FSDP gathers collectively
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save(adapter_dir)
+        with unwrapped_for_saving(accelerator, model) as reward_model:
+            reward_model.save(adapter_dir, gathered)
         (out_dir / "reward_metrics.json").write_text(
             json.dumps({"metrics": metrics, "config": asdict(config)}, indent=2, default=str)
         )
@@ -376,7 +383,7 @@ def _param_groups(model: Any, config: RewardConfig) -> list[dict[str, Any]]:
     ``head_learning_rate`` when set. A zero-initialised head moves at most one learning rate per
     Adam step: at the body's 1e-4 a weak preference leaves it near zero after one epoch."""
     params = trainable_parameters(model)
-    head = {n: p for n, p in params.items() if n.startswith("head.") or n == "threshold"}
+    head = {n: p for n, p in params.items() if n.startswith(("head.", "rating."))}
     body = [p for n, p in params.items() if n not in head]
     if config.head_learning_rate is None or not head:
         return [{"params": list(params.values())}]

@@ -36,6 +36,7 @@ from learner.modeling import (
     with_lora,
 )
 from learner.sft.config import SFTConfig
+from learner.sharding import gathered_state, prepare_for_sharding, unwrapped_for_saving
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def run_sft(
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
     )
+    prepare_for_sharding(accelerator, model)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accumulation = config.gradient_accumulation_steps
     total_steps = optimizer_steps(len(loader), accumulation) * config.num_epochs
@@ -138,8 +140,10 @@ def run_sft(
     }
     adapter_dir = out_dir / "adapter"
     accelerator.wait_for_everyone()
+    gathered = gathered_state(accelerator, model)  # every process: FSDP gathers collectively
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(str(adapter_dir))
+        with unwrapped_for_saving(accelerator, model) as peft_model:
+            peft_model.save_pretrained(str(adapter_dir), state_dict=gathered)
         (out_dir / "sft_metrics.json").write_text(
             json.dumps({"metrics": metrics, "config": asdict(config)}, indent=2, default=str)
         )

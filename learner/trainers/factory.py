@@ -1,4 +1,5 @@
-"""The trainer set the settings ask for: fake, launched (LEARNER_TRAIN_LAUNCHER) or in-process."""
+"""The trainer set the settings ask for: fake, launched (LEARNER_TRAIN_LAUNCHER, sharded with
+LEARNER_DISTRIBUTED=fsdp) or in-process."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from learner.trainers.fake import FakeTrainers
 from learner.trainers.in_process import RealTrainers
-from learner.trainers.launched import LaunchedTrainers, launcher_from_setting
+from learner.trainers.launched import LaunchedTrainers, launcher_for
 from learner.trainers.protocol import Trainers
 
 
@@ -21,7 +22,7 @@ def make_trainers(settings: Any) -> Trainers:
     if settings.trainers == "fake":
         return FakeTrainers(*configs)
     if settings.train_launcher:
-        launcher = launcher_from_setting(settings.train_launcher)
+        launcher = launcher_for(settings.train_launcher, settings.distributed)
         return LaunchedTrainers(
             launcher, *configs, device=settings.device, torch_threads=settings.torch_threads
         )

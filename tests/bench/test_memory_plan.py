@@ -85,6 +85,28 @@ def test_one_base_halves_the_weights_of_ppo_and_evaluation() -> None:
     assert ppo.sharded(4) < ppo.total
 
 
+@pytest.mark.parametrize("config", configs()[:2], ids=["tied", "untied"])
+def test_fsdp_column_shards_what_learner_sharding_shards(config: Any) -> None:
+    """Prepared states / GPUs; with a base per model PPO's reward model (the second base) whole
+    on each GPU, on one base nothing replicated; the root unit plus two decoder layers whole on
+    each GPU; evaluation (the daemon's, one process) unsharded."""
+    base = est.built_base_params(config)
+    rows = {(p.stage, p.layout): p for p in plan(config, base, PlanOptions(dtype_bytes=2))}
+    embeddings = config.vocab_size * config.hidden_size
+    root = embeddings * (1 if config.tie_word_embeddings else 2) + config.hidden_size
+    working = (root + 2 * (base - root) // config.num_hidden_layers) * 2
+    rm = rows[("reward model", "one base")]
+    states = rm.weights + rm.lora + rm.gradients + rm.optimiser
+    assert rm.sharded(4) == -(-states // 4) + working + rm.activations
+    ppo, shared = rows[("PPO", "base per model")], rows[("PPO", "one base")]
+    # The second base and the reward model's frozen LoRA and head (LoRA + heads - trained).
+    assert ppo.replicated == base * 2 + ppo.lora - ppo.gradients
+    assert shared.replicated == 0
+    for layout in ("base per model", "one base"):
+        evaluation = rows[("evaluation", layout)]
+        assert evaluation.sharded(4) == evaluation.total
+
+
 def test_cli_writes_the_table(tmp_path: Path) -> None:
     model = tmp_path / "tiny"
     model.mkdir()

@@ -53,6 +53,15 @@ def test_serving_refuses_bad_values_clearly(monkeypatch, env, message):
         ({"LEARNER_KAFKA_BOOTSTRAP": "kafka"}, "not host:port"),
         ({"LEARNER_MODEL_DIR": "/no/such/model"}, "does not exist"),
         ({"LEARNER_TOPIC_FEEDBACK": "rlhf.interactions"}, "must differ"),
+        ({"LEARNER_DISTRIBUTED": "zero3"}, "ddp"),
+        ({"LEARNER_DISTRIBUTED": "fsdp"}, "LEARNER_TRAIN_LAUNCHER to one"),
+        (
+            {
+                "LEARNER_DISTRIBUTED": "fsdp",
+                "LEARNER_TRAIN_LAUNCHER": "accelerate launch --multi_gpu --num_processes 4",
+            },
+            "drop .*--multi_gpu",
+        ),
     ],
 )
 def test_learner_refuses_bad_values_clearly(monkeypatch, env, message):

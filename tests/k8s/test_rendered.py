@@ -138,8 +138,12 @@ def test_learner_env_builds_valid_settings(
     if "://" not in settings.adapter_store:
         assert settings.adapter_store in mounts
     command = ctr["command"]
-    if overlay == "prod-gpu-multigpu":
+    if overlay in ("prod-gpu-multigpu", "prod-gpu-fsdp"):
         assert settings.train_launcher.split()[:2] == ["accelerate", "launch"]
+        assert "--num_processes=4" in settings.train_launcher.split()
+        assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    # Sharded only where asked; a DDP launch stays DDP (its --multi_gpu would beat the file).
+    assert settings.distributed == ("fsdp" if overlay == "prod-gpu-fsdp" else "ddp")
     assert command[0] == "learner"
     assert learner_cli.build_parser().parse_args(command[1:]).command == "run"
 

@@ -31,11 +31,11 @@ def main() -> None:
     digests: dict[str, str] = {}
     original_save = RewardModel.save
 
-    def counting_save(self: RewardModel, adapter_dir: Path) -> None:
+    def counting_save(self: RewardModel, *args: Any) -> None:
         saved_by.append(rank)
-        original_save(self, adapter_dir)
+        original_save(self, *args)
 
-    RewardModel.save = counting_save  # type: ignore[method-assign]
+    RewardModel.save = counting_save  # type: ignore[method-assign,assignment]
     original_forward = RewardModel.forward
 
     def remember(self: RewardModel, *args: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""learner.trainers.factory.ppo_overrides: PPO's KL stop follows the learner's KL budget."""
+"""learner.trainers.factory: the launcher the settings ask for; PPO's KL stop follows the
+learner's KL budget."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 import pytest
 
 from learner.settings import LearnerSettings
-from learner.trainers.factory import ppo_overrides
+from learner.trainers.factory import make_trainers, ppo_overrides
+from learner.trainers.launched import FSDP_CONFIG, LaunchedTrainers
 from tests.learner.test_cycle import fake_model_dir
 
 pytestmark = pytest.mark.unit
@@ -38,3 +40,15 @@ def test_ppo_config_kl_stop_wins_and_zero_turns_it_off(tmp_path: Path) -> None:
 def test_fraction_outside_zero_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ppo_kl_stop_fraction"):
         _settings(tmp_path, ppo_kl_stop_fraction=1.5)
+
+
+@pytest.mark.parametrize(
+    ("distributed", "config_file"), [("ddp", []), ("fsdp", ["--config_file", str(FSDP_CONFIG)])]
+)
+def test_launched_stages_take_the_fsdp_config_only_when_sharding(
+    tmp_path: Path, distributed: str, config_file: list[str]
+) -> None:
+    launcher = "accelerate launch --num_processes 2"
+    trainers = make_trainers(_settings(tmp_path, train_launcher=launcher, distributed=distributed))
+    assert isinstance(trainers, LaunchedTrainers)
+    assert trainers.launcher == ["accelerate", "launch", *config_file, "--num_processes", "2"]
