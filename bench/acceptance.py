@@ -8,10 +8,14 @@ From the base model, simulated users (noise on) make ``--comparisons`` compariso
 learner cycle (``LEARNER_MIN_NEW_COMPARISONS`` = the round size), and the next round's users
 are served by whatever version serving runs by then (online RLHF). Users pause while the
 learner trains, so a round's data is complete when its cycle starts and the cycle count is
-deterministic. Then a blind paired evaluation of the serving version against the base on the
-held-out prompts (never used for PPO) under the same preference, through the same API with
-version pins (``loop.eval``), gives the win rate with its Wilson 95% interval and the length
-statistics; the manifest gives the KL to the reference and the sanity outcome.
+deterministic. With the canary on (the default, ``--no-canary`` to turn it off), a published
+version first serves as a canary and the users keep voting until the learner promotes or rolls
+it back from their votes (``bench/acceptance_canary.py``); the next round's users go on until
+the learner starts its next cycle. Then a blind paired evaluation of the version that serves in
+the end against the base on the held-out prompts (never used for PPO) under the same
+preference, through the same API with version pins (``loop.eval``), gives the win rate with
+its Wilson 95% interval and the length statistics, beside the users' canary decision; the
+manifest gives the KL to the reference and the sanity outcome.
 
 Pass = win rate >= ``--target`` (0.70), interval lower bound > 0.5, KL <= the learner's budget,
 sanity prompts passed. Results go to ``--out`` (``bench/results/acceptance.md``) and the data
@@ -25,30 +29,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import sys
-import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from bench import RESULTS
+from bench.acceptance_canary import (
+    CanaryDecision,
+    add_canary_options,
+    agreement_line,
+    canary_env,
+    canary_setup,
+    decide_canary,
+    serving_in_the_end,
+    write_canary_json,
+)
+from bench.acceptance_canary import markdown as canary_markdown
+from bench.acceptance_progress import Progress, ProgressReporter
 from bench.acceptance_stages import StageResult, stage_contributions
 from bench.acceptance_stages import markdown as stages_markdown
+from bench.acceptance_waits import (
+    accepted_comparisons,
+    collect_until_cycle_starts,
+    finished_checkpoint,
+    learner_cycle,
+    wait_cycle,
+    wait_serving,
+)
 from bench.bench_all import command_line, machine, repo_relative
 from common.cli import command_parser
 from common.signals import StopSignals, stop_reason
 from learner.publish import AdapterStore
 from learner.settings import LearnerSettings
 from loop.dashboard import running_stage
-from loop.demo import Demo, benchmark_config
+from loop.demo import Demo, benchmark_config, canary_setting
 from loop.eval import run_eval, write_outputs
 from loop.labels import label_ceiling, vote_agreement
-from loop.monitor import admin_adapters, metric_sum, scrape
+from loop.monitor import scrape
 from loop.preferences import NoiseConfig
-from loop.service_options import add_env_option
+from loop.service_options import add_env_option, env_pairs
 from loop.user_options import add_max_tokens_option, add_user_options
 
 # Learner settings of the run (on top of the defaults); printed in the report. A cycle starts
@@ -58,105 +79,6 @@ LEARNER_ENV = {"LEARNER_CYCLE_PERIOD_SECONDS": "0"}
 # The answer length of the acceptance run, and of the offline studies that predict it
 # (bench/ppo_check.py, bench/policy_frontier.py).
 ACCEPTANCE_MAX_TOKENS = 128
-
-
-@dataclasses.dataclass
-class Progress:
-    """What the run is doing, written by the main flow and read by the reporter thread."""
-
-    target: int  # comparisons in all rounds
-    phase: str = "starting the services"
-    eval_done: int = 0
-    eval_total: int = 0
-
-    def eval_progress(self, done: int, total: int) -> None:
-        self.eval_done, self.eval_total = done, total
-
-
-class ProgressReporter:
-    """One line to ``out`` (stderr) every ``interval`` seconds, and at once when the learner's
-    stage or the run's phase changes: the run takes about an hour and is otherwise silent until
-    its report. Reads the comparisons accepted so far and the learner's stage through the given
-    callables (the simulated users' counters and the learner's ``/metrics``)."""
-
-    def __init__(
-        self,
-        progress: Progress,
-        comparisons: Callable[[], int],
-        learner_stage: Callable[[], str | None],
-        interval: float,
-        out: TextIO = sys.stderr,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.progress = progress
-        self.comparisons = comparisons
-        self.learner_stage = learner_stage
-        self.interval = interval
-        self.out = out
-        self.clock = clock
-        self.started = clock()
-        self._last: tuple[float, int, str, str] | None = None  # time, count, stage, phase
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
-
-    def poll(self) -> str | None:
-        """Write a line if one is due; the line written, or None."""
-        now, count = self.clock(), self.comparisons()
-        stage, phase = self.learner_stage(), self.progress.phase
-        # A new stage is news; its step count moving on is not (it shows at the interval).
-        changes = ((stage or "").split(" step ")[0], phase)
-        last = self._last
-        if last is not None and now - last[0] < self.interval and changes == last[2:]:
-            return None
-        rate = (count - last[1]) / (now - last[0]) if last and now > last[0] else None
-        line = progress_line(now - self.started, count, self.progress, rate, stage)
-        print(line, file=self.out, flush=True)
-        self._last = (now, count, *changes)
-        return line
-
-    def start(self) -> ProgressReporter:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        # Checked every 2 s so a stage change shows promptly; lines only as described above.
-        while True:
-            try:
-                self.poll()
-            except Exception as exc:  # progress lines must never end the run
-                print(f"progress: {exc!r}", file=self.out, flush=True)
-            if self._stop.wait(2.0):
-                return
-
-
-def progress_line(
-    elapsed: float, comparisons: int, progress: Progress, rate: float | None, stage: str | None
-) -> str:
-    """``[0:12:04] round 1/2: collecting · comparisons 123/500 (+4.1/min) · learner idle``"""
-    minutes, seconds = divmod(int(elapsed), 60)
-    parts = [
-        f"[{minutes // 60}:{minutes % 60:02d}:{seconds:02d}] {progress.phase}",
-        f"comparisons {comparisons}/{progress.target}"
-        + ("" if rate is None else f" ({rate * 60:+.1f}/min)"),
-        f"learner {_learner_doing(stage)}",
-    ]
-    if progress.eval_total:
-        parts.append(f"eval {progress.eval_done}/{progress.eval_total} prompts")
-    return " · ".join(parts)
-
-
-def _learner_doing(stage: str | None) -> str:
-    if stage is None:
-        return "-"  # its /metrics did not answer (starting, or stopped)
-    return f"training: {stage}" if stage else "idle"
-
-
-def _accepted_comparisons(demo: Demo) -> int:
-    return int(demo.sim.stats.snapshot()["feedback_ok"].get("preference", 0)) if demo.sim else 0
 
 
 def _learner_stage(demo: Demo) -> str | None:
@@ -177,14 +99,6 @@ class Round:
     reason: str = ""
 
 
-def _cycles(demo: Demo) -> dict[str, float]:
-    m = scrape(f"http://127.0.0.1:{demo.metrics_port}/metrics")
-    return {
-        outcome: metric_sum(m, "rlhf_learner_cycles_total", outcome=outcome)
-        for outcome in ("published", "rejected")
-    }
-
-
 def _collect(demo: Demo, total: int) -> None:
     """Let the users run until ``total`` comparisons were issued in all."""
     assert demo.sim is not None
@@ -192,66 +106,39 @@ def _collect(demo: Demo, total: int) -> None:
     asyncio.run(demo.sim.run())
 
 
-def _wait_cycle(demo: Demo, before: dict[str, float], timeout: float) -> str:
-    """Block until the learner finished one more cycle; its outcome."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cycles = _cycles(demo)
-        if sum(cycles.values()) > sum(before.values()):
-            return "published" if cycles["published"] > before["published"] else "rejected"
-        if demo.learner is not None and not demo.learner.running:
-            raise RuntimeError(f"learner exited:\n{demo.learner.log_tail()}")
-        time.sleep(1.0)
-    raise TimeoutError(f"no cycle finished within {timeout:.0f}s")
-
-
-def _finished_checkpoint(path: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """The cycle checkpoint once it says "done" (the cycle counter is bumped just before)."""
-    deadline = time.monotonic() + timeout
-    ckpt: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ckpt = json.loads(path.read_text())
-        if ckpt.get("stage") == "done":
-            break
-        time.sleep(0.5)
-    return ckpt
-
-
-def _wait_serving(demo: Demo, version: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (admin_adapters(demo.root, demo.admin_token) or {}).get("serving_version") == version:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"serving did not promote {version} within {timeout:.0f}s")
-
-
-def run_rounds(demo: Demo, args: argparse.Namespace, progress: Progress) -> list[Round]:
+def run_rounds(
+    demo: Demo, args: argparse.Namespace, progress: Progress
+) -> tuple[list[Round], list[CanaryDecision]]:
     store = AdapterStore(str(demo.data_dir / "adapters"), "policy")
     per_round = args.comparisons // args.rounds
     rounds: list[Round] = []
+    decisions: list[CanaryDecision] = []
+    # The last round's cycle: with the canary on, the next may start the moment its canary is
+    # decided, before this loop looks again.
+    before = learner_cycle(demo)[0]
     for number in range(1, args.rounds + 1):
         t0 = time.monotonic()
-        before = _cycles(demo)
         progress.phase = f"round {number}/{args.rounds}: users voting"
-        if number > 1:  # round 1's users were started by Demo.start()
-            _collect(demo, per_round * number)
+        if number == 1:  # round 1's users were started by Demo.start()
+            demo.wait_users()
+        elif demo.canary:
+            collect_until_cycle_starts(demo, before, args.cycle_timeout)
         else:
-            assert demo._sim_thread is not None
-            demo._sim_thread.join()
+            _collect(demo, per_round * number)
         t_n = time.monotonic()
         progress.phase = f"round {number}/{args.rounds}: learner cycle"
-        outcome = _wait_cycle(demo, before, args.cycle_timeout)
-        r = Round(number, per_round * number, t_n - t0, outcome)
+        outcome = wait_cycle(demo, before, args.cycle_timeout)
+        before = learner_cycle(demo)[0]
+        r = Round(number, accepted_comparisons(demo), t_n - t0, outcome)
         # The finished cycle's checkpoint: its metrics and gate reason, rejected cycles too.
-        ckpt = _finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
+        ckpt = finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
         r.manifest_metrics, r.reason = dict(ckpt.get("metrics", {})), ckpt.get("reason", "")
         versions = store.versions()
         if outcome == "published" and versions:
             r.version = store.manifest(versions[-1]).version
             r.to_published_seconds = time.monotonic() - t_n
             progress.phase = f"round {number}/{args.rounds}: serving loads {r.version}"
-            _wait_serving(demo, r.version, 300)
+            wait_serving(demo, r.version, 300, "canary" if demo.canary else "serving")
             r.to_serving_seconds = time.monotonic() - t_n
             r.manifest_metrics |= dict(store.manifest(versions[-1]).metrics)
         rounds.append(r)
@@ -259,7 +146,14 @@ def run_rounds(demo: Demo, args: argparse.Namespace, progress: Progress) -> list
             f"round {number}: {r.comparisons} comparisons, {r.outcome} {r.version or ''}",
             flush=True,
         )
-    return rounds
+        if demo.canary and (r.version or number < args.rounds):
+            # The users vote on: on the canary, and toward the next round's cycle.
+            demo.resume_users()
+        if demo.canary and r.version:
+            decisions.append(decide_canary(demo, number, r.version, args, progress))
+            if number == args.rounds:
+                demo.pause_users()
+    return rounds, decisions
 
 
 def evaluate(
@@ -287,7 +181,7 @@ def stage_report(
 ) -> tuple[StageResult, list[StageResult]]:
     """The published version beside SFT alone and PPO alone (bench/acceptance_stages.py)."""
     assert demo.learner is not None
-    checkpoint = _finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
+    checkpoint = finished_checkpoint(demo.data_dir / "learner" / "checkpoint.json")
 
     def say(line: str) -> None:
         progress.phase = line
@@ -299,7 +193,7 @@ def stage_report(
         demo.learner.env,
         demo.data_dir / "stages",
         lambda v, name: evaluate(demo, v, args, progress, name),
-        lambda v: _wait_serving(demo, v, 300),
+        lambda v: wait_serving(demo, v, 300),
         say,
     )
     return StageResult("SFT + PPO (published)", version, both), alone
@@ -360,6 +254,7 @@ def main() -> int:
         help="answer pairs per held-out prompt in the blind eval (58 prompts x 3 = 174 pairs: "
         "a 95%% interval of about +/-0.07)",
     )
+    add_canary_options(p)
     add_env_option(p, "learner")
     p.add_argument(
         "--data-dir", type=Path, default=None, help="run directory (default: var/demo/run-<time>)"
@@ -378,10 +273,16 @@ def main() -> int:
         help="seconds between progress lines on stderr (also one at each stage change)",
     )
     args = p.parse_args()
+    # The report and the round logic follow the learner's setting: --learner-env may set it.
+    args.canary = canary_setting(env_pairs(args.learner_env, "LEARNER_"), args.canary)
     per_round = args.comparisons // args.rounds
     config = benchmark_config(
         args,
-        LEARNER_ENV,
+        LEARNER_ENV | canary_env(args),
+        canary=args.canary,
+        # With the canary on, the learner's last cycle is the last round's: it decides that
+        # round's canary and exits, so the canary's votes start no cycle of their own.
+        learner_max_cycles=args.rounds if args.canary else None,
         preference=_preference(args.preference),
         comparisons=per_round,
         cycle_comparisons=per_round,
@@ -390,7 +291,8 @@ def main() -> int:
         correction_rate=0.05 if args.corrections == "on" else 0.0,
         thumbs_rate=args.thumbs_rate,
         max_tokens=args.max_tokens,
-        serving_env={"SERVING_PAIR_SHOW_FLOOR": str(args.pair_show_floor)},
+        serving_env={"SERVING_PAIR_SHOW_FLOOR": str(args.pair_show_floor)}
+        | ({"SERVING_CANARY_SHARE": str(args.canary_share)} if args.canary else {}),
     )
     learner_env = config.learner_env
     args.preference = config.preference
@@ -400,7 +302,7 @@ def main() -> int:
     progress = Progress(target=per_round * args.rounds)
     reporter = ProgressReporter(
         progress,
-        lambda: _accepted_comparisons(demo),
+        lambda: accepted_comparisons(demo),
         lambda: _learner_stage(demo),
         args.progress_every,
     ).start()
@@ -408,15 +310,8 @@ def main() -> int:
     with StopSignals("the acceptance run") as signals:
         try:
             demo.start()
-            rounds = run_rounds(demo, args, progress)
-            published = [r for r in rounds if r.version]
-            if published:
-                report = evaluate(demo, published[-1].version or "", args, progress)
-                verdict = _verdict(report, published[-1], learner_env, args)
-                if args.corrections == "on" and args.stage_report == "auto":
-                    verdict["stages"] = stage_report(
-                        demo, report, published[-1].version or "", args, progress
-                    )
+            rounds, decisions = run_rounds(demo, args, progress)
+            verdict = _evaluate_the_end(demo, rounds, decisions, args, progress)
             assert demo.sim is not None
             votes = list(demo.sim.stats.pair_votes)
             verdict["labels"] = (
@@ -447,10 +342,38 @@ def main() -> int:
     return 0 if verdict["passed"] else 1
 
 
+def _evaluate_the_end(
+    demo: Demo,
+    rounds: list[Round],
+    decisions: list[CanaryDecision],
+    args: argparse.Namespace,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The blind evaluation of the version that serves in the end (the last promoted canary,
+    or without canaries the last published version) and the verdict on it."""
+    final = serving_in_the_end(decisions, [r.version for r in rounds if r.version])
+    verdict: dict[str, Any] = {"passed": False, "canary": decisions}
+    if final != "base":  # else nothing learned serves: the base does not beat itself
+        report = evaluate(demo, final, args, progress)
+        source = next(r for r in rounds if r.version == final)
+        verdict |= _verdict(report, source, demo.config.learner_env, args)
+        if args.corrections == "on" and args.stage_report == "auto":
+            verdict["stages"] = stage_report(demo, report, final, args, progress)
+    if demo.canary:
+        write_canary_json(demo.data_dir / "canary.json", decisions, verdict)
+    return verdict
+
+
+def _learner_setting(env: dict[str, str], name: str) -> float:
+    """A numeric learner setting as the run set it, else its default."""
+    key = f"LEARNER_{name.upper()}"
+    if key in env:
+        return float(env[key])
+    return float(LearnerSettings.model_fields[name].default)
+
+
 def _kl_budget(env: dict[str, str]) -> float:
-    if "LEARNER_KL_BUDGET" in env:
-        return float(env["LEARNER_KL_BUDGET"])
-    return float(LearnerSettings.model_fields["kl_budget"].default)
+    return _learner_setting(env, "kl_budget")
 
 
 def _verdict(
@@ -514,6 +437,7 @@ def _markdown(
         "Learner overrides: "
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "none (defaults)")
         + ".",
+        canary_setup(args),
         "",
         "| round | comparisons | collect s | outcome | version | N-th -> published s "
         "| N-th -> serving s | RM acc | reward gain | KL nats | len policy/ref |",
@@ -547,6 +471,11 @@ def _markdown(
         ]
     lines += [f"Round {r.number}: {r.outcome}: {r.reason}" for r in rounds if r.reason]
     lines.append("")
+    decisions = verdict.get("canary", [])
+    if args.canary:
+        confidence = 1 - _learner_setting(env, "canary_alpha")
+        lines += canary_markdown(decisions, verdict.get("version"), confidence)
+    agreement = agreement_line(decisions, verdict.get("version"), verdict.get("interval"))
     if "win_rate" in verdict:
         low, high = verdict["interval"]
         words_a, words_b = verdict["words"]
@@ -557,9 +486,17 @@ def _markdown(
             f"mean words {_fmt(words_a)} vs {_fmt(words_b)}; KL {_fmt(verdict['kl'], '.2f')} nats.",
             "",
         ]
+        lines += [agreement, ""] if agreement else []
         lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in verdict["checks"].items()]
         if "stages" in verdict:
             lines += ["", *stages_markdown(*verdict["stages"])]
+    elif decisions:
+        lines += [
+            "No learned version serves in the end (every canary was rolled back), so there was "
+            "nothing to evaluate: FAIL.",
+            "",
+            agreement,
+        ]
     else:
         lines.append("No version was published, so there was nothing to evaluate: FAIL.")
     missing = summary.get("events_missing")

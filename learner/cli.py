@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cycles",
         type=int,
         default=None,
-        help="exit after N cycles (default: run until SIGTERM or Ctrl-C)",
+        help="exit after N cycles; with LEARNER_CANARY, once the users decided the last "
+        "cycle's canary (default: run until SIGTERM or Ctrl-C)",
     )
     sft = command("sft", "supervised fine-tuning on a JSONL file or the corrections")
     _add(sft, _COMMON)

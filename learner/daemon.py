@@ -18,8 +18,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from kafka.errors import KafkaError
 
@@ -112,11 +114,14 @@ def run_daemon(
             # While a canary is undecided no cycle starts: the next version trains on from
             # what the users accept.
             waiting = canary is not None and _canary_pending(canary)
-            if not waiting and svc.runner.due():
+            step = next_step(cycles, max_cycles, waiting, svc.runner.due)
+            if step == "exit":
+                break
+            if step == "cycle":
                 _run_cycle(svc.runner, stop)
                 cycles += 1
-                if max_cycles is not None and cycles >= max_cycles:
-                    break
+                if canary is None and max_cycles is not None and cycles >= max_cycles:
+                    break  # no canary to wait for
                 continue
         if n == 0:
             stop.wait(settings.idle_sleep_seconds)
@@ -124,6 +129,19 @@ def run_daemon(
         ingestor.source.close()
     svc.store.close()
     return 0
+
+
+def next_step(
+    cycles: int, max_cycles: int | None, canary_waiting: bool, due: Callable[[], bool]
+) -> Literal["cycle", "exit", "idle"]:
+    """What the daemon does at a trigger check. After ``max_cycles`` cycles it starts no more
+    and exits once no canary is undecided: the last cycle's version is decided by the users
+    before the run ends, as it would be in a daemon left running."""
+    if max_cycles is not None and cycles >= max_cycles:
+        return "idle" if canary_waiting else "exit"
+    if not canary_waiting and due():
+        return "cycle"
+    return "idle"
 
 
 def canary_controller(svc: Services) -> CanaryController:

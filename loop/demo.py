@@ -5,7 +5,9 @@ and ``learner run`` processes (configured only through their ``SERVING_*`` / ``L
 settings) on the embedded SmolLM2 (or ``tiny``, a tiny random model for tests), and simulated
 users voting under a preference function; :meth:`Demo.observe` gathers what the dashboard
 (:mod:`loop.dashboard`) shows: pairs served, feedback by kind, events produced / spooled /
-dropped, the learner's cycles and gates, adapter versions published and swapped in, and how the
+dropped, the learner's cycles and gates, adapter versions published and swapped in, the running
+canary (each new version first serves a share of pairs beside the serving one until the users'
+votes promote or roll it back; ``canary=False`` publishes straight to everyone), and how the
 serving version does against the base. The command line (``rlhf-demo``) is
 :mod:`loop.demo_cli`; the acceptance run and the loop benchmark drive a :class:`Demo` too
 (:func:`benchmark_config`).
@@ -26,7 +28,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +81,10 @@ class DemoConfig:
     ready_timeout: float = 600.0
     learner_stop_timeout: float = 300.0  # SIGTERM lets it finish the step it is in
     refresh: float = 1.0
+    # Each new version first serves as a canary; the users' votes promote or roll it back
+    # (LEARNER_CANARY; docs/learning.md, "Canary: the users decide").
+    canary: bool = True
+    learner_max_cycles: int | None = None  # ``learner run --max-cycles``; None: no limit
     serving_env: dict[str, str] = field(default_factory=dict)
     learner_env: dict[str, str] = field(default_factory=dict)
 
@@ -107,6 +113,11 @@ class Demo:
         self.started = time.monotonic()
 
     @property
+    def canary(self) -> bool:
+        """Whether the learner runs canaries."""
+        return canary_setting(self.config.learner_env, self.config.canary)
+
+    @property
     def expected_cycle_seconds(self) -> float:
         return TINY_CYCLE_SECONDS if self.config.tiny else EMBEDDED_CPU_CYCLE_SECONDS
 
@@ -130,7 +141,7 @@ class Demo:
         )
         self.learner = ManagedProcess(
             "learner",
-            [*entry_point("learner", "learner.cli"), "run"],
+            [*entry_point("learner", "learner.cli"), *self._learner_args()],
             self._learner_env(model_dir, store),
             self.data_dir / "learner.log",
         ).start()
@@ -150,12 +161,38 @@ class Demo:
             seed=int(time.time()) % 10_000,
         )
         self.sim = Simulator(sim_config)
+        self._start_users()
+        self.started = time.monotonic()
+
+    def _start_users(self) -> None:
         sim = self.sim
+        assert sim is not None
         self._sim_thread = threading.Thread(
             target=lambda: asyncio.run(sim.run()), name="sim-users", daemon=True
         )
         self._sim_thread.start()
-        self.started = time.monotonic()
+
+    # -- pause and resume the users (the acceptance run's rounds) ------------------------------
+
+    def wait_users(self, timeout: float | None = None) -> None:
+        """Until the users' thread ends (its comparison budget spent, or paused)."""
+        if self._sim_thread is not None:
+            self._sim_thread.join(timeout)
+
+    def pause_users(self) -> None:
+        """Users start no new comparison; returns once the ones in flight are done."""
+        if self.sim is not None:
+            self.sim.request_stop()
+        self.wait_users(180)  # in-flight generations finish
+
+    def resume_users(self, comparisons: int = 0) -> None:
+        """The same users vote again in the background: up to ``comparisons`` in all since the
+        start (0: until paused). Call after they stopped (``pause_users``, or their budget)."""
+        assert self.sim is not None
+        assert self._sim_thread is None or not self._sim_thread.is_alive(), "users still voting"
+        self.sim.resume()
+        self.sim.config = replace(self.sim.config, comparisons=comparisons)
+        self._start_users()
 
     def _model_dir(self) -> str:
         if self.config.tiny:
@@ -185,6 +222,10 @@ class Demo:
         )
         return {**env, "SERVING_PORT": str(self.serving_port), **self.config.serving_env}
 
+    def _learner_args(self) -> list[str]:
+        max_cycles = self.config.learner_max_cycles
+        return ["run"] + ([] if max_cycles is None else ["--max-cycles", str(max_cycles)])
+
     def _learner_env(self, model_dir: str, store: str) -> dict[str, str]:
         assert self.broker is not None
         env = {
@@ -194,6 +235,7 @@ class Demo:
             "LEARNER_ADAPTER_STORE": store,
             "LEARNER_MIN_NEW_COMPARISONS": str(self.config.cycle_comparisons),
             "LEARNER_METRICS_PORT": str(self.metrics_port),
+            "LEARNER_CANARY": "true" if self.config.canary else "false",
         }
         if self.config.tiny:
             # A tiny random model cannot pass quality gates; the demo shows the mechanics.
@@ -323,10 +365,7 @@ class Demo:
         """Stop everything in the no-loss order and check that no event went missing."""
         logger.info("shutting down: %s", reason)
         summary: dict[str, Any] = {"reason": reason, "data_dir": str(self.data_dir)}
-        if self.sim is not None:
-            self.sim.request_stop()
-        if self._sim_thread is not None:
-            self._sim_thread.join(180)  # in-flight generations finish
+        self.pause_users()
         if self._eval_thread is not None:
             self._eval_thread.join(180)
         if self.serving is not None:
@@ -372,17 +411,28 @@ class Demo:
         }
 
 
+def canary_setting(learner_env: dict[str, str], canary: bool) -> bool:
+    """``canary`` (``--canary``), unless ``learner_env`` says otherwise: an explicit
+    ``--learner-env LEARNER_CANARY=...`` wins, as every explicit setting does."""
+    value = learner_env.get("LEARNER_CANARY")
+    if value is None:
+        return canary
+    return value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
+
+
 def benchmark_config(
-    args: argparse.Namespace, learner_env: dict[str, str], **users: Any
+    args: argparse.Namespace, learner_env: dict[str, str], canary: bool = False, **users: Any
 ) -> DemoConfig:
     """A demo run that a benchmark drives and measures itself: no automatic eval of each new
     version, the run directory and model from the benchmark's ``--data-dir`` and ``--tiny``,
-    its ``--learner-env`` over ``learner_env``, a learner given a minute to stop; ``users``
-    are the simulated users' settings."""
+    its ``--learner-env`` over ``learner_env``, a learner given a minute to stop, canaries
+    only where the benchmark asks (a loop benchmark measures publish-to-serving without the
+    users' decision in between); ``users`` are the simulated users' settings."""
     return DemoConfig(
         eval_prompts=0,
         data_dir=args.data_dir,
         tiny=args.tiny,
+        canary=canary,
         learner_env=learner_env | env_pairs(args.learner_env, "LEARNER_"),
         learner_stop_timeout=60,
         **users,

@@ -4,8 +4,10 @@ One command starts the development Kafka broker, the ``serve`` and ``learner run
 the embedded SmolLM2 (or ``--tiny``, a tiny random model for tests), and simulated users voting
 under a preference function; a terminal dashboard shows pairs served, feedback by kind, events
 produced / spooled / dropped, the learner's cycles and gates, adapter versions published and
-swapped in, and how the serving version does against the base (:mod:`loop.demo` runs it,
-:mod:`loop.dashboard` draws it).
+swapped in, the running canary and its votes (each new version first serves as a canary that
+the users' votes promote or roll back; ``--no-canary`` publishes straight to everyone), and how
+the serving version does against the base (:mod:`loop.demo` runs it, :mod:`loop.dashboard`
+draws it).
 
 Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops it in the order that loses no
 event: simulated users stop starting comparisons and finish the ones in flight; serving gets
@@ -26,7 +28,7 @@ from typing import Any
 
 from common.cli import command_parser, config_from_args
 from loop.demo import DEMO_MAX_TOKENS, Demo, DemoConfig
-from loop.service_options import add_env_option, env_pairs
+from loop.service_options import add_canary_option, add_env_option, env_pairs
 from loop.user_options import add_max_tokens_option, add_user_options
 
 logger = logging.getLogger(__name__)
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds the learner may take to stop after SIGTERM before SIGKILL",
     )
+    add_canary_option(p)
     add_env_option(p, "serving")
     add_env_option(p, "learner")
     p.add_argument("--plain", action="store_true", help="plain text instead of the rich view")

@@ -82,8 +82,36 @@ def admin_adapters(root: str, admin_token: str, timeout: float = 2.0) -> dict[st
 @dataclass(frozen=True)
 class AdapterEvent:
     kind: str
-    version: str
+    version: str  # the version that serves after it (rolled back: the one rolled back to)
     ts: str
+    canary: bool = False  # published as a canary: the users' votes decide
+    # The version it takes out of service: promoted, the one serving before; rolled back, the
+    # canary (or version) rolled back.
+    from_version: str | None = None
+    reason: str = ""
+    evidence: dict[str, Any] | None = None  # a canary decision's votes and interval
+
+    def decides(self, canary: str) -> bool:
+        """Whether this is the users' decision on ``canary`` (promoted or rolled back)."""
+        if self.kind == "adapter.promoted":
+            return self.version == canary
+        return self.kind == "adapter.rolled_back" and self.from_version == canary
+
+
+def adapter_event(event: Any) -> AdapterEvent:
+    """What the demo and the acceptance run keep of an adapters-topic event."""
+    version = getattr(event, "version", None) or getattr(event, "to_version", "?")
+    evidence = getattr(event, "evidence", None)
+    return AdapterEvent(
+        kind=str(getattr(event, "kind", "?")),
+        version=str(version),
+        ts=event.ts.isoformat(),
+        canary=bool(getattr(event, "canary", False)),
+        from_version=getattr(event, "from_version", None)
+        or getattr(event, "previous_version", None),
+        reason=str(getattr(event, "reason", "")),
+        evidence=dict(evidence) if evidence else None,
+    )
 
 
 class AdapterWatcher:
@@ -127,18 +155,8 @@ class AdapterWatcher:
                         result = decode_event(record.value)
                         if result.event is None:
                             continue
-                        event = result.event
-                        version = getattr(event, "version", None) or getattr(
-                            event, "to_version", "?"
-                        )
                         with self._lock:
-                            self.events.append(
-                                AdapterEvent(
-                                    str(getattr(event, "kind", "?")),
-                                    str(version),
-                                    event.ts.isoformat(),
-                                )
-                            )
+                            self.events.append(adapter_event(result.event))
         except Exception:  # the demo goes on without this panel
             logger.exception("adapter watcher stopped")
         finally:

@@ -1,6 +1,7 @@
 """``--serving-env`` / ``--learner-env KEY=VALUE``: extra settings for the service processes the
 demo, the acceptance run and the benchmarks start, declared once. A key must carry its
-service's prefix, checked at the command line before any process starts."""
+service's prefix, checked at the command line before any process starts. ``--canary`` /
+``--no-canary``: whether the learner those commands start runs canaries."""
 
 from __future__ import annotations
 
@@ -48,4 +49,16 @@ def add_env_option(p: argparse.ArgumentParser, service: str) -> None:
         type=env_setting(prefix),
         metavar="KEY=VALUE",
         help=f"extra {prefix}* setting for the {service} process (repeatable)",
+    )
+
+
+def add_canary_option(p: argparse.ArgumentParser) -> None:
+    """``--canary`` / ``--no-canary`` (default on): whether the learner publishes each new
+    version as a canary for the users' votes to promote or roll back (LEARNER_CANARY)."""
+    p.add_argument(
+        "--canary",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each new version first serves as a canary beside the serving one; the users' "
+        "votes promote or roll it back (--no-canary: it serves everyone at once)",
     )

@@ -212,6 +212,11 @@ class Simulator:
         """Thread-safe: no new comparison starts; in-flight ones finish."""
         self._stop.set()
 
+    def resume(self) -> None:
+        """Undo ``request_stop`` for the next ``run`` (once the last one returned): the
+        acceptance run pauses its users while the learner trains and resumes them after."""
+        self._stop.clear()
+
     def _claim(self) -> bool:
         if self._stop.is_set():
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from bench.acceptance import Progress, ProgressReporter, progress_line
+from bench.acceptance_progress import Progress, ProgressReporter, progress_line
 from tests.support.clock import FakeClock
 
 
@@ -21,6 +21,11 @@ def test_a_line_says_phase_comparisons_rate_stage_and_eval() -> None:
         "learner training: ppo step 3/16 · eval 12/58 prompts"
     )
     assert "learner - ·" in progress_line(1.0, 0, progress, None, None)  # metrics not answering
+    progress.phase, progress.eval_total = "round 1/2: canary policy@v1, the users decide", 0
+    progress.canary_votes = 37.0
+    assert progress_line(60.0, 300, progress, None, "").endswith(
+        "learner idle · canary 37 decisive votes"
+    )
 
 
 def test_lines_come_every_interval_and_at_each_change_only() -> None:

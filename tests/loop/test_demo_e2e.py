@@ -1,8 +1,8 @@
 """The whole loop in real processes on the tiny model: broker, ``serve``, ``learner run`` and
 simulated users, via the demo's own command line. Asserts the contract end to end: pairs are
-served, feedback accepted, the learner publishes a version, serving swaps it in while users keep
-calling (no failed request), later answers carry the new version id, and the no-loss shutdown
-finds every event in Kafka."""
+served, feedback accepted, the learner publishes a version (as a canary, the default), serving
+swaps it in beside the base while users keep calling (no failed request), later answers carry
+the new version id, and the no-loss shutdown finds every event in Kafka."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def test_demo_tiny_closes_the_loop(tmp_path: Path) -> None:
         e["version"] for e in summary["adapter_events"] if e["kind"] == "adapter.published"
     ]
     assert published and published[0].startswith("policy@v")
+    # The canary is on by default: a new version first serves beside the base, as a canary.
+    assert all(e["canary"] for e in summary["adapter_events"] if e["kind"] == "adapter.published")
     assert any(v in sim["answers_by_version"] for v in published)
     assert summary["events_missing"] == {}
     assert summary["events_in_kafka"]["pair.served"] == sim["pairs"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 from pathlib import Path
 
 from loop.dashboard import Observation
-from loop.demo import Demo, DemoConfig
+from loop.demo import Demo, DemoConfig, benchmark_config
+from loop.demo_cli import build_parser
 
 
 def _obs(elapsed: float = 1.0, versions: tuple[str, ...] = ("base",)) -> Observation:
@@ -57,3 +59,34 @@ def test_services_get_secrets_ports_and_store_by_settings(tmp_path: Path) -> Non
     assert learner["LEARNER_SEED"] == "3"
     assert learner["LEARNER_SANITY_PROMPTS"] == "[]"  # tiny mode opens the quality gates
     assert demo._learner_env("/m", "/s") == learner | {"LEARNER_ADAPTER_STORE": "/s"}
+
+
+def _learner_env(demo: Demo) -> dict[str, str]:
+    class _Broker:
+        bootstrap = "127.0.0.1:1234"
+
+    demo.broker = _Broker()  # type: ignore[assignment]
+    return demo._learner_env("/m", "/store")
+
+
+def test_the_canary_is_on_by_default_and_the_learner_setting_wins(tmp_path: Path) -> None:
+    on = Demo(DemoConfig(data_dir=tmp_path))
+    assert on.canary and _learner_env(on)["LEARNER_CANARY"] == "true"
+    off = Demo(DemoConfig(data_dir=tmp_path, canary=False))
+    assert not off.canary and _learner_env(off)["LEARNER_CANARY"] == "false"
+    explicit = Demo(DemoConfig(data_dir=tmp_path, learner_env={"LEARNER_CANARY": "False"}))
+    assert not explicit.canary and _learner_env(explicit)["LEARNER_CANARY"] == "False"
+    assert on._learner_args() == ["run"]
+    limited = Demo(DemoConfig(data_dir=tmp_path, learner_max_cycles=2))
+    assert limited._learner_args() == ["run", "--max-cycles", "2"]
+
+
+def test_rlhf_demo_turns_the_canary_off_on_request() -> None:
+    assert build_parser().parse_args([]).canary is True
+    assert build_parser().parse_args(["--no-canary"]).canary is False
+
+
+def test_benchmarks_run_without_the_canary_unless_they_ask(tmp_path: Path) -> None:
+    args = argparse.Namespace(data_dir=tmp_path, tiny=True, learner_env=[])
+    assert benchmark_config(args, {}).canary is False
+    assert benchmark_config(args, {}, canary=True).canary is True

@@ -11,8 +11,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from devtools.broker import DevBroker
 from loop.dashboard import Observation, render_text
-from loop.monitor import AdapterEvent, count_events, metric_labels, metric_sum, scrape
+from loop.monitor import (
+    AdapterEvent,
+    adapter_event,
+    count_events,
+    metric_labels,
+    metric_sum,
+    scrape,
+)
 from loop.service_options import add_env_option, env_pairs
+from schemas.events import AdapterPromoted, AdapterPublished, AdapterRolledBack
 from tests.serving.live import live_server
 
 
@@ -108,3 +116,39 @@ def test_count_events_reads_every_topic_to_the_end(kafka_broker: DevBroker) -> N
     after = count_events(kafka_broker.bootstrap, [topic])
     assert after["feedback.rating"] - before.get("feedback.rating", 0) == 5
     assert after["invalid"] - before.get("invalid", 0) == 1
+
+
+def test_adapter_events_keep_the_canary_and_its_decision() -> None:
+    sha = "0" * 64
+    published = adapter_event(
+        AdapterPublished(
+            model_name="m",
+            version="policy@v2",
+            uri="/s",
+            manifest_sha256=sha,
+            promote=False,
+            canary=True,
+        )
+    )
+    assert (published.kind, published.version, published.canary) == (
+        "adapter.published",
+        "policy@v2",
+        True,
+    )
+    evidence = {"wins": 30, "losses": 10, "ties": 2, "win_low": 0.55, "win_high": 0.88}
+    promoted = adapter_event(
+        AdapterPromoted(
+            model_name="m", version="policy@v2", previous_version="policy@v1", evidence=evidence
+        )
+    )
+    assert promoted.from_version == "policy@v1" and promoted.evidence == evidence
+    assert promoted.decides("policy@v2") and not promoted.decides("policy@v1")
+    rolled_back = adapter_event(
+        AdapterRolledBack(
+            model_name="m", from_version="policy@v3", to_version="policy@v2", reason="canary: x"
+        )
+    )
+    assert (rolled_back.version, rolled_back.from_version) == ("policy@v2", "policy@v3")
+    assert rolled_back.reason == "canary: x" and rolled_back.evidence is None
+    assert rolled_back.decides("policy@v3") and not rolled_back.decides("policy@v2")
+    assert not published.decides("policy@v2")  # published is not a decision

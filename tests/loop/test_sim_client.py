@@ -9,6 +9,7 @@ concise answers must favour it. What the users sent is read back from the record
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -165,6 +166,21 @@ def test_sim_stops_on_request(service: Service) -> None:
 
     asyncio.run(go())
     assert 0 < sim.stats.snapshot()["pairs"] < 20
+
+
+def test_stopped_users_vote_again_after_resume(service: Service) -> None:
+    """The acceptance run pauses its users while the learner trains and resumes them after:
+    the same simulator goes on, its comparisons counted from the start."""
+    sim = _sim(service, comparisons=2, thumbs_rate=0.0, correction_rate=0.0)
+    sim.request_stop()
+    asyncio.run(sim.run())
+    assert sim.stats.snapshot()["pairs"] == 0  # stopped: nothing starts
+    sim.resume()
+    asyncio.run(sim.run())
+    assert sim.stats.snapshot()["pairs"] == 2
+    sim.config = dataclasses.replace(sim.config, comparisons=3)
+    asyncio.run(sim.run())  # the budget counts from the start: one more
+    assert sim.stats.snapshot()["feedback_ok"]["preference"] == 3
 
 
 def _concise_vs_base(service: Service, **options: Any) -> EvalConfig:
