@@ -13,7 +13,7 @@ from devtools.tiny_model import build_tiny_tokenizer, write_tiny_model_dir
 
 def test_resized_config_takes_the_tokenizers_vocabulary_and_ids() -> None:
     tokenizer = build_tiny_tokenizer()
-    config = {"vocab_size": 151936, "eos_token_id": 151645, "hidden_size": 8}
+    config: dict[str, object] = {"vocab_size": 151936, "eos_token_id": 151645, "hidden_size": 8}
     resized = random_model.resized_config(config, tokenizer)
     assert resized["vocab_size"] == len(tokenizer)
     assert resized["eos_token_id"] == tokenizer.eos_token_id
