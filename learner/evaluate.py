@@ -23,6 +23,7 @@ import torch
 from common.stats import Z_95
 from learner.modeling import (
     ScalarHead,
+    check_base_dtype,
     load_base_model,
     load_tokenizer,
     option,
@@ -32,6 +33,7 @@ from learner.modeling import (
 from learner.ppo.kl import kl_per_token
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample, sample_as
+from learner.precision import base_dtype_of
 from learner.rm.model import RewardModel
 from schemas.events import ChatMessage
 
@@ -66,6 +68,12 @@ class EvalConfig:
     )
     seed: int = option(0, "Seed of the sampling (same for policy and reference).")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda[:N]'.")
+    base_dtype: str = option(
+        "auto", "Base weights' dtype: 'auto' (learner.precision), 'float32' or 'bfloat16'."
+    )
+
+    def __post_init__(self) -> None:
+        check_base_dtype(self.base_dtype)
 
 
 @dataclass
@@ -136,10 +144,12 @@ def mean_interval(values: torch.Tensor, z: float = Z_95) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
-def _load_policy(base_model_dir: Path, adapter_dir: Path | None) -> PolicyWithValue:
+def _load_policy(
+    base_model_dir: Path, adapter_dir: Path | None, dtype: torch.dtype
+) -> PolicyWithValue:
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = load_base_model(base_model_dir)
+    base = load_base_model(base_model_dir, dtype)
     if adapter_dir is not None:
         peft_model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     else:
@@ -233,8 +243,9 @@ def evaluate_policy(
         raise ValueError("evaluation needs at least one held-out prompt")
     device = torch_device(config.device)
     tokenizer = load_tokenizer(base_model_dir)
-    model = _load_policy(base_model_dir, policy_adapter_dir).to(device)
-    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(device)
+    dtype = base_dtype_of(config)
+    model = _load_policy(base_model_dir, policy_adapter_dir, dtype).to(device)
+    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir, base_dtype=dtype).to(device)
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
     policy_rollouts = _generate(model, tokenizer, repeated, config, reference=False)
     ref_rollouts = _generate(model, tokenizer, repeated, config, reference=True)

@@ -54,6 +54,7 @@ from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample_as
+from learner.precision import base_dtype_of
 from learner.rm.model import RewardModel
 from schemas.events import ChatMessage
 
@@ -250,7 +251,7 @@ def _prompt_sampler(
 
 
 def _build(base_model_dir: Path, config: PPOConfig, init_adapter: Path | None) -> PolicyWithValue:
-    base = load_base_model(base_model_dir)
+    base = load_base_model(base_model_dir, base_dtype_of(config))
     peft_model = with_lora(base, config, init_adapter)
     if config.gradient_checkpointing:
         # Only the update's forward runs in training mode with gradients: sampling (eval mode,
@@ -348,7 +349,9 @@ def run_ppo(
     set_seed(config.seed + accelerator.process_index)
     tokenizer = load_tokenizer(base_model_dir)
     model = _build(base_model_dir, config, init_adapter)
-    reward_model = RewardModel.load(base_model_dir, reward_adapter_dir).to(accelerator.device)
+    reward_model = RewardModel.load(
+        base_model_dir, reward_adapter_dir, base_dtype=base_dtype_of(config)
+    ).to(accelerator.device)
     optimizer = _optimizer(model, config)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     controller = _controller(config)
