@@ -83,6 +83,7 @@ def _config() -> RewardConfig:
         user_reliability=False,
         norm_sample=BATCH,
         device="cpu",
+        base_dtype="float32",  # the plan it is checked against counts 4 bytes a weight
     )
 
 

@@ -113,7 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=sorted(DTYPE_BYTES),
         default="bfloat16",
         help="base weights and activations: bfloat16 where the device has it (CUDA, CPUs with "
-        "native bf16), else float32 (the learner today)",
+        "native bf16), else float32: what the learner's base_dtype=auto picks",
     )
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     parser.add_argument(

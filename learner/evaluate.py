@@ -27,6 +27,7 @@ from common.stats import Z_95
 from learner.adapters import REWARD_ADAPTER
 from learner.modeling import (
     ScalarHead,
+    check_base_dtype,
     load_base_model,
     load_tokenizer,
     option,
@@ -36,6 +37,7 @@ from learner.modeling import (
 from learner.ppo.kl import kl_per_token
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample, sample_as
+from learner.precision import base_dtype_of
 from learner.rm.model import RewardModel
 from schemas.events import ChatMessage
 
@@ -70,6 +72,12 @@ class EvalConfig:
     )
     seed: int = option(0, "Seed of the sampling (same for policy and reference).")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda[:N]'.")
+    base_dtype: str = option(
+        "auto", "Base weights' dtype: 'auto' (learner.precision), 'float32' or 'bfloat16'."
+    )
+
+    def __post_init__(self) -> None:
+        check_base_dtype(self.base_dtype)
 
 
 @dataclass
@@ -140,10 +148,12 @@ def mean_interval(values: torch.Tensor, z: float = Z_95) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
-def _load_policy(base_model_dir: Path, adapter_dir: Path | None) -> PolicyWithValue:
+def _load_policy(
+    base_model_dir: Path, adapter_dir: Path | None, dtype: torch.dtype
+) -> PolicyWithValue:
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = load_base_model(base_model_dir)
+    base = load_base_model(base_model_dir, dtype)
     if adapter_dir is not None:
         peft_model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     else:
@@ -237,7 +247,8 @@ def evaluate_policy(
         raise ValueError("evaluation needs at least one held-out prompt")
     device = torch_device(config.device)
     tokenizer = load_tokenizer(base_model_dir)
-    model = _load_policy(base_model_dir, policy_adapter_dir)
+    dtype = base_dtype_of(config)
+    model = _load_policy(base_model_dir, policy_adapter_dir, dtype)
     reward_model = RewardModel.attach(model.policy, reward_adapter_dir, REWARD_ADAPTER, tokenizer)
     model, reward_model = model.to(device), reward_model.to(device)
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]

@@ -56,6 +56,11 @@ class TrainOptions:
     max_length: int = option(512, "Truncate prompt + response to this many tokens.")
     seed: int = option(0, "Seed for data order, splits, sampling and head initialisation.")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', or 'cuda'.")
+    base_dtype: str = option(
+        "auto",
+        "Base weights' dtype: 'auto' (learner.precision), 'float32' or 'bfloat16'; LoRA, heads, "
+        "optimiser states and losses stay float32.",
+    )
     gradient_accumulation_steps: int = option(
         1,
         "Micro-batches per optimiser step: the effective batch is the stage's batch (PPO: "
@@ -68,10 +73,19 @@ class TrainOptions:
     )
 
     def __post_init__(self) -> None:
+        check_base_dtype(self.base_dtype)
         if self.gradient_accumulation_steps < 1:
             raise ValueError(
                 f"gradient_accumulation_steps must be >= 1, not {self.gradient_accumulation_steps}"
             )
+
+
+BASE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def check_base_dtype(value: str) -> None:
+    if value not in BASE_DTYPES:
+        raise ValueError(f"base_dtype must be one of {', '.join(BASE_DTYPES)}, not {value!r}")
 
 
 def load_tokenizer(base_model_dir: Path) -> Any:
@@ -83,11 +97,13 @@ def load_tokenizer(base_model_dir: Path) -> Any:
     return tokenizer
 
 
-def load_base_model(base_model_dir: Path) -> Any:
-    """Base causal LM in float32 (this CPU has no native bf16: measured 4x slower)."""
+def load_base_model(base_model_dir: Path, dtype: torch.dtype = torch.float32) -> Any:
+    """Base causal LM with its weights in ``dtype`` (``learner.precision.base_dtype_of`` resolves
+    a stage's ``base_dtype`` setting). The base is frozen: LoRA weights, heads, optimiser states
+    and losses stay float32 whatever it is."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=dtype)
     model.config.use_cache = False
     return model
 
@@ -256,7 +272,9 @@ class ScalarHead(nn.Module):
             self.linear.bias.zero_()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden).squeeze(-1)  # (..., H) -> (...)
+        # The head is float32 (a module of its own, never cast with the base): a bfloat16 base's
+        # states are upcast first, so rewards and values carry float32's precision.
+        return self.linear(hidden.float()).squeeze(-1)  # (..., H) -> (...)
 
 
 def encode_prompt(tokenizer: Any, prompt: Sequence[ChatMessage]) -> list[int]:

@@ -22,6 +22,13 @@ class LearnerSettings(BaseSettings, TopicSettings):
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="training/evaluation device: auto (CUDA when present), cpu, cuda[:N]",
     )
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="dtype of the frozen base weights in every stage (LoRA, heads, optimiser "
+        "states and losses stay float32): auto = bfloat16 on a GPU that supports it and on a "
+        "CPU with native bf16 (AVX-512 BF16 or AMX), float32 otherwise (learner.precision); a "
+        "stage's LEARNER_*_CONFIG may override it",
+    )
     kafka_bootstrap: BootstrapServers = Field("127.0.0.1:9092", description="host:port[,host:port]")
     data_dir: str = Field("var/learner", description="training store, checkpoints, reports")
     adapter_store: str = Field("var/adapters", description="adapter store: directory or fsspec URL")

@@ -54,9 +54,10 @@ class ServingSettings(BaseSettings, TopicSettings):
     device: str = Field("cpu", description="torch device for the transformers engine")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32",
-        description="float32 by default (the learner trains and evaluates in float32); bfloat16 "
-        "pays only on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x float32 there, "
-        "4x slower without it (docs/measurements.md)",
+        description="float32 by default; bfloat16 pays only on a CPU with native bf16 "
+        "(AVX-512 BF16 or AMX): about 2x float32 there, 4x slower without it "
+        "(docs/measurements.md); the learner's base is bfloat16 on such a CPU or GPU "
+        "(LEARNER_BASE_DTYPE=auto), its adapters float32 either way",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

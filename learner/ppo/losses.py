@@ -73,13 +73,18 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the softmax over the last dim. (B, T, V) -> (B, T).
 
     H = logsumexp(z) - sum softmax(z) * z, which avoids log(0) for tiny probabilities.
+    In float32 whatever the logits' dtype.
     """
+    logits = logits.float()
     probs = torch.softmax(logits, dim=-1)  # (B, T, V)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 
 
 def logprobs_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[tokens]. logits (B, T, V), tokens (B, T) -> (B, T)."""
+    """log softmax(logits)[tokens], in float32 whatever the logits' dtype (a bfloat16
+    log-prob keeps 8 bits: a ratio of two would be off by up to 1 %). logits (B, T, V), tokens
+    (B, T) -> (B, T)."""
+    logits = logits.float()
     logsumexp = torch.logsumexp(logits, dim=-1)  # (B, T)
     picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return picked - logsumexp

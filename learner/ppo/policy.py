@@ -35,7 +35,9 @@ class PolicyWithValue(nn.Module):
         """
         hidden = hidden_states(self.policy, input_ids, attention_mask)  # (B, T, H)
         hidden = hidden[:, context_length - 1 : -1]  # (B, R, H)
-        return lm_head_of(self.policy)(hidden), self.value_head(hidden)
+        # Logits upcast to float32: temperature, log-softmax, entropy and KL then run in float32
+        # under a bfloat16 base (the head's matmul itself stays in the base's dtype).
+        return lm_head_of(self.policy)(hidden).float(), self.value_head(hidden)
 
     def reference(self) -> AbstractContextManager[Any]:
         """Context in which the body is the base model (the PPO reference policy)."""

@@ -58,6 +58,7 @@ from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample_as
+from learner.precision import base_dtype_of
 from learner.rm.model import RewardModel
 from learner.sharding import (
     gathered_state,
@@ -261,7 +262,7 @@ def _prompt_sampler(
 
 
 def _build(base_model_dir: Path, config: PPOConfig, init_adapter: Path | None) -> PolicyWithValue:
-    base = load_base_model(base_model_dir)
+    base = load_base_model(base_model_dir, base_dtype_of(config))
     peft_model = with_lora(base, config, init_adapter)
     if config.gradient_checkpointing:
         # Only the update's forward runs in training mode with gradients: sampling (eval mode,

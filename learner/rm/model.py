@@ -50,6 +50,7 @@ from learner.modeling import (
     pad_right_pairs,
     with_lora,
 )
+from learner.precision import base_dtype_of
 from learner.sharding import sub_state
 from schemas.events import ChatMessage
 
@@ -159,7 +160,7 @@ class RewardModel(nn.Module):
     ) -> RewardModel:
         """A trainable reward model: fresh LoRA + head, or continued from ``init_adapter``
         (whose head is kept only when it was trained with the same pooling)."""
-        base = load_base_model(base_model_dir)
+        base = load_base_model(base_model_dir, base_dtype_of(options))
         backbone = with_lora(base, options, init_adapter)
         width = base.config.hidden_size * _parts(pooling)
         head = ScalarHead(width, seed=options.seed, init=head_init)
@@ -181,12 +182,19 @@ class RewardModel(nn.Module):
                 self.threshold.copy_(threshold)
 
     @classmethod
-    def load(cls, base_model_dir: Path, adapter_dir: Path, max_length: int = 1024) -> RewardModel:
-        """A frozen reward model for scoring, on a base of its own. Where a PEFT model of the
-        same base is at hand (PPO, evaluation), ``attach`` saves loading a second copy."""
+    def load(
+        cls,
+        base_model_dir: Path,
+        adapter_dir: Path,
+        max_length: int = 1024,
+        base_dtype: torch.dtype = torch.float32,
+    ) -> RewardModel:
+        """A frozen reward model for scoring on a base of its own in ``base_dtype`` (the adapter
+        and head stay float32). Where a PEFT model of the same base is at hand (PPO,
+        evaluation), ``attach`` saves loading a second copy."""
         from peft import PeftModel
 
-        base = load_base_model(base_model_dir)
+        base = load_base_model(base_model_dir, base_dtype)
         backbone = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
         tokenizer = load_tokenizer(base_model_dir)
         model = cls._frozen(backbone, adapter_dir, tokenizer, max_length, FIRST_ADAPTER)
@@ -233,7 +241,8 @@ class RewardModel(nn.Module):
         """Rewards (B,). ``answer_mask`` (B, T) marks the answer's tokens for the pooled head;
         without it the whole sequence is pooled."""
         with adapter_active(self.backbone, self.adapter_name):
-            hidden = hidden_states(self.backbone, input_ids, attention_mask)  # (B, T, H)
+            # float32 before pooling: a bfloat16 sum over hundreds of tokens would keep 8 bits.
+            hidden = hidden_states(self.backbone, input_ids, attention_mask).float()  # (B, T, H)
         if self.pooling == "last":
             rows = torch.arange(hidden.shape[0], device=hidden.device)
             return self.head(hidden[rows, last_token_index(attention_mask)])  # (B,)

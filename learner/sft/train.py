@@ -35,6 +35,7 @@ from learner.modeling import (
     trainable_parameters,
     with_lora,
 )
+from learner.precision import base_dtype_of
 from learner.sft.config import SFTConfig
 from learner.sharding import gathered_state, prepare_for_sharding, unwrapped_for_saving
 
@@ -69,7 +70,8 @@ def _collate(pad_id: int) -> Any:
 
 def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean NLL of the label tokens. logits (B, T, V), labels (B, T) with -100 = ignore."""
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B*(T-1), V): predicts t + 1
+    # float32 logits (a bfloat16 base's are upcast) so the log-softmax keeps float32 precision.
+    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(T-1), V): predicts t + 1
     return F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
@@ -87,7 +89,7 @@ def run_sft(
     accelerator = make_accelerator(config.device)
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
-    model = with_lora(load_base_model(base_model_dir), config, init_adapter)
+    model = with_lora(load_base_model(base_model_dir, base_dtype_of(config)), config, init_adapter)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     loader: DataLoader[Any] = DataLoader(

@@ -21,12 +21,13 @@ def make_trainers(settings: Any) -> Trainers:
     )
     if settings.trainers == "fake":
         return FakeTrainers(*configs)
+    placement = {"device": settings.device, "base_dtype": settings.base_dtype}
     if settings.train_launcher:
         launcher = launcher_for(settings.train_launcher, settings.distributed)
         return LaunchedTrainers(
-            launcher, *configs, device=settings.device, torch_threads=settings.torch_threads
+            launcher, *configs, **placement, torch_threads=settings.torch_threads
         )
-    return RealTrainers(*configs, device=settings.device)
+    return RealTrainers(*configs, **placement)
 
 
 def ppo_overrides(settings: Any) -> dict[str, Any]:

@@ -23,12 +23,14 @@ from learner.trainers.protocol import (
 )
 
 
-def _config(cls: Any, overrides: dict[str, Any], seed: int, device: str = "auto") -> Any:
+def _config(cls: Any, overrides: dict[str, Any], shared: dict[str, Any]) -> Any:
+    """``cls`` from the learner-wide ``shared`` values (those it has a field for) and the
+    stage's ``overrides``, which win."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
-    defaults = {k: v for k, v in (("seed", seed), ("device", device)) if k in names}
+    defaults = {k: v for k, v in shared.items() if k in names}
     return cls(**defaults | overrides)
 
 
@@ -39,11 +41,14 @@ def _train_outcome(res: Any, config: Any) -> TrainOutcome:
 
 
 class RealTrainers(StageConfigs):
+    def _shared(self) -> dict[str, Any]:
+        return {"seed": self.seed, "device": self.device, "base_dtype": self.base_dtype}
+
     def reward(self, job: RewardJob) -> TrainOutcome:
         from learner.rm.config import RewardConfig
         from learner.rm.train import train_reward_model
 
-        config = _config(RewardConfig, self.overrides["reward"], self.seed, self.device)
+        config = _config(RewardConfig, self.overrides["reward"], self._shared())
         config.seed += job.seed_offset
         res = train_reward_model(
             job.base, job.comparisons, config, job.out_dir, ratings=job.ratings
@@ -55,7 +60,7 @@ class RealTrainers(StageConfigs):
         from learner.ppo.train import run_ppo
 
         steps = {"num_steps": job.num_steps} if job.num_steps else {}
-        config = _config(PPOConfig, self.overrides["ppo"] | steps, self.seed, self.device)
+        config = _config(PPOConfig, self.overrides["ppo"] | steps, self._shared())
         res = run_ppo(
             job.base, job.reward_dir, job.prompts, config, job.out_dir, init_adapter=job.init
         )
@@ -65,7 +70,7 @@ class RealTrainers(StageConfigs):
         from learner.sft.config import SFTConfig
         from learner.sft.train import run_sft
 
-        config = _config(SFTConfig, self.overrides["sft"], self.seed, self.device)
+        config = _config(SFTConfig, self.overrides["sft"], self._shared())
         res = run_sft(job.base, job.examples, config, job.out_dir, init_adapter=job.init)
         return _train_outcome(res, config)
 
@@ -77,7 +82,7 @@ class RealTrainers(StageConfigs):
         # the setting's own default is the non-empty list.
         if "sanity_prompts" in {f.name for f in dataclasses.fields(ev.EvalConfig)}:
             overrides.setdefault("sanity_prompts", tuple(job.sanity_prompts))
-        config = _config(ev.EvalConfig, overrides, self.seed, self.device)
+        config = _config(ev.EvalConfig, overrides, self._shared())
         res = ev.evaluate_policy(job.base, job.policy_dir, job.reward_dir, job.prompts, config)
         return _eval_outcome(res)
 

@@ -86,6 +86,7 @@ class LaunchedTrainers(RealTrainers):
             "overrides": self.overrides,
             "seed": self.seed,
             "device": self.device,
+            "base_dtype": self.base_dtype,
             "torch_threads": self.torch_threads,
             "job": encode_job(job),
         }

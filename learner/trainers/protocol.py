@@ -81,8 +81,8 @@ class Trainers(Protocol):
 
 
 class StageConfigs:
-    """Per-stage config overrides (from LEARNER_*_CONFIG) and the seed, as every trainer set
-    takes them."""
+    """Per-stage config overrides (from LEARNER_*_CONFIG), the seed, device and base dtype, as
+    every trainer set takes them (a stage's overrides win over the last three)."""
 
     def __init__(
         self,
@@ -92,6 +92,7 @@ class StageConfigs:
         eval_config: dict[str, Any],
         seed: int,
         device: str = "auto",
+        base_dtype: str = "auto",
     ) -> None:
         self.overrides = {
             "reward": reward_config,
@@ -101,3 +102,4 @@ class StageConfigs:
         }
         self.seed = seed
         self.device = device
+        self.base_dtype = base_dtype

@@ -32,7 +32,13 @@ def configure_threads(request: dict[str, Any]) -> int:
 def run_request(request: dict[str, Any]) -> TrainOutcome:
     o = request["overrides"]
     trainers = RealTrainers(
-        o["reward"], o["ppo"], o["sft"], o["eval"], request["seed"], request["device"]
+        o["reward"],
+        o["ppo"],
+        o["sft"],
+        o["eval"],
+        request["seed"],
+        request["device"],
+        request.get("base_dtype", "auto"),
     )
     stage = request["stage"]
     job = decode_job(stage, request["job"])

@@ -3,7 +3,8 @@
 ``make_accelerator()`` asks accelerate for CUDA whenever it is present, so both trainers should
 place the model there. The trainers return only files and metrics, so each test captures the
 module the trainer builds (``RewardModel.create`` / ``learner.ppo.train._build``) to check where
-its trained parameters live and that every one of them moved. Skipped with its reason (``-ra``)
+its trained parameters live, that every one of them moved and that only the frozen base is in
+bfloat16 (``base_dtype="auto"`` on a bf16-capable GPU). Skipped with its reason (``-ra``)
 on machines without CUDA (tests/conftest.py).
 """
 
@@ -52,6 +53,16 @@ class Captured:
         assert not off_gpu, f"trained parameters not on CUDA: {off_gpu[:5]}"
         unchanged = [n for n, p in after.items() if torch.equal(p.detach().cpu(), self.before[n])]
         assert not unchanged, f"parameters did not change: {unchanged[:5]}"
+        self.check_dtypes()
+
+    def check_dtypes(self) -> None:
+        """``base_dtype="auto"`` on CUDA: the frozen base in bfloat16 where the GPU supports it,
+        every trained parameter (LoRA, heads) in float32 (learner.precision)."""
+        assert self.module is not None
+        params = list(self.module.parameters())
+        assert {p.dtype for p in params if p.requires_grad} == {torch.float32}
+        base = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        assert {p.dtype for p in params if not p.requires_grad} == {base}
 
 
 def _finite(metrics: dict[str, float], keys: list[str]) -> None:
