@@ -119,7 +119,7 @@ def prepare_for_sharding(accelerator: Any, model: nn.Module) -> None:
         return
     plugin = accelerator.state.fsdp_plugin
     layers = decoder_layer_classes(model, plugin.transformer_cls_names_to_wrap)
-    plugin.auto_wrap_policy = LayersAndTrainableLeaves(layers)
+    plugin.auto_wrap_policy = LayersAndTrainableLeaves(layers, base_dtype(model))
     if accelerator.device.type == "cpu":
         broadcast_from_main(model)
 
@@ -140,17 +140,40 @@ def decoder_layer_classes(model: nn.Module, names: list[str] | None = None) -> t
     return tuple(sorted(classes, key=lambda c: c.__name__))
 
 
+def base_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s frozen base: that of its input embeddings (or its first
+    parameter's)."""
+    for module in model.modules():  # PolicyWithValue and RewardModel hold the PEFT model
+        embeddings: Any = getattr(module, "get_input_embeddings", None)
+        if callable(embeddings):
+            return cast(torch.dtype, embeddings().weight.dtype)
+    return next(model.parameters()).dtype
+
+
 class LayersAndTrainableLeaves:
     """FSDP1 auto-wrap policy (the ``(module, recurse, nonwrapped_numel) -> bool`` form):
-    one unit per decoder layer and per leaf module whose parameters are all trainable."""
+    one unit per decoder layer and per leaf module whose parameters are all trainable, or all
+    of another dtype than the base (a frozen float32 LoRA adapter on a bfloat16 base, such as
+    PPO's reward adapter: FSDP1 flattens a unit into one tensor of one dtype)."""
 
-    def __init__(self, layer_classes: tuple[type, ...]) -> None:
+    def __init__(self, layer_classes: tuple[type, ...], base: torch.dtype | None = None) -> None:
         self.layer_classes = layer_classes
+        self.base = base
 
     def __call__(self, module: nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
         if recurse:
             return True  # look inside everything; units are decided bottom-up
-        return isinstance(module, self.layer_classes) or is_trainable_leaf(module)
+        return (
+            isinstance(module, self.layer_classes)
+            or is_trainable_leaf(module)
+            or (self.base is not None and is_leaf_of_other_dtype(module, self.base))
+        )
+
+
+def is_leaf_of_other_dtype(module: nn.Module, base: torch.dtype) -> bool:
+    params = list(module.parameters(recurse=False))
+    has_children = next(module.children(), None) is not None
+    return bool(params) and not has_children and all(p.dtype != base for p in params)
 
 
 def is_trainable_leaf(module: nn.Module) -> bool:

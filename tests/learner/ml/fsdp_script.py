@@ -38,6 +38,10 @@ from learner.sft.config import SFTConfig
 from schemas.events import ChatMessage
 from tests.learner.ml.helpers import PROMPTS, separable_comparisons, user
 
+# float32 by default: one process and two shards then differ only in how float32 sums are
+# split (test_fsdp_launch's tolerance); FSDP_BASE_DTYPE=bfloat16 runs a bf16 base beside float32
+# LoRA, heads and the reward adapter (units of one dtype each: learner.sharding).
+BASE_DTYPE = os.environ.get("FSDP_BASE_DTYPE", "float32")
 GLOBAL_BATCH = 4  # comparisons or demonstrations per optimiser step, over all processes
 
 
@@ -104,6 +108,7 @@ def main() -> None:
             learning_rate=5e-3,
             eval_fraction=0.2,
             user_reliability=False,
+            base_dtype=BASE_DTYPE,
         ),
         out / "reward",
         ratings=ratings(8),  # one step of 8 rows: the rating threshold trains too
@@ -121,13 +126,19 @@ def main() -> None:
             mini_batch_size=1,
             max_new_tokens=4,
             learning_rate=1e-2,
+            base_dtype=BASE_DTYPE,
         ),
         out / "ppo",
     )
     sft = sft_train.run_sft(
         model_dir,
         [SFTExample(user(f"What is {i} + {i}?"), "Two plus two is four.") for i in range(8)],
-        SFTConfig(num_epochs=1, batch_size=GLOBAL_BATCH // world, learning_rate=5e-3),
+        SFTConfig(
+            num_epochs=1,
+            batch_size=GLOBAL_BATCH // world,
+            learning_rate=5e-3,
+            base_dtype=BASE_DTYPE,
+        ),
         out / "sft",
     )
     from accelerate.state import AcceleratorState

@@ -38,9 +38,11 @@ SAVED = [
 ]
 
 
-def _run(command: list[str], out: Path) -> list[dict[str, Any]]:
+def _run(
+    command: list[str], out: Path, extra_env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(extra_env or {})}
     done = subprocess.run(
         command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )
@@ -105,3 +107,32 @@ def test_fsdp_on_two_processes_trains_what_one_process_trains(
     # PPO moved the policy (LoRA B starts at zero), so the comparison is not of two inits.
     policy = load_file(tmp_path / "one" / "ppo" / "adapter" / "adapter_model.safetensors")
     assert max(v.abs().max().item() for k, v in policy.items() if "lora_B" in k) > 1e-4
+
+
+@pytest.mark.e2e
+def test_fsdp_shards_a_bfloat16_base_beside_float32_adapters(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A bf16 base with float32 LoRA, heads and PPO's frozen reward adapter on it: FSDP1 needs
+    one dtype per unit, so the launch fails unless every float32 leaf is a unit of its own."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP_CONFIG),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        str(SCRIPT),
+        str(tiny_model_dir),
+        str(tmp_path / "two"),
+    ]
+    ranks = _run(command, tmp_path / "two", {"FSDP_BASE_DTYPE": "bfloat16"})
+    assert len(ranks) == 2
+    for name in SAVED:
+        saved = load_file(str(tmp_path / "two" / name))
+        assert saved and all(t.dtype == torch.float32 for t in saved.values()), name
