@@ -17,11 +17,13 @@ Usage: ``.venv/bin/python -m bench.bench_learner [--model-dir DIR] [--pairs 64] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +108,9 @@ def bench_reward(model_dir: Path, args: argparse.Namespace, out: Path) -> dict[s
         + len(encode_pair(tokenizer, c.prompt, c.rejected, 512)[0])
         for c in comparisons
     )
-    config = RewardConfig(num_epochs=1, batch_size=args.rm_batch, eval_fraction=0.0)
+    config = RewardConfig(
+        num_epochs=1, batch_size=args.rm_batch, eval_fraction=0.0, base_dtype=args.base_dtype
+    )
     started = time.perf_counter()
     result = train_reward_model(model_dir, comparisons, config, out)
     wall = time.perf_counter() - started
@@ -140,6 +144,8 @@ def bench_ppo(
         max_new_tokens=args.new_tokens,
         mini_batch_size=args.mini_batch,
         ppo_epochs=args.ppo_epochs,
+        base_dtype=args.base_dtype,
+        rollout_engine=args.rollout_engine,
     )
     result = run_ppo(model_dir, reward_dir, prompts, config, out)
     steps = result.history
@@ -153,11 +159,31 @@ def bench_ppo(
             "max_new_tokens": args.new_tokens,
             "mini_batch_size": args.mini_batch,
             "ppo_epochs": args.ppo_epochs,
+            "base_dtype": args.base_dtype,
+            "rollout_engine": args.rollout_engine,
         },
         "per_step": per_step,
         "mean": mean,
         "rollout_tokens_per_second": generated / mean["time/rollout"],
     }
+
+
+@contextlib.contextmanager
+def peak_cuda_memory(results: dict[str, Any], stage: str) -> Iterator[None]:
+    """Record the stage's peak CUDA memory as torch's caching allocator counts it
+    (``max_memory_allocated``) as ``results["cuda_peak_gib"][stage]``; nothing without CUDA.
+    nvidia-smi's figure for the process is the one to compare with a GPU's size."""
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    yield
+    peaks = results.setdefault("cuda_peak_gib", {})
+    peaks[stage] = torch.cuda.max_memory_allocated() / 2**30
+    print(f"{stage}: peak CUDA memory {peaks[stage]:.2f} GiB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ppo-epochs", type=int, default=2)
     parser.add_argument("--ppo-steps", type=int, default=2)
     parser.add_argument("--peak-gflops", type=float, default=179.0)
+    parser.add_argument(
+        "--base-dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="the stages' base_dtype (LEARNER_BASE_DTYPE)",
+    )
+    parser.add_argument(
+        "--rollout-engine",
+        default="auto",
+        choices=["auto", "decode_loop", "generate", "vllm"],
+        help="PPO's rollout_engine (LEARNER_ROLLOUT_ENGINE)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
     from common.logs import configure_logging
@@ -192,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gflops": args.peak_gflops,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        results["reward_model"] = bench_reward(args.model_dir, args, Path(tmp) / "rm")
+        with peak_cuda_memory(results, "reward_model"):
+            results["reward_model"] = bench_reward(args.model_dir, args, Path(tmp) / "rm")
         print(json.dumps({"reward_model": results["reward_model"]}, indent=2), flush=True)
         reward_dir = Path(tmp) / "rm" / "adapter"
-        results["ppo"] = bench_ppo(args.model_dir, reward_dir, args, Path(tmp) / "ppo")
+        with peak_cuda_memory(results, "ppo"):
+            results["ppo"] = bench_ppo(args.model_dir, reward_dir, args, Path(tmp) / "ppo")
     print(json.dumps({"ppo": results["ppo"]}, indent=2))
     if cuda:
         results["cuda_max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
