@@ -1,4 +1,5 @@
-"""learner.trainers.factory.ppo_overrides: PPO's KL stop follows the learner's KL budget."""
+"""learner.trainers.factory.ppo_overrides: PPO's KL stop follows the learner's KL budget, its
+rollout engine the LEARNER_ROLLOUT_ENGINE setting."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def test_ppo_config_kl_stop_wins_and_zero_turns_it_off(tmp_path: Path) -> None:
 def test_fraction_outside_zero_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ppo_kl_stop_fraction"):
         _settings(tmp_path, ppo_kl_stop_fraction=1.5)
+
+
+def test_rollout_engine_setting_reaches_ppo_unless_ppo_config_names_one(tmp_path: Path) -> None:
+    assert "rollout_engine" not in ppo_overrides(_settings(tmp_path))  # auto: PPOConfig's default
+    chosen = _settings(tmp_path, rollout_engine="generate")
+    assert ppo_overrides(chosen)["rollout_engine"] == "generate"
+    explicit = _settings(tmp_path, rollout_engine="generate", ppo_config={"rollout_engine": "vllm"})
+    assert ppo_overrides(explicit)["rollout_engine"] == "vllm"
+
+
+def test_an_unknown_rollout_engine_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rollout_engine"):
+        _settings(tmp_path, rollout_engine="sglang")
