@@ -89,8 +89,9 @@ class PPOConfig(TrainOptions):
         None,
         "Subtracted from the (standardised) score of responses cut by max_new_tokens; None = off.",
     )
-    # The batch decoder ran the rollouts of a default PPO iteration about twice as fast as
-    # ``generate`` on this CPU (bench/results/rollout_engine.md). vLLM colocated with training
+    # The batch decoder ran a default PPO iteration's rollouts 1.2x as fast as ``generate`` on
+    # 2 CPU cores (1.3x on identical greedy tokens; bench/results/rollout_engine.md): at 16
+    # rows a step is mostly reading the weights. vLLM colocated with training
     # is TRL's ``use_vllm`` colocate mode
     # (https://huggingface.co/docs/trl/main/en/vllm_integration); it holds its own copy of the
     # base on the GPU, so it is chosen on CUDA only.
