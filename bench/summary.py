@@ -68,6 +68,8 @@ CLAIMS = [
     Claim("acceptance, concise, informative pairing: blind win rate (or verdict)",
           "acceptance_pairing.md", pattern=WIN_RATE, script="acceptance"),
     Claim("fault suite rows passed", "reliability.md", pattern=r"^- rows: (\d+, PASS \d+)"),
+    Claim("PPO rollout, batch decoder / generate, same iterations (x)", "rollout_engine.md",
+          pattern=r"rollout \*\*([0-9.]+)x\*\* as fast", script="bench_rollout_engine"),
 ]  # fmt: skip
 
 

@@ -61,6 +61,11 @@ class EvalConfig:
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
     kl_estimator: str = option("k1", "'k1' or 'k3' per-token estimator, summed per response.")
     batch_size: int = option(16, "Prompts per generation / scoring batch.")
+    rollout_engine: str = option(
+        "auto",
+        "What decodes the answers: 'decode_loop' (the batch decoder; also 'auto') or 'generate' "
+        "(Hugging Face generate).",
+    )
     sanity_prompts: tuple[str, ...] = option(
         DEFAULT_SANITY_PROMPTS, "User prompts answered greedily by the policy for sanity checks."
     )
@@ -213,6 +218,7 @@ def _sanity(
         1.0,
         1.0,
         greedy=True,
+        engine=config.rollout_engine,
     )
     logprobs, _ = response_logprobs(
         model,

@@ -100,6 +100,12 @@ class LearnerSettings(BaseSettings, TopicSettings):
         description="PPO stops once its rollouts reach this share of kl_budget (0 = off); "
         "'kl_stop' in ppo_config overrides it",
     )
+    rollout_engine: Literal["auto", "decode_loop", "generate", "vllm"] = Field(
+        "auto",
+        description="what decodes PPO's rollouts: decode_loop (the batch decoder serving uses), "
+        "generate (Hugging Face), vllm (colocated on the GPU, one process) or auto (vllm on "
+        "CUDA when installed, else decode_loop); 'rollout_engine' in ppo_config overrides it",
+    )
     eval_num_prompts: int = Field(16, ge=1, description="held-out prompts for evaluation")
     eval_prompt_fraction: float = Field(
         0.2,

@@ -87,6 +87,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lively_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its weights re-drawn at a larger spread (same architecture and
+    tokenizer). ``tiny_model_dir``'s near-zero weights answer every prompt with one token
+    repeated, useless for telling batches, adapters or decoders apart; this one's answers vary."""
+    from tests.support.engines import write_lively_model
+
+    return write_lively_model(tiny_model_dir, tmp_path_factory.mktemp("lively-model"))
+
+
+@pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
     """One real broker (Tansu) for the whole session, with the project's topics."""
     log = tmp_path_factory.mktemp("broker") / "tansu.log"

@@ -6,6 +6,15 @@ from dataclasses import dataclass
 
 from learner.modeling import TrainOptions, option
 
+# What decodes the rollouts (learner.ppo.rollout_engines).
+ROLLOUT_ENGINES = ("auto", "decode_loop", "generate", "vllm")
+
+
+def check_rollout_engine(name: str) -> None:
+    if name not in ROLLOUT_ENGINES:
+        choices = ", ".join(ROLLOUT_ENGINES)
+        raise ValueError(f"rollout_engine must be one of {choices}, not {name!r}")
+
 
 @dataclass
 class PPOConfig(TrainOptions):
@@ -80,6 +89,32 @@ class PPOConfig(TrainOptions):
         None,
         "Subtracted from the (standardised) score of responses cut by max_new_tokens; None = off.",
     )
+    # The batch decoder ran a default PPO iteration's rollouts 1.2x as fast as ``generate`` on
+    # 2 CPU cores (1.3x on identical greedy tokens; bench/results/rollout_engine.md): at 16
+    # rows a step is mostly reading the weights. vLLM colocated with training
+    # is TRL's ``use_vllm`` colocate mode
+    # (https://huggingface.co/docs/trl/main/en/vllm_integration); it holds its own copy of the
+    # base on the GPU, so it is chosen on CUDA only.
+    rollout_engine: str = option(
+        "auto",
+        "What decodes the rollouts: 'decode_loop' (the batch decoder serving uses, on the "
+        "policy itself), 'generate' (Hugging Face generate), 'vllm' (a colocated vLLM instance, "
+        "one process), or 'auto' (vllm on CUDA when installed, else decode_loop).",
+    )
+    # Small: training keeps its model, optimiser and activations on the same GPU (TRL's
+    # colocate default is 0.3 too).
+    vllm_gpu_memory_utilization: float = option(
+        0.3, "rollout_engine 'vllm': share of the GPU's memory vLLM may take (weights + KV cache)."
+    )
     forward_batch_size: int = option(8, "Rows per no-grad forward when scoring a rollout.")
     reward_batch_size: int = option(16, "Rows per reward-model batch.")
     log_every: int = option(1, "Log metrics every this many PPO iterations.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_rollout_engine(self.rollout_engine)
+        if not 0.0 < self.vllm_gpu_memory_utilization < 1.0:
+            raise ValueError(
+                "vllm_gpu_memory_utilization must be between 0 and 1, not "
+                f"{self.vllm_gpu_memory_utilization}"
+            )

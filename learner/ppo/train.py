@@ -1,7 +1,8 @@
 """LoRA PPO against the reward model (runs unchanged under ``accelerate launch``).
 
 One iteration (Ouyang et al. 2022; Huang et al. 2024, https://arxiv.org/abs/2403.17031):
-1) sample ``samples_per_prompt`` responses per prompt from the policy (base + LoRA);
+1) sample ``samples_per_prompt`` responses per prompt from the policy (base + LoRA), with the
+   rollout engine of ``config.rollout_engine`` (``learner.ppo.rollout_engines``);
 2) score: reward model at the end of each response, in standard units (``RewardNorm``; minus a
    penalty if it never emitted EOS, when that is on), log-probs and values of the policy,
    log-probs of the reference (same module, adapter off);
@@ -58,6 +59,7 @@ from learner.ppo.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from learner.ppo.losses import entropy_from_logits, logprobs_of, policy_loss, value_loss
 from learner.ppo.policy import PolicyWithValue, response_logprobs
 from learner.ppo.rollout import Rollout, sample_as
+from learner.ppo.rollout_engines import open_rollout_engine
 from learner.precision import base_dtype_of
 from learner.rm.model import RewardModel
 from learner.sharding import (
@@ -389,6 +391,9 @@ def run_ppo(
         prompts, config, accelerator.process_index, accelerator.num_processes
     )
     generator = torch.Generator().manual_seed(config.seed)
+    rollouts = open_rollout_engine(
+        config.rollout_engine, base_model_dir, config, accelerator.device, accelerator.num_processes
+    )
     history: list[dict[str, float]] = []
     before_update: dict[str, torch.Tensor] | None = None
     for step in range(1, config.num_steps + 1):
@@ -401,7 +406,7 @@ def run_ppo(
         ]
         started = time.perf_counter()
         with root_unsharded(accelerator, prepared):  # FSDP: generate, forward of the unwrapped
-            rollout = sample_as(config, unwrapped.policy, tokenizer, batch)
+            rollout = sample_as(config, unwrapped.policy, tokenizer, batch, rollouts)
             sampled = time.perf_counter()
             kl_coef = controller.value
             exp = _score_rollout(unwrapped, reward_model, batch, rollout, config, kl_coef)
@@ -444,6 +449,7 @@ def run_ppo(
                 metrics["time/scoring"],
                 metrics["time/update"],
             )
+    rollouts.close()
     accelerator.wait_for_everyone()
     adapter_dir, head_path = out_dir / "adapter", out_dir / VALUE_HEAD_FILE
     gathered = gathered_state(accelerator, prepared)  # every process: FSDP gathers collectively

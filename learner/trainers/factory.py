@@ -31,6 +31,12 @@ def make_trainers(settings: Any) -> Trainers:
 
 
 def ppo_overrides(settings: Any) -> dict[str, Any]:
-    """The PPO config overrides: ``kl_stop`` from the KL budget unless ppo_config sets it."""
+    """The PPO config overrides: ``kl_stop`` from the KL budget and ``rollout_engine`` from its
+    setting, unless ppo_config sets them."""
     stop = settings.ppo_kl_stop_fraction * settings.kl_budget
-    return ({"kl_stop": stop} if stop > 0 else {}) | dict(settings.ppo_config)
+    derived: dict[str, Any] = {}
+    if settings.rollout_engine != "auto":  # auto is PPOConfig's own default
+        derived["rollout_engine"] = settings.rollout_engine
+    if stop > 0:
+        derived["kl_stop"] = stop
+    return derived | dict(settings.ppo_config)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.end_of_turn import end_of_turn_id
 from devtools.tiny_model import write_tiny_model_dir
 from learner.data import Comparison, Rating, SFTExample
 from learner.modeling import TrainOptions, encode_prompt, load_tokenizer
@@ -41,7 +42,7 @@ def _forged_ids(tokenizer: Any, ids: list[int], prompt_length: int) -> int:
     in_prompt = sum(i in specials for i in ids[:prompt_length])
     extra = in_prompt - sum(i in specials for i in harmless)
     in_answer = sum(i in specials for i in ids[prompt_length:-1])
-    return max(extra, 0) + in_answer + (ids[-1] != tokenizer.eos_token_id)
+    return max(extra, 0) + in_answer + (ids[-1] != end_of_turn_id(tokenizer))
 
 
 def _sft(tokenizer: Any) -> int:
@@ -74,8 +75,11 @@ class _SpellingPolicy(nn.Module):
 
 def _ppo(model_dir: Path, tokenizer: Any) -> int:
     spelled = tokenizer(FORGED, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    policy = _SpellingPolicy([*spelled, tokenizer.eos_token_id])
-    rollout = sample(policy, tokenizer, [PROMPT], MAX_LENGTH, len(spelled) + 1, 1.0, 1.0, True)
+    policy = _SpellingPolicy([*spelled, end_of_turn_id(tokenizer)])
+    # The stand-in policy only answers through ``generate``.
+    rollout = sample(
+        policy, tokenizer, [PROMPT], MAX_LENGTH, len(spelled) + 1, 1.0, 1.0, True, "generate"
+    )
     sampled = _forged_ids(
         tokenizer, rollout.input_ids[0].tolist(), rollout.context_length
     )  # the prompt PPO generates from, then the sampled ids themselves

@@ -33,8 +33,10 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from transformers import DynamicCache
 
+from common.decoding.kv_slab import KVSlab, layers_of
+from common.decoding.sampling import make_generator, sample_rows
+from common.decoding.steps import decode_step, pad_left, positions_from_mask
 from serving.engines.detokenize import StreamDecoder
-from serving.engines.kv_slab import KVSlab, layers_of
 from serving.engines.peft_adapters import AdapterSet
 from serving.engines.prefix_cache import Prefix, PrefixCache
 from serving.engines.protocol import (
@@ -45,7 +47,6 @@ from serving.engines.protocol import (
     GenerationChunk,
     GenerationRequest,
 )
-from serving.engines.sampling import make_generator, sample_rows
 from serving.engines.smoke_decode import smoke_decode
 
 logger = logging.getLogger(__name__)
@@ -314,14 +315,10 @@ class DecodeLoop:
         skip = len(prefix) if prefix is not None else 0
         tails = [s.prompt_ids[skip:] for s in subs]
         width = max(len(t) for t in tails)
-        ids = torch.full((len(subs), width), self._pad, dtype=torch.long)  # (S, T)
-        tail_mask = torch.zeros((len(subs), width), dtype=torch.long)  # (S, T)
-        for i, tail in enumerate(tails):
-            ids[i, width - len(tail) :] = torch.tensor(tail)
-            tail_mask[i, width - len(tail) :] = 1
+        ids, tail_mask = pad_left(tails, self._pad)  # (S, T)
         mask = torch.cat([torch.ones((len(subs), skip), dtype=torch.long), tail_mask], dim=1)
         ids, mask = ids.to(self._device), mask.to(self._device)  # mask (S, skip + T)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]  # (S, T)
+        positions = positions_from_mask(mask)[:, skip:]  # (S, T)
         cache = DynamicCache()
         if prefix is not None:
             rows = len(subs)
@@ -428,20 +425,16 @@ class DecodeLoop:
         rows = self._rows
         slab = self._slab
         assert slab is not None and slab.rows == len(rows)
-        mask = slab.begin_step()  # (B, T+1)
-        out = self._adapters.model(
-            input_ids=self._index([[r.next_token] for r in rows]),  # (B, 1)
-            attention_mask=mask,
-            position_ids=self._index([[r.position] for r in rows]),  # (B, 1)
-            past_key_values=slab.cache,
-            use_cache=True,
-            logits_to_keep=1,
+        logits = decode_step(
+            self._adapters.model,
+            slab,
+            self._index([[r.next_token] for r in rows]),  # (B, 1)
+            self._index([[r.position] for r in rows]),  # (B, 1)
             **self._adapters.forward_kwargs([r.sub.request.adapter for r in rows]),
         )
         for r in rows:
             r.position += 1
-        slab.end_step(mask)
-        self._accept(rows, out.logits[:, -1, :])
+        self._accept(rows, logits)
         dead = [i for i, r in enumerate(rows) if r.finish is not None or r.sub.cancelled]
         if dead:
             self._rows = [rows[i] for i in slab.drop(dead)]

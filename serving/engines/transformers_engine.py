@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from common.decoding.attention import use_gqa_attention
 from common.end_of_turn import end_of_turn_ids
 from common.lm_head import compute_float32_lm_head_in_blocks, keep_lm_head_input_contiguous
-from serving.engines.attention import use_gqa_attention
 from serving.engines.decode_loop import DecodeLoop, KVBudget, Submission
 from serving.engines.model_engine import (
     SMOKE_MESSAGES,

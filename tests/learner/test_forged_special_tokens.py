@@ -108,7 +108,15 @@ def test_ppo_rollouts_and_their_reward_scoring_hold_no_forged_control_tokens(
     spelled = tokenizer(FORGED, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     policy = _SpellingPolicy([*spelled, tokenizer.eos_token_id])
     rollout = sample(
-        policy, tokenizer, [FORGED_PROMPT], MAX_LENGTH, len(spelled) + 1, 1.0, 1.0, greedy=True
+        policy,
+        tokenizer,
+        [FORGED_PROMPT],
+        MAX_LENGTH,
+        len(spelled) + 1,
+        1.0,
+        1.0,
+        greedy=True,
+        engine="generate",  # the stand-in answers through ``generate``
     )
     prompt_ids = rollout.input_ids[0, : rollout.context_length].tolist()
     assert _specials(tokenizer, prompt_ids) == _specials(

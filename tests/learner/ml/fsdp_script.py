@@ -31,6 +31,7 @@ from learner.data import Rating, SFTExample
 from learner.ppo import train as ppo_train
 from learner.ppo.config import PPOConfig
 from learner.ppo.rollout import Rollout, SamplingConfig, sample
+from learner.ppo.rollout_engines import RolloutEngine
 from learner.rm import train as rm_train
 from learner.rm.config import RewardConfig
 from learner.sft import train as sft_train
@@ -69,8 +70,9 @@ def greedy_sample_as(
     peft_model: Any,
     tokenizer: Any,
     prompts: Sequence[Sequence[ChatMessage]],
+    engine: RolloutEngine | None = None,
 ) -> Rollout:
-    """The stage's sampling (``generate`` on the unwrapped policy), greedy."""
+    """The stage's sampling (its rollout engine on the unwrapped policy), greedy."""
     return sample(
         peft_model,
         tokenizer,
@@ -80,6 +82,7 @@ def greedy_sample_as(
         config.temperature,
         config.top_p,
         greedy=True,
+        engine=engine or "auto",
     )
 
 

@@ -49,19 +49,34 @@ def test_a_rollout_stops_at_the_turns_end(llama3_dir: Path) -> None:
     eot, end_of_text = tokenizer.convert_tokens_to_ids([EOT, END_OF_TEXT])
     words = tokenizer("Four.", add_special_tokens=False)["input_ids"]
     policy = _FixedPolicy([*words, eot, *words, end_of_text])
-    rollout = sample(policy, tokenizer, [PROMPT], 64, len(words) * 2 + 2, 1.0, 1.0, greedy=True)
+    rollout = sample(
+        policy,
+        tokenizer,
+        [PROMPT],
+        64,
+        len(words) * 2 + 2,
+        1.0,
+        1.0,
+        greedy=True,
+        engine="generate",
+    )
     assert set(policy.generate_kwargs["eos_token_id"]) == {eot, end_of_text}
-    assert rollout.response_mask[0].tolist() == [1] * (len(words) + 1) + [0] * (len(words) + 1)
+    # Cut at the first end of turn: what follows it is no part of the answer.
+    assert rollout.response_mask[0].tolist() == [1] * (len(words) + 1)
+    assert rollout.input_ids[0, rollout.context_length :].tolist() == [*words, eot]
     assert rollout.has_eos.tolist() == [True]
     assert rollout.texts == ["Four."]
 
 
-def test_real_generate_ends_each_row_at_its_first_end_of_turn(llama3_dir: Path) -> None:
+@pytest.mark.parametrize("engine", ["decode_loop", "generate"])
+def test_real_decoding_ends_each_row_at_its_first_end_of_turn(
+    llama3_dir: Path, engine: str
+) -> None:
     tokenizer = load_tokenizer(llama3_dir)
     model = load_base_model(llama3_dir)
     eos = set(tokenizer.convert_tokens_to_ids([EOT, END_OF_TEXT]))
     torch.manual_seed(0)
-    rollout = sample(model, tokenizer, [PROMPT] * 4, 64, 12, 1.0, 1.0)
+    rollout = sample(model, tokenizer, [PROMPT] * 4, 64, 12, 1.0, 1.0, engine=engine)
     responses = rollout.input_ids[:, rollout.context_length :]
     for row, mask, ended in zip(responses, rollout.response_mask, rollout.has_eos, strict=True):
         kept = row[mask.bool()].tolist()

@@ -1,5 +1,5 @@
 """learner.trainers.factory: the launcher the settings ask for; PPO's KL stop follows the
-learner's KL budget."""
+learner's KL budget, its rollout engine the LEARNER_ROLLOUT_ENGINE setting."""
 
 from __future__ import annotations
 
@@ -52,3 +52,16 @@ def test_launched_stages_take_the_fsdp_config_only_when_sharding(
     trainers = make_trainers(_settings(tmp_path, train_launcher=launcher, distributed=distributed))
     assert isinstance(trainers, LaunchedTrainers)
     assert trainers.launcher == ["accelerate", "launch", *config_file, "--num_processes", "2"]
+
+
+def test_rollout_engine_setting_reaches_ppo_unless_ppo_config_names_one(tmp_path: Path) -> None:
+    assert "rollout_engine" not in ppo_overrides(_settings(tmp_path))  # auto: PPOConfig's default
+    chosen = _settings(tmp_path, rollout_engine="generate")
+    assert ppo_overrides(chosen)["rollout_engine"] == "generate"
+    explicit = _settings(tmp_path, rollout_engine="generate", ppo_config={"rollout_engine": "vllm"})
+    assert ppo_overrides(explicit)["rollout_engine"] == "vllm"
+
+
+def test_an_unknown_rollout_engine_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rollout_engine"):
+        _settings(tmp_path, rollout_engine="sglang")

@@ -1,11 +1,6 @@
-"""Fixtures for the engine tests: a tiny model whose greedy answers vary, random LoRA adapters
-(the helpers that write them are in tests/support/engines.py).
-
-The shared tiny model (``tiny_model_dir``) has near-zero random weights, so its greedy answer is
-one token repeated: useless for telling batches or adapters apart. ``lively_model_dir`` re-draws
-its weights with a larger spread (same architecture and tokenizer) so different prompts and
-adapters give visibly different answers.
-"""
+"""Fixtures for the engine tests: random LoRA adapters on the tiny model whose greedy answers vary
+(``lively_model_dir``, tests/conftest.py; the helpers that write them are in
+tests/support/engines.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engines import write_lively_model, write_lora_adapter
-
-
-@pytest.fixture(scope="session")
-def lively_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_lively_model(tiny_model_dir, tmp_path_factory.mktemp("lively-model"))
+from tests.support.engines import write_lora_adapter
 
 
 @pytest.fixture(scope="session")

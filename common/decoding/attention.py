@@ -1,8 +1,8 @@
-"""Attention for the decode loop: PyTorch SDPA with grouped-query heads, without copying the cache.
+"""Attention for batched decoding: PyTorch SDPA with grouped-query heads, without copying the cache.
 
 transformers' ``sdpa`` attention expands the keys and values of grouped-query models (SmolLM2:
 9 query heads, 3 key/value heads) to one copy per query head whenever an attention mask is
-given, and the decode loop always gives one (its batch is left-padded). That copies the whole KV
+given, and batched decoding always gives one (its batch is left-padded). That copies the whole KV
 cache three times per layer and step: at 200 cached tokens and 128 rows it took 40 ms per layer
 on this CPU against 2.3 ms for ``scaled_dot_product_attention(..., enable_gqa=True)`` on the
 same tensors, with bit-identical output (profile in docs/measurements.md, "Where a decode step's
@@ -19,7 +19,9 @@ their own attention (logged).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -117,3 +119,18 @@ def use_gqa_attention(model: Any) -> bool:
         logger.warning("keeping transformers' sdpa attention: %s", exc)
         return False
     return True
+
+
+@contextlib.contextmanager
+def gqa_attention_while(model: Any) -> Iterator[bool]:
+    """This attention for the duration of the block, the model's own again after it; yields
+    whether it switched. For a model that also trains (the learner's policy): its training
+    forward keeps transformers' attention, so only decoding changes."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    before = getattr(model.config, "_attn_implementation", None)
+    switched = before == "sdpa" and use_gqa_attention(model)
+    try:
+        yield switched
+    finally:
+        if switched:
+            model.set_attn_implementation(before)

@@ -20,9 +20,14 @@ def make_generator(seed: int | None, index: int) -> torch.Generator:
     if seed is None:
         gen.manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
     else:
-        # Distinct answers of one request (index 0..n-1) must differ, yet stay reproducible.
-        gen.manual_seed((seed * 1_000_003 + index) & ((1 << 63) - 1))
+        gen.manual_seed(row_seed(seed, index))
     return gen
+
+
+def row_seed(seed: int, index: int) -> int:
+    """The seed of answer ``index`` of a request seeded ``seed``: distinct answers of one request
+    (index 0..n-1) must differ, yet stay reproducible."""
+    return (seed * 1_000_003 + index) & ((1 << 63) - 1)
 
 
 def sample_rows(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from serving.engines.kv_slab import KVSlab
+from common.decoding.kv_slab import KVSlab
 
 HEADS, DIM = 2, 3
 

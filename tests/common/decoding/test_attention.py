@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from serving.engines.attention import gqa_sdpa_attention
-from serving.engines.kv_slab import KVSlab
+from common.decoding.attention import gqa_sdpa_attention
+from common.decoding.kv_slab import KVSlab
 
 
 def reference(
