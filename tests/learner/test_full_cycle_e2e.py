@@ -65,6 +65,10 @@ def test_one_real_cycle_publishes_a_loadable_version(
         "LEARNER_ADAPTER_STORE": str(tmp_path / "adapters"),
         "LEARNER_MODEL_DIR": str(tiny_model_dir),
         "LEARNER_MIN_NEW_COMPARISONS": "24",
+        # The sanity gate judges the random tiny model's greedy answers, which are whitespace
+        # or not by chance of its weights and PPO's samples: float32 keeps the run the one
+        # this test was written on (bf16 training is tested in tests/learner/ml).
+        "LEARNER_BASE_DTYPE": "float32",
         "LEARNER_METRICS_PORT": "0",
         "LEARNER_RM_MIN_ACCURACY": "0.75",  # the preferences are separable: the RM must learn
         # 6 held-out votes: the test against chance would demand 6 of 6; the threshold suffices.
