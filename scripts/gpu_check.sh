@@ -29,29 +29,8 @@
 # Dry run on a CPU machine (tiny model, small sizes; the gpu tests are skipped with their reason):
 #   PY=.venv/bin/python GPU_CHECK_QUICK=1 GPU_CHECK_SKIP_WHEELS=1 OUT=/tmp/gpu-check \
 #     scripts/gpu_check.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/var/gpu-check}
-PY=${PY:-python3}
-QUICK=${GPU_CHECK_QUICK:-0}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONPATH="$PWD"
-failed=0
-step() { echo; echo "== $* ($(date +%T))"; }
-record() { # record NAME STATUS
-    echo "-- $1: exit $2"
-    [ "$2" -eq 0 ] || failed=$((failed + 1))
-}
-
-step "wheels"
-if compgen -G ".whl/*.whl" >/dev/null && [ "${GPU_CHECK_SKIP_WHEELS:-0}" != 1 ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 100; }
-    export PYTHONPATH="/tmp/site:$PWD"
-else
-    echo "no wheels installed (none carried, or GPU_CHECK_SKIP_WHEELS=1)"
-fi
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh" gpu-check
 
 step "environment"
 {

@@ -50,6 +50,24 @@ def _run(
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
 
 
+def _two_process_launch(script_and_args: list[str]) -> list[str]:
+    """The launch ``LEARNER_DISTRIBUTED=fsdp`` makes, on 2 CPU processes (no bf16 autocast)."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP_CONFIG),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        *script_and_args,
+    ]
+
+
 def _assert_rows_close(one: list[dict[str, float]], sharded: list[dict[str, float]]) -> None:
     assert len(one) == len(sharded)
     for a, b in zip(one, sharded, strict=True):
@@ -66,22 +84,7 @@ def test_fsdp_on_two_processes_trains_what_one_process_trains(
 ) -> None:
     args = [str(SCRIPT), str(tiny_model_dir)]
     (one,) = _run([sys.executable, *args, str(tmp_path / "one")], tmp_path / "one")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    sharded = _run(
-        [
-            *launch,
-            str(FSDP_CONFIG),
-            "--num_processes",
-            "2",
-            "--mixed_precision",
-            "no",
-            "--main_process_port",
-            "0",
-            *args,
-            str(tmp_path / "two"),
-        ],
-        tmp_path / "two",
-    )
+    sharded = _run(_two_process_launch([*args, str(tmp_path / "two")]), tmp_path / "two")
     assert [r["world"] for r in sharded] == [2, 2]
     assert {r["distributed_type"] for r in sharded} == {"DistributedType.FSDP"}
     # Sharded: each rank holds half of the frozen base (FULL_SHARD splits every unit's flat
@@ -115,22 +118,7 @@ def test_fsdp_shards_a_bfloat16_base_beside_float32_adapters(
 ) -> None:
     """A bf16 base with float32 LoRA, heads and PPO's frozen reward adapter on it: FSDP1 needs
     one dtype per unit, so the launch fails unless every float32 leaf is a unit of its own."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(FSDP_CONFIG),
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        "0",
-        str(SCRIPT),
-        str(tiny_model_dir),
-        str(tmp_path / "two"),
-    ]
+    command = _two_process_launch([str(SCRIPT), str(tiny_model_dir), str(tmp_path / "two")])
     ranks = _run(command, tmp_path / "two", {"FSDP_BASE_DTYPE": "bfloat16"})
     assert len(ranks) == 2
     for name in SAVED:
