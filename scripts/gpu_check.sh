@@ -64,8 +64,7 @@ record pytest "${PIPESTATUS[0]}"
 step "model"
 if [ "$QUICK" = 1 ]; then
     MODEL=$(mktemp -d)/tiny
-    "$PY" -c "import sys; from pathlib import Path; from devtools.tiny_model import \
-write_tiny_model_dir as w; w(Path(sys.argv[1]))" "$MODEL"
+    write_tiny_model "$MODEL"
     model_status=$?
     LEARNER_ARGS=(--pairs 8 --rm-batch 4 --ppo-batch 4 --new-tokens 8 --mini-batch 2
         --ppo-epochs 1 --ppo-steps 1)
@@ -94,8 +93,6 @@ EOF
 fi
 record model "$model_status"
 
-DEVICE=cpu
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && DEVICE=cuda
 
 step "bench_learner ($DEVICE)"
 timeout 150 "$PY" -m bench.bench_learner --model-dir "$MODEL" "${LEARNER_ARGS[@]}" \

@@ -36,15 +36,12 @@ transformers.__version__, 'peft', peft.__version__)"
 } 2>&1 | tee "$OUT/env.txt"
 record environment "${PIPESTATUS[0]}"
 
-DEVICE=cpu
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && DEVICE=cuda
 
 step "model"
 MODEL=$PWD/.gpu-model/qwen2.5-1.5b-random
 if [ "$QUICK" = 1 ]; then
     MODEL=$(mktemp -d)/tiny
-    "$PY" -c "import sys; from pathlib import Path; from devtools.tiny_model import \
-write_tiny_model_dir as w; w(Path(sys.argv[1]))" "$MODEL"
+    write_tiny_model "$MODEL"
     model_status=$?
     LEARNER_ARGS=(--pairs 8 --rm-batch 4 --ppo-batch 4 --new-tokens 8 --mini-batch 2
         --ppo-epochs 1 --ppo-steps 1 --base-dtype float32 --rollout-engine decode_loop)
