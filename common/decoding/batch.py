@@ -9,7 +9,8 @@ longest answers. Sampling is serving's (``common.decoding.sampling``): temperatu
 else temperature and top-p, no top-k, one random stream per row from ``(seed, row)``.
 
 A PEFT model decodes through whatever adapter is active (or none under ``disable_adapter()``),
-on its unfolded LoRA layers: no second copy of the base weights is made.
+through its LoRA layers; the learner's rollouts fold the adapter for the batch
+(``common.decoding.folded_lora.folded_while``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from common.decoding.batch import BatchSampling, decode_batch
+from common.decoding.folded_lora import folded_while
 from learner.ppo.config import check_rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,14 @@ def draw_seed() -> int:
 
 
 class DecodeLoopEngine:
-    """``common.decoding.decode_batch`` on the policy itself (its LoRA unfolded: one base)."""
+    """``common.decoding.decode_batch`` on the policy itself, its LoRA folded into copies of
+    the adapted weights for the batch (``common.decoding.folded_lora.folded_while``: every
+    step of a rollout uses the same adapter, and the unfolded path's two small multiplies per
+    layer cost about 30 % of a bfloat16 decode step on 2 CPU cores). ``fold=False`` decodes
+    through PEFT's LoRA layers instead and holds no copy."""
+
+    def __init__(self, fold: bool = True) -> None:
+        self.fold = fold
 
     name = "decode_loop"
 
@@ -81,7 +89,10 @@ class DecodeLoopEngine:
             stop_ids=request.stop_ids,
             seed=draw_seed(),
         )
-        return decode_batch(peft_model, prompt_rows, sampling, pad_id)
+        if not self.fold:
+            return decode_batch(peft_model, prompt_rows, sampling, pad_id)
+        with folded_while(peft_model):
+            return decode_batch(peft_model, prompt_rows, sampling, pad_id)
 
     def close(self) -> None:
         return None

@@ -12,7 +12,7 @@ PEFT's *active* one: the per-row path splits the batch by adapter around every L
 made a 128-row decode step of SmolLM2 with a rank-8 all-linear adapter cost 406 ms against
 290 ms for the active-adapter path (273 ms with no adapter), on this CPU (docs/measurements.md).
 Such a step goes further with folding on (the default): it runs the base model on copies of the
-weights with that adapter folded in (``serving.engines.folded_lora``), at the base's speed. A
+weights with that adapter folded in (``common.decoding.folded_lora``), at the base's speed. A
 step of base rows only runs with every LoRA layer switched off.
 """
 
@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from serving.engines.folded_lora import FoldedAdapter, lora_layers, set_lora_enabled
+from common.decoding.folded_lora import FoldedAdapter, lora_layers, set_lora_enabled
 from serving.engines.model_engine import lora_config
 from serving.engines.protocol import BASE, AdapterRejected
 

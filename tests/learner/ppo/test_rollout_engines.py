@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from learner.modeling import load_base_model, load_tokenizer
+from learner.modeling import encode_prompt, load_base_model, load_tokenizer
 from learner.ppo.config import PPOConfig
 from learner.ppo.rollout import Rollout, sample
 from learner.ppo.rollout_engines import (
     DecodeLoopEngine,
     GenerateEngine,
+    RolloutRequest,
     make_engine,
     open_rollout_engine,
     resolve_engine_name,
@@ -159,3 +160,17 @@ def test_auto_takes_vllm_on_cuda_when_installed_and_one_process(
 def test_vllm_refuses_a_multi_process_stage(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one training process"):
         open_rollout_engine("vllm", tmp_path, PPOConfig(), torch.device("cuda"), processes=2)
+
+
+def test_folded_and_unfolded_decoding_give_the_same_rollout(
+    policy: Any, lively_model_dir: Path
+) -> None:
+    from common.decoding.folded_lora import lora_layers
+
+    weights = [id(m.get_base_layer().weight) for m in lora_layers(policy)]
+    tokenizer = load_tokenizer(lively_model_dir)
+    rows = [encode_prompt(tokenizer, p) for p in PROMPTS]
+    request = RolloutRequest(max_new_tokens=10, temperature=0.0, top_p=1.0, stop_ids=(2,))
+    folded = DecodeLoopEngine(fold=True).responses(policy, rows, request, pad_id=0)
+    assert folded == DecodeLoopEngine(fold=False).responses(policy, rows, request, pad_id=0)
+    assert [id(m.get_base_layer().weight) for m in lora_layers(policy)] == weights

@@ -1,4 +1,4 @@
-"""Folded adapters (serving.engines.folded_lora through AdapterSet): a step whose rows all use
+"""Folded adapters (common.decoding.folded_lora through AdapterSet): a step whose rows all use
 one adapter runs on copies of the base weights with it folded in, and must compute what PEFT's
 LoRA path computes; the base weights must come back untouched for base and mixed steps."""
 

@@ -13,12 +13,15 @@ The base weights are never written: PEFT's in-place merge and unmerge would roun
 switch, which in bfloat16 drifts the base by about 0.4 % of a weight each time. So going back to
 the base, to another adapter or to a mixed batch is a swap of references. The price is one copy
 of the adapted linear weights in memory (SmolLM2-135M: about 0.4 GB in float32), which
-``SERVING_FOLD_ADAPTERS=false`` saves.
+``SERVING_FOLD_ADAPTERS=false`` saves. The learner's rollouts fold the policy the same way for
+the length of one rollout batch (``folded_while``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -88,3 +91,35 @@ class FoldedAdapter:
             for base, _, original in self._swaps:
                 base._parameters["weight"] = original
             self.swapped_in = False
+
+
+@contextmanager
+def folded_while(model: Any) -> Iterator[bool]:
+    """For the block, ``model``'s one active LoRA adapter runs folded into copies of the base
+    weights (its LoRA layers off); True if it was folded. Nothing happens (False) when no
+    adapter is active (outside PEFT, or under ``disable_adapter()``), when several are, or
+    when one cannot be folded exactly. The base weights and every layer's on/off flag come
+    back as they were, also on errors; the copies are freed when the block ends.
+
+    For a fixed batch decoded to the end (the learner's rollouts), where every step uses the
+    same adapter: the copies cost one adapted-weight matrix per layer for the block's length."""
+    layers = lora_layers(model)
+    # A PEFT model's ``active_adapters`` is a list (a plain transformers model's is a method).
+    names = model.active_adapters if layers else []
+    if len(names) != 1 or any(layer.disable_adapters for layer in layers):
+        yield False
+        return
+    with torch.no_grad():
+        folded = FoldedAdapter.build(model, names[0])
+    if folded is None:
+        yield False
+        return
+    flags = [layer._disable_adapters for layer in layers]
+    folded.swap_in()
+    set_lora_enabled(layers, False)
+    try:
+        yield True
+    finally:
+        for layer, flag in zip(layers, flags, strict=True):
+            layer._disable_adapters = flag
+        folded.swap_out()
