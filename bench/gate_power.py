@@ -30,7 +30,8 @@ Options for a power calculation (the defaults reproduce the table above):
   policy that wins W of blind comparisons with the serving version under the noise-free judge
   (ties 1/2): the users' votes favour it with probability 1/2 + (W - 1/2)(2c - 1) (same
   independence), and the table gives how often it is promoted within the rules' vote cap and
-  after how many decisive votes;
+  after how many decisive votes (``--canary-guarded``: under a guarded canary's rules, margin 0
+  and its own cap, ``CanaryRules.for_canary``);
 - ``--outcomes``: also the share of held-out sets whose reward model the gate's classification
   (learner.gates.classify_reward_model, signed-rank test) certifies, finds uncertain (a guarded
   canary may judge it) or contradicts (worse than chance).
@@ -215,10 +216,13 @@ def _outcome_table(
     return lines
 
 
-def _canary_table(rng: random.Random, wins: list[float], ceiling: float, runs: int) -> list[str]:
-    rules = CanaryRules()
+def _canary_table(
+    rng: random.Random, wins: list[float], ceiling: float, runs: int, guarded: bool = False
+) -> list[str]:
+    rules = CanaryRules().for_canary(guarded)
     lines = [
-        f"Canary (learner.canary.decide, default rules: alpha {rules.alpha:g}, at least "
+        f"{'Guarded canary' if guarded else 'Canary'} (learner.canary.decide, default rules: "
+        f"margin {rules.margin:g}, alpha {rules.alpha:g}, at least "
         f"{rules.min_votes} and at most {rules.max_votes} decisive votes), {runs} simulated "
         f"canaries per row, users' label ceiling {ceiling:.3f}:",
         "",
@@ -272,6 +276,11 @@ def main() -> int:
         nargs="+",
         default=None,
         help="also simulate the canary for policies of these blind win rates",
+    )
+    p.add_argument(
+        "--canary-guarded",
+        action="store_true",
+        help="simulate the canary under a guarded canary's rules",
     )
     p.add_argument(
         "--outcomes",
@@ -336,7 +345,10 @@ def main() -> int:
     if args.outcomes:
         lines += ["", *_outcome_table(cells)]
     if args.canary_wins:
-        lines += ["", *_canary_table(rng, args.canary_wins, ceiling, args.runs)]
+        lines += [
+            "",
+            *_canary_table(rng, args.canary_wins, ceiling, args.runs, args.canary_guarded),
+        ]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

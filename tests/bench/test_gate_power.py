@@ -125,3 +125,15 @@ def test_outcomes_option_adds_the_verdict_table(
     assert [row.split(" | ")[2] for row in rows] == ["10", "20"]
     for row in rows:
         assert sum(float(x) for x in row.strip("| ").split(" | ")[3:]) == pytest.approx(1.0)
+
+
+def test_guarded_canary_table_uses_the_guarded_rules(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = "--runs 3 --informative 1 --skills 1 --canary-wins 0.5 --canary-guarded"
+    monkeypatch.setattr(sys, "argv", ["gate_power", *argv.split()])
+    assert gate_power.main() == 0
+    out = capsys.readouterr().out
+    cap = CanaryRules().guarded_max_votes
+    rules = f"default rules: margin 0, alpha 0.05, at least 20 and at most {cap} decisive votes"
+    assert f"Guarded canary (learner.canary.decide, {rules})" in out
