@@ -30,7 +30,11 @@ Options for a power calculation (the defaults reproduce the table above):
   policy that wins W of blind comparisons with the serving version under the noise-free judge
   (ties 1/2): the users' votes favour it with probability 1/2 + (W - 1/2)(2c - 1) (same
   independence), and the table gives how often it is promoted within the rules' vote cap and
-  after how many decisive votes.
+  after how many decisive votes (``--canary-guarded``: under a guarded canary's rules, margin 0
+  and its own cap, ``CanaryRules.for_canary``);
+- ``--outcomes``: also the share of held-out sets whose reward model the gate's classification
+  (learner.gates.classify_reward_model, signed-rank test) certifies, finds uncertain (a guarded
+  canary may judge it) or contradicts (worse than chance).
 
 Usage: ``.venv/bin/python -m bench.gate_power [--runs 2000] [--out bench/results/gate_power.md]``
 """
@@ -50,10 +54,11 @@ import torch
 
 from bench.bench_all import command_line, machine
 from learner.canary import CanaryEvidence, CanaryRules, decide
-from learner.gates import reward_gate
+from learner.gates import classify_reward_model, reward_gate
 from learner.rm.loss import signed_rank_z
 
 GAP_MEAN = 1.5  # mean utility gap of the pairs that differ, unless --ceiling sets it
+OUTCOMES = ("certified", "uncertain", "contradicted")  # learner.gates.RewardOutcome
 
 
 def expected_over_gaps(f: Callable[[float], float], gap_mean: float, steps: int = 2000) -> float:
@@ -147,13 +152,16 @@ def trial(
             differ += 1
             right += (score_gap > 0) == (gap > 0)
     accuracy = sum(m > 0 for m in margins) / votes
+    z = signed_rank_z(torch.tensor(margins))
     wilson = reward_gate(accuracy, votes, 0.5, 0.95).passed
-    ranks = reward_gate(accuracy, votes, 0.5, 0.95, signed_rank_z(torch.tensor(margins))).passed
+    ranks = reward_gate(accuracy, votes, 0.5, 0.95, z).passed
+    outcome = classify_reward_model(accuracy, votes, 0.5, 0.95, z).outcome
     return {
         "truth": right / differ if differ else float("nan"),
         "votes": accuracy,
         "wilson": float(wilson),
         "ranks": float(ranks),
+        **{name: float(outcome == name) for name in OUTCOMES},
     }
 
 
@@ -189,10 +197,32 @@ def _power_table(
     return lines
 
 
-def _canary_table(rng: random.Random, wins: list[float], ceiling: float, runs: int) -> list[str]:
-    rules = CanaryRules()
+def _outcome_table(
+    cells: list[tuple[float, float, float, dict[int, dict[str, float]]]],
+) -> list[str]:
+    """Per model and held-out count, how the gate's classification (signed-rank) splits."""
     lines = [
-        f"Canary (learner.canary.decide, default rules: alpha {rules.alpha:g}, at least "
+        "The gate's verdict (learner.gates.classify_reward_model, signed-rank test at 95 %): "
+        "share of held-out sets:",
+        "",
+        "| pairs that differ | RM accuracy vs truth | held-out votes | certified | uncertain "
+        "| contradicted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for informative, _skill, accuracy, by_votes in cells:
+        for votes, cell in sorted(by_votes.items()):
+            shares = " | ".join(f"{cell[name]:.2f}" for name in OUTCOMES)
+            lines.append(f"| {informative:.0%} | {accuracy:.3f} | {votes} | {shares} |")
+    return lines
+
+
+def _canary_table(
+    rng: random.Random, wins: list[float], ceiling: float, runs: int, guarded: bool = False
+) -> list[str]:
+    rules = CanaryRules().for_canary(guarded)
+    lines = [
+        f"{'Guarded canary' if guarded else 'Canary'} (learner.canary.decide, default rules: "
+        f"margin {rules.margin:g}, alpha {rules.alpha:g}, at least "
         f"{rules.min_votes} and at most {rules.max_votes} decisive votes), {runs} simulated "
         f"canaries per row, users' label ceiling {ceiling:.3f}:",
         "",
@@ -246,6 +276,16 @@ def main() -> int:
         nargs="+",
         default=None,
         help="also simulate the canary for policies of these blind win rates",
+    )
+    p.add_argument(
+        "--canary-guarded",
+        action="store_true",
+        help="simulate the canary under a guarded canary's rules",
+    )
+    p.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="also the shares the gate certifies, finds uncertain and contradicts",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the table here")
@@ -302,8 +342,13 @@ def main() -> int:
             cells.append((informative, skill, accuracy, by_votes))
     if sweep:
         lines += ["", *_power_table(cells, ceiling, args.power)]
+    if args.outcomes:
+        lines += ["", *_outcome_table(cells)]
     if args.canary_wins:
-        lines += ["", *_canary_table(rng, args.canary_wins, ceiling, args.runs)]
+        lines += [
+            "",
+            *_canary_table(rng, args.canary_wins, ceiling, args.runs, args.canary_guarded),
+        ]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

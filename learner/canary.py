@@ -16,6 +16,12 @@ vote count: too many empty canary answers, or a thumbs-down rate well above the 
 version's. Decisions go out as ``adapter.promoted`` / ``adapter.rolled_back`` with the evidence,
 which every serving replica follows; the event id is derived from the decision, so a decision
 re-sent after a crash is the same event.
+
+A **guarded** canary is one whose reward model the gate could not certify (learner.gates,
+``LEARNER_RM_GATE_UNCERTAIN=canary``): nothing but the users vouches for it, so it must show it
+is better (margin 0, whatever ``canary_margin`` says) and gets a vote cap of its own
+(``canary_guarded_max_votes``, below the ordinary one by default), so one that is not clearly
+better is rolled back sooner and the next cycle, with more votes, comes sooner.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
@@ -61,6 +67,7 @@ class CanaryRules:
     margin: float = _default("margin")
     min_votes: int = _default("min_votes")
     max_votes: int = _default("max_votes")
+    guarded_max_votes: int = _default("guarded_max_votes")
     max_seconds: float = _default("max_seconds")
     guard_min_answers: int = _default("guard_min_answers")
     guard_max_empty_share: float = _default("guard_max_empty_share")
@@ -69,6 +76,10 @@ class CanaryRules:
     @staticmethod
     def from_settings(s: LearnerSettings) -> CanaryRules:
         return CanaryRules(**{f.name: getattr(s, f"canary_{f.name}") for f in fields(CanaryRules)})
+
+    def for_canary(self, guarded: bool) -> CanaryRules:
+        """The rules ``decide`` applies: a guarded canary's with margin 0 and its own cap."""
+        return replace(self, margin=0.0, max_votes=self.guarded_max_votes) if guarded else self
 
 
 @dataclass(frozen=True)
@@ -168,15 +179,25 @@ def gather_evidence(cur: sqlite3.Cursor, canary: str, baseline: str) -> CanaryEv
 
 
 def start_canary(
-    store: TrainingStore, version: str, baseline: str, now: float | None = None
+    store: TrainingStore,
+    version: str,
+    baseline: str,
+    now: float | None = None,
+    guarded: bool = False,
 ) -> None:
-    """Record that ``version`` now runs as the canary against ``baseline`` (idempotent)."""
+    """Record that ``version`` now runs as the canary against ``baseline`` (idempotent);
+    ``guarded``: under the stricter rules (``CanaryRules.for_canary``)."""
     with store.transaction() as cur:
         cur.execute(
-            "INSERT OR IGNORE INTO canaries (version, baseline, started) VALUES (?,?,?)",
-            (version, baseline, time.time() if now is None else now),
+            "INSERT OR IGNORE INTO canaries (version, baseline, started, guarded) VALUES (?,?,?,?)",
+            (version, baseline, time.time() if now is None else now, int(guarded)),
         )
-    logger.info("canary %s against %s: the users' votes decide", version, baseline)
+    logger.info(
+        "%s %s against %s: the users' votes decide",
+        "guarded canary" if guarded else "canary",
+        version,
+        baseline,
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,7 @@ class ActiveCanary:
     version: str
     baseline: str
     started: float
+    guarded: bool = False
 
 
 class CanaryController:
@@ -205,10 +227,10 @@ class CanaryController:
     def active(self) -> ActiveCanary | None:
         with self.store.transaction() as cur:
             row = cur.execute(
-                "SELECT version, baseline, started FROM canaries WHERE decided IS NULL "
-                "ORDER BY started DESC LIMIT 1"
+                "SELECT version, baseline, started, guarded FROM canaries "
+                "WHERE decided IS NULL ORDER BY started DESC LIMIT 1"
             ).fetchone()
-        return ActiveCanary(*row) if row else None
+        return ActiveCanary(row[0], row[1], row[2], bool(row[3])) if row else None
 
     def tick(self, now: float | None = None) -> Outcome | None:
         """Decide if the evidence allows; emit and record the decision. Raises if the event
@@ -219,14 +241,18 @@ class CanaryController:
         now = time.time() if now is None else now
         with self.store.transaction() as cur:
             ev = gather_evidence(cur, canary.version, canary.baseline)
-        outcome, reason = decide(ev, now - canary.started, self.rules)
-        low, high = ev.interval(self.rules.alpha)
+        rules = self.rules.for_canary(canary.guarded)
+        outcome, reason = decide(ev, now - canary.started, rules)
+        low, high = ev.interval(rules.alpha)
         VOTES.set(ev.decisive)
         WIN_LOW.set(low)
         WIN_HIGH.set(high)
         if outcome is None:
             return None
-        evidence = ev.as_event(self.rules.alpha)
+        evidence = ev.as_event(rules.alpha)
+        if canary.guarded:  # what the decision was held to, for whoever reads the event
+            reason = f"guarded ({_rules_text(rules)}): {reason}"
+            evidence |= {"guarded": 1, "rules": _rules_text(rules)}
         self.emit(self._event(canary, outcome, reason, evidence))
         if outcome == "promoted":
             self.on_promoted(canary.version)
@@ -259,3 +285,7 @@ class CanaryController:
             reason=f"canary: {reason}",
             evidence=evidence,
         )
+
+
+def _rules_text(rules: CanaryRules) -> str:
+    return f"margin {rules.margin:g}, at most {rules.max_votes} decisive votes"

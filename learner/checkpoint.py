@@ -34,6 +34,10 @@ class CycleCheckpoint(BaseModel):
     # split, initialisation and order): the evaluation scores with it, so the reported gain is
     # not measured by the model PPO optimised.
     reward_eval_adapter: str | None = None
+    # The reward model was uncertain (learner.gates.classify_reward_model): the cycle went on
+    # only because the users' votes will judge its policy, as a guarded canary. False in
+    # checkpoints written before the flag existed, which is what they were.
+    guarded: bool = False
     policy_adapter: str | None = None
     version: str | None = None  # reserved policy@vN once publishing started
     uri: str | None = None

@@ -7,6 +7,10 @@ and writes the same checkpoint, and the resume rule (which stage runs next) must
              -> PPO from the current published version -> evaluate -> gates -> publish
              -> announce (adapter.published) -> done
 
+A reward model the gate can neither certify nor show worse than chance ("uncertain",
+learner.gates.classify_reward_model) goes on, with the canary on and an independent evaluation
+reward model, as a *guarded* cycle: its version starts as a guarded canary (learner.canary).
+
 Every stage boundary saves a ``CycleCheckpoint`` (learner.checkpoint) holding the store
 snapshot (offsets + seq high-water mark) the cycle trains on, the adapter directories finished
 stages produced, and the next stage. After SIGKILL the daemon resumes the same cycle at that
@@ -246,11 +250,20 @@ class CycleRunner:
                 "history": ckpt.history | {"reward": res.history},
             }
         )
-        failed = gates.first_failure(
-            [gates.reward_gate_on(res.metrics, self.s.rm_min_accuracy, self.s.rm_gate_confidence)]
-        )
-        if failed:
-            return self._reject(ckpt, failed.reason)
+        verdict = self._classify("reward_accuracy", res.metrics)
+        if verdict.outcome == "contradicted":
+            return self._reject(ckpt, verdict.reason)
+        if verdict.outcome == "uncertain":
+            closed = self._guarded_route_closed()
+            if closed:
+                return self._reject(ckpt, f"{verdict.reason}; {closed}")
+            logger.warning(
+                "cycle %d: reward model uncertain (%s): on as a guarded canary, the users' "
+                "votes decide",
+                ckpt.cycle_id,
+                verdict.reason,
+            )
+            ckpt = ckpt.model_copy(update={"guarded": True})
         kept = _install(res.adapter_dir, self.data_dir / "reward" / f"v{ckpt.cycle_id}")
         judge: str | None = None
         if self.s.eval_reward_model == "independent":
@@ -263,6 +276,12 @@ class CycleRunner:
             ckpt = ckpt.model_copy(
                 update={"metrics": ckpt.metrics | _prefixed("reward_eval", other.metrics)}
             )
+            if ckpt.guarded:
+                # The judge of the reward gain is all the gates have left: it must not be
+                # shown worse than chance either.
+                judged = self._classify("reward_eval_accuracy", other.metrics)
+                if judged.outcome == "contradicted":
+                    return self._reject(ckpt, f"independent reward model: {judged.reason}")
         crash_points.crash_point("cycle.after_reward")
         return ckpt.model_copy(
             update={
@@ -271,6 +290,31 @@ class CycleRunner:
                 "reward_eval_adapter": judge,
                 "reward_version": str(AdapterVersion("reward", ckpt.cycle_id)),
             }
+        )
+
+    def _classify(self, gate: str, values: dict[str, float]) -> gates.RewardVerdict:
+        verdict = gates.classify_reward_model_on(
+            values, self.s.rm_min_accuracy, self.s.rm_gate_confidence
+        )
+        gates.count_reward_verdict(gate, verdict)
+        return verdict
+
+    def _guarded_route_closed(self) -> str | None:
+        """Why an uncertain reward model may not go on to a guarded canary, or None.
+
+        The canary is what judges such a model's policy, and the independent member's reward
+        gain is the one evaluation gate that does not read the model PPO optimised."""
+        needs = {
+            "LEARNER_RM_GATE_UNCERTAIN=canary": self.s.rm_gate_uncertain == "canary",
+            "LEARNER_CANARY=true": self.s.canary,
+            "LEARNER_EVAL_REWARD_MODEL=independent": self.s.eval_reward_model == "independent",
+        }
+        missing = [name for name, ok in needs.items() if not ok]
+        if not missing:
+            return None
+        return (
+            "an uncertain reward model goes to a guarded canary only with the canary on and an "
+            f"independent evaluation reward model (missing: {', '.join(missing)})"
         )
 
     def _ppo(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
@@ -363,6 +407,10 @@ class CycleRunner:
 
     def _publish(self, ckpt: CycleCheckpoint) -> CycleCheckpoint:
         assert ckpt.policy_adapter is not None
+        if ckpt.guarded and not self.s.canary and ckpt.version is None:
+            # Restarted with the canary off: nothing would judge this policy. Once a version
+            # is reserved, publishing it stays idempotent instead.
+            return self._reject(ckpt, "guarded cycle, but the canary is now off")
         number = self._reserve_version(ckpt)
         version = self.publisher.version_name(number)
         if number in self.adapters.versions():  # published before a crash: keep it as is
@@ -421,6 +469,8 @@ class CycleRunner:
             "gates": {
                 "rm_min_accuracy": self.s.rm_min_accuracy,
                 "rm_gate_confidence": self.s.rm_gate_confidence,
+                # The reward model was uncertain: the users' votes judge this version.
+                "guarded": ckpt.guarded,
                 "kl_budget": self.s.kl_budget,
             },
             "trainers": self.s.trainers,
@@ -439,7 +489,7 @@ class CycleRunner:
             # The users' votes promote it (learner.canary); until then the parent serves.
             record = self.adapters.promoted()
             baseline = record.version if record else BASE
-            start_canary(self.store, ckpt.version, baseline)
+            start_canary(self.store, ckpt.version, baseline, guarded=ckpt.guarded)
         else:
             # The store's record first: a replica starting while Kafka is down serves it.
             self.publisher.record_promoted(ckpt.version)
@@ -454,7 +504,8 @@ class CycleRunner:
             event_id=event_id.hexdigest()[:32],
         )
         metrics.LAST_VERSION.set(AdapterVersion.parse(ckpt.version).number)
-        return self._finish(ckpt, "published", f"published {ckpt.version}")
+        how = " as a guarded canary" if ckpt.guarded and self.s.canary else ""
+        return self._finish(ckpt, "published", f"published {ckpt.version}{how}")
 
     def _reject(self, ckpt: CycleCheckpoint, reason: str) -> CycleCheckpoint:
         logger.warning("cycle %d rejected: %s", ckpt.cycle_id, reason)

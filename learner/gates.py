@@ -5,6 +5,9 @@ comparisons well enough to be worth optimising against, the policy improved the 
 prompts, it stayed within the KL budget of the reference (the penalty's purpose: Ziegler et al.
 2019, "Fine-Tuning Language Models from Human Preferences"), and sanity prompts still get sane
 answers.
+
+A reward model the held-out votes can neither certify nor contradict (``classify_reward_model``)
+may go on to a guarded canary instead (``LEARNER_RM_GATE_UNCERTAIN``; learner.cycle).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Literal
 
 from common.stats import wilson_interval
 from learner import metrics
@@ -75,13 +79,85 @@ def reward_gate_on(
     metrics: dict[str, float], min_accuracy: float, confidence: float
 ) -> GateDecision:
     """:func:`reward_gate` on a reward trainer's held-out metrics."""
-    return reward_gate(
-        metrics.get("accuracy"),
-        int(metrics.get("eval_count", 0.0)),
-        min_accuracy,
-        confidence,
-        metrics.get("signed_rank_z"),
+    return reward_gate(*_held_out(metrics), min_accuracy, confidence, metrics.get("signed_rank_z"))
+
+
+RewardOutcome = Literal["certified", "uncertain", "contradicted"]
+
+
+@dataclass(frozen=True)
+class RewardVerdict:
+    outcome: RewardOutcome
+    reason: str
+
+
+def classify_reward_model(
+    accuracy: float | None,
+    n: int,
+    min_accuracy: float,
+    confidence: float = 0.95,
+    signed_rank_z: float | None = None,
+) -> RewardVerdict:
+    """What the held-out votes say of a reward model: **certified** (:func:`reward_gate`
+    passes), **contradicted** (worse than chance at the same confidence, or no accuracy at all)
+    or **uncertain** (neither).
+
+    Why three outcomes and not pass/fail: the gate's power is low for the models a few hundred
+    votes of subtle preferences make. docs/learning.md ("Power of the reward-model gate")
+    simulates it: 100 held-out votes certify a 0.60-0.65 accurate `friendly` or `format` model
+    only 17-30 % of the time, those need 600-1,600 held-out votes, and the demo's first cycles
+    hold out 13 and 26. A rejection there says "not shown better", not "shown worse"; only the
+    second is evidence against the model. Contradicted mirrors the certifying test: the
+    signed-rank z below minus the one-sided quantile, or (Wilson fallback) the one-sided upper
+    bound of the accuracy below 0.5. With ``confidence`` 0 there is no test, and the point
+    threshold alone decides as before: nothing is uncertain.
+    """
+    decision = reward_gate(accuracy, n, min_accuracy, confidence, signed_rank_z)
+    if decision.passed:
+        return RewardVerdict("certified", decision.reason)
+    if accuracy is None or confidence == 0:
+        return RewardVerdict("contradicted", decision.reason)
+    worse, why = _worse_than_chance(accuracy, n, confidence, signed_rank_z)
+    outcome: RewardOutcome = "contradicted" if worse else "uncertain"
+    return RewardVerdict(outcome, f"{decision.reason}; {why}")
+
+
+def classify_reward_model_on(
+    metrics: dict[str, float], min_accuracy: float, confidence: float
+) -> RewardVerdict:
+    """:func:`classify_reward_model` on a reward trainer's held-out metrics."""
+    return classify_reward_model(
+        *_held_out(metrics), min_accuracy, confidence, metrics.get("signed_rank_z")
     )
+
+
+def _held_out(metrics: dict[str, float]) -> tuple[float | None, int]:
+    return metrics.get("accuracy"), int(metrics.get("eval_count", 0.0))
+
+
+def _worse_than_chance(
+    accuracy: float, n: int, confidence: float, signed_rank_z: float | None
+) -> tuple[bool, str]:
+    """The certifying test turned around: (worse than chance at ``confidence``, why)."""
+    critical = NormalDist().inv_cdf(confidence)
+    if signed_rank_z is not None:
+        worse = signed_rank_z < -critical
+        return worse, (
+            f"signed-rank z {signed_rank_z:.2f} {'<' if worse else '>='} {-critical:.2f}: "
+            f"{'worse than chance' if worse else 'not worse than chance either'}"
+        )
+    high = wilson_interval(accuracy * n, n, critical)[1] if n > 0 else 1.0
+    worse = high < 0.5
+    return worse, (
+        f"{confidence:.0%} upper bound {high:.3f} ({'<' if worse else '>='} 0.5): "
+        f"{'worse than chance' if worse else 'not worse than chance either'}"
+    )
+
+
+def count_reward_verdict(gate: str, verdict: RewardVerdict) -> None:
+    """Count it beside the other gates' pass/fail: uncertain under its own outcome."""
+    outcome = {"certified": "pass", "contradicted": "fail"}.get(verdict.outcome, "uncertain")
+    metrics.GATE_OUTCOMES.labels(gate, outcome).inc()
 
 
 def eval_gates(

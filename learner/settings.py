@@ -57,6 +57,13 @@ class LearnerSettings(BaseSettings, TopicSettings):
         description="the reward model must beat chance on its held-out votes at this confidence "
         "(one-sided Wilcoxon signed-rank test of the held-out margins); 0 = point accuracy only",
     )
+    rm_gate_uncertain: Literal["reject", "canary"] = Field(
+        "canary",
+        description="a reward model its held-out votes neither certify nor show worse than "
+        "chance: 'canary' = train and evaluate on, and publish the policy as a guarded canary "
+        "(needs canary on and eval_reward_model 'independent', else rejected); 'reject' = "
+        "reject the cycle",
+    )
     eval_reward_model: Literal["independent", "same"] = Field(
         "independent",
         description="'independent': evaluate with a second reward model PPO never optimised "
@@ -137,6 +144,12 @@ class LearnerSettings(BaseSettings, TopicSettings):
     canary_max_votes: int = Field(
         1000, ge=1, description="undecided after this many decisive votes: roll back"
     )
+    canary_guarded_max_votes: int = Field(
+        200,
+        ge=1,
+        description="a guarded canary (its reward model was uncertain) undecided after this "
+        "many decisive votes: roll back (at least canary_min_votes)",
+    )
     canary_max_seconds: float = Field(
         86400.0, gt=0, description="undecided after this long: roll back"
     )
@@ -181,6 +194,16 @@ class LearnerSettings(BaseSettings, TopicSettings):
     ppo_config: dict[str, Any] = Field(default_factory=dict, description="PPOConfig overrides")
     sft_config: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides")
     eval_config: dict[str, Any] = Field(default_factory=dict, description="EvalConfig overrides")
+
+    @model_validator(mode="after")
+    def _guarded_cap_allows_a_decision(self) -> LearnerSettings:
+        if self.canary_guarded_max_votes < self.canary_min_votes:
+            raise ValueError(
+                f"canary_guarded_max_votes ({self.canary_guarded_max_votes}) must be at least "
+                f"canary_min_votes ({self.canary_min_votes}): below it a guarded canary could "
+                "only be rolled back"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fsdp_needs_an_accelerate_launch(self) -> LearnerSettings:

@@ -22,7 +22,7 @@ from typing import Any
 
 from learner.store import erasure, joins, queries
 from learner.store.records import BatchStats, PartitionPosition, RawRecord, Snapshot
-from learner.store.schema import DDL, SCHEMA_VERSION
+from learner.store.schema import ADDED_COLUMNS, DDL, SCHEMA_VERSION
 from schemas.codec import decode_event
 from schemas.events import EventBase, PairServed, ResponseServed, UserErased
 
@@ -39,9 +39,20 @@ class TrainingStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(DDL)
-        self.conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a database an older learner created up to ``SCHEMA_VERSION``: one transaction,
+        so two processes opening it at once cannot both add a column."""
+        with self.transaction() as cur:
+            for table, column, definition in ADDED_COLUMNS:
+                have = {row[1] for row in cur.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    logger.info("store: added %s.%s", table, column)
+            cur.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
 
     def close(self) -> None:
         self.conn.close()

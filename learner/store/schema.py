@@ -7,9 +7,14 @@ are derived from votes when read, so a replaced vote can never leave a stale com
 ``offsets.last_digest`` is the sha256 of the last consumed message's bytes: on restart the
 consumer re-reads that message to prove the broker still holds the same log (see
 learner.ingest.consumer).
+
+Tables are created if missing; a column added to a table after its first release is listed in
+``ADDED_COLUMNS`` too, and added to an older database when it opens (learner.store.db), with a
+default that says what the older rows were. Version 2: ``canaries.guarded`` (1: a canary whose
+reward model the gate could not certify, decided by stricter rules; learner.canary).
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +54,7 @@ CREATE TABLE IF NOT EXISTS erased_users (
     rows_deleted INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS canaries (
     version TEXT PRIMARY KEY, baseline TEXT NOT NULL, started REAL NOT NULL, decided REAL,
-    outcome TEXT, evidence TEXT);
+    outcome TEXT, evidence TEXT, guarded INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (name, label));
@@ -57,3 +62,8 @@ CREATE TABLE IF NOT EXISTS cycles (
     cycle_id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, outcome TEXT,
     reason TEXT, version TEXT, max_seq INTEGER NOT NULL, metrics TEXT NOT NULL DEFAULT '{}');
 """
+
+# (table, column, definition) of columns added after their table first shipped.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("canaries", "guarded", "INTEGER NOT NULL DEFAULT 0"),
+)

@@ -22,8 +22,9 @@ from learner.trainers.protocol import (
 
 class FakeTrainers(StageConfigs):
     """Metrics come from ``reward_config``/``ppo_config``/``eval_config`` keys ``fake_*`` (e.g.
-    ``{"fake_accuracy": 0.4}`` to exercise the reward gate) and ``fake_seconds`` slows a stage
-    so a test can kill the process during it.
+    ``{"fake_accuracy": 0.4}`` to exercise the reward gate; ``fake_independent_accuracy``: the
+    independent evaluation member's; ``fake_signed_rank_z``: the rank test's z) and
+    ``fake_seconds`` slows a stage so a test can kill the process during it.
     """
 
     def __init__(self, *configs_and_seed: Any) -> None:
@@ -41,15 +42,20 @@ class FakeTrainers(StageConfigs):
         self.calls.append((name, n))
         time.sleep(float(self.overrides["reward"].get("fake_seconds", 0.0)))
         adapter = write_fake_adapter(job.out_dir / "adapter", seed=n + job.seed_offset)
-        acc = float(self.overrides["reward"].get("fake_accuracy", 0.8))
+        cfg = self.overrides["reward"]
+        acc = float(cfg.get("fake_accuracy", 0.8))
+        if job.seed_offset:  # the independent member may be told apart from the first
+            acc = float(cfg.get("fake_independent_accuracy", acc))
         history = [{"step": float(i + 1), "loss": 0.7 - 0.1 * i, "accuracy": acc} for i in range(3)]
         metrics = {
             "accuracy": acc,
             "margin": 0.5,
             "train_count": float(n),
             # As many held-out votes as the fake claims (the gate's power depends on it).
-            "eval_count": float(self.overrides["reward"].get("fake_eval_count", 100)),
+            "eval_count": float(cfg.get("fake_eval_count", 100)),
         }
+        if "fake_signed_rank_z" in cfg:  # the gate's rank test instead of its Wilson fallback
+            metrics["signed_rank_z"] = float(cfg["fake_signed_rank_z"])
         return TrainOutcome(adapter, metrics, history)
 
     def ppo(self, job: PPOJob) -> TrainOutcome:

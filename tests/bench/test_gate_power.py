@@ -94,3 +94,46 @@ def test_sweep_adds_the_power_and_canary_tables(
     expected = math.ceil(gate_power.votes_for_power(gate_power.vote_agreement(0.7, 0.7, 1.0)))
     assert f"| 100% | 0.700 | 0.580 | {expected} |" in out
     assert "| 0.90 | 0.660 |" in out
+
+
+def test_trial_reports_the_gates_verdict() -> None:
+    """A strong model is nearly always certified; a chance-level one mostly uncertain, and
+    contradicted about as rarely as it is certified (5 % each at 95 %)."""
+    rng = random.Random(0)
+
+    def shares(skill: float) -> dict[str, float]:
+        rows = [gate_power.trial(rng, skill, 100, 1.0) for _ in range(200)]
+        return {name: sum(r[name] for r in rows) / len(rows) for name in gate_power.OUTCOMES}
+
+    strong, chance = shares(2.0), shares(0.0)
+    assert sum(strong.values()) == pytest.approx(1.0) and sum(chance.values()) == pytest.approx(1.0)
+    assert strong["certified"] > 0.95
+    assert chance["uncertain"] > 0.8 and chance["contradicted"] < 0.12
+
+
+def test_outcomes_option_adds_the_verdict_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = "--runs 4 --votes 10 20 --informative 1 --accuracies 0.7 --ceiling 0.7 --outcomes"
+    monkeypatch.setattr(sys, "argv", ["gate_power", *argv.split()])
+    assert gate_power.main() == 0
+    out = capsys.readouterr().out
+    header = "| held-out votes | certified | uncertain | contradicted |"
+    assert header in out
+    table = out.split(header)[1].split("\n\n")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| 100% | 0.700 | ")]
+    assert [row.split(" | ")[2] for row in rows] == ["10", "20"]
+    for row in rows:
+        assert sum(float(x) for x in row.strip("| ").split(" | ")[3:]) == pytest.approx(1.0)
+
+
+def test_guarded_canary_table_uses_the_guarded_rules(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = "--runs 3 --informative 1 --skills 1 --canary-wins 0.5 --canary-guarded"
+    monkeypatch.setattr(sys, "argv", ["gate_power", *argv.split()])
+    assert gate_power.main() == 0
+    out = capsys.readouterr().out
+    cap = CanaryRules().guarded_max_votes
+    rules = f"default rules: margin 0, alpha 0.05, at least 20 and at most {cap} decisive votes"
+    assert f"Guarded canary (learner.canary.decide, {rules})" in out

@@ -126,3 +126,74 @@ def test_guard_rolls_back_on_thumbs_down_before_enough_votes(tmp_path: Path) -> 
         feeder.feed(rating(f"p{i}-r1", value="up", t=i + 0.2))
     assert controller.tick(now=1.0) == "rolled_back"
     assert "guard" in sent[0].reason  # type: ignore[attr-defined]
+
+
+def test_a_guarded_canary_must_show_it_is_better_whatever_the_margin() -> None:
+    """26 of 40: the lower bound (0.33) clears 0.5 - 0.2 but not 0.5."""
+    rules = CanaryRules(margin=0.2, min_votes=20, max_votes=1000, guarded_max_votes=200)
+    ev = CanaryEvidence(wins=26, losses=14)
+    assert decide(ev, 0.0, rules.for_canary(guarded=False))[0] == "promoted"
+    assert decide(ev, 0.0, rules.for_canary(guarded=True))[0] is None
+    assert decide(CanaryEvidence(wins=34, losses=6), 0.0, rules.for_canary(True))[0] == "promoted"
+
+
+def test_a_guarded_canary_is_rolled_back_at_its_own_cap() -> None:
+    rules = CanaryRules(guarded_max_votes=200)  # the ordinary cap: 1000
+    assert decide(CanaryEvidence(wins=120, losses=80), 0.0, rules)[0] is None
+    guarded = rules.for_canary(guarded=True)
+    assert decide(CanaryEvidence(wins=119, losses=80), 0.0, guarded)[0] is None
+    outcome, reason = decide(CanaryEvidence(wins=120, losses=80), 0.0, guarded)
+    assert outcome == "rolled_back" and "undecided after 200 votes" in reason
+
+
+def test_the_guarded_cap_cannot_be_below_the_votes_a_decision_needs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="canary_guarded_max_votes"):
+        LearnerSettings(data_dir=str(tmp_path), canary_min_votes=50, canary_guarded_max_votes=40)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_controller_holds_a_guarded_canary_to_the_stricter_rules(
+    tmp_path: Path, guarded: bool
+) -> None:
+    """The same 26 wins in 40 votes: an ordinary canary with a margin of 0.2 is promoted, a
+    guarded one reaches its cap of 40 undecided and is rolled back, and its event says so."""
+    settings = LearnerSettings(
+        data_dir=str(tmp_path / "data"),
+        metrics_port=0,
+        canary=True,
+        canary_min_votes=10,
+        canary_margin=0.2,
+        canary_guarded_max_votes=40,
+    )
+    sent: list[EventBase] = []
+    controller = CanaryController(settings, new_store(tmp_path), sent.append)
+    start_canary(controller.store, "policy@v2", "policy@v1", now=0.0, guarded=guarded)
+    active = controller.active()
+    assert active is not None and active.guarded == guarded
+    feeder = Feeder(controller.store)
+    for i in range(40):
+        _vote_for(feeder, i, canary_first=i % 2 == 0, canary_wins=i < 26)
+    outcome = controller.tick(now=1.0)
+    (event,) = sent
+    if not guarded:
+        assert outcome == "promoted" and isinstance(event, AdapterPromoted)
+        assert event.evidence is not None and "guarded" not in event.evidence
+        return
+    assert outcome == "rolled_back" and isinstance(event, AdapterRolledBack)
+    assert event.reason.startswith("canary: guarded (margin 0, at most 40 decisive votes)")
+    assert "undecided after 40 votes" in event.reason
+    assert event.evidence is not None and event.evidence["guarded"] == 1
+    assert controller.active() is None
+
+
+def test_controller_promotes_a_guarded_canary_that_shows_it_is_better(tmp_path: Path) -> None:
+    sent: list[EventBase] = []
+    controller = _controller(tmp_path, sent, [])
+    start_canary(controller.store, "policy@v2", "policy@v1", now=0.0, guarded=True)
+    feeder = Feeder(controller.store)
+    for i in range(40):
+        _vote_for(feeder, i, canary_first=i % 2 == 0, canary_wins=i < 34)
+    assert controller.tick(now=1.0) == "promoted"
+    (event,) = sent
+    assert isinstance(event, AdapterPromoted) and event.evidence is not None
+    assert event.evidence["guarded"] == 1 and float(event.evidence["win_low"]) > 0.5

@@ -341,3 +341,156 @@ def test_a_cycle_moves_its_duration_outcome_accuracy_and_kl_metrics(
         ckpt.metrics["reward/accuracy"]
     )
     assert _gauge("rlhf_learner_policy_kl_nats") == pytest.approx(3.5)
+
+
+# 55 of 100 held-out votes: neither better nor worse than chance at 95 % (Wilson fallback).
+UNCERTAIN = {"fake_accuracy": 0.55}
+
+
+def _canary_rows(store: TrainingStore) -> list[tuple[str, int]]:
+    return store.conn.execute("SELECT version, guarded FROM canaries").fetchall()
+
+
+def _trained(runner: CycleRunner) -> list[str]:
+    trainers = runner.trainers
+    assert isinstance(trainers, FakeTrainers)
+    return [name for name, _ in trainers.calls]
+
+
+@pytest.mark.parametrize(
+    "reward_config", [UNCERTAIN, {"fake_accuracy": 0.7, "fake_signed_rank_z": 1.2}]
+)
+def test_an_uncertain_reward_model_goes_on_to_a_guarded_canary(
+    tmp_path: Path, store: TrainingStore, reward_config: dict[str, float]
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store, canary=True, reward_config=reward_config)
+    ckpt = runner.run()
+    assert (ckpt.outcome, ckpt.version, ckpt.guarded) == ("published", "policy@v1", True)
+    assert ckpt.reason == "published policy@v1 as a guarded canary"
+    assert _trained(runner) == ["reward", "reward-eval", "ppo", "evaluate"]
+    assert _canary_rows(store) == [("policy@v1", 1)]
+    assert runner.adapters.manifest(1).config["gates"]["guarded"] is True
+    assert "reward_eval/accuracy" in ckpt.metrics  # the judge's held-out figures, as ever
+
+
+def test_a_certified_reward_model_starts_an_ordinary_canary(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store, canary=True)  # the fake's 0.8 of 100 is certified
+    ckpt = runner.run()
+    assert (ckpt.outcome, ckpt.guarded) == ("published", False)
+    assert _canary_rows(store) == [("policy@v1", 0)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        ({"canary": False}, "LEARNER_CANARY=true"),
+        ({"canary": True, "rm_gate_uncertain": "reject"}, "LEARNER_RM_GATE_UNCERTAIN=canary"),
+        ({"canary": True, "eval_reward_model": "same"}, "LEARNER_EVAL_REWARD_MODEL=independent"),
+    ],
+)
+def test_an_uncertain_reward_model_is_rejected_where_no_guarded_canary_can_judge_it(
+    tmp_path: Path, store: TrainingStore, overrides: dict[str, Any], missing: str
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store, reward_config=UNCERTAIN, **overrides)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and not ckpt.guarded
+    assert "held-out accuracy 0.550 on 100 votes" in ckpt.reason
+    assert "goes to a guarded canary only with the canary on" in ckpt.reason
+    assert f"missing: {missing})" in ckpt.reason
+    assert _trained(runner) == ["reward"] and runner.adapters.versions() == []
+
+
+def test_a_guarded_cycle_is_rejected_when_the_independent_member_is_worse_than_chance(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    cfg = UNCERTAIN | {"fake_independent_accuracy": 0.3}
+    runner = make_runner(tmp_path, store, canary=True, reward_config=cfg)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected"
+    assert ckpt.reason.startswith("independent reward model: held-out accuracy 0.300")
+    assert "worse than chance" in ckpt.reason
+    assert ckpt.metrics["reward_eval/accuracy"] == pytest.approx(0.3)
+    assert _trained(runner) == ["reward", "reward-eval"] and _canary_rows(store) == []
+
+
+def test_an_uncertain_independent_member_does_not_stop_a_guarded_cycle(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    cfg = UNCERTAIN | {"fake_independent_accuracy": 0.45}
+    ckpt = make_runner(tmp_path, store, canary=True, reward_config=cfg).run()
+    assert (ckpt.outcome, ckpt.guarded) == ("published", True)
+
+
+def test_a_contradicted_reward_model_is_rejected_even_with_the_canary_on(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    cfg = {"fake_accuracy": 0.7, "fake_signed_rank_z": -2.0}
+    runner = make_runner(tmp_path, store, canary=True, reward_config=cfg)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and "signed-rank z -2.00 < -1.64" in ckpt.reason
+    assert _trained(runner) == ["reward"]
+
+
+def test_a_guarded_cycle_still_answers_to_the_evaluation_gates(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(
+        tmp_path,
+        store,
+        canary=True,
+        reward_config=UNCERTAIN,
+        eval_config={"fake_reward_gain": -0.1},
+    )
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and "reward gain -0.1000" in ckpt.reason
+    assert ckpt.guarded and _canary_rows(store) == []
+
+
+def test_a_checkpoint_from_before_the_guarded_flag_loads_unguarded(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    old = {"cycle_id": 3, "stage": "ppo", "snapshot": {"max_seq": 5, "positions": []}}
+    (data / "checkpoint.json").write_text(json.dumps(old))
+    ckpt = load_checkpoint(data)
+    assert ckpt is not None and ckpt.stage == "ppo" and ckpt.guarded is False
+
+
+def test_an_uncertain_reward_model_is_counted_as_uncertain(
+    tmp_path: Path, store: TrainingStore
+) -> None:
+    def uncertain() -> float:
+        labels = {"gate": "reward_accuracy", "outcome": "uncertain"}
+        return REGISTRY.get_sample_value("rlhf_learner_gate_outcomes_total", labels) or 0.0
+
+    before = uncertain()
+    feed_votes(Feeder(store), 0, 4)
+    make_runner(tmp_path, store, canary=True, reward_config=UNCERTAIN).run()
+    assert uncertain() == before + 1
+
+
+def test_a_guarded_cycle_resumed_with_the_canary_off_is_not_published(
+    tmp_path: Path, store: TrainingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+
+    def crash(at: str) -> None:
+        if at == "cycle.after_evaluate":
+            raise Crash(at)
+
+    monkeypatch.setattr(crash_points, "crash_point", crash)
+    with pytest.raises(Crash):
+        make_runner(tmp_path, store, canary=True, reward_config=UNCERTAIN).run()
+    monkeypatch.setattr(crash_points, "crash_point", lambda at: None)
+    runner = make_runner(tmp_path, store, canary=False, reward_config=UNCERTAIN)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and "the canary is now off" in ckpt.reason
+    assert runner.adapters.versions() == []

@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 import torch
 from prometheus_client import REGISTRY
 
 from learner.gates import (
+    classify_reward_model,
+    classify_reward_model_on,
+    count_reward_verdict,
     eval_gates,
     first_failure,
     reward_gate,
@@ -125,3 +129,76 @@ def test_first_failure_counts_outcomes() -> None:
 def test_reward_gain_threshold_is_configurable() -> None:
     assert not eval_gates(0.05, 0.1, 0.5, [], min_gain=0.1)[0].passed
     assert eval_gates(-0.5, 0.1, 0.5, [], min_gain=-1.0)[0].passed
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "z", "outcome"),
+    [
+        (0.55, 1.65, "certified"),  # above the one-sided 95 % quantile, 1.645
+        (0.55, 1.64, "uncertain"),
+        (0.45, -1.64, "uncertain"),
+        (0.45, -1.65, "contradicted"),  # below minus the same quantile
+        (0.45, 2.0, "uncertain"),  # better than chance, below the accuracy floor: not worse
+        (None, 3.0, "contradicted"),  # no accuracy reported: nothing vouches for it
+    ],
+)
+def test_reward_model_classified_by_its_signed_rank_z(
+    accuracy: float | None, z: float, outcome: str
+) -> None:
+    verdict = classify_reward_model(accuracy, 100, 0.5, 0.95, z)
+    assert verdict.outcome == outcome
+    assert (verdict.outcome == "certified") == reward_gate(accuracy, 100, 0.5, 0.95, z).passed
+
+
+@pytest.mark.parametrize(
+    ("hits", "outcome"),
+    [
+        (59, "certified"),
+        (58, "uncertain"),
+        (50, "uncertain"),
+        (42, "uncertain"),
+        (41, "contradicted"),
+    ],
+)
+def test_reward_model_classified_by_the_wilson_bounds(hits: int, outcome: str) -> None:
+    """No ranks reported: 59 of 100 is the fewest whose one-sided 95 % lower bound clears 0.5,
+    and (the interval is symmetric) 41 the most whose upper bound stays below it."""
+    verdict = classify_reward_model_on({"accuracy": hits / 100, "eval_count": 100.0}, 0.5, 0.95)
+    assert verdict.outcome == outcome
+    low = wilson_lower_bound(hits, 100, 0.95)
+    high = 1 - wilson_lower_bound(100 - hits, 100, 0.95)
+    assert (outcome == "certified") == (low > 0.5) and (outcome == "contradicted") == (high < 0.5)
+
+
+def test_few_held_out_votes_leave_most_reward_models_uncertain() -> None:
+    """The demo's first cycle holds out 13 votes: only 10 of 13 certifies, only 3 of 13
+    contradicts, everything between is uncertain; nothing held out is no evidence at all."""
+    outcomes = {k: classify_reward_model(k / 13, 13, 0.5).outcome for k in range(14)}
+    assert [k for k, o in outcomes.items() if o == "uncertain"] == [4, 5, 6, 7, 8, 9]
+    assert outcomes[10] == "certified" and outcomes[3] == "contradicted"
+    assert classify_reward_model(0.6, 0, 0.5).outcome == "uncertain"
+
+
+def test_without_the_test_the_threshold_alone_decides() -> None:
+    assert classify_reward_model(0.5, 100, 0.5, confidence=0).outcome == "certified"
+    assert classify_reward_model(0.49, 100, 0.5, confidence=0).outcome == "contradicted"
+
+
+def test_verdict_reason_says_why_it_is_uncertain_or_contradicted() -> None:
+    uncertain = classify_reward_model(0.55, 100, 0.5, 0.95, 1.0)
+    assert "signed-rank z 1.00 <= 1.64" in uncertain.reason
+    assert "not worse than chance either" in uncertain.reason
+    contradicted = classify_reward_model_on({"accuracy": 0.3, "eval_count": 100.0}, 0.5, 0.95)
+    assert "upper bound" in contradicted.reason and "worse than chance" in contradicted.reason
+
+
+def test_reward_verdicts_are_counted_with_uncertain_apart() -> None:
+    def count(outcome: str) -> float:
+        labels = {"gate": "reward_accuracy", "outcome": outcome}
+        return REGISTRY.get_sample_value("rlhf_learner_gate_outcomes_total", labels) or 0.0
+
+    before = {o: count(o) for o in ("pass", "fail", "uncertain")}
+    for z in (2.0, 0.0, 0.1, -2.0):
+        count_reward_verdict("reward_accuracy", classify_reward_model(0.5, 100, 0.5, 0.95, z))
+    after = {o: count(o) - before[o] for o in before}
+    assert after == {"pass": 1.0, "fail": 1.0, "uncertain": 2.0}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 
-from learner.store import RawRecord
+from learner.store import RawRecord, TrainingStore
+from learner.store.schema import SCHEMA_VERSION
 from schemas.codec import encode_event
 from tests.events import correction, pair, pref, rating, single
 from tests.learner.factories import FEEDBACK, INTERACTIONS, Feeder, new_store, raw_json
@@ -275,3 +277,34 @@ def test_sql_count_of_new_comparisons_matches_the_expansion(feeder: Feeder) -> N
             feeder.store.comparisons(min_seq=start)
         )
     assert feeder.store.count_new_comparisons(since) == 8  # 6 + the tie + p4
+
+
+def test_a_database_from_before_guarded_canaries_opens_and_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    """A store an older learner wrote (schema 1: no ``canaries.guarded``) opens, its canary rows
+    read as ordinary canaries, and new rows can be guarded."""
+    path = tmp_path / "store.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE canaries (
+            version TEXT PRIMARY KEY, baseline TEXT NOT NULL, started REAL NOT NULL,
+            decided REAL, outcome TEXT, evidence TEXT);
+        INSERT INTO canaries (version, baseline, started) VALUES ('policy@v1', 'base', 1.0);
+        """
+    )
+    old.commit()
+    old.close()
+    store = TrainingStore(path)
+    rows = store.conn.execute("SELECT version, guarded FROM canaries").fetchall()
+    assert rows == [("policy@v1", 0)]
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO canaries VALUES ('policy@v2', 'base', 2.0, NULL, NULL, NULL, 1)")
+    meta = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert meta == (str(SCHEMA_VERSION),)
+    store.close()
+    again = TrainingStore(path)  # a second open finds the column and adds nothing
+    assert again.conn.execute("SELECT COUNT(*) FROM canaries WHERE guarded=1").fetchone() == (1,)
