@@ -32,12 +32,25 @@ from common.embedded_model import resolve_model_dir
 from learner.modeling import TrainOptions
 from learner.ppo import train as ppo_train
 from learner.ppo.config import PPOConfig
-from learner.ppo.rollout_engines import RolloutEngine, RolloutRequest, make_engine
+from learner.ppo.rollout_engines import (
+    DecodeLoopEngine,
+    RolloutEngine,
+    RolloutRequest,
+    make_engine,
+)
 from learner.rm.model import RewardModel
 from loop.prompts import load_prompts
 from schemas.events import ChatMessage
 
 TIMERS = ("time/step", "time/rollout", "time/scoring", "time/update", "response/length")
+
+
+UNFOLDED = "decode_loop_unfolded"  # the batch decoder through PEFT's LoRA layers (no fold)
+
+
+def engine_named(name: str) -> RolloutEngine:
+    """``make_engine``'s engines, and ``decode_loop_unfolded`` to time what folding buys."""
+    return DecodeLoopEngine(fold=False) if name == UNFOLDED else make_engine(name)
 
 
 class Alternating:
@@ -47,7 +60,7 @@ class Alternating:
     name = "alternating"
 
     def __init__(self, names: list[str], pairs: int) -> None:
-        self.engines = {name: make_engine(name) for name in names}
+        self.engines = {name: engine_named(name) for name in names}
         first, second = names
         self.schedule = [
             name for p in range(pairs) for name in ((first, second) if p % 2 == 0 else names[::-1])
@@ -159,7 +172,7 @@ def _greedy_pairs(model_dir: Path, names: list[str], pairs: int) -> list[str]:
                 1.0,
                 1.0,
                 greedy=True,
-                engine=name,
+                engine=engine_named(name),
             )
             seconds[name].append(time.perf_counter() - started)
             answers[name] = rollout.input_ids
@@ -182,7 +195,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--model-dir", default="embedded")
     p.add_argument("--pairs", type=int, default=3, help="pairs of iterations (one per engine)")
-    p.add_argument("--engines", default="generate,decode_loop", help="two engine names")
+    p.add_argument(
+        "--engines",
+        default="generate,decode_loop",
+        help=f"two engine names (make_engine's, or {UNFOLDED})",
+    )
     p.add_argument(
         "--greedy-pairs", type=int, default=3, help="pairs of greedy rollouts alone (0: none)"
     )
