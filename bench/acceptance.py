@@ -248,6 +248,13 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the blind evaluation")
     p.add_argument(
+        "--user-seed",
+        type=int,
+        default=None,
+        help="seed of the simulated users (their prompts, sampling and votes); default: drawn "
+        "from the clock, and named in the report",
+    )
+    p.add_argument(
         "--eval-samples",
         type=int,
         default=3,
@@ -291,6 +298,7 @@ def main() -> int:
         correction_rate=0.05 if args.corrections == "on" else 0.0,
         thumbs_rate=args.thumbs_rate,
         max_tokens=args.max_tokens,
+        user_seed=args.user_seed,
         serving_env={"SERVING_PAIR_SHOW_FLOOR": str(args.pair_show_floor)}
         | ({"SERVING_CANARY_SHARE": str(args.canary_share)} if args.canary else {}),
     )
@@ -335,6 +343,7 @@ def main() -> int:
         finally:
             reporter.stop()
     wall = time.monotonic() - started
+    args.user_seed = demo.user_seed  # the report names the seed the users ran with
     text = _markdown(rounds, verdict, summary, args, learner_env, wall)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
@@ -427,7 +436,8 @@ def _markdown(
         f"Preference `{args.preference}`, users' Bradley-Terry noise {args.noise}, "
         f"{args.comparisons} comparisons in {args.rounds} rounds, {args.concurrency} users, "
         f"max {args.max_tokens} tokens, corrections {args.corrections}, thumbs on "
-        f"{args.thumbs_rate:.0%} of votes; eval judge noise {args.eval_noise}, "
+        f"{args.thumbs_rate:.0%} of votes, users' seed {args.user_seed}; blind evaluation seed "
+        f"{args.seed}, judge noise {args.eval_noise}, "
         f"{args.eval_samples} answer pairs per held-out prompt at the serving temperature; pairing "
         + (
             "uniform."

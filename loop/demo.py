@@ -85,6 +85,7 @@ class DemoConfig:
     # (LEARNER_CANARY; docs/learning.md, "Canary: the users decide").
     canary: bool = True
     learner_max_cycles: int | None = None  # ``learner run --max-cycles``; None: no limit
+    user_seed: int | None = None  # the simulated users' seed; None: drawn from the clock
     serving_env: dict[str, str] = field(default_factory=dict)
     learner_env: dict[str, str] = field(default_factory=dict)
 
@@ -97,6 +98,8 @@ class Demo:
         from devtools.broker import free_port
 
         self.api_key = "sim-" + secrets.token_hex(8)
+        # Kept so that a report can name it and a run can be repeated.
+        self.user_seed = int(time.time()) % 10_000 if config.user_seed is None else config.user_seed
         self.admin_token = secrets.token_hex(16)
         self.serving_port = free_port()
         self.metrics_port = free_port()
@@ -158,7 +161,7 @@ class Demo:
             correction_rate=self.config.correction_rate,
             thumbs_rate=self.config.thumbs_rate,
             max_tokens=self.config.max_tokens,
-            seed=int(time.time()) % 10_000,
+            seed=self.user_seed,
         )
         self.sim = Simulator(sim_config)
         self._start_users()

@@ -90,3 +90,9 @@ def test_benchmarks_run_without_the_canary_unless_they_ask(tmp_path: Path) -> No
     args = argparse.Namespace(data_dir=tmp_path, tiny=True, learner_env=[])
     assert benchmark_config(args, {}).canary is False
     assert benchmark_config(args, {}, canary=True).canary is True
+
+
+def test_the_users_seed_is_the_configured_one_or_drawn_and_kept(tmp_path: Path) -> None:
+    assert Demo(DemoConfig(data_dir=tmp_path, user_seed=7)).user_seed == 7
+    drawn = Demo(DemoConfig(data_dir=tmp_path)).user_seed
+    assert isinstance(drawn, int) and 0 <= drawn < 10_000
