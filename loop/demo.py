@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -51,10 +52,11 @@ logger = logging.getLogger(__name__)
 
 
 # What one learner cycle took in observed runs (docs/loop.md, "Observed runs"): about 3 minutes
-# on the tiny model, about 30 on SmolLM2 on 2 CPU cores with the users still voting. Only for
-# the outlook shown before the learner finished its first cycle; then its own time is used.
+# on the tiny model, about 6 on SmolLM2 on 2 CPU cores with the users still voting and the CPUs
+# split between the services (30 before the split, the bfloat16 base and engine rollouts). Only
+# for the outlook shown before the learner finished its first cycle; then its own time is used.
 TINY_CYCLE_SECONDS = 180.0
-EMBEDDED_CPU_CYCLE_SECONDS = 1800.0
+EMBEDDED_CPU_CYCLE_SECONDS = 360.0
 # Shorter than the other commands' answers (DEFAULT_MAX_TOKENS): on CPU each pair takes time in
 # proportion, and the demo is about seeing cycles and swaps come round.
 DEMO_MAX_TOKENS = 64
@@ -86,6 +88,9 @@ class DemoConfig:
     canary: bool = True
     learner_max_cycles: int | None = None  # ``learner run --max-cycles``; None: no limit
     user_seed: int | None = None  # the simulated users' seed; None: drawn from the clock
+    # Serving and the learner on one machine split its CPUs instead of each sizing its torch
+    # threads to all of them (``split_threads``); benchmarks that time one alone turn it off.
+    split_cpus: bool = True
     serving_env: dict[str, str] = field(default_factory=dict)
     learner_env: dict[str, str] = field(default_factory=dict)
 
@@ -223,7 +228,17 @@ class Demo:
             api_key=self.api_key,
             admin_token=self.admin_token,
         )
-        return {**env, "SERVING_PORT": str(self.serving_port), **self.config.serving_env}
+        split = self._split_threads("SERVING_TORCH_THREADS", self.config.serving_env, 0)
+        return {**env, "SERVING_PORT": str(self.serving_port), **split, **self.config.serving_env}
+
+    def _split_threads(self, name: str, overrides: dict[str, str], share: int) -> dict[str, str]:
+        """``name`` = this service's share of ``split_threads`` when the demo splits the CPUs
+        and nobody set it (in the demo's options or the environment)."""
+        if not self.config.split_cpus or name in overrides or name in os.environ:
+            return {}
+        from common.cpu_budget import available_cpus
+
+        return {name: str(split_threads(available_cpus())[share])}
 
     def _learner_args(self) -> list[str]:
         max_cycles = self.config.learner_max_cycles
@@ -259,7 +274,8 @@ class Demo:
                     ),
                 }
             )
-        return {**env, **self.config.learner_env}
+        split = self._split_threads("LEARNER_TORCH_THREADS", self.config.learner_env, 1)
+        return {**env, **split, **self.config.learner_env}
 
     # -- observe -------------------------------------------------------------------------------
 
@@ -423,6 +439,18 @@ def canary_setting(learner_env: dict[str, str], canary: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
 
 
+def split_threads(cpus: int) -> tuple[int, int]:
+    """Torch threads for serving and for the learner when they share ``cpus`` CPUs.
+
+    Each sizing itself to every CPU puts two OpenMP teams on the same cores, and their threads
+    spin at barriers while a peer waits for its core: on 2 cores the demo's first PPO iteration
+    took 267 s beside serving, against 42 s alone (``bench/results/loop_n64.md``; the same
+    collapse as serving beside CPU-bound neighbours, ``bench/results/noisy_neighbour.md``).
+    Serving gets the larger half: users wait on it."""
+    serving = max(1, (cpus + 1) // 2)
+    return serving, max(1, cpus - serving)
+
+
 def benchmark_config(
     args: argparse.Namespace, learner_env: dict[str, str], canary: bool = False, **users: Any
 ) -> DemoConfig:
@@ -438,5 +466,7 @@ def benchmark_config(
         canary=canary,
         learner_env=learner_env | env_pairs(args.learner_env, "LEARNER_"),
         learner_stop_timeout=60,
+        # What they time is each service's own speed, as it was measured before.
+        split_cpus=False,
         **users,
     )

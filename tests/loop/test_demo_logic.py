@@ -7,8 +7,10 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from loop.dashboard import Observation
-from loop.demo import Demo, DemoConfig, benchmark_config
+from loop.demo import Demo, DemoConfig, benchmark_config, split_threads
 from loop.demo_cli import build_parser
 
 
@@ -96,3 +98,26 @@ def test_the_users_seed_is_the_configured_one_or_drawn_and_kept(tmp_path: Path) 
     assert Demo(DemoConfig(data_dir=tmp_path, user_seed=7)).user_seed == 7
     drawn = Demo(DemoConfig(data_dir=tmp_path)).user_seed
     assert isinstance(drawn, int) and 0 <= drawn < 10_000
+
+
+def test_serving_and_the_learner_split_the_cpus() -> None:
+    assert split_threads(1) == (1, 1)  # one CPU: one thread each, never none
+    assert split_threads(2) == (1, 1)
+    assert split_threads(3) == (2, 1)
+    assert split_threads(16) == (8, 8)
+
+
+def test_the_demo_sets_each_services_share_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SERVING_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("LEARNER_TORCH_THREADS", raising=False)
+    monkeypatch.setattr("common.cpu_budget.available_cpus", lambda: 4)
+    demo = Demo(DemoConfig(data_dir=tmp_path, learner_env={"LEARNER_TORCH_THREADS": "3"}))
+    assert demo._split_threads("SERVING_TORCH_THREADS", {}, 0) == {"SERVING_TORCH_THREADS": "2"}
+    assert demo._split_threads("LEARNER_TORCH_THREADS", demo.config.learner_env, 1) == {}
+    monkeypatch.setenv("SERVING_TORCH_THREADS", "4")
+    assert demo._split_threads("SERVING_TORCH_THREADS", {}, 0) == {}
+    alone = Demo(DemoConfig(data_dir=tmp_path, split_cpus=False))
+    monkeypatch.delenv("SERVING_TORCH_THREADS")
+    assert alone._split_threads("SERVING_TORCH_THREADS", {}, 0) == {}
