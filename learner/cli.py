@@ -226,7 +226,7 @@ def _cmd_sft(settings: LearnerSettings, args: argparse.Namespace) -> int:
 
 def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
     from learner.daemon import build_services
-    from learner.gates import reward_gate_on
+    from learner.gates import classify_reward_model_on, reward_gate_on
 
     svc = build_services(settings)
     comparisons = svc.store.comparisons()
@@ -235,7 +235,11 @@ def _cmd_reward(settings: LearnerSettings, args: argparse.Namespace) -> int:
     out = args.out or Path(settings.data_dir) / "manual" / f"reward-{_stamp()}"
     res = svc.runner.trainers.reward(RewardJob(svc.runner.base, comparisons, out))
     gate = reward_gate_on(res.metrics, settings.rm_min_accuracy, settings.rm_gate_confidence)
-    _print_outcome(res, passes_gate=gate.passed, gate=gate.reason)
+    # What a cycle would do with it: go on (certified), go on guarded (uncertain), or reject.
+    verdict = classify_reward_model_on(
+        res.metrics, settings.rm_min_accuracy, settings.rm_gate_confidence
+    )
+    _print_outcome(res, passes_gate=gate.passed, gate=gate.reason, gate_outcome=verdict.outcome)
     return 0
 
 

@@ -104,6 +104,7 @@ def test_train_reward_and_ppo_commands_use_the_store(
     assert main(["train-reward", *flags]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["metrics"]["train_count"] == 2 and result["passes_gate"] is True
+    assert result["gate_outcome"] == "certified"
     assert (
         main(["ppo", "--reward-adapter", result["adapter_dir"], "--num-prompts", "1", *flags]) == 0
     )
