@@ -257,6 +257,9 @@ class CycleRunner:
             closed = self._guarded_route_closed()
             if closed:
                 return self._reject(ckpt, f"{verdict.reason}; {closed}")
+            if not gates.leans_toward(res.metrics):
+                why = "its held-out votes lean against it: no guarded canary"
+                return self._reject(ckpt, f"{verdict.reason}; {why}")
             logger.warning(
                 "cycle %d: reward model uncertain (%s): on as a guarded canary, the users' "
                 "votes decide",

@@ -131,6 +131,21 @@ def classify_reward_model_on(
     )
 
 
+def leans_toward(metrics: dict[str, float]) -> bool:
+    """Whether a reward model's held-out votes lean its way at all: the signed-rank z above 0
+    (without ranks, the accuracy above 0.5).
+
+    An uncertain model goes on to a guarded canary only if they do. Under chance the statistic
+    is symmetric, so this halves the share of chance-level models that reach users that way
+    (0.90 of them are uncertain at 13-100 held-out votes, ``bench/results/gate_verdicts.md``),
+    while a model 0.65-0.70 right against the truth leans its way most of the time."""
+    z = metrics.get("signed_rank_z")
+    if z is not None:
+        return z > 0
+    accuracy = metrics.get("accuracy")
+    return accuracy is not None and accuracy > 0.5
+
+
 def _held_out(metrics: dict[str, float]) -> tuple[float | None, int]:
     return metrics.get("accuracy"), int(metrics.get("eval_count", 0.0))
 

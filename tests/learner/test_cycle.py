@@ -428,6 +428,21 @@ def test_an_uncertain_independent_member_does_not_stop_a_guarded_cycle(
     assert (ckpt.outcome, ckpt.guarded) == ("published", True)
 
 
+@pytest.mark.parametrize(
+    "reward_config",
+    [{"fake_accuracy": 0.49}, {"fake_accuracy": 0.6, "fake_signed_rank_z": -0.3}],
+)
+def test_an_uncertain_reward_model_whose_votes_lean_against_it_is_rejected(
+    tmp_path: Path, store: TrainingStore, reward_config: dict[str, float]
+) -> None:
+    feed_votes(Feeder(store), 0, 4)
+    runner = make_runner(tmp_path, store, canary=True, reward_config=reward_config)
+    ckpt = runner.run()
+    assert ckpt.outcome == "rejected" and not ckpt.guarded
+    assert "lean against it" in ckpt.reason
+    assert _trained(runner) == ["reward"] and _canary_rows(store) == []
+
+
 def test_a_contradicted_reward_model_is_rejected_even_with_the_canary_on(
     tmp_path: Path, store: TrainingStore
 ) -> None:

@@ -15,6 +15,7 @@ from learner.gates import (
     count_reward_verdict,
     eval_gates,
     first_failure,
+    leans_toward,
     reward_gate,
     reward_gate_on,
     wilson_lower_bound,
@@ -202,3 +203,17 @@ def test_reward_verdicts_are_counted_with_uncertain_apart() -> None:
         count_reward_verdict("reward_accuracy", classify_reward_model(0.5, 100, 0.5, 0.95, z))
     after = {o: count(o) - before[o] for o in before}
     assert after == {"pass": 1.0, "fail": 1.0, "uncertain": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "leans"),
+    [
+        ({"accuracy": 0.4, "signed_rank_z": 0.1}, True),  # the ranks decide where reported
+        ({"accuracy": 0.6, "signed_rank_z": 0.0}, False),
+        ({"accuracy": 0.51}, True),  # else the accuracy against 0.5
+        ({"accuracy": 0.5}, False),
+        ({}, False),
+    ],
+)
+def test_which_held_out_votes_lean_toward_the_model(metrics: dict[str, float], leans: bool) -> None:
+    assert leans_toward(metrics) is leans
