@@ -444,7 +444,7 @@ def split_threads(cpus: int) -> tuple[int, int]:
 
     Each sizing itself to every CPU puts two OpenMP teams on the same cores, and their threads
     spin at barriers while a peer waits for its core: on 2 cores the demo's first PPO iteration
-    took 267 s beside serving, against 42 s alone (``bench/results/loop_n64.md``; the same
+    took 267 s beside serving, against 42 s alone (``bench/results/demo_first_adapter.md``; the same
     collapse as serving beside CPU-bound neighbours, ``bench/results/noisy_neighbour.md``).
     Serving gets the larger half: users wait on it."""
     serving = max(1, (cpus + 1) // 2)
