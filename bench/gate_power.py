@@ -77,6 +77,13 @@ def label_ceiling(gap_mean: float) -> float:
     return expected_over_gaps(lambda g: 1 / (1 + math.exp(-g)), gap_mean)
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the values that are numbers: a set whose pairs are all equal to the users
+    has no accuracy against the truth (NaN), and says nothing about it."""
+    known = [v for v in values if not math.isnan(v)]
+    return sum(known) / len(known) if known else float("nan")
+
+
 def accuracy_of_skill(skill: float, gap_mean: float) -> float:
     """Accuracy against the noise-free ordering of a model scoring skill x gap + N(0, 1)."""
     cdf = NormalDist().cdf
@@ -326,11 +333,11 @@ def main() -> int:
             by_votes = {}
             for votes in args.votes:
                 rows = [trial(rng, skill, votes, informative, gap_mean) for _ in range(args.runs)]
-                mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+                mean = {k: _mean([r[k] for r in rows]) for k in rows[0]}
                 by_votes[votes] = mean
                 lines.append(
                     ("| {votes} " if sweep else "").format(votes=votes)
-                    + f"| {informative:.0%} | {skill:.3g} | {mean['truth']:.3f} "
+                    + f"| {informative:.0%} | {round(skill, 6):.3g} | {mean['truth']:.3f} "
                     f"| {mean['votes']:.3f} | {mean['wilson']:.2f} | {mean['ranks']:.2f} |"
                 )
                 print(lines[-1], flush=True)
