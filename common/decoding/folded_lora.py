@@ -98,15 +98,17 @@ def folded_while(model: Any) -> Iterator[bool]:
     """For the block, ``model``'s one active LoRA adapter runs folded into copies of the base
     weights (its LoRA layers off); True if it was folded. Nothing happens (False) when no
     adapter is active (outside PEFT, or under ``disable_adapter()``), when several are, or
-    when one cannot be folded exactly. The base weights and every layer's on/off flag come
-    back as they were, also on errors; the copies are freed when the block ends.
+    when one cannot be folded exactly, nor in a model FSDP shards (outside a unit's forward its
+    weights are shards, gathered only while the unit runs). The base weights and every layer's
+    on/off flag come back as they were, also on errors; the copies are freed when the block
+    ends.
 
     For a fixed batch decoded to the end (the learner's rollouts), where every step uses the
     same adapter: the copies cost one adapted-weight matrix per layer for the block's length."""
     layers = lora_layers(model)
     # A PEFT model's ``active_adapters`` is a list (a plain transformers model's is a method).
     names = model.active_adapters if layers else []
-    if len(names) != 1 or any(layer.disable_adapters for layer in layers):
+    if len(names) != 1 or any(layer.disable_adapters for layer in layers) or _sharded(model):
         yield False
         return
     with torch.no_grad():
@@ -123,3 +125,9 @@ def folded_while(model: Any) -> Iterator[bool]:
         for layer, flag in zip(layers, flags, strict=True):
             layer._disable_adapters = flag
         folded.swap_out()
+
+
+def _sharded(model: Any) -> bool:
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
