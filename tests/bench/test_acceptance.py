@@ -30,6 +30,8 @@ def _args(canary: bool = True) -> argparse.Namespace:
         canary_share=0.5,
         canary_max_votes=300,
         canary_max_minutes=40.0,
+        seed=3,
+        user_seed=7,
     )
 
 
@@ -76,6 +78,7 @@ def test_the_report_puts_the_users_decision_beside_the_blind_eval() -> None:
     ]
     text = _markdown(ROUNDS, _verdict(decisions, "policy@v2"), SUMMARY, _args(), {}, 3600.0)
     assert "Canary on: each published version first served as a canary on 50% of pairs" in text
+    assert "users' seed 7; blind evaluation seed 3," in text  # both seeds, to repeat the run
     assert "| 2 | policy@v2 | policy@v1 | promoted | 90 (60/30/5) | 0.667 [0.520, 0.790] |" in text
     lines = text.splitlines()
     blind = next(i for i, line in enumerate(lines) if line.startswith("Blind eval of policy@v2"))
