@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,9 +90,7 @@ class DecodeLoopEngine:
             stop_ids=request.stop_ids,
             seed=draw_seed(),
         )
-        if not self.fold:
-            return decode_batch(peft_model, prompt_rows, sampling, pad_id)
-        with folded_while(peft_model):
+        with folded_while(peft_model) if self.fold else nullcontext():
             return decode_batch(peft_model, prompt_rows, sampling, pad_id)
 
     def close(self) -> None:
